@@ -1,0 +1,35 @@
+/**
+ * dockipc: local inter-process communication for Deno, Bun and Node.
+ *
+ * This entry point holds the transport: {@linkcode listen} and {@linkcode connect} over unix
+ * sockets and TCP, each connection a pair of Web Streams ({@linkcode Conn}), addresses, and the
+ * one error class {@linkcode IpcError}.
+ *
+ * @example A unix-socket echo server and a client
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, listen } from "@dockipc/dockipc";
+ *
+ * const path = `/tmp/dockipc-mod-${Date.now()}.sock`;
+ * await using listener = await listen(path);
+ * (async () => {
+ *   for await (const conn of listener) conn.readable.pipeTo(conn.writable);
+ * })();
+ *
+ * const conn = await connect(path);
+ * const writer = conn.writable.getWriter();
+ * await writer.write(new TextEncoder().encode("hello"));
+ * await writer.close();
+ * assert.equal(await new Response(conn.readable).text(), "hello");
+ * ```
+ *
+ * @module
+ */
+
+export { formatAddress, parseAddress } from "./src/address.ts";
+export type { Address, ParseAddressOptions, TcpAddress, UnixAddress } from "./src/address.ts";
+export { IpcError } from "./src/errors.ts";
+export type { IpcErrorCode, IpcErrorOptions } from "./src/errors.ts";
+export { connect, listen } from "./src/transport.ts";
+export type { ConnectOptions, Listener, ListenOptions } from "./src/transport.ts";
+export type { Conn } from "./src/runtime/types.ts";

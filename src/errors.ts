@@ -1,0 +1,180 @@
+/**
+ * The one error class of dockipc, its codes, and the translation of operating-system errors.
+ *
+ * @module
+ */
+
+/**
+ * What went wrong, as a closed set of codes a caller can switch on.
+ *
+ * - `EADDRINVALID`: an address string or object could not be understood.
+ * - `EADDRINUSE`: something else holds the address (a live socket, a file, a bound port).
+ * - `EACCES`: the operating system refused access to a path or port.
+ * - `ENOENT`: nothing exists at the path.
+ * - `ECONNREFUSED`: nothing accepts connections at the address.
+ * - `ECONNRESET`: the peer went away while data was in flight.
+ * - `ETIMEDOUT`: an operation did not finish within its time limit.
+ * - `ECLOSED`: the object was closed by this process; nothing more can be done with it.
+ * - `EFRAMETOOLARGE`, `ETRUNCATED`, `ELINETOOLONG`: framing refused or lost a frame.
+ * - `EPROTOCOL`, `EAUTH`: a peer spoke a protocol wrongly, or could not prove who it is.
+ * - `ESLOWCONSUMER`, `ENORESPONDERS`: pub/sub delivery failures.
+ * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
+ * - `EIO`: any other operating-system failure; `cause` holds the original error.
+ */
+export type IpcErrorCode =
+  | "EADDRINVALID"
+  | "EADDRINUSE"
+  | "EACCES"
+  | "ENOENT"
+  | "ECONNREFUSED"
+  | "ECONNRESET"
+  | "ETIMEDOUT"
+  | "ECLOSED"
+  | "EFRAMETOOLARGE"
+  | "ETRUNCATED"
+  | "ELINETOOLONG"
+  | "EPROTOCOL"
+  | "EAUTH"
+  | "ESLOWCONSUMER"
+  | "ENORESPONDERS"
+  | "ECORRUPT"
+  | "ELOCKED"
+  | "EIO";
+
+/** Where an {@linkcode IpcError} happened: the operation, the address or path, the cause. */
+export interface IpcErrorOptions {
+  /** The operation that failed, such as `"listen"`, `"connect"`, `"read"` or `"write"`. */
+  op?: string;
+  /** The address involved, as written by the caller (`"unix:/run/app.sock"`). */
+  address?: string;
+  /** The file-system path involved. */
+  path?: string;
+  /** The underlying error, usually one thrown by the runtime. */
+  cause?: unknown;
+}
+
+/**
+ * The error every dockipc operation throws or rejects with, except `TypeError` and `RangeError`
+ * for a wrong argument and an `AbortSignal`'s own reason when the caller aborts.
+ *
+ * @example Switch on the code
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { IpcError } from "@dockipc/dockipc";
+ *
+ * const err = new IpcError("ECONNREFUSED", "Cannot connect to \"/tmp/x.sock\" as nothing accepts there", {
+ *   op: "connect",
+ *   address: "/tmp/x.sock",
+ * });
+ * assert.equal(err.code, "ECONNREFUSED");
+ * assert.equal(err.name, "IpcError");
+ * assert.ok(err instanceof Error);
+ * ```
+ */
+export class IpcError extends Error {
+  override name = "IpcError";
+  /** What went wrong; see {@linkcode IpcErrorCode}. */
+  readonly code: IpcErrorCode;
+  /** The operation that failed, when known. */
+  readonly op: string | undefined;
+  /** The address involved, when there is one. */
+  readonly address: string | undefined;
+  /** The file-system path involved, when there is one. */
+  readonly path: string | undefined;
+
+  /**
+   * Builds an error.
+   *
+   * @param code What went wrong.
+   * @param message What happened and, where it helps, what to do about it.
+   * @param options The operation, address or path, and the cause.
+   */
+  constructor(code: IpcErrorCode, message: string, options: IpcErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.op = options.op;
+    this.address = options.address;
+    this.path = options.path;
+  }
+}
+
+/** Operating-system error codes, as Node, Bun and Deno spell them, mapped to ours. */
+const SYSTEM_CODES: Readonly<Record<string, IpcErrorCode>> = {
+  ENOENT: "ENOENT",
+  ENOTDIR: "ENOENT",
+  NotFound: "ENOENT",
+  EADDRINUSE: "EADDRINUSE",
+  EEXIST: "EADDRINUSE",
+  AddrInUse: "EADDRINUSE",
+  AlreadyExists: "EADDRINUSE",
+  EACCES: "EACCES",
+  EPERM: "EACCES",
+  PermissionDenied: "EACCES",
+  ECONNREFUSED: "ECONNREFUSED",
+  ConnectionRefused: "ECONNREFUSED",
+  ECONNRESET: "ECONNRESET",
+  ECONNABORTED: "ECONNRESET",
+  EPIPE: "ECONNRESET",
+  ConnectionReset: "ECONNRESET",
+  ConnectionAborted: "ECONNRESET",
+  BrokenPipe: "ECONNRESET",
+  ETIMEDOUT: "ETIMEDOUT",
+  TimedOut: "ETIMEDOUT",
+  BadResource: "ECLOSED",
+  Interrupted: "ECLOSED",
+};
+
+/** The reason attached to each code when the operating system reports it. */
+const SYSTEM_REASONS: Readonly<Partial<Record<IpcErrorCode, string>>> = {
+  ENOENT: "nothing exists at that path",
+  EADDRINUSE: "the address is already in use",
+  EACCES: "permission was denied",
+  ECONNREFUSED: "nothing accepts connections there",
+  ECONNRESET: "the peer closed the connection",
+  ETIMEDOUT: "the operation timed out",
+  ECLOSED: "it was already closed",
+};
+
+/**
+ * Reads the code of an error thrown by a runtime: Node and Bun set `code` ("ENOENT"), Deno sets
+ * both `code` and a class name ("NotFound").
+ */
+export function systemCode(err: unknown): string | undefined {
+  if (typeof err !== "object" || err === null) return undefined;
+  const { code, name } = err as { code?: unknown; name?: unknown };
+  if (typeof code === "string") return code;
+  return typeof name === "string" ? name : undefined;
+}
+
+/**
+ * Turns an error thrown by a runtime into an {@linkcode IpcError}, keeping an `IpcError` as it is.
+ *
+ * @param err What the runtime threw.
+ * @param op The operation, used in the message: `Cannot ${op} "${target}" as …`.
+ * @param target The address or path, quoted in the message.
+ * @param kind Whether `target` is an address or a path.
+ */
+export function systemError(
+  err: unknown,
+  op: string,
+  target: string,
+  kind: "address" | "path" = "address",
+): IpcError {
+  if (err instanceof IpcError) return err;
+  const raw = systemCode(err);
+  const code: IpcErrorCode = (raw === undefined ? undefined : SYSTEM_CODES[raw]) ?? "EIO";
+  const reason = SYSTEM_REASONS[code] ??
+    `the operating system reported ${raw ?? "an error"}: ${
+      err instanceof Error ? err.message : String(err)
+    }`;
+  return new IpcError(code, `Cannot ${op} "${target}" as ${reason}`, {
+    op,
+    [kind]: target,
+    cause: err,
+  });
+}
+
+/** The error for any use of an object after this process closed it. */
+export function closedError(op: string, what: string): IpcError {
+  return new IpcError("ECLOSED", `Cannot ${op} as the ${what} is closed`, { op });
+}

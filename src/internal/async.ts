@@ -1,0 +1,149 @@
+/**
+ * The few async helpers dockipc needs (the JSR `@std/async` cannot be installed where this
+ * project is built): `delay`, a backoff schedule, `deadline` and `abortable`.
+ *
+ * @module
+ */
+
+import { IpcError } from "../errors.ts";
+
+/**
+ * Resolves after `ms` milliseconds; rejects with the signal's reason if it aborts first.
+ * The timer does not keep the process alive past an abort.
+ */
+export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promise<void> {
+  const { signal } = options;
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** How a retry schedule grows. */
+export interface BackoffOptions {
+  /** The first delay's upper bound, in ms. @default {100} */
+  initialDelay?: number;
+  /** No delay exceeds this, in ms. @default {30000} */
+  maxDelay?: number;
+  /** Each bound is the previous one times this. @default {2} */
+  factor?: number;
+  /** How many delays the schedule yields before it ends. @default {Infinity} */
+  maxAttempts?: number;
+  /**
+   * `"full"`: each delay is uniformly random between 0 and its bound, so that many clients
+   * that lost the same server do not all come back at once. `"none"`: the bound itself.
+   * @default {"full"}
+   */
+  jitter?: "full" | "none";
+  /** The source of randomness, for reproducible schedules. @default {Math.random} */
+  random?: () => number;
+}
+
+/**
+ * The delays of an exponential backoff with full jitter: `min(maxDelay, initialDelay *
+ * factor ** n)`, times a random number in [0, 1). Ends after `maxAttempts` delays.
+ */
+export function* backoff(options: BackoffOptions = {}): Generator<number, void, void> {
+  const {
+    initialDelay = 100,
+    maxDelay = 30_000,
+    factor = 2,
+    maxAttempts = Infinity,
+    jitter = "full",
+    random = Math.random,
+  } = options;
+  if (!(initialDelay >= 0) || !(maxDelay >= 0) || !(factor >= 1) || !(maxAttempts >= 0)) {
+    throw new RangeError(
+      "Cannot make a backoff schedule as initialDelay and maxDelay must be >= 0, factor >= 1 " +
+        `and maxAttempts >= 0: current values are ${initialDelay}, ${maxDelay}, ${factor}, ${maxAttempts}`,
+    );
+  }
+  let bound = initialDelay;
+  for (let attempt = 0; attempt < maxAttempts; attempt++) {
+    const capped = Math.min(bound, maxDelay);
+    yield jitter === "full" ? Math.floor(random() * capped) : capped;
+    bound = Math.min(bound * factor, maxDelay);
+  }
+}
+
+/**
+ * Settles like `promise`, unless `ms` pass first (rejects with `ETIMEDOUT`) or the signal aborts
+ * (rejects with its reason). `onLate` receives the value if it arrives after that, so that a
+ * resource opened too late can be closed rather than leaked.
+ */
+export function deadline<T>(
+  promise: Promise<T>,
+  ms: number,
+  options: { signal?: AbortSignal; onLate?: (value: T) => void; op?: string } = {},
+): Promise<T> {
+  const timeout = AbortSignal.timeout(ms);
+  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  return abortable(promise, signal, options.onLate).catch((err: unknown) => {
+    if (err === timeout.reason && !options.signal?.aborted) {
+      const op = options.op ?? "finish";
+      throw new IpcError("ETIMEDOUT", `Cannot ${op} as ${ms} ms passed`, { op, cause: err });
+    }
+    throw err;
+  });
+}
+
+/**
+ * Settles like `promise`, unless the signal aborts first: then rejects with its reason, and
+ * hands a value that arrives later to `onLate`.
+ */
+export function abortable<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  onLate?: (value: T) => void,
+): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) {
+    promise.then(onLate, () => {});
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const onAbort = (): void => {
+      done = true;
+      reject(signal.reason);
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        if (done) onLate?.(value);
+        else resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener("abort", onAbort);
+        if (!done) reject(err);
+      },
+    );
+  });
+}
+
+/** A promise with its resolve and reject functions, like `Promise.withResolvers()`. */
+export interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (value: T) => void;
+  reject: (reason: unknown) => void;
+}
+
+/** `Promise.withResolvers()`, which not every supported runtime version has. */
+export function deferred<T>(): Deferred<T> {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}

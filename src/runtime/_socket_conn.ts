@@ -1,0 +1,216 @@
+/**
+ * `SocketConn`: the one `Conn` implementation, shared by the three adapters. Each adapter supplies
+ * a small `SocketDriver` for its runtime's socket and feeds the socket's events in; the state
+ * machine (half-close, errors, backpressure both ways) lives only here.
+ *
+ * @module
+ */
+
+import type { Address } from "../address.ts";
+import { closedError, IpcError, systemError } from "../errors.ts";
+import type { Conn } from "./types.ts";
+
+/** What `SocketConn` needs from a runtime's socket. */
+export interface SocketDriver {
+  /**
+   * Hands `chunk` to the socket and returns how many bytes it took: all of them for a runtime
+   * that buffers (Node, Deno), perhaps fewer for one that does not (Bun).
+   */
+  send(chunk: Uint8Array): number;
+  /** True while the writer must wait for `onDrain` before sending more. */
+  readonly blocked: boolean;
+  /** Stop reading from the socket, leaving further bytes in the kernel. */
+  pause(): void;
+  /** Read again. */
+  resume(): void;
+  /** End the sending direction (FIN), after everything sent so far. */
+  shutdown(): void;
+  /** Close the socket now; the adapter then reports `onClose`. */
+  destroy(): void;
+}
+
+/**
+ * Bytes read ahead of the reader at most. Past this the socket is paused, so a slow reader keeps
+ * the backlog in the kernel, where the peer's writes then wait.
+ */
+const READ_HIGH_WATER_MARK = 64 * 1024;
+
+const byteLength = (chunk: Uint8Array): number => chunk.byteLength;
+
+/** A connected socket as a pair of Web Streams; see `Conn` for the contract. */
+export class SocketConn implements Conn {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<Uint8Array>;
+  readonly localAddr: Address;
+  readonly remoteAddr: Address;
+  readonly closed: Promise<void>;
+
+  #driver: SocketDriver;
+  #label: string;
+  #rc!: ReadableStreamDefaultController<Uint8Array>;
+  #wc!: WritableStreamDefaultController;
+  #readDone = false;
+  #writeDone = false;
+  #closing = false;
+  #destroyed = false;
+  /** The unsent tail of a chunk the socket only partly took. */
+  #rest: Uint8Array | undefined;
+  #drainResolve: (() => void) | undefined;
+  #drainReject: ((err: unknown) => void) | undefined;
+  #resolveClosed!: () => void;
+
+  /**
+   * @param driver The runtime's socket.
+   * @param localAddr This end's address.
+   * @param remoteAddr The peer's address.
+   * @param label How errors name this connection, usually the address string.
+   */
+  constructor(driver: SocketDriver, localAddr: Address, remoteAddr: Address, label: string) {
+    this.#driver = driver;
+    this.localAddr = localAddr;
+    this.remoteAddr = remoteAddr;
+    this.#label = label;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.readable = new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        this.#rc = controller;
+      },
+      pull: () => this.#driver.resume(),
+      cancel: () => this.close(),
+    }, { highWaterMark: READ_HIGH_WATER_MARK, size: byteLength });
+    this.writable = new WritableStream<Uint8Array>({
+      start: (controller) => {
+        this.#wc = controller;
+      },
+      write: (chunk) => this.#write(chunk),
+      close: () => this.#endWrite(),
+      abort: () => this.close(),
+    });
+  }
+
+  /** Called by the adapter with each chunk read; the chunk now belongs to the reader. */
+  onData(chunk: Uint8Array): void {
+    if (this.#readDone) return;
+    this.#rc.enqueue(chunk);
+    if ((this.#rc.desiredSize ?? 0) <= 0) this.#driver.pause();
+  }
+
+  /** Called by the adapter when the peer ends its sending direction. */
+  onEnd(): void {
+    if (!this.#readDone) {
+      this.#readDone = true;
+      this.#rc.close();
+    }
+    this.#finishIfDone();
+  }
+
+  /** Called by the adapter when the socket can take more bytes. */
+  onDrain(): void {
+    let rest = this.#rest;
+    while (rest) {
+      const taken = this.#driver.send(rest);
+      if (taken < rest.byteLength) {
+        this.#rest = rest.subarray(Math.max(taken, 0));
+        return;
+      }
+      rest = this.#rest = undefined;
+    }
+    if (this.#driver.blocked) return;
+    const resolve = this.#drainResolve;
+    this.#drainResolve = this.#drainReject = undefined;
+    resolve?.();
+  }
+
+  /** Called by the adapter when the socket fails; the error ends both directions. */
+  onError(err: unknown): void {
+    if (this.#closing || this.#destroyed) return;
+    const error = err instanceof IpcError ? err : systemError(err, "use connection", this.#label);
+    this.#fail(error);
+    this.#destroy();
+  }
+
+  /** Called by the adapter once the socket is closed. */
+  onClose(): void {
+    this.#destroyed = true;
+    if (!this.#readDone) {
+      this.#readDone = true;
+      this.#rc.close();
+    }
+    if (!this.#writeDone) {
+      this.#fail(
+        new IpcError("ECONNRESET", `Cannot write to "${this.#label}" as the connection closed`, {
+          op: "write",
+          address: this.#label,
+        }),
+      );
+    }
+    this.#resolveClosed();
+  }
+
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    if (!this.#readDone) {
+      this.#readDone = true;
+      try {
+        this.#rc.close();
+      } catch {
+        // The reader cancelled the stream, which is what brought us here.
+      }
+    }
+    this.#fail(closedError("write", "connection"));
+    this.#destroy();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return this.closed;
+  }
+
+  #write(chunk: Uint8Array): Promise<void> | undefined {
+    if (!(chunk instanceof Uint8Array)) {
+      throw new TypeError(
+        `Cannot write to a connection as the chunk is not a Uint8Array: current type is ${typeof chunk}`,
+      );
+    }
+    if (chunk.byteLength === 0) return undefined;
+    const taken = this.#driver.send(chunk);
+    // The fast path: the socket took everything, so no promise is made for this write.
+    if (taken === chunk.byteLength && !this.#driver.blocked) return undefined;
+    this.#rest = taken < chunk.byteLength ? chunk.subarray(Math.max(taken, 0)) : undefined;
+    return new Promise((resolve, reject) => {
+      this.#drainResolve = resolve;
+      this.#drainReject = reject;
+    });
+  }
+
+  #endWrite(): void {
+    this.#writeDone = true;
+    this.#driver.shutdown();
+    this.#finishIfDone();
+  }
+
+  /** Errors the sending direction, and the receiving one if it is still open. */
+  #fail(error: IpcError): void {
+    this.#writeDone = true;
+    this.#wc.error(error);
+    const reject = this.#drainReject;
+    this.#drainResolve = this.#drainReject = undefined;
+    this.#rest = undefined;
+    reject?.(error);
+    if (!this.#readDone) {
+      this.#readDone = true;
+      this.#rc.error(error);
+    }
+  }
+
+  #finishIfDone(): void {
+    if (this.#readDone && this.#writeDone) this.#destroy();
+  }
+
+  #destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    this.#driver.destroy();
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * The Bun adapter: `Bun.listen`/`Bun.connect` natively (not `node:net`), `Bun.spawn`, and files
+ * through Bun's native `node:fs`.
+ *
+ * Bun's `socket.write()` takes what the kernel takes and buffers nothing; `SocketConn` keeps the
+ * rest and sends it on `drain`.
+ *
+ * @module
+ */
+
+import type { Address, TcpAddress, UnixAddress } from "../address.ts";
+import { formatAddress } from "../address.ts";
+import { systemError } from "../errors.ts";
+import { nodeFs } from "./node_fs.ts";
+import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
+import type {
+  ChildProcess,
+  Conn,
+  ListenHandlers,
+  RawListener,
+  Runtime,
+  SpawnOptions,
+} from "./types.ts";
+
+/** The part of Bun's socket this adapter uses. */
+interface BunSocket {
+  data: SocketConn | undefined;
+  write(data: Uint8Array): number;
+  pause(): void;
+  resume(): void;
+  shutdown(halfClose?: boolean): void;
+  end(): void;
+  terminate(): void;
+  setNoDelay(noDelay: boolean): boolean;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+}
+
+interface BunHandlers {
+  open(socket: BunSocket): void;
+  data(socket: BunSocket, data: Uint8Array): void;
+  drain(socket: BunSocket): void;
+  end(socket: BunSocket): void;
+  close(socket: BunSocket, err?: Error): void;
+  error(socket: BunSocket, err: Error): void;
+  connectError?(socket: BunSocket, err: Error): void;
+}
+
+interface BunSocketOptions {
+  socket: BunHandlers;
+  allowHalfOpen: boolean;
+  unix?: string;
+  hostname?: string;
+  port?: number;
+}
+
+interface BunListener {
+  readonly port?: number;
+  readonly hostname?: string;
+  stop(closeActiveConnections?: boolean): void;
+}
+
+interface BunSubprocess {
+  readonly pid: number;
+  readonly stdin:
+    | { write(data: Uint8Array): number; flush(): unknown; end(): unknown }
+    | number
+    | undefined
+    | null;
+  readonly stdout: ReadableStream<Uint8Array> | number | undefined | null;
+  readonly stderr: ReadableStream<Uint8Array> | number | undefined | null;
+  readonly exited: Promise<number>;
+  readonly exitCode: number | null;
+  readonly signalCode: string | null;
+  kill(signal?: string): void;
+}
+
+interface BunLike {
+  readonly version: string;
+  listen(options: BunSocketOptions): BunListener;
+  connect(options: BunSocketOptions): Promise<BunSocket>;
+  spawn(
+    cmd: string[],
+    options: {
+      cwd?: string;
+      env?: Record<string, string | undefined>;
+      stdin?: "pipe" | "inherit" | "ignore";
+      stdout?: "pipe" | "inherit" | "ignore";
+      stderr?: "pipe" | "inherit" | "ignore";
+    },
+  ): BunSubprocess;
+}
+
+interface BunProcessLike {
+  readonly platform: string;
+  readonly pid: number;
+  readonly execPath: string;
+  readonly env: Record<string, string | undefined>;
+}
+
+declare const Bun: BunLike;
+declare const process: BunProcessLike;
+
+class BunDriver implements SocketDriver {
+  readonly blocked = false;
+  #socket: BunSocket;
+
+  constructor(socket: BunSocket) {
+    this.#socket = socket;
+  }
+
+  send(chunk: Uint8Array): number {
+    return this.#socket.write(chunk);
+  }
+  pause(): void {
+    this.#socket.pause();
+  }
+  resume(): void {
+    this.#socket.resume();
+  }
+  shutdown(): void {
+    this.#socket.shutdown();
+  }
+  destroy(): void {
+    this.#socket.end();
+  }
+}
+
+/** Socket events, routed to the `SocketConn` each socket carries in its `data` slot. */
+function handlers(onOpen: (socket: BunSocket) => void): BunHandlers {
+  return {
+    open: onOpen,
+    data: (socket, data) => {
+      // Bun hands a fresh Buffer per call; a plain Uint8Array view makes `slice()` copy.
+      socket.data?.onData(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    },
+    drain: (socket) => socket.data?.onDrain(),
+    end: (socket) => socket.data?.onEnd(),
+    close: (socket) => socket.data?.onClose(),
+    error: (socket, err) => socket.data?.onError(err),
+  };
+}
+
+function attach(socket: BunSocket, local: Address, remote: Address, label: string): SocketConn {
+  if (local.transport === "tcp") socket.setNoDelay(true);
+  const conn = new SocketConn(new BunDriver(socket), local, remote, label);
+  socket.data = conn;
+  return conn;
+}
+
+function tcpSide(socket: BunSocket, side: "local" | "remote"): TcpAddress {
+  return side === "local"
+    ? { transport: "tcp", hostname: socket.localAddress, port: socket.localPort }
+    : { transport: "tcp", hostname: socket.remoteAddress, port: socket.remotePort };
+}
+
+function listen(address: Address, options: ListenHandlers): Promise<RawListener> {
+  const label = formatAddress(options.publicAddr ?? address);
+  const unix = address.transport === "unix";
+  const onOpen = (socket: BunSocket): void => {
+    const local = unix ? options.publicAddr ?? address : tcpSide(socket, "local");
+    const remote: Address = unix ? { transport: "unix", path: "" } : tcpSide(socket, "remote");
+    options.onConn(attach(socket, local, remote, label));
+  };
+  let listener: BunListener;
+  try {
+    listener = Bun.listen({
+      socket: handlers(onOpen),
+      allowHalfOpen: true,
+      ...(unix ? { unix: address.path } : { hostname: address.hostname, port: address.port }),
+    });
+  } catch (err) {
+    return Promise.reject(systemError(err, "listen on", label));
+  }
+  const addr: Address = unix ? address : {
+    transport: "tcp",
+    hostname: address.hostname,
+    port: listener.port ?? address.port,
+  };
+  return Promise.resolve({
+    addr,
+    close: () => {
+      listener.stop(false);
+      return Promise.resolve();
+    },
+  });
+}
+
+async function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
+  const label = formatAddress(address);
+  let conn: SocketConn | undefined;
+  const onOpen = (socket: BunSocket): void => {
+    conn = address.transport === "unix"
+      ? attach(socket, { transport: "unix", path: "" }, address, label)
+      : attach(socket, tcpSide(socket, "local"), tcpSide(socket, "remote"), label);
+  };
+  try {
+    const socket = await Bun.connect({
+      socket: { ...handlers(onOpen), connectError: () => {} },
+      allowHalfOpen: true,
+      ...(address.transport === "unix"
+        ? { unix: address.path }
+        : { hostname: address.hostname, port: address.port }),
+    });
+    return conn ?? attach(socket, { transport: "unix", path: "" }, address, label);
+  } catch (err) {
+    throw systemError(err, "connect to", label);
+  }
+}
+
+function stdio(
+  s: string | undefined,
+  fallback: "pipe" | "inherit" | "ignore",
+): "pipe" | "inherit" | "ignore" {
+  if (s === undefined) return fallback;
+  return s === "pipe" ? "pipe" : s === "inherit" ? "inherit" : "ignore";
+}
+
+function spawn(command: string, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
+  let child: BunSubprocess;
+  try {
+    child = Bun.spawn([command, ...args], {
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      env: { ...process.env, ...options.env },
+      stdin: stdio(options.stdin, "ignore"),
+      stdout: stdio(options.stdout, "pipe"),
+      stderr: stdio(options.stderr, "inherit"),
+    });
+  } catch (err) {
+    throw systemError(err, "spawn", command, "path");
+  }
+  const sink = typeof child.stdin === "object" && child.stdin ? child.stdin : undefined;
+  const stdin = sink
+    ? new WritableStream<Uint8Array>({
+      write: async (chunk) => {
+        sink.write(chunk);
+        await sink.flush();
+      },
+      close: async () => {
+        await sink.end();
+      },
+    })
+    : null;
+  const stream = (s: BunSubprocess["stdout"]): ReadableStream<Uint8Array> | null =>
+    s instanceof ReadableStream ? s : null;
+  return {
+    pid: child.pid,
+    stdin,
+    stdout: stream(child.stdout),
+    stderr: stream(child.stderr),
+    status: child.exited.then(() => {
+      const signal = child.signalCode;
+      const code = signal ? null : child.exitCode;
+      return { code, signal, success: code === 0 };
+    }),
+    kill: (signal = "SIGTERM") => child.kill(signal),
+  };
+}
+
+/** The Bun runtime. */
+export const runtime: Runtime = {
+  name: "bun",
+  version: Bun.version,
+  platform: process.platform,
+  listen,
+  connect,
+  fs: nodeFs,
+  spawn,
+  env: (name) => process.env[name],
+  execPath: process.execPath,
+  pid: process.pid,
+};

@@ -1,0 +1,390 @@
+/**
+ * The Deno adapter: `Deno.listen`/`Deno.connect` (unix and tcp), `Deno.open`, `Deno.Command`.
+ *
+ * @module
+ */
+
+import type { Address, TcpAddress, UnixAddress } from "../address.ts";
+import { formatAddress } from "../address.ts";
+import { systemError } from "../errors.ts";
+import { delay } from "../internal/async.ts";
+import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
+import type {
+  ChildProcess,
+  Conn,
+  FileHandle,
+  FileInfo,
+  FileSystem,
+  ListenHandlers,
+  OpenOptions,
+  RawListener,
+  Runtime,
+  SpawnOptions,
+} from "./types.ts";
+
+/** Bytes asked for per read. */
+const READ_SIZE = 64 * 1024;
+/**
+ * A read at least this large is handed out in its own buffer; a smaller one is copied out, so a
+ * 64-byte message does not pin a 64 KiB buffer while the reader holds it.
+ */
+const HAND_OUT = READ_SIZE / 4;
+
+class DenoDriver implements SocketDriver {
+  blocked = false;
+  #conn: Deno.Conn;
+  #sink!: SocketConn;
+  #paused = true;
+  #reading = false;
+  #closed = false;
+  #buf: Uint8Array | undefined;
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  attach(sink: SocketConn): void {
+    this.#sink = sink;
+  }
+
+  send(chunk: Uint8Array): number {
+    this.blocked = true;
+    this.#writeAll(chunk).then(() => {
+      this.blocked = false;
+      this.#sink.onDrain();
+    }, (err) => this.#closed || this.#sink.onError(err));
+    return chunk.byteLength;
+  }
+
+  async #writeAll(chunk: Uint8Array): Promise<void> {
+    let off = await this.#conn.write(chunk);
+    while (off < chunk.byteLength) off += await this.#conn.write(chunk.subarray(off));
+  }
+
+  pause(): void {
+    this.#paused = true;
+  }
+
+  resume(): void {
+    this.#paused = false;
+    if (!this.#reading) void this.#readLoop();
+  }
+
+  async #readLoop(): Promise<void> {
+    this.#reading = true;
+    try {
+      while (!this.#paused) {
+        const buf = this.#buf ??= new Uint8Array(READ_SIZE);
+        const n = await this.#conn.read(buf);
+        if (n === null) {
+          this.#sink.onEnd();
+          return;
+        }
+        if (n >= HAND_OUT) {
+          this.#buf = undefined;
+          this.#sink.onData(buf.subarray(0, n));
+        } else {
+          this.#sink.onData(buf.slice(0, n));
+        }
+      }
+    } catch (err) {
+      if (!this.#closed) this.#sink.onError(err);
+    } finally {
+      this.#reading = false;
+    }
+  }
+
+  shutdown(): void {
+    this.#conn.closeWrite().catch((err) => this.#closed || this.#sink.onError(err));
+  }
+
+  destroy(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the runtime.
+    }
+    queueMicrotask(() => this.#sink.onClose());
+  }
+}
+
+function toAddress(addr: Deno.Addr): Address {
+  if (addr.transport === "unix" || addr.transport === "unixpacket") {
+    return { transport: "unix", path: addr.path ?? "" };
+  }
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    return { transport: "tcp", hostname: addr.hostname, port: addr.port };
+  }
+  return { transport: "unix", path: "" };
+}
+
+function wrap(conn: Deno.Conn, label: string, localAddr?: Address): Conn {
+  const local = localAddr ?? toAddress(conn.localAddr);
+  if (local.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+  const driver = new DenoDriver(conn);
+  const sink = new SocketConn(driver, local, toAddress(conn.remoteAddr), label);
+  driver.attach(sink);
+  return sink;
+}
+
+function listen(address: Address, handlers: ListenHandlers): Promise<RawListener> {
+  const label = formatAddress(handlers.publicAddr ?? address);
+  let listener: Deno.Listener;
+  try {
+    listener = address.transport === "unix"
+      ? Deno.listen({ transport: "unix", path: address.path })
+      : Deno.listen({ transport: "tcp", hostname: address.hostname, port: address.port });
+  } catch (err) {
+    return Promise.reject(systemError(err, "listen on", label));
+  }
+  let closed = false;
+  const localAddr = address.transport === "unix" ? handlers.publicAddr ?? address : undefined;
+  void (async () => {
+    while (!closed) {
+      try {
+        handlers.onConn(wrap(await listener.accept(), label, localAddr));
+      } catch (err) {
+        if (closed) return;
+        // Out of file descriptors and the like: report it and keep accepting.
+        handlers.onError(systemError(err, "accept on", label));
+        await delay(10);
+      }
+    }
+  })();
+  return Promise.resolve({
+    addr: toAddress(listener.addr),
+    close: () => {
+      closed = true;
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+      return Promise.resolve();
+    },
+  });
+}
+
+async function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
+  const label = formatAddress(address);
+  try {
+    const conn = address.transport === "unix"
+      ? await Deno.connect({ transport: "unix", path: address.path })
+      : await Deno.connect({ transport: "tcp", hostname: address.hostname, port: address.port });
+    return wrap(conn, label);
+  } catch (err) {
+    throw systemError(err, "connect to", label);
+  }
+}
+
+function info(s: Deno.FileInfo): FileInfo {
+  return {
+    isFile: s.isFile,
+    isDirectory: s.isDirectory,
+    isSymlink: s.isSymlink,
+    isSocket: s.isSocket ?? false,
+    size: s.size,
+    mode: s.mode ?? 0,
+    mtimeMs: s.mtime?.getTime() ?? 0,
+    ino: s.ino ?? 0,
+    dev: s.dev,
+  };
+}
+
+/** Runs a file operation and names the path in any error it throws. */
+async function at<T>(op: string, path: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw systemError(err, op, path, "path");
+  }
+}
+
+class DenoFile implements FileHandle {
+  #file: Deno.FsFile;
+  #path: string;
+  /** Async calls run one after another, since a positional one is a seek and then a read. */
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(file: Deno.FsFile, path: string) {
+    this.#file = file;
+    this.#path = path;
+  }
+
+  #run<T>(op: string, run: () => Promise<T>): Promise<T> {
+    const next = this.#queue.then(() => at(op, this.#path, run));
+    this.#queue = next.catch(() => {});
+    return next;
+  }
+
+  read(buf: Uint8Array, position: number): Promise<number> {
+    return this.#run("read", async () => {
+      await this.#file.seek(position, Deno.SeekMode.Start);
+      return (await this.#file.read(buf)) ?? 0;
+    });
+  }
+
+  write(data: Uint8Array, position?: number): Promise<void> {
+    return this.#run("write", async () => {
+      if (position !== undefined) await this.#file.seek(position, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < data.byteLength) off += await this.#file.write(data.subarray(off));
+    });
+  }
+
+  writeSync(data: Uint8Array, position?: number): void {
+    try {
+      if (position !== undefined) this.#file.seekSync(position, Deno.SeekMode.Start);
+      let off = 0;
+      while (off < data.byteLength) off += this.#file.writeSync(data.subarray(off));
+    } catch (err) {
+      throw systemError(err, "write", this.#path, "path");
+    }
+  }
+
+  datasync(): Promise<void> {
+    return this.#run("sync", () => this.#file.syncData());
+  }
+
+  datasyncSync(): void {
+    try {
+      this.#file.syncDataSync();
+    } catch (err) {
+      throw systemError(err, "sync", this.#path, "path");
+    }
+  }
+
+  sync(): Promise<void> {
+    return this.#run("sync", () => this.#file.sync());
+  }
+
+  truncate(length: number): Promise<void> {
+    return this.#run("truncate", () => this.#file.truncate(length));
+  }
+
+  async stat(): Promise<FileInfo> {
+    return info(await this.#run("stat", () => this.#file.stat()));
+  }
+
+  readonly tryLock = (exclusive: boolean): Promise<boolean> =>
+    this.#run("lock", () => this.#file.tryLock(exclusive));
+
+  close(): Promise<void> {
+    return this.#run("close", () => Promise.resolve(this.#file.close()));
+  }
+}
+
+const denoFs: FileSystem = {
+  open: (path, o: OpenOptions) =>
+    at("open", path, async () => {
+      const write = !!(o.write || o.append || o.create || o.createNew || o.truncate);
+      const file = await Deno.open(path, {
+        read: o.read ?? true,
+        write,
+        append: o.append ?? false,
+        create: o.create ?? false,
+        createNew: o.createNew ?? false,
+        truncate: o.truncate ?? false,
+        mode: o.mode ?? 0o600,
+      });
+      return new DenoFile(file, path);
+    }),
+  stat: (path) => at("stat", path, async () => info(await Deno.stat(path))),
+  lstat: (path) => at("stat", path, async () => info(await Deno.lstat(path))),
+  mkdir: (path, options) =>
+    at(
+      "create directory",
+      path,
+      () =>
+        Deno.mkdir(path, { recursive: options.recursive ?? false, mode: options.mode ?? 0o777 }),
+    ),
+  readDir: (path) =>
+    at("read directory", path, async () => {
+      const names: string[] = [];
+      for await (const entry of Deno.readDir(path)) names.push(entry.name);
+      return names;
+    }),
+  readFile: (path) => at("read", path, () => Deno.readFile(path)),
+  rename: (from, to) => at("rename", from, () => Deno.rename(from, to)),
+  link: (from, to) => at("link", to, () => Deno.link(from, to)),
+  remove: (path, options = {}) =>
+    at("remove", path, () => Deno.remove(path, { recursive: options.recursive ?? false })),
+  chmod: (path, mode) => at("change mode of", path, () => Deno.chmod(path, mode)),
+  syncDir: (path) =>
+    at("sync", path, async () => {
+      const dir = await Deno.open(path, { read: true });
+      try {
+        await dir.sync();
+      } finally {
+        dir.close();
+      }
+    }),
+  makeTempDir: (prefix) => at("create directory", prefix, () => Deno.makeTempDir({ prefix })),
+};
+
+function stdio(
+  s: string | undefined,
+  fallback: "piped" | "inherit" | "null",
+): "piped" | "inherit" | "null" {
+  if (s === undefined) return fallback;
+  return s === "pipe" ? "piped" : s === "inherit" ? "inherit" : "null";
+}
+
+function spawn(command: string, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(command, {
+      args: [...args],
+      ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
+      ...(options.env === undefined ? {} : { env: options.env }),
+      stdin: stdio(options.stdin, "null"),
+      stdout: stdio(options.stdout, "piped"),
+      stderr: stdio(options.stderr, "inherit"),
+    }).spawn();
+  } catch (err) {
+    throw systemError(err, "spawn", command, "path");
+  }
+  const piped = (s: string | undefined, fallback: string): boolean => (s ?? fallback) === "pipe";
+  return {
+    pid: child.pid,
+    stdin: piped(options.stdin, "null") ? child.stdin : null,
+    stdout: piped(options.stdout, "pipe") ? child.stdout : null,
+    stderr: piped(options.stderr, "inherit") ? child.stderr : null,
+    status: child.status.then((s) => ({
+      code: s.signal ? null : s.code,
+      signal: s.signal,
+      success: s.success,
+    })),
+    kill: (signal = "SIGTERM") => {
+      try {
+        child.kill(signal);
+      } catch {
+        // Already ended.
+      }
+    },
+  };
+}
+
+/** The Deno runtime. */
+export const runtime: Runtime = {
+  name: "deno",
+  version: Deno.version.deno,
+  platform: Deno.build.os,
+  listen,
+  connect,
+  fs: denoFs,
+  spawn,
+  env: (name) => {
+    try {
+      return Deno.env.get(name);
+    } catch {
+      return undefined; // no --allow-env: as if unset
+    }
+  },
+  get execPath(): string {
+    return Deno.execPath();
+  },
+  pid: Deno.pid,
+};

@@ -1,0 +1,173 @@
+/**
+ * The Node adapter: `node:net` sockets, `node:fs` files (shared with Bun), `node:child_process`.
+ *
+ * @module
+ */
+
+import { spawn as spawnChild } from "node:child_process";
+import { createConnection, createServer, type Server, type Socket } from "node:net";
+import process from "node:process";
+import { Readable, Writable } from "node:stream";
+import type { Address, TcpAddress, UnixAddress } from "../address.ts";
+import { formatAddress } from "../address.ts";
+import { systemError } from "../errors.ts";
+import { nodeFs } from "./node_fs.ts";
+import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
+import type {
+  ChildProcess,
+  ChildStatus,
+  Conn,
+  ListenHandlers,
+  RawListener,
+  Runtime,
+  SpawnOptions,
+} from "./types.ts";
+
+class NodeDriver implements SocketDriver {
+  blocked = false;
+  #socket: Socket;
+
+  constructor(socket: Socket) {
+    this.#socket = socket;
+  }
+
+  send(chunk: Uint8Array): number {
+    // Node buffers what the kernel does not take; false asks us to wait for "drain".
+    this.blocked = !this.#socket.write(chunk);
+    return chunk.byteLength;
+  }
+  pause(): void {
+    this.#socket.pause();
+  }
+  resume(): void {
+    this.#socket.resume();
+  }
+  shutdown(): void {
+    this.#socket.end();
+  }
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+function wrap(socket: Socket, localAddr: Address, remoteAddr: Address, label: string): Conn {
+  if (localAddr.transport === "tcp") socket.setNoDelay(true);
+  const driver = new NodeDriver(socket);
+  const conn = new SocketConn(driver, localAddr, remoteAddr, label);
+  socket.on("data", (b: Uint8Array) => {
+    // A plain Uint8Array view, so that `slice()` copies as everywhere else.
+    conn.onData(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+  });
+  socket.on("end", () => conn.onEnd());
+  socket.on("drain", () => {
+    driver.blocked = false;
+    conn.onDrain();
+  });
+  socket.on("error", (err) => conn.onError(err));
+  socket.on("close", () => conn.onClose());
+  return conn;
+}
+
+function tcpPeer(socket: Socket, side: "local" | "remote"): TcpAddress {
+  const hostname = (side === "local" ? socket.localAddress : socket.remoteAddress) ?? "";
+  const port = (side === "local" ? socket.localPort : socket.remotePort) ?? 0;
+  return { transport: "tcp", hostname, port };
+}
+
+function listen(address: Address, handlers: ListenHandlers): Promise<RawListener> {
+  const label = formatAddress(handlers.publicAddr ?? address);
+  const server: Server = createServer({ allowHalfOpen: true });
+  return new Promise((resolve, reject) => {
+    server.once("error", (err) => reject(systemError(err, "listen on", label)));
+    const onListening = (): void => {
+      server.removeAllListeners("error");
+      server.on("error", (err) => handlers.onError(err));
+      let addr: Address = address;
+      const bound = server.address();
+      if (address.transport === "tcp" && bound && typeof bound === "object") {
+        addr = { transport: "tcp", hostname: bound.address, port: bound.port };
+      }
+      server.on("connection", (socket: Socket) => {
+        const remote: Address = addr.transport === "unix"
+          ? { transport: "unix", path: "" }
+          : tcpPeer(socket, "remote");
+        const local: Address = addr.transport === "unix"
+          ? handlers.publicAddr ?? addr
+          : tcpPeer(socket, "local");
+        handlers.onConn(wrap(socket, local, remote, label));
+      });
+      resolve({
+        addr,
+        close: () => new Promise<void>((done) => server.close(() => done())),
+      });
+    };
+    if (address.transport === "unix") server.listen({ path: address.path }, onListening);
+    else server.listen({ host: address.hostname, port: address.port }, onListening);
+  });
+}
+
+function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
+  const label = formatAddress(address);
+  const socket = address.transport === "unix"
+    ? createConnection({ path: address.path, allowHalfOpen: true })
+    : createConnection({ host: address.hostname, port: address.port, allowHalfOpen: true });
+  return new Promise((resolve, reject) => {
+    socket.once("error", (err) => reject(systemError(err, "connect to", label)));
+    socket.once("connect", () => {
+      socket.removeAllListeners("error");
+      if (address.transport === "unix") {
+        resolve(wrap(socket, { transport: "unix", path: "" }, address, label));
+      } else {
+        resolve(wrap(socket, tcpPeer(socket, "local"), tcpPeer(socket, "remote"), label));
+      }
+    });
+  });
+}
+
+function spawn(command: string, args: readonly string[], options: SpawnOptions = {}): ChildProcess {
+  const child = spawnChild(command, [...args], {
+    cwd: options.cwd,
+    env: { ...process.env, ...options.env },
+    stdio: [
+      options.stdin === "pipe" ? "pipe" : options.stdin === "inherit" ? "inherit" : "ignore",
+      (options.stdout ?? "pipe") === "pipe"
+        ? "pipe"
+        : options.stdout === "inherit"
+        ? "inherit"
+        : "ignore",
+      options.stderr === "pipe"
+        ? "pipe"
+        : (options.stderr ?? "inherit") === "inherit"
+        ? "inherit"
+        : "ignore",
+    ],
+  });
+  const status = new Promise<ChildStatus>((resolve, reject) => {
+    child.once("error", (err) => reject(systemError(err, "spawn", command, "path")));
+    child.once("close", (code, signal) => resolve({ code, signal, success: code === 0 }));
+  });
+  return {
+    pid: child.pid ?? -1,
+    stdin: child.stdin ? (Writable.toWeb(child.stdin) as WritableStream<Uint8Array>) : null,
+    stdout: child.stdout ? (Readable.toWeb(child.stdout) as ReadableStream<Uint8Array>) : null,
+    stderr: child.stderr ? (Readable.toWeb(child.stderr) as ReadableStream<Uint8Array>) : null,
+    status,
+    kill: (signal = "SIGTERM") => {
+      child.kill(signal);
+    },
+  };
+}
+
+/** The Node runtime. */
+export const runtime: Runtime = {
+  name: "node",
+  version: process.versions.node,
+  platform: process.platform,
+  listen,
+  connect,
+  fs: nodeFs,
+  spawn,
+  env: (name) => process.env[name],
+  execPath: process.execPath,
+  pid: process.pid,
+};

@@ -1,0 +1,204 @@
+/**
+ * Files through `node:fs`, for Node and for Bun (which implements `node:fs` natively and has no
+ * positional file API of its own).
+ *
+ * @module
+ */
+
+import * as fs from "node:fs";
+import * as fsp from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { systemError } from "../errors.ts";
+import type { FileHandle, FileInfo, FileSystem, OpenOptions } from "./types.ts";
+
+function info(s: fs.Stats): FileInfo {
+  return {
+    isFile: s.isFile(),
+    isDirectory: s.isDirectory(),
+    isSymlink: s.isSymbolicLink(),
+    isSocket: s.isSocket(),
+    size: s.size,
+    mode: s.mode,
+    mtimeMs: s.mtimeMs,
+    ino: s.ino,
+    dev: s.dev,
+  };
+}
+
+function flags(o: OpenOptions): number {
+  const c = fs.constants;
+  const read = o.read ?? true;
+  const write = o.write || o.append || o.create || o.createNew || o.truncate;
+  let f = read && write ? c.O_RDWR : write ? c.O_WRONLY : c.O_RDONLY;
+  if (o.append) f |= c.O_APPEND;
+  if (o.create || o.createNew) f |= c.O_CREAT;
+  if (o.createNew) f |= c.O_EXCL;
+  if (o.truncate) f |= c.O_TRUNC;
+  return f;
+}
+
+/** Runs a file operation and names the path in any error it throws. */
+async function at<T>(op: string, path: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw systemError(err, op, path, "path");
+  }
+}
+
+class NodeFile implements FileHandle {
+  #fd: number;
+  #path: string;
+  readonly tryLock: undefined = undefined;
+
+  constructor(fd: number, path: string) {
+    this.#fd = fd;
+    this.#path = path;
+  }
+
+  read(buf: Uint8Array, position: number): Promise<number> {
+    return at("read", this.#path, () =>
+      new Promise<number>((resolve, reject) => {
+        fs.read(this.#fd, buf, 0, buf.byteLength, position, (err, n) =>
+          err ? reject(err) : resolve(n));
+      }));
+  }
+
+  async write(data: Uint8Array, position?: number): Promise<void> {
+    let off = 0;
+    while (off < data.byteLength) {
+      const pos = position === undefined ? null : position + off;
+      off += await at("write", this.#path, () =>
+        new Promise<number>((resolve, reject) => {
+          fs.write(this.#fd, data, off, data.byteLength - off, pos, (err, n) =>
+            err ? reject(err) : resolve(n));
+        }));
+    }
+  }
+
+  writeSync(data: Uint8Array, position?: number): void {
+    try {
+      let off = 0;
+      while (off < data.byteLength) {
+        const pos = position === undefined ? null : position + off;
+        off += fs.writeSync(this.#fd, data, off, data.byteLength - off, pos);
+      }
+    } catch (err) {
+      throw systemError(err, "write", this.#path, "path");
+    }
+  }
+
+  datasync(): Promise<void> {
+    return at(
+      "sync",
+      this.#path,
+      () =>
+        new Promise<void>((resolve, reject) =>
+          fs.fdatasync(this.#fd, (err) => err ? reject(err) : resolve())
+        ),
+    );
+  }
+
+  datasyncSync(): void {
+    try {
+      fs.fdatasyncSync(this.#fd);
+    } catch (err) {
+      throw systemError(err, "sync", this.#path, "path");
+    }
+  }
+
+  sync(): Promise<void> {
+    return at(
+      "sync",
+      this.#path,
+      () =>
+        new Promise<void>((resolve, reject) =>
+          fs.fsync(this.#fd, (err) => err ? reject(err) : resolve())
+        ),
+    );
+  }
+
+  truncate(length: number): Promise<void> {
+    return at(
+      "truncate",
+      this.#path,
+      () =>
+        new Promise<void>((resolve, reject) =>
+          fs.ftruncate(this.#fd, length, (err) => err ? reject(err) : resolve())
+        ),
+    );
+  }
+
+  stat(): Promise<FileInfo> {
+    return at(
+      "stat",
+      this.#path,
+      () =>
+        new Promise<FileInfo>((resolve, reject) =>
+          fs.fstat(this.#fd, (err, s) => err ? reject(err) : resolve(info(s)))
+        ),
+    );
+  }
+
+  close(): Promise<void> {
+    return at(
+      "close",
+      this.#path,
+      () =>
+        new Promise<void>((resolve, reject) =>
+          fs.close(this.#fd, (err) => err ? reject(err) : resolve())
+        ),
+    );
+  }
+}
+
+/** The file system through `node:fs`. */
+export const nodeFs: FileSystem = {
+  open: (path, options) =>
+    at("open", path, async () => new NodeFile(await openFd(path, options), path)),
+  stat: (path) => at("stat", path, async () => info(await fsp.stat(path))),
+  lstat: (path) => at("stat", path, async () => info(await fsp.lstat(path))),
+  mkdir: (path, options) =>
+    at("create directory", path, async () => {
+      await fsp.mkdir(path, { recursive: options.recursive ?? false, mode: options.mode ?? 0o777 });
+    }),
+  readDir: (path) => at("read directory", path, () => fsp.readdir(path)),
+  readFile: (path) =>
+    at("read", path, async () => {
+      const b = await fsp.readFile(path);
+      return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+    }),
+  rename: (from, to) => at("rename", from, () => fsp.rename(from, to)),
+  link: (from, to) => at("link", to, () => fsp.link(from, to)),
+  remove: (path, options = {}) =>
+    at("remove", path, async () => {
+      const s = await fsp.lstat(path);
+      if (s.isDirectory()) {
+        await (options.recursive ? fsp.rm(path, { recursive: true }) : fsp.rmdir(path));
+      } else await fsp.unlink(path);
+    }),
+  chmod: (path, mode) => at("change mode of", path, () => fsp.chmod(path, mode)),
+  syncDir: (path) =>
+    at("sync", path, async () => {
+      const dir = await fsp.open(path, "r");
+      try {
+        await dir.sync();
+      } finally {
+        await dir.close();
+      }
+    }),
+  makeTempDir: (prefix) =>
+    at("create directory", tmpdir(), () => fsp.mkdtemp(join(tmpdir(), prefix))),
+};
+
+function openFd(path: string, options: OpenOptions): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.open(
+      path,
+      flags(options),
+      options.mode ?? 0o600,
+      (err, fd) => err ? reject(err) : resolve(fd),
+    );
+  });
+}

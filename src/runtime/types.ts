@@ -1,0 +1,226 @@
+/**
+ * The `Runtime` interface: everything dockipc needs from Deno, Bun or Node, and nothing more.
+ *
+ * Only the adapters in this folder touch `Deno`, `Bun` or `node:*`; every other module speaks
+ * these types, so a new runtime is one new file.
+ *
+ * @module
+ */
+
+import type { Address, TcpAddress, UnixAddress } from "../address.ts";
+
+/**
+ * A connected byte stream: a unix or TCP socket as a pair of Web Streams.
+ *
+ * Reading: `readable` yields the bytes as they arrive and reads from the socket only as fast as
+ * it is read, so a slow reader leaves the data in the kernel rather than in memory. It ends when
+ * the peer stops writing, and errors with `ECONNRESET` when the peer vanishes mid-stream. A chunk
+ * belongs to the reader once read: no one writes into it again.
+ *
+ * Writing: a `writable` write resolves once the socket has taken the bytes (or the runtime's
+ * bounded send buffer has), so awaiting writes is backpressure. Do not modify a chunk after
+ * passing it to `write()`. `writable.close()` flushes and then ends the sending direction only
+ * (the peer's `readable` ends), while this side can go on reading.
+ *
+ * `close()` ends both directions at once: pending data is discarded, `readable` ends and every
+ * later write rejects with `ECLOSED`. The connection is also fully closed, and `closed` resolves,
+ * once both directions have ended on their own.
+ *
+ * @example Echo one message
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, listen } from "@dockipc/dockipc";
+ *
+ * await using listener = await listen("tcp://127.0.0.1:0");
+ * const client = await connect(listener.addr);
+ * const server = await listener.accept();
+ * server.readable.pipeTo(server.writable); // echo until the client stops writing
+ *
+ * const writer = client.writable.getWriter();
+ * await writer.write(new TextEncoder().encode("ping"));
+ * await writer.close();
+ * const reply = await new Response(client.readable).text();
+ * assert.equal(reply, "ping");
+ * await client.closed;
+ * ```
+ */
+export interface Conn extends AsyncDisposable {
+  /** Bytes from the peer. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** Bytes to the peer. */
+  readonly writable: WritableStream<Uint8Array>;
+  /** This end's address. A unix client has an unnamed socket: its path is `""`. */
+  readonly localAddr: Address;
+  /** The peer's address. A unix server's peer is usually unnamed: its path is `""`. */
+  readonly remoteAddr: Address;
+  /** Resolves once the socket is closed and its resources are released. Never rejects. */
+  readonly closed: Promise<void>;
+  /** Closes both directions now. Calling it again does nothing. */
+  close(): void;
+}
+
+/** A bound listening socket inside an adapter; `transport.ts` turns it into a `Listener`. */
+export interface RawListener {
+  /** The bound address: for TCP with port 0, the port the OS chose. */
+  readonly addr: Address;
+  /** Stops accepting. Connections already handed out stay open. */
+  close(): Promise<void>;
+}
+
+/** What an adapter calls as connections arrive on a `RawListener`, and how it names them. */
+export interface ListenHandlers {
+  /**
+   * The address accepted connections report as `localAddr` and errors name, when it is not the
+   * bound one (the transport binds a unix socket under a private name, then links it in place).
+   */
+  publicAddr?: Address;
+  /** A connection was accepted. */
+  onConn(conn: Conn): void;
+  /** Accepting failed in a way that ends the listener. */
+  onError(err: unknown): void;
+}
+
+/** What `FileSystem.stat` and `FileHandle.stat` report. */
+export interface FileInfo {
+  readonly isFile: boolean;
+  readonly isDirectory: boolean;
+  readonly isSymlink: boolean;
+  readonly isSocket: boolean;
+  readonly size: number;
+  /** Permission bits and file type, as `st_mode`. */
+  readonly mode: number;
+  /** Modification time, in milliseconds since the epoch. */
+  readonly mtimeMs: number;
+  /** Inode number and device: together they tell whether a path still names the same file. */
+  readonly ino: number;
+  readonly dev: number;
+}
+
+/** How to open a file; the flags match `open(2)`. */
+export interface OpenOptions {
+  /** @default {true} */
+  read?: boolean;
+  /** @default {false} */
+  write?: boolean;
+  /** Every write goes to the end of the file (`O_APPEND`). @default {false} */
+  append?: boolean;
+  /** Create the file if it is missing. @default {false} */
+  create?: boolean;
+  /** The file must not exist yet (`O_EXCL`); an existing one fails with `EADDRINUSE`. */
+  createNew?: boolean;
+  /** @default {false} */
+  truncate?: boolean;
+  /** Permission bits for a created file. @default {0o600} */
+  mode?: number;
+}
+
+/**
+ * An open file. Positions are byte offsets from the start of the file. Async calls on one handle
+ * run in order; do not start a sync call while an async one on the same handle is pending.
+ */
+export interface FileHandle {
+  /** Reads into `buf` at `position`; resolves with the count read, 0 at the end of the file. */
+  read(buf: Uint8Array, position: number): Promise<number>;
+  /** Writes all of `data`, at `position` or (without it) at the current end for append files. */
+  write(data: Uint8Array, position?: number): Promise<void>;
+  /** The same as `write`, blocking the thread: the fastest path for small appends. */
+  writeSync(data: Uint8Array, position?: number): void;
+  /** `fdatasync(2)`: the data and the size are durable when it resolves. */
+  datasync(): Promise<void>;
+  /** The same as `datasync`, blocking the thread (no hop to a worker thread). */
+  datasyncSync(): void;
+  /** `fsync(2)`: data and all metadata. */
+  sync(): Promise<void>;
+  truncate(length: number): Promise<void>;
+  stat(): Promise<FileInfo>;
+  /**
+   * Tries to take an advisory lock on the whole file without waiting; `true` when taken.
+   * `undefined` on a runtime that has no file locks (callers fall back to a lock file).
+   */
+  readonly tryLock: ((exclusive: boolean) => Promise<boolean>) | undefined;
+  close(): Promise<void>;
+}
+
+/** The file operations the write-ahead log and the unix transport need. */
+export interface FileSystem {
+  open(path: string, options: OpenOptions): Promise<FileHandle>;
+  /** Follows symbolic links. */
+  stat(path: string): Promise<FileInfo>;
+  /** Does not follow a symbolic link at `path`. */
+  lstat(path: string): Promise<FileInfo>;
+  mkdir(path: string, options: { recursive?: boolean; mode?: number }): Promise<void>;
+  /** The names in a directory, in no particular order. */
+  readDir(path: string): Promise<string[]>;
+  readFile(path: string): Promise<Uint8Array>;
+  rename(from: string, to: string): Promise<void>;
+  /** Adds a second name for a file; fails if `to` exists (never replaces it). */
+  link(from: string, to: string): Promise<void>;
+  /** Removes a file or an empty directory; with `recursive`, a whole tree. */
+  remove(path: string, options?: { recursive?: boolean }): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  /** Makes a directory's entries (created, renamed or removed files) durable. */
+  syncDir(path: string): Promise<void>;
+  /** A new empty directory, readable only by this user, under the system's temp folder. */
+  makeTempDir(prefix: string): Promise<string>;
+}
+
+/** How a child process's standard stream is connected. */
+export type Stdio = "pipe" | "inherit" | "null";
+
+/** Options for `Runtime.spawn`. */
+export interface SpawnOptions {
+  cwd?: string;
+  /** Added to this process's environment. */
+  env?: Record<string, string>;
+  /** @default {"null"} */
+  stdin?: Stdio;
+  /** @default {"pipe"} */
+  stdout?: Stdio;
+  /** @default {"inherit"} */
+  stderr?: Stdio;
+}
+
+/** How a child process ended. */
+export interface ChildStatus {
+  /** The exit code, or `null` when a signal ended it. */
+  readonly code: number | null;
+  /** The signal that ended it, such as `"SIGKILL"`, or `null`. */
+  readonly signal: string | null;
+  /** Whether it exited with code 0. */
+  readonly success: boolean;
+}
+
+/** A running child process. */
+export interface ChildProcess {
+  readonly pid: number;
+  readonly stdin: WritableStream<Uint8Array> | null;
+  readonly stdout: ReadableStream<Uint8Array> | null;
+  readonly stderr: ReadableStream<Uint8Array> | null;
+  /** Resolves when the process has ended. */
+  readonly status: Promise<ChildStatus>;
+  /** Sends a signal. @default {"SIGTERM"} */
+  kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT"): void;
+}
+
+/** The name of a supported runtime. */
+export type RuntimeName = "deno" | "bun" | "node";
+
+/** Everything dockipc needs from the runtime it runs on. */
+export interface Runtime {
+  readonly name: RuntimeName;
+  /** The runtime's own version, such as `"2.9.6"`. */
+  readonly version: string;
+  /** The operating system, as `process.platform` spells it (`"linux"`, `"darwin"`). */
+  readonly platform: string;
+  /** Binds a listening socket. A unix path must be free: `transport.ts` checks it first. */
+  listen(address: Address, handlers: ListenHandlers): Promise<RawListener>;
+  /** Opens a connection; TCP connections have Nagle's algorithm turned off. */
+  connect(address: UnixAddress | TcpAddress): Promise<Conn>;
+  readonly fs: FileSystem;
+  spawn(command: string, args: readonly string[], options?: SpawnOptions): ChildProcess;
+  /** Reads an environment variable. */
+  env(name: string): string | undefined;
+  /** The path of the running runtime's executable. */
+  readonly execPath: string;
+  readonly pid: number;
+}

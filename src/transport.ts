@@ -1,0 +1,419 @@
+/**
+ * `listen()` and `connect()` over unix sockets and TCP, on top of the runtime adapters.
+ *
+ * A unix socket is bound under a private name in a fresh `0700` directory beside its path, given
+ * its mode there, and then linked into place: no other user can connect before the mode is set,
+ * and `link(2)` never replaces what is at the path, so a live socket is never stolen even by a
+ * listener racing this one. Only when the private name would be longer than the OS allows does
+ * it bind in place and set the mode just after.
+ *
+ * @module
+ */
+
+import {
+  type Address,
+  formatAddress,
+  maxUnixPathBytes,
+  parseAddress,
+  type UnixAddress,
+} from "./address.ts";
+import { IpcError, systemCode } from "./errors.ts";
+import { abortable } from "./internal/async.ts";
+import { getRuntime } from "./runtime/detect.ts";
+import type {
+  Conn,
+  FileInfo,
+  FileSystem,
+  ListenHandlers,
+  RawListener,
+  Runtime,
+} from "./runtime/types.ts";
+
+/** Options for {@linkcode listen}. */
+export interface ListenOptions {
+  /** Permission bits of a unix socket file. @default {0o600} */
+  mode?: number;
+  /** Permission bits of parent directories that `listen` creates. @default {0o700} */
+  dirMode?: number;
+  /** Closes the listener when aborted; a `for await` over it then ends. */
+  signal?: AbortSignal;
+  /**
+   * Accepted connections waiting for `accept()` at most. Past this, a new connection is closed
+   * at once, so a flood of clients cannot grow memory while the server is busy.
+   * @default {1024}
+   */
+  maxPending?: number;
+}
+
+/** Options for {@linkcode connect}. */
+export interface ConnectOptions {
+  /** Abandons the attempt: `connect` rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Rejects with `ETIMEDOUT` after this many milliseconds. @default {no limit} */
+  timeout?: number;
+}
+
+/**
+ * A listening socket: an async iterable of accepted connections.
+ *
+ * @example Accept connections until the listener closes
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, listen } from "@dockipc/dockipc";
+ *
+ * const listener = await listen("tcp://127.0.0.1:0");
+ * const served = (async () => {
+ *   for await (const conn of listener) await conn.readable.pipeTo(conn.writable);
+ * })();
+ * const client = await connect(listener.addr);
+ * const writer = client.writable.getWriter();
+ * await writer.write(new Uint8Array([1, 2, 3]));
+ * await writer.close();
+ * assert.deepEqual(new Uint8Array(await new Response(client.readable).arrayBuffer()), new Uint8Array([1, 2, 3]));
+ * await listener.close();
+ * await served;
+ * ```
+ */
+export interface Listener extends AsyncIterable<Conn>, AsyncDisposable {
+  /** Where it listens: for TCP with port 0, with the port the OS chose. */
+  readonly addr: Address;
+  /**
+   * The next connection.
+   *
+   * @throws {IpcError} `ECLOSED` once the listener is closed.
+   */
+  accept(): Promise<Conn>;
+  /**
+   * Stops accepting, closes connections not yet accepted, and removes the socket file if it is
+   * still the one this listener created. Connections already accepted stay open.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on a unix socket or a TCP port.
+ *
+ * For a unix socket: a missing parent directory is created (`0700`); the socket file gets `mode`
+ * (`0600`) before anyone can connect; an existing socket that nothing answers on is replaced; a
+ * live socket fails with `EADDRINUSE`, and so does a path that is not a socket, which is left
+ * untouched.
+ *
+ * @param address Where to listen: see {@linkcode parseAddress}.
+ * @param options Mode, cancellation, the pending-connection bound.
+ * @returns The listener.
+ * @throws {IpcError} `EADDRINVALID`, `EADDRINUSE`, `EACCES`, `ENOENT`.
+ *
+ * @example Listen on a unix socket
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, listen } from "@dockipc/dockipc";
+ *
+ * const path = `/tmp/dockipc-doc-${Date.now()}.sock`;
+ * await using listener = await listen(`unix:${path}`);
+ * const client = await connect(path);
+ * const server = await listener.accept();
+ * assert.deepEqual(server.localAddr, { transport: "unix", path });
+ * client.close();
+ * server.close();
+ * ```
+ */
+export async function listen(
+  address: string | Address,
+  options: ListenOptions = {},
+): Promise<Listener> {
+  const { mode = 0o600, dirMode = 0o700, signal, maxPending = 1024 } = options;
+  signal?.throwIfAborted();
+  const addr = parseAddress(address);
+  const runtime = await getRuntime();
+  const listener = new QueueListener(maxPending);
+  const raw = addr.transport === "tcp"
+    ? await runtime.listen(addr, listener.handlers())
+    : await bindUnix(runtime, addr, { mode, dirMode }, listener);
+  listener.start(
+    raw,
+    addr.transport === "unix" ? await socketIdentity(runtime.fs, addr) : undefined,
+  );
+  if (signal) {
+    const onAbort = (): void => void listener.close();
+    signal.addEventListener("abort", onAbort, { once: true });
+    listener.closed.then(() => signal.removeEventListener("abort", onAbort));
+  }
+  return listener;
+}
+
+/**
+ * Connects to a unix socket or a TCP port. TCP connections have Nagle's algorithm off.
+ *
+ * @param address Where to connect: see {@linkcode parseAddress}.
+ * @param options Cancellation and a time limit.
+ * @returns The connection.
+ * @throws {IpcError} `EADDRINVALID`, `ENOENT` (no socket file), `ECONNREFUSED` (nothing
+ * accepts), `ETIMEDOUT`, `EACCES`; or the signal's reason when aborted.
+ *
+ * @example Refused when nothing listens
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect } from "@dockipc/dockipc";
+ *
+ * await assert.rejects(connect("/tmp/dockipc-nothing-here.sock"), { code: "ENOENT" });
+ * ```
+ */
+export async function connect(
+  address: string | Address,
+  options: ConnectOptions = {},
+): Promise<Conn> {
+  const { signal, timeout } = options;
+  signal?.throwIfAborted();
+  const addr = parseAddress(address);
+  const label = formatAddress(addr);
+  if (addr.transport === "tcp" && addr.port === 0) {
+    throw new IpcError(
+      "EADDRINVALID",
+      `Cannot connect to "${label}" as port 0 is only for listening`,
+      {
+        op: "connect",
+        address: label,
+      },
+    );
+  }
+  const runtime = await getRuntime();
+  const timer = timeout === undefined ? undefined : AbortSignal.timeout(timeout);
+  const limit = timer && signal ? AbortSignal.any([signal, timer]) : timer ?? signal;
+  try {
+    return await abortable(runtime.connect(addr), limit, (late) => late.close());
+  } catch (err) {
+    if (timer?.aborted && err === timer.reason && !signal?.aborted) {
+      throw new IpcError("ETIMEDOUT", `Cannot connect to "${label}" as ${timeout} ms passed`, {
+        op: "connect",
+        address: label,
+        cause: err,
+      });
+    }
+    throw err;
+  }
+}
+
+/** How long to wait for an existing socket to answer before calling it busy, in ms. */
+const PROBE_TIMEOUT = 2000;
+
+/** The part of a `Listener` the adapters feed, with the accept queue. */
+class QueueListener implements Listener {
+  addr!: Address;
+  readonly closed: Promise<void>;
+  #raw: RawListener | undefined;
+  #identity: FileInfo | undefined;
+  #fs: FileSystem | undefined;
+  #pending: Conn[] = [];
+  #waiting: { resolve: (conn: Conn) => void; reject: (err: unknown) => void }[] = [];
+  #maxPending: number;
+  #error: unknown;
+  #closing: Promise<void> | undefined;
+  #resolveClosed!: () => void;
+
+  constructor(maxPending: number) {
+    this.#maxPending = maxPending;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  handlers(publicAddr?: Address): ListenHandlers {
+    return {
+      ...(publicAddr ? { publicAddr } : {}),
+      onConn: (conn) => this.#push(conn),
+      onError: (err) => {
+        this.#error = err;
+      },
+    };
+  }
+
+  start(raw: RawListener, identity: FileInfo | undefined): void {
+    this.#raw = raw;
+    this.#identity = identity;
+    this.addr ??= raw.addr;
+  }
+
+  setUnix(addr: UnixAddress, fs: FileSystem): void {
+    this.addr = addr;
+    this.#fs = fs;
+  }
+
+  #push(conn: Conn): void {
+    if (this.#closing) return conn.close();
+    const waiter = this.#waiting.shift();
+    if (waiter) return waiter.resolve(conn);
+    if (this.#pending.length >= this.#maxPending) return conn.close();
+    this.#pending.push(conn);
+  }
+
+  accept(): Promise<Conn> {
+    const conn = this.#pending.shift();
+    if (conn) return Promise.resolve(conn);
+    if (this.#closing) return Promise.reject(this.#closedError());
+    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Conn> {
+    while (true) {
+      let conn: Conn;
+      try {
+        conn = await this.accept();
+      } catch (err) {
+        if (err instanceof IpcError && err.code === "ECLOSED") return;
+        throw err;
+      }
+      yield conn;
+    }
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    const err = this.#closedError();
+    for (const w of this.#waiting.splice(0)) w.reject(err);
+    for (const c of this.#pending.splice(0)) c.close();
+    await this.#raw?.close();
+    const { addr } = this;
+    if (addr.transport === "unix" && this.#identity && this.#fs) {
+      await removeIfSame(this.#fs, addr.path, this.#identity);
+    }
+    this.#resolveClosed();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #closedError(): IpcError {
+    return new IpcError(
+      "ECLOSED",
+      `Cannot accept on "${formatAddress(this.addr)}" as the listener is closed`,
+      {
+        op: "accept",
+        address: formatAddress(this.addr),
+        ...(this.#error === undefined ? {} : { cause: this.#error }),
+      },
+    );
+  }
+}
+
+async function bindUnix(
+  runtime: Runtime,
+  addr: UnixAddress,
+  modes: { mode: number; dirMode: number },
+  listener: QueueListener,
+): Promise<RawListener> {
+  const { fs } = runtime;
+  const label = formatAddress(addr);
+  const parent = dirname(addr.path);
+  await ensureDir(fs, parent, modes.dirMode);
+  listener.setUnix(addr, fs);
+  const handlers = listener.handlers(addr);
+
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await clearStale(runtime, addr);
+    const privateDir = `${parent}/.dk${randomSuffix()}`;
+    const privatePath = `${privateDir}/s`;
+    if (new TextEncoder().encode(privatePath).length > maxUnixPathBytes()) {
+      // No room for the private name: bind in place (bind(2) never replaces a file either).
+      const raw = await runtime.listen(addr, handlers);
+      await fs.chmod(addr.path, modes.mode);
+      return raw;
+    }
+    await fs.mkdir(privateDir, { mode: 0o700 });
+    let raw: RawListener | undefined;
+    try {
+      await fs.chmod(privateDir, 0o700);
+      raw = await runtime.listen({ transport: "unix", path: privatePath }, handlers);
+      await fs.chmod(privatePath, modes.mode);
+      await fs.link(privatePath, addr.path);
+      return raw;
+    } catch (err) {
+      await raw?.close();
+      if (err instanceof IpcError && err.code === "EADDRINUSE" && err.op === "link") continue;
+      throw err instanceof IpcError
+        ? err
+        : new IpcError("EIO", `Cannot listen on "${label}"`, { cause: err });
+    } finally {
+      await fs.remove(privateDir, { recursive: true }).catch(() => {});
+    }
+  }
+  throw inUse(label, "another listener keeps taking the path");
+}
+
+/**
+ * Makes the path free to bind: nothing there, or a socket nobody answers on (removed). A live
+ * socket and anything that is not a socket are refused.
+ */
+async function clearStale(runtime: Runtime, addr: UnixAddress): Promise<void> {
+  const label = formatAddress(addr);
+  const found = await lstatOrUndefined(runtime.fs, addr.path);
+  if (!found) return;
+  if (!found.isSocket) {
+    throw inUse(label, "the path exists and is not a socket; it was left untouched");
+  }
+  try {
+    const probe = await abortable(
+      runtime.connect(addr),
+      AbortSignal.timeout(PROBE_TIMEOUT),
+      (late) => late.close(),
+    );
+    probe.close();
+  } catch (err) {
+    const code = err instanceof IpcError ? err.code : systemCode(err);
+    if (code === "ENOENT") return; // it went away meanwhile
+    if (code === "ECONNREFUSED") {
+      await removeIfSame(runtime.fs, addr.path, found);
+      return;
+    }
+    throw inUse(label, "a socket there could not be checked; it was left untouched");
+  }
+  throw inUse(label, "another process is accepting there");
+}
+
+function inUse(label: string, why: string): IpcError {
+  return new IpcError("EADDRINUSE", `Cannot listen on "${label}" as ${why}`, {
+    op: "listen",
+    address: label,
+  });
+}
+
+async function ensureDir(fs: FileSystem, dir: string, mode: number): Promise<void> {
+  if (await lstatOrUndefined(fs, dir)) return;
+  await fs.mkdir(dir, { recursive: true, mode });
+  await fs.chmod(dir, mode);
+}
+
+async function socketIdentity(fs: FileSystem, addr: UnixAddress): Promise<FileInfo | undefined> {
+  return await lstatOrUndefined(fs, addr.path);
+}
+
+/** Removes the file at `path` only if it is still the one described by `identity`. */
+async function removeIfSame(fs: FileSystem, path: string, identity: FileInfo): Promise<void> {
+  const now = await lstatOrUndefined(fs, path);
+  if (!now || now.ino !== identity.ino || now.dev !== identity.dev) return;
+  await fs.remove(path).catch((err) => {
+    if (!(err instanceof IpcError && err.code === "ENOENT")) throw err;
+  });
+}
+
+async function lstatOrUndefined(fs: FileSystem, path: string): Promise<FileInfo | undefined> {
+  try {
+    return await fs.lstat(path);
+  } catch (err) {
+    if (err instanceof IpcError && err.code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+function dirname(path: string): string {
+  const i = path.lastIndexOf("/");
+  if (i < 0) return ".";
+  return i === 0 ? "/" : path.slice(0, i);
+}
+
+function randomSuffix(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(4));
+  return Array.from(bytes, (b) => b.toString(36).padStart(2, "0")).join("").slice(0, 6);
+}
