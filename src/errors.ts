@@ -11,6 +11,7 @@
  * - `EADDRINUSE`: something else holds the address (a live socket, a file, a bound port).
  * - `EACCES`: the operating system refused access to a path or port.
  * - `ENOENT`: nothing exists at the path.
+ * - `EEXIST`: a file exists where a new one was to be created.
  * - `ECONNREFUSED`: nothing accepts connections at the address.
  * - `ECONNRESET`: the peer went away while data was in flight.
  * - `ETIMEDOUT`: an operation did not finish within its time limit.
@@ -26,6 +27,7 @@ export type IpcErrorCode =
   | "EADDRINUSE"
   | "EACCES"
   | "ENOENT"
+  | "EEXIST"
   | "ECONNREFUSED"
   | "ECONNRESET"
   | "ETIMEDOUT"
@@ -104,9 +106,10 @@ const SYSTEM_CODES: Readonly<Record<string, IpcErrorCode>> = {
   ENOTDIR: "ENOENT",
   NotFound: "ENOENT",
   EADDRINUSE: "EADDRINUSE",
-  EEXIST: "EADDRINUSE",
+
   AddrInUse: "EADDRINUSE",
-  AlreadyExists: "EADDRINUSE",
+  EEXIST: "EEXIST",
+  AlreadyExists: "EEXIST",
   EACCES: "EACCES",
   EPERM: "EACCES",
   PermissionDenied: "EACCES",
@@ -128,6 +131,7 @@ const SYSTEM_CODES: Readonly<Record<string, IpcErrorCode>> = {
 const SYSTEM_REASONS: Readonly<Partial<Record<IpcErrorCode, string>>> = {
   ENOENT: "nothing exists at that path",
   EADDRINUSE: "the address is already in use",
+  EEXIST: "a file already exists there",
   EACCES: "permission was denied",
   ECONNREFUSED: "nothing accepts connections there",
   ECONNRESET: "the peer closed the connection",

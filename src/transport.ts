@@ -331,7 +331,7 @@ async function bindUnix(
       return raw;
     } catch (err) {
       await raw?.close();
-      if (err instanceof IpcError && err.code === "EADDRINUSE" && err.op === "link") continue;
+      if (err instanceof IpcError && err.code === "EEXIST") continue;
       throw err instanceof IpcError
         ? err
         : new IpcError("EIO", `Cannot listen on "${label}"`, { cause: err });

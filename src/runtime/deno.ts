@@ -141,7 +141,7 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
   }
   let closed = false;
   const localAddr = address.transport === "unix" ? handlers.publicAddr ?? address : undefined;
-  void (async () => {
+  const accepting = (async () => {
     while (!closed) {
       try {
         handlers.onConn(wrap(await listener.accept(), label, localAddr));
@@ -162,7 +162,8 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
       } catch {
         // Already closed.
       }
-      return Promise.resolve();
+      // The socket is only released once the pending accept() has returned.
+      return accepting;
     },
   });
 }

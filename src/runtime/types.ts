@@ -106,7 +106,7 @@ export interface OpenOptions {
   append?: boolean;
   /** Create the file if it is missing. @default {false} */
   create?: boolean;
-  /** The file must not exist yet (`O_EXCL`); an existing one fails with `EADDRINUSE`. */
+  /** The file must not exist yet (`O_EXCL`); an existing one fails with `EEXIST`. */
   createNew?: boolean;
   /** @default {false} */
   truncate?: boolean;

@@ -1,0 +1,190 @@
+/**
+ * Test helpers: temporary directories, child processes of any runtime, stream plumbing, a seeded
+ * random source. Everything goes through the runtime adapter, as the library itself does.
+ *
+ * @module
+ */
+
+import { getRuntime } from "../src/runtime/detect.ts";
+import type { ChildProcess, Runtime } from "../src/runtime/types.ts";
+import { command, ROOT, type RuntimeName } from "../scripts/_runtimes.ts";
+
+export { ROOT, type RuntimeName, RUNTIMES } from "../scripts/_runtimes.ts";
+
+/** The adapter for the runtime running the tests. */
+export const rt: Runtime = await getRuntime();
+
+/** A fresh temp directory, removed with everything in it on dispose. Short, for socket paths. */
+export async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
+  const path = await rt.fs.makeTempDir("dk-");
+  return {
+    path,
+    [Symbol.asyncDispose]: () => rt.fs.remove(path, { recursive: true }).catch(() => {}),
+  };
+}
+
+/** A child process running a fixture script under a runtime, with its stdout as lines. */
+export interface Child extends AsyncDisposable {
+  readonly process: ChildProcess;
+  /** The next line the child prints; rejects if it exits first or `ms` pass. */
+  line(ms?: number): Promise<string>;
+  /** Resolves with the status once the child ends. */
+  readonly status: ChildProcess["status"];
+}
+
+/** Starts `tests/fixtures/<fixture>` under `runtime`. Dispose kills it if still running. */
+export function spawnFixture(
+  runtime: RuntimeName,
+  fixture: string,
+  args: readonly string[] = [],
+  options: { stdin?: "pipe" | "null" } = {},
+): Child {
+  const { cmd, args: argv } = command(runtime, `${ROOT}tests/fixtures/${fixture}`, args);
+  const child = rt.spawn(cmd, argv, {
+    cwd: ROOT,
+    stdin: options.stdin ?? "null",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
+  const reader = child.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  let ended = false;
+  const line = async (ms = 30_000): Promise<string> => {
+    const limit = AbortSignal.timeout(ms);
+    while (true) {
+      const nl = buffered.indexOf("\n");
+      if (nl >= 0) {
+        const out = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        return out;
+      }
+      if (ended) throw new Error(`${runtime} ${fixture} ended before printing a line`);
+      const next = await Promise.race([
+        reader.read(),
+        new Promise<never>((_, reject) => {
+          limit.addEventListener(
+            "abort",
+            () => reject(new Error(`${runtime} ${fixture}: no line in ${ms} ms`)),
+            {
+              once: true,
+            },
+          );
+        }),
+      ]);
+      if (next.done) ended = true;
+      else buffered += next.value;
+    }
+  };
+  return {
+    process: child,
+    line,
+    status: child.status,
+    [Symbol.asyncDispose]: async () => {
+      child.kill("SIGKILL");
+      await child.status.catch(() => {});
+      await reader.cancel().catch(() => {});
+    },
+  };
+}
+
+/** Reads a stream to its end and joins the chunks. */
+export async function readAll(readable: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of readable) {
+    chunks.push(chunk);
+    total += chunk.byteLength;
+  }
+  return concat(chunks, total);
+}
+
+/** Joins byte arrays. */
+export function concat(chunks: readonly Uint8Array[], total?: number): Uint8Array {
+  const out = new Uint8Array(total ?? chunks.reduce((n, c) => n + c.byteLength, 0));
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.byteLength;
+  }
+  return out;
+}
+
+/** Compares bytes; on a mismatch says where, instead of printing megabytes. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): string | undefined {
+  if (a.byteLength !== b.byteLength) return `lengths differ: ${a.byteLength} vs ${b.byteLength}`;
+  for (let i = 0; i < a.byteLength; i++) {
+    if (a[i] !== b[i]) return `byte ${i} differs: ${a[i]} vs ${b[i]}`;
+  }
+  return undefined;
+}
+
+/** A small seeded random source (mulberry32), so a failing case can be replayed. */
+export function seeded(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` pseudo-random bytes from `seed`: the same on every runtime, for cross-process checks. */
+export function pattern(n: number, seed: number): Uint8Array {
+  const random = seeded(seed);
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (random() * 256) | 0;
+  return out;
+}
+
+/** Resolves once `check()` is true; polls every few ms and gives up after `ms`. */
+export async function until(check: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/** The script's own arguments, on any runtime. */
+export function scriptArgs(): string[] {
+  const g = globalThis as { Deno?: { args: string[] }; process?: { argv: string[] } };
+  return g.Deno ? [...g.Deno.args] : g.process!.argv.slice(2);
+}
+
+/**
+ * A TCP port on 127.0.0.1 whose listener never accepts and has room for one queued connection:
+ * after `fill()`, a further connect hangs in SYN retries, which is how a connect timeout is
+ * tested against a real socket. A Python child holds it, since no runtime here exposes the
+ * listen backlog.
+ */
+export async function unresponsivePort(): Promise<
+  { port: number; fill(): Promise<void> } & AsyncDisposable
+> {
+  const child = rt.spawn("python3", [
+    "-c",
+    "import socket,time\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen(0)\n" +
+    "print(s.getsockname()[1],flush=True)\ntime.sleep(600)",
+  ], { stdout: "pipe" });
+  const reader = child.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+  const first = await reader.read();
+  const port = Number(first.value?.trim());
+  if (!(port > 0)) throw new Error(`python3 did not print a port: ${JSON.stringify(first.value)}`);
+  const held: { close(): void }[] = [];
+  const { connect } = await import("../mod.ts");
+  return {
+    port,
+    fill: async () => {
+      held.push(
+        await connect({ transport: "tcp", hostname: "127.0.0.1", port }, { timeout: 5000 }),
+      );
+    },
+    [Symbol.asyncDispose]: async () => {
+      for (const c of held) c.close();
+      child.kill("SIGKILL");
+      await child.status;
+      await reader.cancel().catch(() => {});
+    },
+  };
+}

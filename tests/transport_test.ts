@@ -1,0 +1,494 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { type Conn, connect, IpcError, listen, type Listener } from "../mod.ts";
+import {
+  pattern,
+  readAll,
+  ROOT,
+  rt,
+  sameBytes,
+  seeded,
+  tempDir,
+  unresponsivePort,
+  until,
+} from "./_helpers.ts";
+import { command } from "../scripts/_runtimes.ts";
+
+const T = { timeout: 60_000 };
+
+/** Asserts that `promise` rejects with an `IpcError` of `code` whose message matches. */
+async function rejectsWith(
+  promise: Promise<unknown>,
+  code: string,
+  message?: RegExp,
+): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof IpcError, `expected IpcError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+/** Echoes every accepted connection until the listener closes. */
+function echo(listener: Listener): Promise<void> {
+  return (async () => {
+    for await (const conn of listener) {
+      conn.readable.pipeTo(conn.writable).catch(() => conn.close());
+    }
+  })();
+}
+
+/** Writes `data` in random-sized chunks, then half-closes. */
+async function writeChunked(
+  conn: Conn,
+  data: Uint8Array,
+  seed: number,
+  max = 100_000,
+): Promise<void> {
+  const random = seeded(seed);
+  const writer = conn.writable.getWriter();
+  for (let off = 0; off < data.byteLength;) {
+    const n = Math.min(data.byteLength - off, 1 + Math.floor(random() * max));
+    await writer.write(data.subarray(off, off + n));
+    off += n;
+  }
+  await writer.close();
+}
+
+for (const transport of ["unix", "tcp"] as const) {
+  describe(`Conn over ${transport}`, () => {
+    const where = async (dir: string): Promise<string> =>
+      transport === "unix" ? `unix:${dir}/echo.sock` : "tcp://127.0.0.1:0";
+
+    test(
+      `Conn over ${transport} echoes 10 MiB written in random chunk sizes, byte for byte`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        const listener = await listen(await where(dir.path));
+        const serving = echo(listener);
+        const conn = await connect(listener.addr);
+        const data = pattern(10 << 20, 42);
+        const [, back] = await Promise.all([writeChunked(conn, data, 1), readAll(conn.readable)]);
+        assert.equal(sameBytes(back, data), undefined);
+        await conn.closed;
+        await listener.close();
+        await serving;
+      },
+    );
+
+    test(`listen() over ${transport} serves 200 concurrent connections`, T, async () => {
+      await using dir = await tempDir();
+      await using listener = await listen(await where(dir.path));
+      void echo(listener);
+      const results = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
+        const conn = await connect(listener.addr);
+        const data = pattern(1024, i);
+        const [, back] = await Promise.all([
+          writeChunked(conn, data, i, 300),
+          readAll(conn.readable),
+        ]);
+        return sameBytes(back, data);
+      }));
+      assert.deepEqual(results.filter((r) => r !== undefined), []);
+    });
+
+    test(
+      `Conn over ${transport} keeps what a writer gets accepted bounded while the reader reads nothing`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(await where(dir.path));
+        const client = await connect(listener.addr);
+        const server = await listener.accept();
+        const total = 32 << 20;
+        const chunk = pattern(1 << 20, 3);
+        let accepted = 0;
+        let lastProgress = Date.now();
+        const writer = client.writable.getWriter();
+        const writing = (async () => {
+          while (accepted < total) {
+            await writer.write(chunk);
+            accepted += chunk.byteLength;
+            lastProgress = Date.now();
+          }
+          await writer.close();
+        })();
+        // Quiescence, not a duration: once writes stop making progress, see how far they got.
+        await until(
+          () => Date.now() - lastProgress > 300 || accepted >= total,
+          30_000,
+          "writes to stall",
+        );
+        const bound = transport === "unix" ? 4 << 20 : 16 << 20;
+        assert.ok(
+          accepted <= bound,
+          `accepted ${accepted} bytes with nobody reading; bound is ${bound}`,
+        );
+        // Then the reader catches up and everything arrives.
+        let received = 0;
+        for await (const c of server.readable) received += c.byteLength;
+        await writing;
+        assert.equal(received, total);
+        server.close();
+      },
+    );
+
+    test(
+      `Conn over ${transport}: the peer's readable ends on writable.close() and the other way stays open`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(await where(dir.path));
+        const client = await connect(listener.addr);
+        const server = await listener.accept();
+        const cw = client.writable.getWriter();
+        await cw.write(new TextEncoder().encode("question"));
+        await cw.close();
+        assert.equal(new TextDecoder().decode(await readAll(server.readable)), "question");
+        const sw = server.writable.getWriter();
+        await sw.write(new TextEncoder().encode("answer"));
+        await sw.close();
+        assert.equal(new TextDecoder().decode(await readAll(client.readable)), "answer");
+        await Promise.all([client.closed, server.closed]);
+      },
+    );
+
+    test(
+      `Conn over ${transport}: after close() writes reject with ECLOSED and the readable ends`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(await where(dir.path));
+        const client = await connect(listener.addr);
+        const server = await listener.accept();
+        const reader = client.readable.getReader();
+        const pendingRead = reader.read();
+        client.close();
+        assert.deepEqual(await pendingRead, { done: true, value: undefined });
+        await rejectsWith(
+          client.writable.getWriter().write(new Uint8Array([1])),
+          "ECLOSED",
+          /closed/,
+        );
+        await client.closed;
+        // The peer sees the end of the stream.
+        assert.equal((await readAll(server.readable)).byteLength, 0);
+        server.close();
+      },
+    );
+
+    test(
+      `Conn over ${transport}: when the peer closes, reads end and writes fail with ECONNRESET`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(await where(dir.path));
+        const client = await connect(listener.addr);
+        const server = await listener.accept();
+        server.close();
+        assert.equal((await readAll(client.readable)).byteLength, 0);
+        const writer = client.writable.getWriter();
+        await assert.rejects(
+          (async () => {
+            for (let i = 0; i < 1000; i++) await writer.write(new Uint8Array(1024));
+          })(),
+          (err: unknown) => err instanceof IpcError && err.code === "ECONNRESET",
+        );
+        await client.closed;
+      },
+    );
+  });
+}
+
+describe("listen() on a unix path", () => {
+  test("listen() creates the socket 0600 and a missing parent directory 0700", T, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/new/sub/app.sock`;
+    await using _listener = await listen(path);
+    const socket = await rt.fs.lstat(path);
+    assert.ok(socket.isSocket);
+    assert.equal(socket.mode & 0o777, 0o600);
+    assert.equal((await rt.fs.stat(`${dir.path}/new`)).mode & 0o777, 0o700);
+    assert.equal((await rt.fs.stat(`${dir.path}/new/sub`)).mode & 0o777, 0o700);
+    assert.deepEqual(
+      (await rt.fs.readDir(`${dir.path}/new/sub`)).sort(),
+      ["app.sock"],
+      "no private name left",
+    );
+  });
+
+  test("listen() sets the mode it is given", T, async () => {
+    await using dir = await tempDir();
+    await using _listener = await listen(`${dir.path}/g.sock`, { mode: 0o660 });
+    assert.equal((await rt.fs.lstat(`${dir.path}/g.sock`)).mode & 0o777, 0o660);
+  });
+
+  test(
+    "listen() binds in place and still sets the mode when the private name would be too long",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      const path = `${dir.path}/${"l".repeat(104 - dir.path.length)}.s`;
+      assert.equal(new TextEncoder().encode(path).length, 107);
+      await using listener = await listen(path);
+      assert.equal((await rt.fs.lstat(path)).mode & 0o777, 0o600);
+      void echo(listener);
+      const conn = await connect(path);
+      conn.close();
+    },
+  );
+
+  test("listen() removes the socket file on close()", T, async () => {
+    await using dir = await tempDir();
+    const listener = await listen(`${dir.path}/a.sock`);
+    await listener.close();
+    await rejectsWith(rt.fs.lstat(`${dir.path}/a.sock`), "ENOENT");
+    await listener.close(); // twice is fine
+  });
+
+  test("close() leaves alone a file that replaced the socket", T, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/a.sock`;
+    const listener = await listen(path);
+    await rt.fs.remove(path);
+    const f = await rt.fs.open(path, { write: true, createNew: true });
+    await f.write(new TextEncoder().encode("someone else's"));
+    await f.close();
+    await listener.close();
+    assert.equal(new TextDecoder().decode(await rt.fs.readFile(path)), "someone else's");
+  });
+
+  test("listen() replaces a stale socket that nobody answers on", T, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/stale.sock`;
+    // A socket file whose listener is gone: a second name for a socket, kept after close.
+    const first = await listen(`${dir.path}/first.sock`);
+    await rt.fs.link(`${dir.path}/first.sock`, path);
+    await first.close();
+    assert.ok((await rt.fs.lstat(path)).isSocket);
+    await rejectsWith(connect(path), "ECONNREFUSED", /nothing accepts connections there/);
+    await using listener = await listen(path);
+    void echo(listener);
+    const conn = await connect(path);
+    const [, back] = await Promise.all([
+      writeChunked(conn, pattern(100, 1), 1, 10),
+      readAll(conn.readable),
+    ]);
+    assert.equal(sameBytes(back, pattern(100, 1)), undefined);
+  });
+
+  test(
+    "listen() refuses a live socket with EADDRINUSE and the live one keeps working",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      const path = `${dir.path}/live.sock`;
+      await using live = await listen(path);
+      void echo(live);
+      await rejectsWith(listen(path), "EADDRINUSE", /another process is accepting there/);
+      const conn = await connect(path);
+      const [, back] = await Promise.all([
+        writeChunked(conn, pattern(10, 2), 2, 3),
+        readAll(conn.readable),
+      ]);
+      assert.equal(sameBytes(back, pattern(10, 2)), undefined);
+    },
+  );
+
+  test(
+    "listen() refuses a regular file or a directory at the path and leaves it untouched",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      const file = `${dir.path}/data.sock`;
+      const f = await rt.fs.open(file, { write: true, createNew: true });
+      await f.write(new TextEncoder().encode("precious"));
+      await f.close();
+      await rejectsWith(
+        listen(file),
+        "EADDRINUSE",
+        /exists and is not a socket; it was left untouched/,
+      );
+      assert.equal(new TextDecoder().decode(await rt.fs.readFile(file)), "precious");
+      await rt.fs.mkdir(`${dir.path}/d.sock`, {});
+      await rejectsWith(listen(`${dir.path}/d.sock`), "EADDRINUSE", /not a socket/);
+      assert.ok((await rt.fs.lstat(`${dir.path}/d.sock`)).isDirectory);
+    },
+  );
+
+  test("listen() refuses a bad address with EADDRINVALID", async () => {
+    await rejectsWith(listen("nope://x"), "EADDRINVALID");
+    await rejectsWith(
+      listen(`/tmp/${"x".repeat(120)}`),
+      "EADDRINVALID",
+      /longer than the OS allows/,
+    );
+  });
+
+  test("listen() reports EACCES where the directory cannot be written", T, async () => {
+    await using dir = await tempDir();
+    await rt.fs.chmod(dir.path, 0o755);
+    await rt.fs.mkdir(`${dir.path}/ro`, { mode: 0o555 });
+    await rt.fs.chmod(`${dir.path}/ro`, 0o555);
+    // Permission bits do not stop root, so as root the attempt runs as "nobody".
+    const code = await listenCodeAsUser(`${dir.path}/ro/a.sock`);
+    assert.equal(code, "EACCES");
+  });
+});
+
+describe("Listener", () => {
+  test("a for-await over a listener ends when its signal aborts", T, async () => {
+    await using dir = await tempDir();
+    const controller = new AbortController();
+    const listener = await listen(`${dir.path}/a.sock`, { signal: controller.signal });
+    const seen: Conn[] = [];
+    const loop = (async () => {
+      for await (const conn of listener) {
+        seen.push(conn);
+        controller.abort();
+      }
+    })();
+    const conn = await connect(`${dir.path}/a.sock`);
+    await loop;
+    assert.equal(seen.length, 1);
+    await listener.close(); // the close the abort started
+    await rejectsWith(listener.accept(), "ECLOSED", /listener is closed/);
+    await rejectsWith(rt.fs.lstat(`${dir.path}/a.sock`), "ENOENT");
+    conn.close();
+    seen[0]!.close();
+  });
+
+  test("listen() with an aborted signal rejects with its reason", async () => {
+    await assert.rejects(
+      listen("/tmp/never.sock", { signal: AbortSignal.abort(new Error("no")) }),
+      /no/,
+    );
+  });
+
+  test(
+    "close() rejects waiting accept() calls and closes connections not yet accepted",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      const listener = await listen(`${dir.path}/a.sock`);
+      const client = await connect(`${dir.path}/a.sock`);
+      await listener.close();
+      assert.equal(
+        (await readAll(client.readable)).byteLength,
+        0,
+        "the unaccepted connection was closed",
+      );
+      await rejectsWith(listener.accept(), "ECLOSED");
+    },
+  );
+
+  test("a listener closes connections past maxPending and keeps the rest", T, async () => {
+    await using dir = await tempDir();
+    await using listener = await listen(`${dir.path}/a.sock`, { maxPending: 2 });
+    const clients = await Promise.all(
+      Array.from({ length: 5 }, () => connect(`${dir.path}/a.sock`)),
+    );
+    const ended = clients.map(() => false);
+    clients.forEach((c, i) => void readAll(c.readable).then(() => (ended[i] = true)));
+    await until(() => ended.filter(Boolean).length === 3, 10_000, "3 connections to be refused");
+    const a = await listener.accept();
+    const b = await listener.accept();
+    a.close();
+    b.close();
+    await until(() => ended.every(Boolean), 10_000, "the accepted ones to close");
+  });
+
+  test(
+    "listen() on tcp port 0 reports the port the OS chose, and conns report both ends",
+    T,
+    async () => {
+      await using listener = await listen("tcp://127.0.0.1:0");
+      assert.equal(listener.addr.transport, "tcp");
+      const port = listener.addr.transport === "tcp" ? listener.addr.port : 0;
+      assert.ok(port > 0);
+      const client = await connect(`127.0.0.1:${port}`);
+      const server = await listener.accept();
+      assert.deepEqual(client.remoteAddr, { transport: "tcp", hostname: "127.0.0.1", port });
+      assert.deepEqual(server.localAddr, { transport: "tcp", hostname: "127.0.0.1", port });
+      assert.deepEqual(server.remoteAddr, client.localAddr);
+      client.close();
+      server.close();
+    },
+  );
+
+  test("listen() refuses a tcp port in use with EADDRINUSE", T, async () => {
+    await using listener = await listen("tcp://127.0.0.1:0");
+    await rejectsWith(listen(listener.addr), "EADDRINUSE");
+  });
+});
+
+describe("connect()", () => {
+  test("connect() to a missing path rejects with ENOENT naming it", async () => {
+    await rejectsWith(
+      connect("/tmp/dockipc-missing/x.sock"),
+      "ENOENT",
+      /"unix:\/tmp\/dockipc-missing\/x\.sock"/,
+    );
+  });
+
+  test("connect() to a closed tcp port rejects with ECONNREFUSED", T, async () => {
+    const listener = await listen("tcp://127.0.0.1:0");
+    const { addr } = listener;
+    await listener.close();
+    await rejectsWith(connect(addr), "ECONNREFUSED");
+  });
+
+  test("connect() refuses port 0 and a bad address with EADDRINVALID", async () => {
+    await rejectsWith(connect("tcp://127.0.0.1:0"), "EADDRINVALID", /port 0 is only for listening/);
+    await rejectsWith(connect("tcp://127.0.0.1:99999"), "EADDRINVALID");
+  });
+
+  test("connect() rejects with ETIMEDOUT when the peer does not answer in time", T, async () => {
+    await using peer = await unresponsivePort();
+    await peer.fill();
+    await rejectsWith(
+      connect(`127.0.0.1:${peer.port}`, { timeout: 200 }),
+      "ETIMEDOUT",
+      /Cannot connect to "tcp:\/\/127\.0\.0\.1:\d+" as 200 ms passed/,
+    );
+  });
+
+  test(
+    "connect() rejects with the signal's reason when aborted, before or during the attempt",
+    T,
+    async () => {
+      await assert.rejects(
+        connect("/tmp/x.sock", { signal: AbortSignal.abort(new Error("early")) }),
+        /early/,
+      );
+      await using peer = await unresponsivePort();
+      await peer.fill();
+      const controller = new AbortController();
+      const attempt = connect(`127.0.0.1:${peer.port}`, {
+        signal: controller.signal,
+        timeout: 30_000,
+      });
+      setTimeout(() => controller.abort(new Error("changed my mind")), 50);
+      await assert.rejects(attempt, /changed my mind/);
+    },
+  );
+});
+
+/** The error code of `listen(path)` in a child process, run as "nobody" when we are root. */
+async function listenCodeAsUser(path: string): Promise<string> {
+  const { cmd, args } = command("node", `${ROOT}tests/fixtures/listen_code.ts`, [path]);
+  const asRoot = await isRoot();
+  const child = asRoot
+    ? rt.spawn("setpriv", ["--reuid=nobody", "--regid=nogroup", "--clear-groups", cmd, ...args])
+    : rt.spawn(cmd, args);
+  const out = new TextDecoder().decode(await readAll(child.stdout!)).trim();
+  await child.status;
+  return out;
+}
+
+async function isRoot(): Promise<boolean> {
+  const status = await readAll(rt.spawn("id", ["-u"]).stdout!);
+  return new TextDecoder().decode(status).trim() === "0";
+}
