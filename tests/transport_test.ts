@@ -58,7 +58,7 @@ async function writeChunked(
 
 for (const transport of ["unix", "tcp"] as const) {
   describe(`Conn over ${transport}`, () => {
-    const where = async (dir: string): Promise<string> =>
+    const where = (dir: string): string =>
       transport === "unix" ? `unix:${dir}/echo.sock` : "tcp://127.0.0.1:0";
 
     test(
@@ -66,7 +66,7 @@ for (const transport of ["unix", "tcp"] as const) {
       T,
       async () => {
         await using dir = await tempDir();
-        const listener = await listen(await where(dir.path));
+        const listener = await listen(where(dir.path));
         const serving = echo(listener);
         const conn = await connect(listener.addr);
         const data = pattern(10 << 20, 42);
@@ -80,7 +80,7 @@ for (const transport of ["unix", "tcp"] as const) {
 
     test(`listen() over ${transport} serves 200 concurrent connections`, T, async () => {
       await using dir = await tempDir();
-      await using listener = await listen(await where(dir.path));
+      await using listener = await listen(where(dir.path));
       void echo(listener);
       const results = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
         const conn = await connect(listener.addr);
@@ -99,7 +99,7 @@ for (const transport of ["unix", "tcp"] as const) {
       T,
       async () => {
         await using dir = await tempDir();
-        await using listener = await listen(await where(dir.path));
+        await using listener = await listen(where(dir.path));
         const client = await connect(listener.addr);
         const server = await listener.accept();
         const total = 32 << 20;
@@ -140,7 +140,7 @@ for (const transport of ["unix", "tcp"] as const) {
       T,
       async () => {
         await using dir = await tempDir();
-        await using listener = await listen(await where(dir.path));
+        await using listener = await listen(where(dir.path));
         const client = await connect(listener.addr);
         const server = await listener.accept();
         const cw = client.writable.getWriter();
@@ -160,7 +160,7 @@ for (const transport of ["unix", "tcp"] as const) {
       T,
       async () => {
         await using dir = await tempDir();
-        await using listener = await listen(await where(dir.path));
+        await using listener = await listen(where(dir.path));
         const client = await connect(listener.addr);
         const server = await listener.accept();
         const reader = client.readable.getReader();
@@ -184,7 +184,7 @@ for (const transport of ["unix", "tcp"] as const) {
       T,
       async () => {
         await using dir = await tempDir();
-        await using listener = await listen(await where(dir.path));
+        await using listener = await listen(where(dir.path));
         const client = await connect(listener.addr);
         const server = await listener.accept();
         server.close();

@@ -89,7 +89,7 @@ describe("abortable()", () => {
     assert.equal(await got.promise, 1);
   });
 
-  test("abortable() without a signal is the promise itself", async () => {
+  test("abortable() without a signal is the promise itself", () => {
     const p = Promise.resolve(3);
     assert.equal(abortable(p, undefined), p);
   });
