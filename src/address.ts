@@ -10,14 +10,19 @@ import { platform } from "./runtime/detect.ts";
 
 /** A unix-domain stream socket at a file-system path (absolute or relative to the cwd). */
 export interface UnixAddress {
+  /** Always `"unix"`. */
   readonly transport: "unix";
+  /** The socket file's path; `""` for the unnamed end of a connection. */
   readonly path: string;
 }
 
 /** A TCP endpoint. `hostname` holds an IPv6 address without its brackets. */
 export interface TcpAddress {
+  /** Always `"tcp"`. */
   readonly transport: "tcp";
+  /** An IPv4 or IPv6 address, or a host name. */
   readonly hostname: string;
+  /** 0 to 65535; 0 asks the OS for a free port when listening. */
   readonly port: number;
 }
 

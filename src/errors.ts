@@ -74,6 +74,7 @@ export interface IpcErrorOptions {
  * ```
  */
 export class IpcError extends Error {
+  /** Always `"IpcError"`. */
   override name = "IpcError";
   /** What went wrong; see {@linkcode IpcErrorCode}. */
   readonly code: IpcErrorCode;

@@ -1,0 +1,142 @@
+/**
+ * The gate: format, lint, type check, doc lint, the test suite on Deno, Bun and Node 24, and a
+ * publish dry run. `npm test` runs it under the pinned Node 24 (npm puts `node_modules/.bin`
+ * first on PATH); `.ci/run` calls `npm test`. Exits non-zero if any step fails, and ends with
+ * one line that counts the tests of all three runtimes.
+ *
+ * Usage: `npm test [-- --only deno|bun|node|checks]`
+ *
+ * @module
+ */
+
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import process from "node:process";
+import { binary, DENO_PERMISSIONS, ROOT } from "./_runtimes.ts";
+
+interface Step {
+  name: string;
+  group: "checks" | "deno" | "bun" | "node";
+  cmd: string;
+  args: string[];
+  /** Reads the passed and failed test counts from the step's output. */
+  count?: (out: string) => { passed: number; failed: number } | undefined;
+}
+
+const deno = binary("deno");
+const exportsMap = JSON.parse(readFileSync(`${ROOT}deno.json`, "utf8")).exports as Record<
+  string,
+  string
+>;
+const entryPoints = Object.values(exportsMap);
+
+const steps: Step[] = [
+  { name: "deno fmt --check", group: "checks", cmd: deno, args: ["fmt", "--check"] },
+  { name: "deno lint", group: "checks", cmd: deno, args: ["lint"] },
+  { name: "deno check", group: "checks", cmd: deno, args: ["check", "."] },
+  { name: "deno doc --lint", group: "checks", cmd: deno, args: ["doc", "--lint", ...entryPoints] },
+  {
+    name: "tests on Deno (with doc tests)",
+    group: "deno",
+    cmd: deno,
+    args: ["test", ...DENO_PERMISSIONS, "--doc", "tests/", ...entryPoints, "src/"],
+    count: (out) => {
+      const m =
+        /(ok|FAILED) \| (\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed(?: \((\d+) steps?\))?/
+          .exec(out);
+      if (!m) return undefined;
+      // A describe() block is a test with steps: count the steps, as the other runners do.
+      return { passed: Number(m[3] ?? m[2]), failed: Number(m[5] ?? m[4]) };
+    },
+  },
+  {
+    name: "tests on Bun",
+    group: "bun",
+    cmd: binary("bun"),
+    args: ["test", "--timeout", "120000", "tests/"],
+    count: (out) => {
+      const pass = /^\s*(\d+) pass$/m.exec(out);
+      const fail = /^\s*(\d+) fail$/m.exec(out);
+      return pass && fail ? { passed: Number(pass[1]), failed: Number(fail[1]) } : undefined;
+    },
+  },
+  {
+    name: "tests on Node 24",
+    group: "node",
+    cmd: binary("node"),
+    args: ["--test", "--test-timeout=120000", "tests/**/*_test.ts"],
+    count: (out) => {
+      const pass = /^ℹ pass (\d+)$/m.exec(out);
+      const fail = /^ℹ fail (\d+)$/m.exec(out);
+      return pass && fail ? { passed: Number(pass[1]), failed: Number(fail[1]) } : undefined;
+    },
+  },
+  {
+    name: "deno publish --dry-run",
+    group: "checks",
+    cmd: deno,
+    args: ["publish", "--dry-run", "--allow-dirty"],
+  },
+];
+
+function run(step: Step): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(step.cmd, step.args, {
+      cwd: ROOT,
+      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    const decoder = new TextDecoder();
+    const tee = (target: { write(chunk: Uint8Array): unknown }) => (chunk: Uint8Array): void => {
+      out += decoder.decode(chunk, { stream: true });
+      target.write(chunk);
+    };
+    child.stdout.on("data", tee(process.stdout));
+    child.stderr.on("data", tee(process.stderr));
+    child.on("error", (err) => resolve({ code: 127, out: String(err) }));
+    child.on("close", (code) => resolve({ code: code ?? 1, out }));
+  });
+}
+
+/** Colour escape sequences, built from a string so the pattern holds no control character. */
+const ANSI_ESCAPE = new RegExp(`${String.fromCharCode(27)}\\[[0-9;]*m`, "g");
+
+const only = process.argv.includes("--only")
+  ? process.argv[process.argv.indexOf("--only") + 1]
+  : undefined;
+const results: { name: string; ok: boolean; seconds: number }[] = [];
+let passed = 0;
+let failed = 0;
+for (const step of steps) {
+  if (only && step.group !== only) continue;
+  console.log(`\n=== ${step.name}`);
+  const start = performance.now();
+  const { code, out } = await run(step);
+  let ok = code === 0;
+  if (step.count) {
+    // deno colours its summary even with NO_COLOR when it is not a terminal: strip escapes.
+    const counted = step.count(out.replace(ANSI_ESCAPE, ""));
+    if (!counted) {
+      console.log(`${step.name}: could not read the test counts`);
+      ok = false;
+    } else {
+      passed += counted.passed;
+      failed += counted.failed;
+      if (counted.passed === 0) {
+        console.log(`${step.name}: ran no test`);
+        ok = false;
+      }
+    }
+  }
+  results.push({ name: step.name, ok, seconds: (performance.now() - start) / 1000 });
+}
+
+console.log("\n=== summary");
+for (const r of results) {
+  console.log(`${r.ok ? "ok  " : "FAIL"} ${r.name} (${r.seconds.toFixed(1)} s)`);
+}
+const bad = results.filter((r) => !r.ok).length;
+console.log(`steps: ${results.length - bad} passed, ${bad} failed`);
+console.log(`tests: ${passed} passed, ${failed} failed`);
+process.exit(bad === 0 && failed === 0 ? 0 : 1);
