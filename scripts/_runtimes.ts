@@ -66,3 +66,9 @@ export function command(
   if (name === "deno") return { cmd, args: ["run", ...DENO_PERMISSIONS, script, ...args] };
   return { cmd, args: [script, ...args] };
 }
+
+/** The running script's own arguments, on any runtime. */
+export function scriptArgs(): string[] {
+  const g = globalThis as { Deno?: { args: string[] }; process?: { argv: string[] } };
+  return g.Deno ? [...g.Deno.args] : g.process!.argv.slice(2);
+}

@@ -9,7 +9,7 @@ import { getRuntime } from "../src/runtime/detect.ts";
 import type { ChildProcess, Runtime } from "../src/runtime/types.ts";
 import { command, ROOT, type RuntimeName } from "../scripts/_runtimes.ts";
 
-export { ROOT, type RuntimeName, RUNTIMES } from "../scripts/_runtimes.ts";
+export { ROOT, type RuntimeName, RUNTIMES, scriptArgs } from "../scripts/_runtimes.ts";
 
 /** The adapter for the runtime running the tests. */
 export const rt: Runtime = await getRuntime();
@@ -145,12 +145,6 @@ export async function until(check: () => boolean, ms = 10_000, what = "condition
     if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-}
-
-/** The script's own arguments, on any runtime. */
-export function scriptArgs(): string[] {
-  const g = globalThis as { Deno?: { args: string[] }; process?: { argv: string[] } };
-  return g.Deno ? [...g.Deno.args] : g.process!.argv.slice(2);
 }
 
 /**

@@ -1,0 +1,75 @@
+/**
+ * The benchmark harness, the same under Deno, Bun and Node: repeats, medians and spreads,
+ * ratios to a baseline measured in the same run, the table, and child processes of this runtime.
+ *
+ * @module
+ */
+
+import { getRuntime } from "../src/runtime/detect.ts";
+import type { ChildProcess, Runtime } from "../src/runtime/types.ts";
+import { command, type RuntimeName } from "../scripts/_runtimes.ts";
+
+export { scriptArgs } from "../scripts/_runtimes.ts";
+
+/** The adapter for this runtime. */
+export const rt: Runtime = await getRuntime();
+
+/** Starts `script` under this same runtime, with stdout piped. */
+export function spawnSelf(script: string, args: readonly string[]): ChildProcess {
+  const { cmd, args: argv } = command(rt.name as RuntimeName, script, args);
+  return rt.spawn(cmd, argv, { stdout: "pipe", stderr: "inherit" });
+}
+
+/** Reads a child's whole stdout as text. */
+export async function stdoutText(child: ChildProcess): Promise<string> {
+  let text = "";
+  for await (const chunk of child.stdout!.pipeThrough(new TextDecoderStream())) text += chunk;
+  return text;
+}
+
+/** One row of results: a rate per repeat. */
+export interface Row {
+  workload: string;
+  impl: string;
+  unit: string;
+  rates: number[];
+}
+
+/** The median of some numbers. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** Formats a rate compactly: 1.23 M, 456 k, 789. */
+export function human(n: number): string {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(2)} M`;
+  if (n >= 1e4) return `${(n / 1e3).toFixed(0)} k`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)} k`;
+  return n.toFixed(0);
+}
+
+/**
+ * Prints a table: per workload, the baseline row then the others, each with its median, its
+ * spread (min–max over repeats) and its ratio to the baseline's median.
+ */
+export function printTable(rows: readonly Row[], baseline: string): void {
+  console.log(
+    `\n${rt.name} ${rt.version} on ${rt.platform}; median of ${
+      rows[0]?.rates.length ?? 0
+    } repeats\n`,
+  );
+  console.log("| workload | impl | median | spread | ratio |");
+  console.log("|---|---|---|---|---|");
+  for (const workload of new Set(rows.map((r) => r.workload))) {
+    const group = rows.filter((r) => r.workload === workload);
+    const base = group.find((r) => r.impl === baseline);
+    for (const r of group) {
+      const m = median(r.rates);
+      const ratio = base ? (m / median(base.rates)).toFixed(2) : "—";
+      const spread = `${human(Math.min(...r.rates))}–${human(Math.max(...r.rates))}`;
+      console.log(`| ${workload} | ${r.impl} | ${human(m)} ${r.unit} | ${spread} | ${ratio} |`);
+    }
+  }
+}

@@ -1,0 +1,495 @@
+/**
+ * The two sides of the transport benchmark, written twice: through dockipc's `Conn`, and
+ * through the runtime's own socket API by the simplest correct code (the baseline).
+ *
+ * @module
+ */
+
+import { type Conn, connect, listen } from "../mod.ts";
+import type { RuntimeName } from "../scripts/_runtimes.ts";
+
+/** One end of a connection, as the workloads drive it. */
+export interface Peer {
+  /** Counts bytes until the peer ends; the time runs from the first byte to the end. */
+  drain(): Promise<{ bytes: number; ms: number }>;
+  /** Writes `chunk` `count` times or until `ms` pass, then ends; returns the writes made. */
+  flood(chunk: Uint8Array, count: number, ms: number): Promise<number>;
+  /** Sends back whatever arrives, until the peer ends. */
+  echo(): Promise<void>;
+  /** Sends `msg` and waits for as many bytes back, `count` times or until `ms` pass. */
+  pingPong(msg: Uint8Array, count: number, ms: number): Promise<{ trips: number; ms: number }>;
+  close(): void;
+}
+
+/** A way to listen and connect. */
+export interface Impl {
+  listen(path: string): Promise<{ accept(): Promise<Peer>; close(): Promise<void> }>;
+  connect(path: string): Promise<Peer>;
+}
+
+const now = (): number => performance.now();
+
+// ---------------------------------------------------------------------------------------------
+// dockipc Conn
+
+class ConnPeer implements Peer {
+  #conn: Conn;
+  constructor(conn: Conn) {
+    this.#conn = conn;
+  }
+
+  async drain(): Promise<{ bytes: number; ms: number }> {
+    let bytes = 0;
+    let first = 0;
+    for await (const chunk of this.#conn.readable) {
+      if (bytes === 0) first = now();
+      bytes += chunk.byteLength;
+    }
+    return { bytes, ms: now() - first };
+  }
+
+  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
+    const writer = this.#conn.writable.getWriter();
+    const end = now() + ms;
+    let n = 0;
+    while (n < count && ((n & 1023) !== 0 || now() < end)) {
+      await writer.write(chunk);
+      n++;
+    }
+    await writer.close();
+    return n;
+  }
+
+  async echo(): Promise<void> {
+    const writer = this.#conn.writable.getWriter();
+    for await (const chunk of this.#conn.readable) await writer.write(chunk);
+    await writer.close();
+  }
+
+  async pingPong(
+    msg: Uint8Array,
+    count: number,
+    ms: number,
+  ): Promise<{ trips: number; ms: number }> {
+    const writer = this.#conn.writable.getWriter();
+    const reader = this.#conn.readable.getReader();
+    const start = now();
+    const end = start + ms;
+    let trips = 0;
+    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+      await writer.write(msg);
+      for (let got = 0; got < msg.byteLength;) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("peer ended mid ping-pong");
+        got += value.byteLength;
+      }
+      trips++;
+    }
+    const elapsed = now() - start;
+    await writer.close();
+    return { trips, ms: elapsed };
+  }
+
+  close(): void {
+    this.#conn.close();
+  }
+}
+
+const connImpl: Impl = {
+  async listen(path) {
+    const listener = await listen(path);
+    return {
+      accept: async () => new ConnPeer(await listener.accept()),
+      close: () => listener.close(),
+    };
+  },
+  connect: async (path) => new ConnPeer(await connect(path)),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Deno: conn.read / conn.write
+
+interface DenoConn {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  closeWrite(): Promise<void>;
+  close(): void;
+}
+interface DenoApi {
+  listen(o: { transport: "unix"; path: string }): { accept(): Promise<DenoConn>; close(): void };
+  connect(o: { transport: "unix"; path: string }): Promise<DenoConn>;
+}
+
+async function denoWriteAll(conn: DenoConn, chunk: Uint8Array): Promise<void> {
+  let off = await conn.write(chunk);
+  while (off < chunk.byteLength) off += await conn.write(chunk.subarray(off));
+}
+
+class DenoPeer implements Peer {
+  #conn: DenoConn;
+  constructor(conn: DenoConn) {
+    this.#conn = conn;
+  }
+
+  async drain(): Promise<{ bytes: number; ms: number }> {
+    const buf = new Uint8Array(64 * 1024);
+    let bytes = 0;
+    let first = 0;
+    for (let n; (n = await this.#conn.read(buf)) !== null;) {
+      if (bytes === 0) first = now();
+      bytes += n;
+    }
+    return { bytes, ms: now() - first };
+  }
+
+  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
+    const end = now() + ms;
+    let n = 0;
+    while (n < count && ((n & 1023) !== 0 || now() < end)) {
+      await denoWriteAll(this.#conn, chunk);
+      n++;
+    }
+    await this.#conn.closeWrite();
+    return n;
+  }
+
+  async echo(): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    for (let n; (n = await this.#conn.read(buf)) !== null;) {
+      await denoWriteAll(this.#conn, buf.subarray(0, n));
+    }
+    await this.#conn.closeWrite();
+  }
+
+  async pingPong(
+    msg: Uint8Array,
+    count: number,
+    ms: number,
+  ): Promise<{ trips: number; ms: number }> {
+    const buf = new Uint8Array(64 * 1024);
+    const start = now();
+    const end = start + ms;
+    let trips = 0;
+    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+      await denoWriteAll(this.#conn, msg);
+      for (let got = 0; got < msg.byteLength;) {
+        const n = await this.#conn.read(buf);
+        if (n === null) throw new Error("peer ended mid ping-pong");
+        got += n;
+      }
+      trips++;
+    }
+    const elapsed = now() - start;
+    await this.#conn.closeWrite();
+    return { trips, ms: elapsed };
+  }
+
+  close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+function denoImpl(): Impl {
+  const D = (globalThis as unknown as { Deno: DenoApi }).Deno;
+  return {
+    listen(path) {
+      const l = D.listen({ transport: "unix", path });
+      return Promise.resolve({
+        accept: async () => new DenoPeer(await l.accept()),
+        close: () => Promise.resolve(l.close()),
+      });
+    },
+    connect: async (path) => new DenoPeer(await D.connect({ transport: "unix", path })),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Node: node:net, events
+
+interface NodeSocket {
+  write(b: Uint8Array): boolean;
+  end(): void;
+  destroy(): void;
+  pipe(s: NodeSocket): void;
+  on(e: string, f: (x?: unknown) => void): void;
+  once(e: string, f: (x?: unknown) => void): void;
+  removeListener(e: string, f: (x?: unknown) => void): void;
+}
+
+/** A promise that resolves when `bytes` more bytes have arrived, fed by data events. */
+class Arrivals {
+  received = 0;
+  first = 0;
+  #want = 0;
+  #resolve: (() => void) | undefined;
+  add(n: number): void {
+    if (this.received === 0) this.first = now();
+    this.received += n;
+    if (this.#resolve && this.received >= this.#want) {
+      const r = this.#resolve;
+      this.#resolve = undefined;
+      r();
+    }
+  }
+  until(total: number): Promise<void> | undefined {
+    if (this.received >= total) return undefined;
+    this.#want = total;
+    return new Promise((resolve) => (this.#resolve = resolve));
+  }
+}
+
+class NodePeer implements Peer {
+  #s: NodeSocket;
+  constructor(s: NodeSocket) {
+    this.#s = s;
+  }
+
+  drain(): Promise<{ bytes: number; ms: number }> {
+    const a = new Arrivals();
+    this.#s.on("data", (c) => a.add((c as Uint8Array).byteLength));
+    return new Promise((resolve) =>
+      this.#s.once("end", () => resolve({ bytes: a.received, ms: now() - a.first }))
+    );
+  }
+
+  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
+    const end = now() + ms;
+    let n = 0;
+    while (n < count && ((n & 1023) !== 0 || now() < end)) {
+      if (!this.#s.write(chunk)) await new Promise((r) => this.#s.once("drain", r));
+      n++;
+    }
+    this.#s.end();
+    return n;
+  }
+
+  echo(): Promise<void> {
+    this.#s.pipe(this.#s);
+    return new Promise((resolve) => this.#s.once("end", () => resolve()));
+  }
+
+  async pingPong(
+    msg: Uint8Array,
+    count: number,
+    ms: number,
+  ): Promise<{ trips: number; ms: number }> {
+    const a = new Arrivals();
+    this.#s.on("data", (c) => a.add((c as Uint8Array).byteLength));
+    const start = now();
+    const end = start + ms;
+    let trips = 0;
+    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+      this.#s.write(msg);
+      await a.until((trips + 1) * msg.byteLength);
+      trips++;
+    }
+    const elapsed = now() - start;
+    this.#s.end();
+    return { trips, ms: elapsed };
+  }
+
+  close(): void {
+    this.#s.destroy();
+  }
+}
+
+async function nodeImpl(): Promise<Impl> {
+  const net = await import("node:net");
+  return {
+    listen(path) {
+      const waiting: ((p: Peer) => void)[] = [];
+      const ready: Peer[] = [];
+      const server = net.createServer({ allowHalfOpen: true }, (s) => {
+        const p = new NodePeer(s as unknown as NodeSocket);
+        const w = waiting.shift();
+        if (w) w(p);
+        else ready.push(p);
+      });
+      return new Promise((resolve) =>
+        server.listen(path, () =>
+          resolve({
+            accept: () => {
+              const p = ready.shift();
+              return p ? Promise.resolve(p) : new Promise((r) => waiting.push(r));
+            },
+            close: () => Promise.resolve(void server.close()),
+          }))
+      );
+    },
+    connect: (path) =>
+      new Promise((resolve, reject) => {
+        const s = net.createConnection({ path, allowHalfOpen: true });
+        s.once("connect", () => resolve(new NodePeer(s as unknown as NodeSocket)));
+        s.once("error", reject);
+      }),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bun: Bun.listen / Bun.connect with socket handlers
+
+interface BunSocket {
+  data: BunPeer;
+  write(b: Uint8Array): number;
+  shutdown(): void;
+  end(): void;
+}
+interface BunApi {
+  listen(o: object): { stop(b?: boolean): void };
+  connect(o: object): Promise<BunSocket>;
+}
+
+class BunPeer implements Peer {
+  socket!: BunSocket;
+  arrivals: Arrivals = new Arrivals();
+  onData: ((chunk: Uint8Array) => void) | undefined;
+  #ended: (() => void) | undefined;
+  #endedYet = false;
+  #drained: (() => void) | undefined;
+  /** Bytes Bun did not take yet, for echo. */
+  #queue: Uint8Array[] = [];
+
+  data(chunk: Uint8Array): void {
+    this.arrivals.add(chunk.byteLength);
+    this.onData?.(chunk);
+  }
+  end(): void {
+    this.#endedYet = true;
+    this.#ended?.();
+  }
+  /** Bun's drain event: the socket takes bytes again. */
+  writable(): void {
+    while (this.#queue.length) {
+      const head = this.#queue[0]!;
+      const n = this.socket.write(head);
+      if (n < head.byteLength) {
+        this.#queue[0] = head.subarray(Math.max(n, 0));
+        return;
+      }
+      this.#queue.shift();
+    }
+    const d = this.#drained;
+    this.#drained = undefined;
+    d?.();
+  }
+
+  async drain(): Promise<{ bytes: number; ms: number }> {
+    await this.#untilEnd();
+    return { bytes: this.arrivals.received, ms: now() - this.arrivals.first };
+  }
+
+  #untilEnd(): Promise<void> {
+    return this.#endedYet ? Promise.resolve() : new Promise((r) => (this.#ended = r));
+  }
+
+  /** Writes all of `chunk`, waiting for drain when Bun takes only part. */
+  #write(chunk: Uint8Array): Promise<void> | undefined {
+    if (this.#queue.length === 0) {
+      const n = this.socket.write(chunk);
+      if (n === chunk.byteLength) return undefined;
+      chunk = chunk.subarray(Math.max(n, 0));
+    }
+    this.#queue.push(chunk);
+    return new Promise((r) => (this.#drained = r));
+  }
+
+  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
+    const end = now() + ms;
+    let n = 0;
+    while (n < count && ((n & 1023) !== 0 || now() < end)) {
+      const wait = this.#write(chunk);
+      if (wait) await wait;
+      n++;
+    }
+    this.socket.shutdown();
+    return n;
+  }
+
+  async echo(): Promise<void> {
+    this.onData = (chunk) => void this.#write(chunk);
+    await this.#untilEnd();
+    this.socket.shutdown();
+  }
+
+  async pingPong(
+    msg: Uint8Array,
+    count: number,
+    ms: number,
+  ): Promise<{ trips: number; ms: number }> {
+    const start = now();
+    const end = start + ms;
+    let trips = 0;
+    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+      const wait = this.#write(msg);
+      if (wait) await wait;
+      await this.arrivals.until((trips + 1) * msg.byteLength);
+      trips++;
+    }
+    const elapsed = now() - start;
+    this.socket.shutdown();
+    return { trips, ms: elapsed };
+  }
+
+  close(): void {
+    this.socket.end();
+  }
+}
+
+function bunImpl(): Impl {
+  const B = (globalThis as unknown as { Bun: BunApi }).Bun;
+  const handlers = (onOpen: (p: BunPeer) => void): object => ({
+    open(s: BunSocket) {
+      const p = new BunPeer();
+      p.socket = s;
+      s.data = p;
+      onOpen(p);
+    },
+    data: (s: BunSocket, d: Uint8Array) => s.data.data(d),
+    drain: (s: BunSocket) => s.data.writable(),
+    end: (s: BunSocket) => s.data.end(),
+    close: (s: BunSocket) => s.data?.end(),
+  });
+  return {
+    listen(path) {
+      const waiting: ((p: Peer) => void)[] = [];
+      const ready: Peer[] = [];
+      const l = B.listen({
+        unix: path,
+        allowHalfOpen: true,
+        socket: handlers((p) => {
+          const w = waiting.shift();
+          if (w) w(p);
+          else ready.push(p);
+        }),
+      });
+      return Promise.resolve({
+        accept: () => {
+          const p = ready.shift();
+          return p ? Promise.resolve(p) : new Promise<Peer>((r) => waiting.push(r));
+        },
+        close: () => Promise.resolve(l.stop(false)),
+      });
+    },
+    async connect(path) {
+      let peer: BunPeer | undefined;
+      const s = await B.connect({
+        unix: path,
+        allowHalfOpen: true,
+        socket: handlers((p) => (peer = p)),
+      });
+      return peer ?? s.data;
+    },
+  };
+}
+
+/** The implementation named `impl` ("conn" or "raw") for this runtime. */
+export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl> {
+  if (impl === "conn") return connImpl;
+  if (runtime === "deno") return denoImpl();
+  if (runtime === "bun") return bunImpl();
+  return await nodeImpl();
+}

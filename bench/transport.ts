@@ -1,0 +1,93 @@
+/**
+ * Transport benchmark: two processes over a unix socket, through dockipc's `Conn` and through
+ * the runtime's own socket API (the baseline), alternating, in the same run.
+ *
+ * - one-way 64 B and 4 KiB: the child writes (awaiting each write), this process reads and
+ *   times from the first byte to the end;
+ * - ping-pong 64 B: the child sends 64 bytes and waits for them back, one in flight; this
+ *   process echoes.
+ *
+ * Usage: `<runtime> bench/transport.ts [--repeats N] [--only NAME] [--json]`; `npm run bench` runs it under
+ * all three runtimes. Every loop is bounded by a count and by time.
+ *
+ * @module
+ */
+
+import { implFor } from "./_peers.ts";
+import { printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+import type { RuntimeName } from "../scripts/_runtimes.ts";
+
+const SCRIPT = new URL(import.meta.url).pathname;
+const LIMIT_MS = 1000;
+
+interface Workload {
+  name: string;
+  kind: "one-way" | "ping-pong";
+  size: number;
+  count: number;
+  unit: string;
+}
+
+const WORKLOADS: Workload[] = [
+  { name: "one-way 64 B writes", kind: "one-way", size: 64, count: 2_000_000, unit: "MB/s" },
+  { name: "one-way 4 KiB writes", kind: "one-way", size: 4096, count: 400_000, unit: "MB/s" },
+  { name: "ping-pong 64 B", kind: "ping-pong", size: 64, count: 200_000, unit: "rt/s" },
+];
+
+const args = scriptArgs();
+const runtime = rt.name as RuntimeName;
+
+if (args[0] === "peer") {
+  // The child: connect, then write or ping, and report.
+  const [, kind, impl, path, size, count] = args;
+  const peer = await (await implFor(impl!, runtime)).connect(path!);
+  const chunk = new Uint8Array(Number(size)).fill(1);
+  if (kind === "one-way") {
+    const writes = await peer.flood(chunk, Number(count), LIMIT_MS);
+    console.log(JSON.stringify({ writes }));
+  } else {
+    console.log(JSON.stringify(await peer.pingPong(chunk, Number(count), LIMIT_MS)));
+  }
+  // Let the stream end reach the other side before exiting.
+  await new Promise((r) => setTimeout(r, 50));
+  peer.close();
+} else {
+  const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+  const dir = await rt.fs.makeTempDir("dk-bench-");
+  const rows: Row[] = [];
+  const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
+  for (const w of WORKLOADS.filter((w) => w.name.includes(only))) {
+    const byImpl = new Map<string, number[]>([["raw", []], ["conn", []]]);
+    for (let i = 0; i < repeats; i++) {
+      for (const impl of i % 2 ? ["conn", "raw"] : ["raw", "conn"]) {
+        byImpl.get(impl)!.push(await once(w, impl, `${dir}/b${i}${impl}.sock`));
+      }
+    }
+    for (const [impl, rates] of byImpl) rows.push({ workload: w.name, impl, unit: w.unit, rates });
+  }
+  await rt.fs.remove(dir, { recursive: true });
+  if (args.includes("--json")) console.log(JSON.stringify({ runtime, version: rt.version, rows }));
+  else printTable(rows, "raw");
+}
+
+/** One measurement: listen here, start the writing or pinging child, return its rate. */
+async function once(w: Workload, impl: string, path: string): Promise<number> {
+  const server = await (await implFor(impl, runtime)).listen(path);
+  const child = spawnSelf(SCRIPT, ["peer", w.kind, impl, path, String(w.size), String(w.count)]);
+  const report = stdoutText(child);
+  const peer = await server.accept();
+  let rate: number;
+  if (w.kind === "one-way") {
+    const { bytes, ms } = await peer.drain();
+    rate = bytes / 1e6 / (ms / 1000);
+  } else {
+    await peer.echo();
+    const { trips, ms } = JSON.parse(await report);
+    rate = trips / (ms / 1000);
+  }
+  await report;
+  await child.status;
+  peer.close();
+  await server.close();
+  return rate;
+}
