@@ -21,9 +21,15 @@ export interface Peer {
   close(): void;
 }
 
+/** A listening socket of the benchmark. */
+export interface Server {
+  accept(): Promise<Peer>;
+  close(): Promise<void>;
+}
+
 /** A way to listen and connect. */
 export interface Impl {
-  listen(path: string): Promise<{ accept(): Promise<Peer>; close(): Promise<void> }>;
+  listen(path: string): Promise<Server>;
   connect(path: string): Promise<Peer>;
 }
 
@@ -32,16 +38,38 @@ const now = (): number => performance.now();
 // ---------------------------------------------------------------------------------------------
 // dockipc Conn
 
+/** Reads a whole chunk of the peer's bytes: into `buf` with a BYOB reader, else fresh. */
+type Read = () => Promise<Uint8Array | undefined>;
+
 class ConnPeer implements Peer {
   #conn: Conn;
-  constructor(conn: Conn) {
+  #byob: boolean;
+  constructor(conn: Conn, byob: boolean) {
     this.#conn = conn;
+    this.#byob = byob;
+  }
+
+  /** The read call this peer uses: a BYOB reader that reuses one buffer, or a default reader. */
+  #reader(): Read {
+    if (this.#byob) {
+      const reader = this.#conn.readable.getReader({ mode: "byob" });
+      let buf = new Uint8Array(64 * 1024);
+      return async () => {
+        // At the end a BYOB read gives back an empty view with done: the buffer, returned.
+        const { value, done } = await reader.read(buf);
+        if (value) buf = new Uint8Array(value.buffer);
+        return done ? undefined : value;
+      };
+    }
+    const reader = this.#conn.readable.getReader();
+    return async () => (await reader.read()).value;
   }
 
   async drain(): Promise<{ bytes: number; ms: number }> {
+    const read = this.#reader();
     let bytes = 0;
     let first = 0;
-    for await (const chunk of this.#conn.readable) {
+    for (let chunk; (chunk = await read());) {
       if (bytes === 0) first = now();
       bytes += chunk.byteLength;
     }
@@ -61,8 +89,10 @@ class ConnPeer implements Peer {
   }
 
   async echo(): Promise<void> {
+    const read = this.#reader();
     const writer = this.#conn.writable.getWriter();
-    for await (const chunk of this.#conn.readable) await writer.write(chunk);
+    // Reusing the read buffer is safe: a write resolves once dockipc no longer needs the bytes.
+    for (let chunk; (chunk = await read());) await writer.write(chunk);
     await writer.close();
   }
 
@@ -71,17 +101,17 @@ class ConnPeer implements Peer {
     count: number,
     ms: number,
   ): Promise<{ trips: number; ms: number }> {
+    const read = this.#reader();
     const writer = this.#conn.writable.getWriter();
-    const reader = this.#conn.readable.getReader();
     const start = now();
     const end = start + ms;
     let trips = 0;
     while (trips < count && ((trips & 255) !== 0 || now() < end)) {
       await writer.write(msg);
       for (let got = 0; got < msg.byteLength;) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error("peer ended mid ping-pong");
-        got += value.byteLength;
+        const chunk = await read();
+        if (!chunk) throw new Error("peer ended mid ping-pong");
+        got += chunk.byteLength;
       }
       trips++;
     }
@@ -95,16 +125,18 @@ class ConnPeer implements Peer {
   }
 }
 
-const connImpl: Impl = {
-  async listen(path) {
-    const listener = await listen(path);
-    return {
-      accept: async () => new ConnPeer(await listener.accept()),
-      close: () => listener.close(),
-    };
-  },
-  connect: async (path) => new ConnPeer(await connect(path)),
-};
+function connImpl(byob: boolean): Impl {
+  return {
+    async listen(path): Promise<Server> {
+      const listener = await listen(path);
+      return {
+        accept: async () => new ConnPeer(await listener.accept(), byob),
+        close: () => listener.close(),
+      };
+    },
+    connect: async (path) => new ConnPeer(await connect(path), byob),
+  };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Deno: conn.read / conn.write
@@ -196,7 +228,7 @@ class DenoPeer implements Peer {
 function denoImpl(): Impl {
   const D = (globalThis as unknown as { Deno: DenoApi }).Deno;
   return {
-    listen(path) {
+    listen(path): Promise<Server> {
       const l = D.listen({ transport: "unix", path });
       return Promise.resolve({
         accept: async () => new DenoPeer(await l.accept()),
@@ -300,7 +332,7 @@ class NodePeer implements Peer {
 async function nodeImpl(): Promise<Impl> {
   const net = await import("node:net");
   return {
-    listen(path) {
+    listen(path): Promise<Server> {
       const waiting: ((p: Peer) => void)[] = [];
       const ready: Peer[] = [];
       const server = net.createServer({ allowHalfOpen: true }, (s) => {
@@ -442,7 +474,7 @@ class BunPeer implements Peer {
 function bunImpl(): Impl {
   const B = (globalThis as unknown as { Bun: BunApi }).Bun;
   const handlers = (onOpen: (p: BunPeer) => void): object => ({
-    open(s: BunSocket) {
+    open(s: BunSocket): void {
       const p = new BunPeer();
       p.socket = s;
       s.data = p;
@@ -454,7 +486,7 @@ function bunImpl(): Impl {
     close: (s: BunSocket) => s.data?.end(),
   });
   return {
-    listen(path) {
+    listen(path): Promise<Server> {
       const waiting: ((p: Peer) => void)[] = [];
       const ready: Peer[] = [];
       const l = B.listen({
@@ -474,7 +506,7 @@ function bunImpl(): Impl {
         close: () => Promise.resolve(l.stop(false)),
       });
     },
-    async connect(path) {
+    async connect(path): Promise<Peer> {
       let peer: BunPeer | undefined;
       const s = await B.connect({
         unix: path,
@@ -486,9 +518,14 @@ function bunImpl(): Impl {
   };
 }
 
-/** The implementation named `impl` ("conn" or "raw") for this runtime. */
+/**
+ * The implementation named `impl` for this runtime: "raw" (the runtime's API), "conn" (dockipc,
+ * reading with a BYOB reader into one reused buffer) or "conn default" (a default reader: a
+ * fresh chunk per read).
+ */
 export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl> {
-  if (impl === "conn") return connImpl;
+  if (impl === "conn") return connImpl(true);
+  if (impl === "conn-default") return connImpl(false);
   if (runtime === "deno") return denoImpl();
   if (runtime === "bun") return bunImpl();
   return await nodeImpl();

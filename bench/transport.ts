@@ -4,6 +4,8 @@
  *
  * - one-way 64 B and 4 KiB: the child writes (awaiting each write), this process reads and
  *   times from the first byte to the end;
+ * - `conn` reads with a BYOB reader into one reused buffer, as the raw code does; `conn-default`
+ *   reads with a default reader, which hands out a fresh chunk per read;
  * - ping-pong 64 B: the child sends 64 bytes and waits for them back, one in flight; this
  *   process echoes.
  *
@@ -57,9 +59,12 @@ if (args[0] === "peer") {
   const rows: Row[] = [];
   const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
   for (const w of WORKLOADS.filter((w) => w.name.includes(only))) {
-    const byImpl = new Map<string, number[]>([["raw", []], ["conn", []]]);
+    const impls = ["raw", "conn", "conn-default"];
+    const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
     for (let i = 0; i < repeats; i++) {
-      for (const impl of i % 2 ? ["conn", "raw"] : ["raw", "conn"]) {
+      // Rotate the order, so that drift in the machine's load does not favour one of them.
+      for (let j = 0; j < impls.length; j++) {
+        const impl = impls[(i + j) % impls.length]!;
         byImpl.get(impl)!.push(await once(w, impl, `${dir}/b${i}${impl}.sock`));
       }
     }

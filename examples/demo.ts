@@ -24,7 +24,7 @@ let next = 0;
     const stat = { name: "?", bytes: 0 };
     flowing.set(id, stat);
     const count = new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
+      transform(chunk, controller): void {
         if (stat.name === "?") {
           stat.name = new TextDecoder().decode(chunk.subarray(0, 40)).split("\n")[0]!;
         }

@@ -136,6 +136,65 @@ for (const transport of ["unix", "tcp"] as const) {
     );
 
     test(
+      `Conn over ${transport}: a writer may refill its buffer as soon as write() resolves`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(where(dir.path));
+        const client = await connect(listener.addr);
+        const server = await listener.accept();
+        // Nobody reads until all writes are made, so the socket fills and writes have to queue.
+        const sizes = [64, 4096, 20_000, 100_000];
+        const rounds = 120;
+        const writer = client.writable.getWriter();
+        const writing = (async () => {
+          for (const size of sizes) {
+            const buf = new Uint8Array(size);
+            for (let i = 0; i < rounds; i++) {
+              buf.fill(i);
+              await writer.write(buf);
+            }
+          }
+          await writer.close();
+        })();
+        const received = await readAll(server.readable);
+        await writing;
+        let at = 0;
+        for (const size of sizes) {
+          for (let i = 0; i < rounds; i++, at += size) {
+            const bad = received.subarray(at, at + size).findIndex((b) => b !== i);
+            assert.equal(bad, -1, `a ${size}-byte write #${i} arrived changed at byte ${bad}`);
+          }
+        }
+        assert.equal(received.byteLength, at);
+        server.close();
+      },
+    );
+
+    test(`Conn over ${transport}: a BYOB reader reads into its own reused buffer`, T, async () => {
+      await using dir = await tempDir();
+      await using listener = await listen(where(dir.path));
+      void echo(listener);
+      const conn = await connect(listener.addr);
+      const data = pattern(1 << 20, 5);
+      const writing = writeChunked(conn, data, 5);
+      const reader = conn.readable.getReader({ mode: "byob" });
+      const out = new Uint8Array(data.byteLength);
+      let buf = new Uint8Array(1000);
+      let got = 0;
+      while (true) {
+        const { value, done } = await reader.read(buf);
+        if (done) break;
+        out.set(value, got);
+        got += value.byteLength;
+        buf = new Uint8Array(value.buffer); // the same memory, handed back
+      }
+      await writing;
+      assert.equal(got, data.byteLength);
+      assert.equal(sameBytes(out, data), undefined);
+    });
+
+    test(
       `Conn over ${transport}: the peer's readable ends on writable.close() and the other way stays open`,
       T,
       async () => {

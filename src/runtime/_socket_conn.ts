@@ -10,8 +10,17 @@ import type { Address } from "../address.ts";
 import { closedError, IpcError, systemError } from "../errors.ts";
 import type { Conn } from "./types.ts";
 
-/** What `SocketConn` needs from a runtime's socket. */
+/**
+ * What `SocketConn` needs from a runtime's socket. A runtime whose reads are calls (Deno)
+ * provides `readInto`; one whose reads are events (Node, Bun) calls `onData`/`onEnd` and
+ * honours `pause`/`resume`.
+ */
 export interface SocketDriver {
+  /**
+   * Reads into `view`, resolving with the count read, or `null` once the peer has ended. With
+   * it the readable reads straight into the buffer of a BYOB reader.
+   */
+  readInto?(view: Uint8Array): Promise<number | null>;
   /**
    * Hands `chunk` to the socket and returns how many bytes it took: all of them for a runtime
    * that buffers (Node, Deno), perhaps fewer for one that does not (Bun).
@@ -25,7 +34,12 @@ export interface SocketDriver {
   resume(): void;
   /** End the sending direction (FIN), after everything sent so far. */
   shutdown(): void;
-  /** Close the socket now; the adapter then reports `onClose`. */
+  /**
+   * Both directions have ended: release the socket once everything sent has gone out; the
+   * adapter then reports `onClose`.
+   */
+  finish(): void;
+  /** Close the socket now, discarding what is unsent; the adapter then reports `onClose`. */
   destroy(): void;
 }
 
@@ -34,8 +48,8 @@ export interface SocketDriver {
  * the backlog in the kernel, where the peer's writes then wait.
  */
 const READ_HIGH_WATER_MARK = 64 * 1024;
-
-const byteLength = (chunk: Uint8Array): number => chunk.byteLength;
+/** For a default reader of a `readInto` socket: the size of the buffer each read fills. */
+const READ_SIZE = 64 * 1024;
 
 /** A connected socket as a pair of Web Streams; see `Conn` for the contract. */
 export class SocketConn implements Conn {
@@ -47,11 +61,12 @@ export class SocketConn implements Conn {
 
   #driver: SocketDriver;
   #label: string;
-  #rc!: ReadableStreamDefaultController<Uint8Array>;
+  #rc!: ReadableByteStreamController;
   #wc!: WritableStreamDefaultController;
   #readDone = false;
   #writeDone = false;
   #closing = false;
+  #finishing = false;
   #destroyed = false;
   /** The unsent tail of a chunk the socket only partly took. */
   #rest: Uint8Array | undefined;
@@ -71,13 +86,19 @@ export class SocketConn implements Conn {
     this.remoteAddr = remoteAddr;
     this.#label = label;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    this.readable = new ReadableStream<Uint8Array>({
+    // A byte stream: a BYOB reader (`getReader({ mode: "byob" })`) gets the bytes in its own
+    // buffer, which it can reuse; reading into fresh memory for every chunk is what costs most.
+    const pullInto = driver.readInto !== undefined;
+    this.readable = new ReadableStream({
+      type: "bytes",
+      ...(pullInto ? { autoAllocateChunkSize: READ_SIZE } : {}),
       start: (controller) => {
         this.#rc = controller;
       },
-      pull: () => this.#driver.resume(),
+      pull: pullInto ? (controller) => this.#pullInto(controller) : () => this.#driver.resume(),
       cancel: () => this.close(),
-    }, { highWaterMark: READ_HIGH_WATER_MARK, size: byteLength });
+      // Reading only when asked lets every read go straight into the reader's buffer.
+    }, { highWaterMark: pullInto ? 0 : READ_HIGH_WATER_MARK }) as ReadableStream<Uint8Array>;
     this.writable = new WritableStream<Uint8Array>({
       start: (controller) => {
         this.#wc = controller;
@@ -88,20 +109,55 @@ export class SocketConn implements Conn {
     });
   }
 
-  /** Called by the adapter with each chunk read; the chunk now belongs to the reader. */
+  /**
+   * Called by the adapter with each chunk read. The chunk's buffer is transferred to the reader,
+   * so it must not be shared with anything else; a chunk that is a view of a larger buffer is
+   * copied first.
+   */
   onData(chunk: Uint8Array): void {
     if (this.#readDone) return;
+    if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
+      chunk = chunk.slice();
+    }
     this.#rc.enqueue(chunk);
     if ((this.#rc.desiredSize ?? 0) <= 0) this.#driver.pause();
   }
 
   /** Called by the adapter when the peer ends its sending direction. */
   onEnd(): void {
-    if (!this.#readDone) {
-      this.#readDone = true;
-      this.#rc.close();
-    }
+    this.#endReadable();
     this.#finishIfDone();
+  }
+
+  async #pullInto(controller: ReadableByteStreamController): Promise<void> {
+    // With no read ahead and autoAllocateChunkSize, a pull always comes with a request, from a
+    // default and a BYOB reader alike; a buffer of our own covers any other case.
+    const request = controller.byobRequest;
+    const view = (request?.view as Uint8Array | null | undefined) ?? new Uint8Array(READ_SIZE);
+    let n: number | null;
+    try {
+      n = await this.#driver.readInto!(view);
+    } catch (err) {
+      this.onError(err);
+      this.#endReadable();
+      return;
+    }
+    if (this.#readDone) return;
+    if (n === null) this.onEnd();
+    else if (request) request.respond(n);
+    else controller.enqueue(view.subarray(0, n));
+  }
+
+  /** Ends the readable, releasing a BYOB read that waits (it resolves as done). */
+  #endReadable(): void {
+    if (this.#readDone) return;
+    this.#readDone = true;
+    try {
+      this.#rc.close();
+      this.#rc.byobRequest?.respond(0);
+    } catch {
+      // The reader cancelled the stream, which is what brought us here.
+    }
   }
 
   /** Called by the adapter when the socket can take more bytes. */
@@ -132,10 +188,7 @@ export class SocketConn implements Conn {
   /** Called by the adapter once the socket is closed. */
   onClose(): void {
     this.#destroyed = true;
-    if (!this.#readDone) {
-      this.#readDone = true;
-      this.#rc.close();
-    }
+    this.#endReadable();
     if (!this.#writeDone) {
       this.#fail(
         new IpcError("ECONNRESET", `Cannot write to "${this.#label}" as the connection closed`, {
@@ -150,14 +203,7 @@ export class SocketConn implements Conn {
   close(): void {
     if (this.#closing) return;
     this.#closing = true;
-    if (!this.#readDone) {
-      this.#readDone = true;
-      try {
-        this.#rc.close();
-      } catch {
-        // The reader cancelled the stream, which is what brought us here.
-      }
-    }
+    this.#endReadable();
     this.#fail(closedError("write", "connection"));
     this.#destroy();
   }
@@ -205,7 +251,10 @@ export class SocketConn implements Conn {
   }
 
   #finishIfDone(): void {
-    if (this.#readDone && this.#writeDone) this.#destroy();
+    if (this.#readDone && this.#writeDone && !this.#finishing && !this.#destroyed) {
+      this.#finishing = true;
+      this.#driver.finish();
+    }
   }
 
   #destroy(): void {

@@ -123,8 +123,13 @@ class BunDriver implements SocketDriver {
   shutdown(): void {
     this.#socket.shutdown();
   }
-  destroy(): void {
+  finish(): void {
+    // Bun buffers nothing of ours: every byte was taken by the kernel before the last write
+    // resolved, so closing now loses nothing.
     this.#socket.end();
+  }
+  destroy(): void {
+    this.#socket.terminate();
   }
 }
 

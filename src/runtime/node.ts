@@ -23,19 +23,54 @@ import type {
   SpawnOptions,
 } from "./types.ts";
 
+/** A write smaller than this that Node would have to queue is copied, so the caller may reuse it. */
+const COPY_BELOW = 16 * 1024;
+
 class NodeDriver implements SocketDriver {
-  blocked = false;
   #socket: Socket;
+  #sink!: SocketConn;
+  /** Node's buffer is over its high-water mark: wait for "drain". */
+  #needDrain = false;
+  /** Writes handed to Node, and how many of them it has flushed to the kernel. */
+  #issued = 0;
+  #flushed = 0;
+  /** Node holds a caller's chunk until the write with this number is flushed. */
+  #waitFor = 0;
 
   constructor(socket: Socket) {
     this.#socket = socket;
   }
 
+  attach(sink: SocketConn): void {
+    this.#sink = sink;
+  }
+
+  get blocked(): boolean {
+    return this.#needDrain || this.#flushed < this.#waitFor;
+  }
+
   send(chunk: Uint8Array): number {
-    // Node buffers what the kernel does not take; false asks us to wait for "drain".
-    this.blocked = !this.#socket.write(chunk);
+    const socket = this.#socket;
+    // Node keeps a reference to what it cannot write at once. A small chunk that will queue is
+    // copied; any other chunk Node still holds keeps its write pending until it is flushed.
+    const data = socket.writableLength > 0 && chunk.byteLength < COPY_BELOW ? chunk.slice() : chunk;
+    this.#issued++;
+    this.#needDrain = !socket.write(data, this.#onFlushed);
+    if (data === chunk && socket.writableLength > 0) this.#waitFor = this.#issued;
     return chunk.byteLength;
   }
+
+  /** One callback for every write, so no closure is made per write. */
+  #onFlushed = (): void => {
+    this.#flushed++;
+    if (this.#flushed === this.#waitFor) this.#sink.onDrain();
+  };
+
+  drained(): void {
+    this.#needDrain = false;
+    this.#sink.onDrain();
+  }
+
   pause(): void {
     this.#socket.pause();
   }
@@ -44,6 +79,10 @@ class NodeDriver implements SocketDriver {
   }
   shutdown(): void {
     this.#socket.end();
+  }
+  finish(): void {
+    // Nothing to do: once both directions have ended and Node has flushed what it buffered,
+    // the socket destroys itself and emits "close". destroy() now would drop that buffer.
   }
   destroy(): void {
     this.#socket.destroy();
@@ -54,15 +93,13 @@ function wrap(socket: Socket, localAddr: Address, remoteAddr: Address, label: st
   if (localAddr.transport === "tcp") socket.setNoDelay(true);
   const driver = new NodeDriver(socket);
   const conn = new SocketConn(driver, localAddr, remoteAddr, label);
+  driver.attach(conn);
   socket.on("data", (b: Uint8Array) => {
     // A plain Uint8Array view, so that `slice()` copies as everywhere else.
     conn.onData(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
   });
   socket.on("end", () => conn.onEnd());
-  socket.on("drain", () => {
-    driver.blocked = false;
-    conn.onDrain();
-  });
+  socket.on("drain", () => driver.drained());
   socket.on("error", (err) => conn.onError(err));
   socket.on("close", () => conn.onClose());
   return conn;

@@ -17,10 +17,15 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
  * the peer stops writing, and errors with `ECONNRESET` when the peer vanishes mid-stream. A chunk
  * belongs to the reader once read: no one writes into it again.
  *
- * Writing: a `writable` write resolves once the socket has taken the bytes (or the runtime's
- * bounded send buffer has), so awaiting writes is backpressure. Do not modify a chunk after
- * passing it to `write()`. `writable.close()` flushes and then ends the sending direction only
- * (the peer's `readable` ends), while this side can go on reading.
+ * `readable` is a byte stream: `getReader({ mode: "byob" })` reads into a buffer of yours, which
+ * you can reuse from read to read (the fastest way to read); a default reader gets a fresh
+ * chunk per read, which is yours to keep.
+ *
+ * Writing: a `writable` write resolves once dockipc no longer needs the chunk: its bytes are in
+ * the kernel, or in a bounded copy of dockipc's own (at most 64 KiB ahead of the socket). So
+ * awaiting writes is backpressure, and the buffer may be reused once its write has resolved.
+ * `writable.close()` flushes and then ends the sending direction only (the peer's `readable`
+ * ends), while this side can go on reading.
  *
  * `close()` ends both directions at once: pending data is discarded, `readable` ends and every
  * later write rejects with `ECLOSED`. The connection is also fully closed, and `closed` resolves,
