@@ -14,9 +14,22 @@ export { scriptArgs } from "../scripts/_runtimes.ts";
 /** The adapter for this runtime. */
 export const rt: Runtime = await getRuntime();
 
+/**
+ * The CPU for child processes, when `npm run bench` pinned this process to CPU 0 with taskset:
+ * the two ends of a socket then each have a CPU of their own and the scheduler does not move
+ * them around mid-measurement. Unset, children run wherever the OS puts them.
+ */
+const CHILD_CPU = rt.env("DOCKIPC_BENCH_CHILD_CPU");
+
 /** Starts `script` under this same runtime, with stdout piped. */
 export function spawnSelf(script: string, args: readonly string[]): ChildProcess {
   const { cmd, args: argv } = command(rt.name as RuntimeName, script, args);
+  if (CHILD_CPU) {
+    return rt.spawn("taskset", ["-c", CHILD_CPU, cmd, ...argv], {
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+  }
   return rt.spawn(cmd, argv, { stdout: "pipe", stderr: "inherit" });
 }
 

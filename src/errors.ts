@@ -179,6 +179,15 @@ export function systemError(
   });
 }
 
+/** Runs a file operation and turns what it throws into an `IpcError` naming the path. */
+export async function atPath<T>(op: string, path: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw systemError(err, op, path, "path");
+  }
+}
+
 /** The error for any use of an object after this process closed it. */
 export function closedError(op: string, what: string): IpcError {
   return new IpcError("ECLOSED", `Cannot ${op} as the ${what} is closed`, { op });

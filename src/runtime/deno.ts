@@ -6,7 +6,7 @@
 
 import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
-import { systemError } from "../errors.ts";
+import { atPath as at, systemError } from "../errors.ts";
 import { delay } from "../internal/async.ts";
 import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
 import type {
@@ -232,15 +232,6 @@ function info(s: Deno.FileInfo): FileInfo {
     ino: s.ino ?? 0,
     dev: s.dev,
   };
-}
-
-/** Runs a file operation and names the path in any error it throws. */
-async function at<T>(op: string, path: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    throw systemError(err, op, path, "path");
-  }
 }
 
 class DenoFile implements FileHandle {

@@ -9,7 +9,7 @@ import * as fs from "node:fs";
 import * as fsp from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { systemError } from "../errors.ts";
+import { atPath as at, systemError } from "../errors.ts";
 import type { FileHandle, FileInfo, FileSystem, OpenOptions } from "./types.ts";
 
 function info(s: fs.Stats): FileInfo {
@@ -38,51 +38,36 @@ function flags(o: OpenOptions): number {
   return f;
 }
 
-/** Runs a file operation and names the path in any error it throws. */
-async function at<T>(op: string, path: string, run: () => Promise<T>): Promise<T> {
-  try {
-    return await run();
-  } catch (err) {
-    throw systemError(err, op, path, "path");
-  }
-}
-
 class NodeFile implements FileHandle {
-  #fd: number;
+  #handle: fsp.FileHandle;
   #path: string;
   readonly tryLock: undefined = undefined;
 
-  constructor(fd: number, path: string) {
-    this.#fd = fd;
+  constructor(handle: fsp.FileHandle, path: string) {
+    this.#handle = handle;
     this.#path = path;
   }
 
   read(buf: Uint8Array, position: number): Promise<number> {
-    return at("read", this.#path, () =>
-      new Promise<number>((resolve, reject) => {
-        fs.read(this.#fd, buf, 0, buf.byteLength, position, (err, n) =>
-          err ? reject(err) : resolve(n));
-      }));
+    return at("read", this.#path, async () => {
+      return (await this.#handle.read(buf, 0, buf.byteLength, position)).bytesRead;
+    });
   }
 
-  async write(data: Uint8Array, position?: number): Promise<void> {
-    let off = 0;
-    while (off < data.byteLength) {
-      const pos = position === undefined ? null : position + off;
-      off += await at("write", this.#path, () =>
-        new Promise<number>((resolve, reject) => {
-          fs.write(this.#fd, data, off, data.byteLength - off, pos, (err, n) =>
-            err ? reject(err) : resolve(n));
-        }));
-    }
+  write(data: Uint8Array, position?: number): Promise<void> {
+    return at("write", this.#path, async () => {
+      for (let off = 0; off < data.byteLength;) {
+        const pos = position === undefined ? null : position + off;
+        off += (await this.#handle.write(data, off, data.byteLength - off, pos)).bytesWritten;
+      }
+    });
   }
 
   writeSync(data: Uint8Array, position?: number): void {
     try {
-      let off = 0;
-      while (off < data.byteLength) {
+      for (let off = 0; off < data.byteLength;) {
         const pos = position === undefined ? null : position + off;
-        off += fs.writeSync(this.#fd, data, off, data.byteLength - off, pos);
+        off += fs.writeSync(this.#handle.fd, data, off, data.byteLength - off, pos);
       }
     } catch (err) {
       throw systemError(err, "write", this.#path, "path");
@@ -90,73 +75,40 @@ class NodeFile implements FileHandle {
   }
 
   datasync(): Promise<void> {
-    return at(
-      "sync",
-      this.#path,
-      () =>
-        new Promise<void>((resolve, reject) =>
-          fs.fdatasync(this.#fd, (err) => err ? reject(err) : resolve())
-        ),
-    );
+    return at("sync", this.#path, () => this.#handle.datasync());
   }
 
   datasyncSync(): void {
     try {
-      fs.fdatasyncSync(this.#fd);
+      fs.fdatasyncSync(this.#handle.fd);
     } catch (err) {
       throw systemError(err, "sync", this.#path, "path");
     }
   }
 
   sync(): Promise<void> {
-    return at(
-      "sync",
-      this.#path,
-      () =>
-        new Promise<void>((resolve, reject) =>
-          fs.fsync(this.#fd, (err) => err ? reject(err) : resolve())
-        ),
-    );
+    return at("sync", this.#path, () => this.#handle.sync());
   }
 
   truncate(length: number): Promise<void> {
-    return at(
-      "truncate",
-      this.#path,
-      () =>
-        new Promise<void>((resolve, reject) =>
-          fs.ftruncate(this.#fd, length, (err) => err ? reject(err) : resolve())
-        ),
-    );
+    return at("truncate", this.#path, () => this.#handle.truncate(length));
   }
 
   stat(): Promise<FileInfo> {
-    return at(
-      "stat",
-      this.#path,
-      () =>
-        new Promise<FileInfo>((resolve, reject) =>
-          fs.fstat(this.#fd, (err, s) => err ? reject(err) : resolve(info(s)))
-        ),
-    );
+    return at("stat", this.#path, async () => info(await this.#handle.stat()));
   }
 
   close(): Promise<void> {
-    return at(
-      "close",
-      this.#path,
-      () =>
-        new Promise<void>((resolve, reject) =>
-          fs.close(this.#fd, (err) => err ? reject(err) : resolve())
-        ),
-    );
+    return at("close", this.#path, () => this.#handle.close());
   }
 }
 
 /** The file system through `node:fs`. */
 export const nodeFs: FileSystem = {
   open: (path, options) =>
-    at("open", path, async () => new NodeFile(await openFd(path, options), path)),
+    at("open", path, async () => {
+      return new NodeFile(await fsp.open(path, flags(options), options.mode ?? 0o600), path);
+    }),
   stat: (path) => at("stat", path, async () => info(await fsp.stat(path))),
   lstat: (path) => at("stat", path, async () => info(await fsp.lstat(path))),
   mkdir: (path, options) =>
@@ -191,14 +143,3 @@ export const nodeFs: FileSystem = {
   makeTempDir: (prefix) =>
     at("create directory", tmpdir(), () => fsp.mkdtemp(join(tmpdir(), prefix))),
 };
-
-function openFd(path: string, options: OpenOptions): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fs.open(
-      path,
-      flags(options),
-      options.mode ?? 0o600,
-      (err, fd) => err ? reject(err) : resolve(fd),
-    );
-  });
-}
