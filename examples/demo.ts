@@ -2,7 +2,7 @@
  * The demo: a Deno process listens on a unix socket and echoes; clients in Deno, Bun and Node
  * child processes connect, stream 8 MiB each, and check every byte that comes back.
  *
- * Run it with `npm run demo` (after `npm ci`).
+ * Run it with `npm run demo` (after `npm install`).
  */
 import { formatAddress, listen } from "../mod.ts";
 import { command, RUNTIMES } from "../scripts/_runtimes.ts";
