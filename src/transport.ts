@@ -133,6 +133,11 @@ export async function listen(
     raw,
     addr.transport === "unix" ? await socketIdentity(runtime.fs, addr) : undefined,
   );
+  if (signal?.aborted) {
+    // Aborted while binding: the listener never reaches the caller, so close it here.
+    await listener.close();
+    signal.throwIfAborted();
+  }
   if (signal) {
     const onAbort = (): void => void listener.close();
     signal.addEventListener("abort", onAbort, { once: true });

@@ -427,6 +427,22 @@ describe("Listener", () => {
   });
 
   test(
+    "listen() aborted while it binds closes what it bound and rejects with the reason",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      const controller = new AbortController();
+      const pending = listen(`${dir.path}/a.sock`, { signal: controller.signal });
+      controller.abort(new Error("changed my mind"));
+      await assert.rejects(pending, /changed my mind/);
+      await rejectsWith(rt.fs.lstat(`${dir.path}/a.sock`), "ENOENT");
+      // The path is free again.
+      await using again = await listen(`${dir.path}/a.sock`);
+      assert.equal(again.addr.transport, "unix");
+    },
+  );
+
+  test(
     "close() rejects waiting accept() calls and closes connections not yet accepted",
     T,
     async () => {
