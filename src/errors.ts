@@ -20,7 +20,7 @@
  * - `EPROTOCOL`, `EAUTH`: a peer spoke a protocol wrongly, or could not prove who it is.
  * - `ESLOWCONSUMER`, `ENORESPONDERS`: pub/sub delivery failures.
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
- * - `EIO`: any other operating-system failure; `cause` holds the original error.
+ * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
 export type IpcErrorCode =
   | "EADDRINVALID"

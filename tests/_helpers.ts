@@ -6,7 +6,7 @@
  */
 
 import { getRuntime } from "../src/runtime/detect.ts";
-import type { ChildProcess, Runtime } from "../src/runtime/types.ts";
+import type { ChildProcess, Conn, Runtime } from "../src/runtime/types.ts";
 import { command, ROOT, type RuntimeName } from "../scripts/_runtimes.ts";
 
 export { ROOT, type RuntimeName, RUNTIMES, scriptArgs } from "../scripts/_runtimes.ts";
@@ -85,6 +85,37 @@ export function spawnFixture(
       await reader.cancel().catch(() => {});
     },
   };
+}
+
+/** Writes `data` in random-sized chunks (1 to `max` bytes, from `seed`), then half-closes. */
+export async function writeChunked(
+  conn: Conn,
+  data: Uint8Array,
+  seed: number,
+  max = 100_000,
+): Promise<void> {
+  const random = seeded(seed);
+  const writer = conn.writable.getWriter();
+  for (let off = 0; off < data.byteLength;) {
+    const n = Math.min(data.byteLength - off, 1 + Math.floor(random() * max));
+    await writer.write(data.subarray(off, off + n));
+    off += n;
+  }
+  await writer.close();
+}
+
+/**
+ * Sends `data` to an echo server over `conn` in random chunks while reading the echo, and says
+ * where the echo differs (undefined when it is byte-exact).
+ */
+export async function echoMismatch(
+  conn: Conn,
+  data: Uint8Array,
+  seed = 1,
+  max = 100_000,
+): Promise<string | undefined> {
+  const [, back] = await Promise.all([writeChunked(conn, data, seed, max), readAll(conn.readable)]);
+  return sameBytes(back, data);
 }
 
 /** Reads a stream to its end and joins the chunks. */

@@ -1,7 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { connect, IpcError, listen, type Listener } from "../mod.ts";
-import { pattern, readAll, rt, RUNTIMES, sameBytes, spawnFixture, tempDir } from "./_helpers.ts";
+import { echoMismatch, pattern, readAll, rt, RUNTIMES, spawnFixture, tempDir } from "./_helpers.ts";
 
 const T = { timeout: 120_000 };
 const SIZE = 1 << 20;
@@ -15,13 +15,7 @@ function echo(listener: Listener): Promise<void> {
 }
 
 async function echoOnce(address: string, seed: number): Promise<string | undefined> {
-  const conn = await connect(address, { timeout: 10_000 });
-  const data = pattern(SIZE, seed);
-  const back = readAll(conn.readable);
-  const writer = conn.writable.getWriter();
-  await writer.write(data);
-  await writer.close();
-  return sameBytes(await back, data);
+  return echoMismatch(await connect(address, { timeout: 10_000 }), pattern(SIZE, seed), seed);
 }
 
 describe(`${rt.name} with child processes of every runtime`, () => {

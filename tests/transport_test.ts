@@ -2,15 +2,16 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type Conn, connect, IpcError, listen, type Listener } from "../mod.ts";
 import {
+  echoMismatch,
   pattern,
   readAll,
   ROOT,
   rt,
   sameBytes,
-  seeded,
   tempDir,
   unresponsivePort,
   until,
+  writeChunked,
 } from "./_helpers.ts";
 import { command } from "../scripts/_runtimes.ts";
 
@@ -39,23 +40,6 @@ function echo(listener: Listener): Promise<void> {
   })();
 }
 
-/** Writes `data` in random-sized chunks, then half-closes. */
-async function writeChunked(
-  conn: Conn,
-  data: Uint8Array,
-  seed: number,
-  max = 100_000,
-): Promise<void> {
-  const random = seeded(seed);
-  const writer = conn.writable.getWriter();
-  for (let off = 0; off < data.byteLength;) {
-    const n = Math.min(data.byteLength - off, 1 + Math.floor(random() * max));
-    await writer.write(data.subarray(off, off + n));
-    off += n;
-  }
-  await writer.close();
-}
-
 for (const transport of ["unix", "tcp"] as const) {
   describe(`Conn over ${transport}`, () => {
     const where = (dir: string): string =>
@@ -70,8 +54,7 @@ for (const transport of ["unix", "tcp"] as const) {
         const serving = echo(listener);
         const conn = await connect(listener.addr);
         const data = pattern(10 << 20, 42);
-        const [, back] = await Promise.all([writeChunked(conn, data, 1), readAll(conn.readable)]);
-        assert.equal(sameBytes(back, data), undefined);
+        assert.equal(await echoMismatch(conn, data, 1), undefined);
         await conn.closed;
         await listener.close();
         await serving;
@@ -84,12 +67,7 @@ for (const transport of ["unix", "tcp"] as const) {
       void echo(listener);
       const results = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
         const conn = await connect(listener.addr);
-        const data = pattern(1024, i);
-        const [, back] = await Promise.all([
-          writeChunked(conn, data, i, 300),
-          readAll(conn.readable),
-        ]);
-        return sameBytes(back, data);
+        return await echoMismatch(conn, pattern(1024, i), i, 300);
       }));
       assert.deepEqual(results.filter((r) => r !== undefined), []);
     });
@@ -331,11 +309,7 @@ describe("listen() on a unix path", () => {
     await using listener = await listen(path);
     void echo(listener);
     const conn = await connect(path);
-    const [, back] = await Promise.all([
-      writeChunked(conn, pattern(100, 1), 1, 10),
-      readAll(conn.readable),
-    ]);
-    assert.equal(sameBytes(back, pattern(100, 1)), undefined);
+    assert.equal(await echoMismatch(conn, pattern(100, 1), 1, 10), undefined);
   });
 
   test(
@@ -348,11 +322,7 @@ describe("listen() on a unix path", () => {
       void echo(live);
       await rejectsWith(listen(path), "EADDRINUSE", /another process is accepting there/);
       const conn = await connect(path);
-      const [, back] = await Promise.all([
-        writeChunked(conn, pattern(10, 2), 2, 3),
-        readAll(conn.readable),
-      ]);
-      assert.equal(sameBytes(back, pattern(10, 2)), undefined);
+      assert.equal(await echoMismatch(conn, pattern(10, 2), 2, 3), undefined);
     },
   );
 
