@@ -131,7 +131,7 @@ export async function listen(
     : await bindUnix(runtime, addr, { mode, dirMode }, listener);
   listener.start(
     raw,
-    addr.transport === "unix" ? await socketIdentity(runtime.fs, addr) : undefined,
+    addr.transport === "unix" ? await lstatOrUndefined(runtime.fs, addr.path) : undefined,
   );
   if (signal?.aborted) {
     // Aborted while binding: the listener never reaches the caller, so close it here.
@@ -388,10 +388,6 @@ async function ensureDir(fs: FileSystem, dir: string, mode: number): Promise<voi
   if (await lstatOrUndefined(fs, dir)) return;
   await fs.mkdir(dir, { recursive: true, mode });
   await fs.chmod(dir, mode);
-}
-
-async function socketIdentity(fs: FileSystem, addr: UnixAddress): Promise<FileInfo | undefined> {
-  return await lstatOrUndefined(fs, addr.path);
 }
 
 /** Removes the file at `path` only if it is still the one described by `identity`. */
