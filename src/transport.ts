@@ -323,7 +323,12 @@ async function bindUnix(
     if (new TextEncoder().encode(privatePath).length > maxUnixPathBytes()) {
       // No room for the private name: bind in place (bind(2) never replaces a file either).
       const raw = await runtime.listen(addr, handlers);
-      await fs.chmod(addr.path, modes.mode);
+      try {
+        await fs.chmod(addr.path, modes.mode);
+      } catch (err) {
+        await raw.close(); // never leave a socket listening with the wrong mode
+        throw err;
+      }
       return raw;
     }
     await fs.mkdir(privateDir, { mode: 0o700 });
