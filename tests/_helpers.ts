@@ -213,3 +213,51 @@ export async function unresponsivePort(): Promise<
     },
   };
 }
+
+/**
+ * Frames `payloads` the way the spec in docs/PROTOCOL.md says, without the library: the
+ * reference the codec is checked against.
+ */
+export function encodeFramesRaw(payloads: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(payloads.reduce((n, p) => n + 4 + p.byteLength, 0));
+  const view = new DataView(out.buffer);
+  let off = 0;
+  for (const p of payloads) {
+    view.setUint32(off, p.byteLength);
+    out.set(p, off + 4);
+    off += 4 + p.byteLength;
+  }
+  return out;
+}
+
+/** Splits `bytes` at the given offsets (sorted, within bounds) into views. */
+export function splitAt(bytes: Uint8Array, cuts: readonly number[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let from = 0;
+  for (const cut of cuts) {
+    out.push(bytes.subarray(from, cut));
+    from = cut;
+  }
+  out.push(bytes.subarray(from));
+  return out;
+}
+
+/** Runs `chunks` through a transform stream and collects what comes out, or the error. */
+export async function transformAll<I, O>(
+  stream: TransformStream<I, O>,
+  chunks: readonly I[],
+): Promise<O[]> {
+  const out: O[] = [];
+  const writer = stream.writable.getWriter();
+  const reading = (async () => {
+    for await (const value of stream.readable) out.push(value);
+  })();
+  const writing = (async () => {
+    for (const chunk of chunks) await writer.write(chunk);
+    await writer.close();
+  })();
+  const [read, wrote] = await Promise.allSettled([reading, writing]);
+  if (read.status === "rejected") throw read.reason;
+  if (wrote.status === "rejected") throw wrote.reason;
+  return out;
+}

@@ -1,0 +1,264 @@
+/**
+ * Length-prefixed frames: a 4-byte big-endian unsigned payload length, then the payload.
+ * The format is specified in `docs/PROTOCOL.md`.
+ *
+ * @module
+ */
+
+import { IpcError } from "../errors.ts";
+import {
+  checkLimit,
+  COPY_BELOW,
+  decodeError,
+  type Decoder,
+  decoderTransformer,
+  type Encoder,
+  encoderTransformer,
+} from "./_codec.ts";
+
+/** The bytes before each payload. */
+const PREFIX = 4;
+
+/** The largest length the prefix can state. */
+const MAX_LENGTH = 0xffff_ffff;
+
+/** The default for `maxFrameSize`: 16 MiB. */
+export const DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024;
+
+/** Options of {@linkcode FrameEncoderStream} and {@linkcode FrameDecoderStream}. */
+export interface FrameStreamOptions {
+  /**
+   * The largest payload, in bytes, that is accepted. The encoder refuses a larger frame before
+   * writing any of it; the decoder refuses a larger length before allocating anything.
+   *
+   * @default {16777216}
+   */
+  maxFrameSize?: number;
+}
+
+/** Reads the `maxFrameSize` option. */
+export function maxFrameSizeOf(owner: string, options: FrameStreamOptions): number {
+  return checkLimit(
+    owner,
+    "maxFrameSize",
+    options.maxFrameSize ?? DEFAULT_MAX_FRAME_SIZE,
+    MAX_LENGTH,
+  );
+}
+
+function tooLarge(op: string, size: number, max: number): string {
+  return `Cannot ${op} frame as its length exceeds maxFrameSize (${max}): current value is ${size}`;
+}
+
+/** Writes `size` as the 4-byte big-endian prefix at `at`. */
+function writePrefix(buf: Uint8Array, at: number, size: number): void {
+  buf[at] = size >>> 24;
+  buf[at + 1] = size >>> 16;
+  buf[at + 2] = size >>> 8;
+  buf[at + 3] = size;
+}
+
+/** The frame format's encoder; {@linkcode FrameEncoderStream} and `framed()` drive it. */
+export class FrameEncoding implements Encoder<Uint8Array> {
+  readonly #max: number;
+
+  constructor(maxFrameSize: number) {
+    this.#max = maxFrameSize;
+  }
+
+  encode(frame: Uint8Array, buf: Uint8Array, at: number): number {
+    if (!(frame instanceof Uint8Array)) {
+      throw new TypeError(
+        `Cannot encode frame as it is not a Uint8Array: current type is ${typeof frame}`,
+      );
+    }
+    const size = frame.length;
+    if (size > this.#max) {
+      throw new IpcError("EFRAMETOOLARGE", tooLarge("encode", size, this.#max), { op: "encode" });
+    }
+    if (size >= COPY_BELOW || at + PREFIX + size > buf.length) return -1;
+    writePrefix(buf, at, size);
+    buf.set(frame, at + PREFIX);
+    return PREFIX + size;
+  }
+
+  encodeAlone(frame: Uint8Array): Uint8Array[] {
+    const prefix = new Uint8Array(PREFIX);
+    writePrefix(prefix, 0, frame.length);
+    return frame.length === 0 ? [prefix] : [prefix, frame];
+  }
+}
+
+/**
+ * The frame format's decoder: hands out a frame that lies whole in one chunk as a view into
+ * that chunk, and assembles a split frame in a buffer of exactly its size.
+ */
+export class FrameParser implements Decoder<Uint8Array> {
+  readonly #max: number;
+  /** Stream bytes consumed before the current chunk, for error messages. */
+  #offset = 0;
+  /** A prefix split across chunks: its bytes so far. */
+  readonly #prefix = new Uint8Array(PREFIX);
+  #prefixLength = 0;
+  /** A payload split across chunks: its buffer and how much of it is filled. */
+  #payload: Uint8Array | undefined;
+  #filled = 0;
+
+  constructor(maxFrameSize: number) {
+    this.#max = maxFrameSize;
+  }
+
+  push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void {
+    const end = chunk.length;
+    let pos = this.#prefixLength > 0 || this.#payload !== undefined ? this.#resume(chunk, emit) : 0;
+    // The fast path: whole frames inside the chunk, each handed out as a view, no copy.
+    while (end - pos >= PREFIX) {
+      const size = ((chunk[pos]! << 24) | (chunk[pos + 1]! << 16) | (chunk[pos + 2]! << 8) |
+        chunk[pos + 3]!) >>> 0;
+      if (size > this.#max) this.#refuse(size, pos);
+      const start = pos + PREFIX;
+      if (end - start < size) {
+        this.#payload = new Uint8Array(size);
+        this.#payload.set(chunk.subarray(start));
+        this.#filled = end - start;
+        this.#offset += end;
+        return;
+      }
+      pos = start + size;
+      emit(chunk.subarray(start, pos));
+    }
+    if (pos < end) {
+      this.#prefix.set(chunk.subarray(pos));
+      this.#prefixLength = end - pos;
+    }
+    this.#offset += end;
+  }
+
+  end(): void {
+    if (this.#prefixLength > 0) {
+      throw decodeError(
+        "ETRUNCATED",
+        `Cannot decode frame as the stream ended ${this.#prefixLength} bytes into a ${PREFIX}-byte length prefix`,
+        this.#offset - this.#prefixLength,
+      );
+    }
+    if (this.#payload !== undefined) {
+      throw decodeError(
+        "ETRUNCATED",
+        `Cannot decode frame as the stream ended after ${this.#filled} of ${this.#payload.length} payload bytes`,
+        this.#offset - this.#filled - PREFIX,
+      );
+    }
+  }
+
+  /** Completes a frame split across chunks; returns where the rest of `chunk` starts. */
+  #resume(chunk: Uint8Array, emit: (frame: Uint8Array) => void): number {
+    let pos = 0;
+    if (this.#payload === undefined) {
+      const take = Math.min(PREFIX - this.#prefixLength, chunk.length);
+      this.#prefix.set(chunk.subarray(0, take), this.#prefixLength);
+      this.#prefixLength += take;
+      pos = take;
+      if (this.#prefixLength < PREFIX) return pos;
+      const p = this.#prefix;
+      const size = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+      this.#prefixLength = 0;
+      if (size > this.#max) this.#refuse(size, pos - PREFIX);
+      this.#payload = new Uint8Array(size);
+      this.#filled = 0;
+    }
+    const payload = this.#payload;
+    const take = Math.min(payload.length - this.#filled, chunk.length - pos);
+    payload.set(chunk.subarray(pos, pos + take), this.#filled);
+    this.#filled += take;
+    pos += take;
+    if (this.#filled === payload.length) {
+      this.#payload = undefined;
+      emit(payload);
+    }
+    return pos;
+  }
+
+  #refuse(size: number, pos: number): never {
+    throw decodeError("EFRAMETOOLARGE", tooLarge("decode", size, this.#max), this.#offset + pos);
+  }
+}
+
+/**
+ * Encodes each written payload as one frame: a 4-byte big-endian length, then the payload.
+ *
+ * Frames written in one burst (writes queued without waiting in between) are coalesced into
+ * one chunk of up to 64 KiB, so small frames do not cost a socket write each. A payload of
+ * 16 KiB or more is not copied: its length goes out in a chunk of its own, then the payload
+ * itself, so do not modify a buffer once written.
+ *
+ * A payload larger than `maxFrameSize` is refused before any of it is written: its write
+ * rejects with `IpcError` `EFRAMETOOLARGE`, the frames accepted before it still come out, and
+ * the readable side then ends.
+ *
+ * @example Frame two messages
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FrameEncoderStream } from "@dockipc/dockipc";
+ *
+ * const bytes = await new Response(
+ *   ReadableStream.from([new Uint8Array([1, 2]), new Uint8Array([3])])
+ *     .pipeThrough(new FrameEncoderStream()),
+ * ).bytes();
+ * assert.deepEqual([...bytes], [0, 0, 0, 2, 1, 2, 0, 0, 0, 1, 3]);
+ * ```
+ */
+export class FrameEncoderStream extends TransformStream<Uint8Array, Uint8Array> {
+  /**
+   * Creates an encoder.
+   *
+   * @param options The frame size limit.
+   * @throws {RangeError} If `maxFrameSize` is not a whole number from 0 to 2³² − 1.
+   */
+  constructor(options: FrameStreamOptions = {}) {
+    super(encoderTransformer(new FrameEncoding(maxFrameSizeOf("FrameEncoderStream", options))));
+  }
+}
+
+/**
+ * Decodes frames: a 4-byte big-endian length, then that many payload bytes; each payload comes
+ * out as one chunk. Zero-length frames are valid and come out as empty chunks.
+ *
+ * Any chunking of the input works. Ownership: a frame that lies whole inside one input chunk
+ * comes out as a view (`subarray`) of that chunk, without a copy; a frame split across chunks
+ * comes out in a buffer of its own. The decoder never touches a frame again once handed out,
+ * so the reader owns it, but a view keeps its whole input chunk alive: `slice()` a small frame
+ * you keep for long. Writers must not modify a chunk after writing it.
+ *
+ * Bad input errors the stream with an `IpcError`: a length above `maxFrameSize` is
+ * `EFRAMETOOLARGE`, refused before anything is allocated for it; input that ends inside a
+ * frame is `ETRUNCATED`, and the message says where.
+ *
+ * @example Decode frames from arbitrary chunks
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { FrameDecoderStream } from "@dockipc/dockipc";
+ *
+ * const chunks = [new Uint8Array([0, 0]), new Uint8Array([0, 2, 7, 8, 0, 0, 0, 0])];
+ * const frames = await Array.fromAsync(
+ *   ReadableStream.from(chunks).pipeThrough(new FrameDecoderStream()),
+ * );
+ * assert.deepEqual(frames, [new Uint8Array([7, 8]), new Uint8Array(0)]);
+ * ```
+ */
+export class FrameDecoderStream extends TransformStream<Uint8Array, Uint8Array> {
+  /**
+   * Creates a decoder.
+   *
+   * @param options The frame size limit.
+   * @throws {RangeError} If `maxFrameSize` is not a whole number from 0 to 2³² − 1.
+   */
+  constructor(options: FrameStreamOptions = {}) {
+    super(
+      decoderTransformer(
+        new FrameParser(maxFrameSizeOf("FrameDecoderStream", options)),
+        "FrameDecoderStream",
+      ),
+    );
+  }
+}
