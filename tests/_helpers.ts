@@ -5,6 +5,8 @@
  * @module
  */
 
+import assert from "node:assert/strict";
+import { IpcError } from "../src/errors.ts";
 import { getRuntime } from "../src/runtime/detect.ts";
 import type { ChildProcess, Conn, Runtime } from "../src/runtime/types.ts";
 import { command, ROOT, type RuntimeName } from "../scripts/_runtimes.ts";
@@ -260,4 +262,37 @@ export async function transformAll<I, O>(
   if (read.status === "rejected") throw read.reason;
   if (wrote.status === "rejected") throw wrote.reason;
   return out;
+}
+
+/**
+ * `count` frames from `seed`, the same on every runtime: mostly small, some empty, a few over
+ * 16 KiB (which encoders write by reference) — for cross-process frame checks.
+ */
+export function seededFrames(count: number, seed: number): Uint8Array[] {
+  const random = seeded(seed);
+  return Array.from({ length: count }, (_, i) => {
+    const r = random();
+    const size = r < 0.1
+      ? 0
+      : r < 0.95
+      ? Math.floor(random() * 300)
+      : 16_384 + Math.floor(random() * 60_000);
+    return pattern(size, seed * 100_003 + i);
+  });
+}
+
+/** Asserts that `promise` rejects with an `IpcError` of `code` whose message matches; returns it. */
+export async function rejectsWith(
+  promise: Promise<unknown>,
+  code: string,
+  message?: RegExp,
+): Promise<IpcError> {
+  const err = await promise.then(
+    () => assert.fail(`expected ${code}, but it succeeded`),
+    (e: unknown) => e,
+  );
+  assert.ok(err instanceof IpcError, `expected an IpcError, got ${String(err)}`);
+  assert.equal(err.code, code, err.message);
+  if (message) assert.match(err.message, message);
+  return err;
 }

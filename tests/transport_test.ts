@@ -5,6 +5,7 @@ import {
   echoMismatch,
   pattern,
   readAll,
+  rejectsWith,
   ROOT,
   rt,
   sameBytes,
@@ -16,20 +17,6 @@ import {
 import { command } from "../scripts/_runtimes.ts";
 
 const T = { timeout: 60_000 };
-
-/** Asserts that `promise` rejects with an `IpcError` of `code` whose message matches. */
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: string,
-  message?: RegExp,
-): Promise<void> {
-  await assert.rejects(promise, (err: unknown) => {
-    assert.ok(err instanceof IpcError, `expected IpcError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    if (message) assert.match(err.message, message);
-    return true;
-  });
-}
 
 /** Echoes every accepted connection until the listener closes. */
 function echo(listener: Listener): Promise<void> {

@@ -232,7 +232,8 @@ export class FrameEncoderStream extends TransformStream<Uint8Array, Uint8Array> 
  *
  * Bad input errors the stream with an `IpcError`: a length above `maxFrameSize` is
  * `EFRAMETOOLARGE`, refused before anything is allocated for it; input that ends inside a
- * frame is `ETRUNCATED`, and the message says where.
+ * frame is `ETRUNCATED`, and the message says where. As with any `TransformStream` error, frames
+ * still queued unread are dropped with it; `framed()` delivers them first.
  *
  * @example Decode frames from arbitrary chunks
  * ```ts

@@ -15,11 +15,14 @@ import { LineEncoding, LineParser, type LineStreamOptions, maxLineLengthOf } fro
  * A connection that carries whole messages: frames (`Uint8Array`) from {@linkcode framed} or
  * lines (`string`) from {@linkcode lines}.
  *
- * `readable` yields each message the peer sent and ends when the peer stops writing. A message
+ * `readable` yields each message the peer sent and ends when the peer stops writing. Cancelling
+ * it (as `break` in a `for await` loop does) stops reading without dropping what is still to be
+ * written: the connection closes once `writable` is closed as well. A message
  * is the reader's to keep (see `FrameDecoderStream` for when a frame is a view). If the peer
  * sends bad input (an oversize length, a truncated frame, an overlong line, bytes that are not
- * UTF-8), the connection is closed, the `IpcError` surfaces on `readable`, and writes reject
- * with it too.
+ * UTF-8), the `IpcError` surfaces on `readable` after the messages that came before it, new
+ * writes reject with it, what was already accepted for writing is sent, and the connection is
+ * closed.
  *
  * `writable` takes one message per write. Messages written in one burst leave in one socket
  * write; a write resolves once the message is encoded into dockipc's bounded batch (or, for a
@@ -111,21 +114,48 @@ export function lines(conn: Conn, options: LineStreamOptions = {}): FramedConn<s
   return join(conn, new LineParser(max), new LineEncoding(max));
 }
 
+/** How long messages accepted before bad input arrived may take to leave before the close. */
+const FLUSH_GRACE_MS = 2000;
+
 /** Puts a decoder on a connection's readable side and an encoder on its writable side. */
 function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedConn<T> {
   let closing = false;
   let failed = false;
+  let readCancelled = false;
+  let writeEnded = false;
   let writeController: WritableStreamDefaultController;
-  /** Bad input or a broken connection ends both directions with the same error. */
-  const fail = (err: unknown): void => {
+  // Cancelling the connection's readable would close it and drop batched writes, so a cancelled
+  // `readable` only stops reading; the connection closes once the writable has finished too.
+  const closeIfDone = (): void => {
+    if (readCancelled && writeEnded) conn.close();
+  };
+  const sink = new BatchSink(encoder, conn.writable.getWriter(), () => {
+    writeEnded = true;
+    closeIfDone();
+  });
+  /**
+   * Ends both directions with `err`. After bad input from the peer, what was accepted for
+   * writing before is still sent, for at most `FLUSH_GRACE_MS` in case the peer does not read;
+   * after a broken connection or `close()` there is nothing to save.
+   */
+  const fail = (err: unknown, flush: boolean): void => {
     if (failed) return;
     failed = true;
-    conn.close();
     writeController.error(err);
+    if (!flush) {
+      conn.close();
+      return;
+    }
+    const timer = setTimeout(() => conn.close(), FLUSH_GRACE_MS);
+    sink.close().catch(() => {}).finally(() => {
+      clearTimeout(timer);
+      conn.close();
+    });
   };
   const reader = conn.readable.getReader();
   let readController: ReadableStreamDefaultController<T>;
   let emitted = false;
+  let badInput: { error: unknown } | undefined;
   const emit = (value: T): void => {
     emitted = true;
     readController.enqueue(value);
@@ -136,27 +166,43 @@ function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedCo
     },
     // One pull per chunk read from the socket, which may carry many messages.
     async pull(controller): Promise<void> {
-      try {
-        emitted = false;
-        while (!emitted) {
-          const { value, done } = await reader.read();
-          if (done) {
+      if (badInput !== undefined) {
+        fail(badInput.error, true);
+        throw badInput.error;
+      }
+      emitted = false;
+      while (!emitted) {
+        let read: ReadableStreamReadResult<Uint8Array>;
+        try {
+          read = await reader.read();
+        } catch (err) {
+          fail(err, false);
+          throw err;
+        }
+        if (readCancelled) return;
+        try {
+          if (read.done) {
             if (!closing) decoder.end(emit);
             controller.close();
             return;
           }
-          decoder.push(value, emit);
+          decoder.push(read.value, emit);
+        } catch (err) {
+          // Messages decoded from the same chunk before the bad input are delivered first.
+          if (emitted) {
+            badInput = { error: err };
+            return;
+          }
+          fail(err, true);
+          throw err;
         }
-      } catch (err) {
-        fail(err);
-        throw err;
       }
     },
-    cancel(reason): Promise<void> {
-      return reader.cancel(reason);
+    cancel(): void {
+      readCancelled = true;
+      closeIfDone();
     },
   }, { highWaterMark: 0 });
-  const sink = new BatchSink(encoder, conn.writable.getWriter());
   const writable = new WritableStream<T>({
     start(controller): void {
       writeController = controller;
@@ -171,7 +217,7 @@ function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedCo
     closed: conn.closed,
     close(): void {
       closing = true;
-      fail(closedError("write", "connection"));
+      fail(closedError("write", "connection"), false);
     },
     [Symbol.asyncDispose](): Promise<void> {
       this.close();
@@ -200,9 +246,17 @@ class BatchSink<T> {
   #failed = false;
   #error: unknown;
 
-  constructor(encoder: Encoder<T>, writer: WritableStreamDefaultWriter<Uint8Array>) {
+  /** Called once no more will be written: after `close()`, or once a message was refused. */
+  readonly #onEnded: () => void;
+
+  constructor(
+    encoder: Encoder<T>,
+    writer: WritableStreamDefaultWriter<Uint8Array>,
+    onEnded: () => void,
+  ) {
     this.#encoder = encoder;
     this.#writer = writer;
+    this.#onEnded = onEnded;
   }
 
   write(value: T): Promise<void> | undefined {
@@ -211,8 +265,7 @@ class BatchSink<T> {
     try {
       n = this.#encoder.encode(value, this.#buf, this.#len);
     } catch (err) {
-      // Refused before a byte of it is written; what was accepted before still goes out.
-      return this.#settle().then(() => Promise.reject(err));
+      return this.#refuse(err);
     }
     if (n < 0) return this.#writeSlow(value);
     this.#len += n;
@@ -221,8 +274,9 @@ class BatchSink<T> {
   }
 
   async close(): Promise<void> {
-    await this.#settle();
+    await this.flush();
     await this.#writer.close();
+    this.#onEnded();
   }
 
   abort(reason: unknown): Promise<void> {
@@ -240,12 +294,25 @@ class BatchSink<T> {
       this.#timer.touch();
       return;
     }
-    await this.#settle();
-    for (const chunk of this.#encoder.encodeAlone(value)) await this.#writer.write(chunk);
+    let chunks: Uint8Array[];
+    try {
+      chunks = this.#encoder.encodeAlone(value);
+    } catch (err) {
+      return this.#refuse(err);
+    }
+    await this.flush();
+    for (const chunk of chunks) await this.#writer.write(chunk);
+  }
+
+  /** A refused message: nothing of it was written, and what was accepted before still goes out. */
+  async #refuse(err: unknown): Promise<never> {
+    await this.flush();
+    this.#onEnded();
+    throw err;
   }
 
   /** Resolves once everything accepted so far has been written to the connection. */
-  async #settle(): Promise<void> {
+  async flush(): Promise<void> {
     while (this.#inflight !== undefined || this.#len > 0) {
       if (this.#inflight === undefined) this.#send();
       await this.#inflight;

@@ -4,7 +4,7 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { FrameDecoderStream, FrameEncoderStream, IpcError } from "../../mod.ts";
 import { FrameParser } from "../../src/frame/codec.ts";
-import { concat, encodeFramesRaw, splitAt, transformAll } from "../_helpers.ts";
+import { concat, encodeFramesRaw, rejectsWith, splitAt, transformAll } from "../_helpers.ts";
 
 const MiB = 1024 * 1024;
 
@@ -28,22 +28,6 @@ async function encode(frames: readonly Uint8Array[]): Promise<Uint8Array[]> {
 /** A payload whose bytes say which frame it is. */
 function payload(index: number, size: number): Uint8Array {
   return new Uint8Array(size).fill(index & 0xff);
-}
-
-/** Asserts that `promise` rejects with an IpcError of `code` whose message matches. */
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: string,
-  message?: RegExp,
-): Promise<IpcError> {
-  const err = await promise.then(
-    () => assert.fail(`expected ${code}, but it succeeded`),
-    (e: unknown) => e,
-  );
-  assert.ok(err instanceof IpcError, `expected an IpcError, got ${err}`);
-  assert.equal(err.code, code, err.message);
-  if (message) assert.match(err.message, message);
-  return err;
 }
 
 const frameList = fc.array(
