@@ -64,10 +64,12 @@ export function human(n: number): string {
 }
 
 /**
- * Prints a table: per workload, the baseline row then the others, each with its median, its
- * spread (min–max over repeats) and its ratio to the baseline's median.
+ * Prints a table: per workload, its rows, each with its median, its spread (min–max over
+ * repeats) and its ratio to the median of the workload's baseline row (the first row whose impl
+ * is one of `baseline`).
  */
-export function printTable(rows: readonly Row[], baseline: string): void {
+export function printTable(rows: readonly Row[], baseline: string | readonly string[]): void {
+  const baselines: readonly string[] = typeof baseline === "string" ? [baseline] : baseline;
   console.log(
     `\n${rt.name} ${rt.version} on ${rt.platform}; median of ${
       rows[0]?.rates.length ?? 0
@@ -77,7 +79,7 @@ export function printTable(rows: readonly Row[], baseline: string): void {
   console.log("|---|---|---|---|---|");
   for (const workload of new Set(rows.map((r) => r.workload))) {
     const group = rows.filter((r) => r.workload === workload);
-    const base = group.find((r) => r.impl === baseline);
+    const base = group.find((r) => baselines.includes(r.impl));
     for (const r of group) {
       const m = median(r.rates);
       const ratio = base ? (m / median(base.rates)).toFixed(2) : "—";

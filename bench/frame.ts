@@ -1,0 +1,305 @@
+/**
+ * Framing benchmark. Across two processes over a unix socket, through `framed()` and, as the
+ * baseline, the same bytes through the runtime's own socket API without framing:
+ *
+ * - one-way 64 B and 4 KiB frames: the child writes frames (payload bytes 0..3 a big-endian
+ *   sequence number) with Web Streams backpressure (`desiredSize`, `ready`); this process reads
+ *   every frame, checks its length and sequence, and times from the first frame to the end. The
+ *   raw child writes the same frames pre-encoded, 64 KiB per write, and nothing parses them;
+ * - ping-pong 64 B: the child sends one frame and waits for it back; this process echoes.
+ *
+ * In this process alone, over a pre-built 64 MiB buffer of 64 B frames in 64 KiB chunks: the
+ * decoder's core (a callback per frame), `FrameDecoderStream` read frame by frame, and the
+ * ceiling of Web Streams themselves: a `ReadableStream` that enqueues pre-built 64 B views and a
+ * reader that reads them one by one, with no I/O and no parsing.
+ *
+ * Usage: `<runtime> bench/frame.ts [--repeats N] [--only NAME]`; `npm run bench` runs it under
+ * all three runtimes. Every loop is bounded by a count and by time.
+ *
+ * @module
+ */
+
+import { connect, framed, FrameDecoderStream, listen } from "../mod.ts";
+import { FrameParser } from "../src/frame/codec.ts";
+import { implFor } from "./_peers.ts";
+import { median, printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+import type { RuntimeName } from "../scripts/_runtimes.ts";
+
+const SCRIPT = new URL(import.meta.url).pathname;
+const LIMIT_MS = 1000;
+const CHUNK = 64 * 1024;
+
+interface Workload {
+  name: string;
+  kind: "one-way" | "ping-pong";
+  size: number;
+  count: number;
+  unit: "frames/s" | "MB/s" | "rt/s";
+}
+
+const WORKLOADS: Workload[] = [
+  { name: "one-way 64 B frames", kind: "one-way", size: 64, count: 20_000_000, unit: "frames/s" },
+  { name: "one-way 4 KiB frames", kind: "one-way", size: 4096, count: 1_000_000, unit: "MB/s" },
+  { name: "ping-pong 64 B frames", kind: "ping-pong", size: 64, count: 200_000, unit: "rt/s" },
+];
+
+const args = scriptArgs();
+const runtime = rt.name as RuntimeName;
+
+/** A frame of `size` bytes whose first four payload bytes are `seq`, big-endian. */
+function stamp(frame: Uint8Array, seq: number): Uint8Array {
+  frame[0] = seq >>> 24;
+  frame[1] = seq >>> 16;
+  frame[2] = seq >>> 8;
+  frame[3] = seq;
+  return frame;
+}
+
+/** As many whole frames of `size` as fit in about 64 KiB, encoded: what the raw child writes. */
+function encodedBatch(size: number): Uint8Array {
+  const n = Math.max(1, Math.floor(CHUNK / (size + 4)));
+  const out = new Uint8Array(n * (size + 4));
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < n; i++) view.setUint32(i * (size + 4), size);
+  return out;
+}
+
+/** The child's side of a framed workload. */
+async function framedChild(w: Workload, path: string): Promise<unknown> {
+  const conn = framed(await connect(path));
+  const writer = conn.writable.getWriter();
+  if (w.kind === "ping-pong") {
+    const reader = conn.readable.getReader();
+    const frame = new Uint8Array(w.size);
+    const start = performance.now();
+    const end = start + LIMIT_MS;
+    let trips = 0;
+    while (trips < w.count && ((trips & 255) !== 0 || performance.now() < end)) {
+      writer.write(stamp(frame, trips));
+      const { value } = await reader.read();
+      if (value?.length !== w.size) throw new Error("bad echo");
+      trips++;
+    }
+    const ms = performance.now() - start;
+    await writer.close();
+    conn.close();
+    return { trips, ms };
+  }
+  // A pool of frames, reused once the writable has long taken them (it holds at most a few).
+  const pool = Array.from({ length: 4096 }, () => new Uint8Array(w.size));
+  const end = performance.now() + LIMIT_MS;
+  let seq = 0;
+  while (seq < w.count && ((seq & 4095) !== 0 || performance.now() < end)) {
+    if (writer.desiredSize! <= 0) await writer.ready;
+    writer.write(stamp(pool[seq & 4095]!, seq));
+    seq++;
+  }
+  await writer.close();
+  conn.close();
+  return { frames: seq };
+}
+
+/** This process's side of a framed workload: returns the rate. */
+async function framedParent(w: Workload, conn: ReturnType<typeof framed>): Promise<number> {
+  if (w.kind === "ping-pong") {
+    const writer = conn.writable.getWriter();
+    for await (const frame of conn.readable) writer.write(frame);
+    await writer.close();
+    return NaN;
+  }
+  const reader = conn.readable.getReader();
+  let seq = 0;
+  let first = 0;
+  for (let r = await reader.read(); !r.done; r = await reader.read()) {
+    const f = r.value;
+    if (seq === 0) first = performance.now();
+    if (f.length !== w.size || ((f[0]! << 24 | f[1]! << 16 | f[2]! << 8 | f[3]!) >>> 0) !== seq) {
+      throw new Error(`frame ${seq} is wrong`);
+    }
+    seq++;
+  }
+  const seconds = (performance.now() - first) / 1000;
+  return w.unit === "frames/s" ? seq / seconds : (seq * (w.size + 4)) / 1e6 / seconds;
+}
+
+/** One measurement over a unix socket between this process and a child. */
+async function once(w: Workload, impl: "raw" | "framed", path: string): Promise<number> {
+  const child = (): ReturnType<typeof spawnSelf> => spawnSelf(SCRIPT, ["peer", w.name, impl, path]);
+  if (impl === "framed") {
+    await using listener = await listen(path);
+    const proc = child();
+    const report = stdoutText(proc);
+    const conn = framed(await listener.accept());
+    let rate = await framedParent(w, conn);
+    const out = JSON.parse(await report);
+    if (w.kind === "ping-pong") rate = out.trips / (out.ms / 1000);
+    await proc.status;
+    conn.close();
+    return rate;
+  }
+  const server = await (await implFor("raw", runtime)).listen(path);
+  const proc = child();
+  const report = stdoutText(proc);
+  const peer = await server.accept();
+  let rate: number;
+  if (w.kind === "one-way") {
+    const { bytes, ms } = await peer.drain();
+    const seconds = ms / 1000;
+    rate = w.unit === "frames/s" ? bytes / (w.size + 4) / seconds : bytes / 1e6 / seconds;
+  } else {
+    await peer.echo();
+    const { trips, ms } = JSON.parse(await report);
+    rate = trips / (ms / 1000);
+  }
+  await report;
+  await proc.status;
+  peer.close();
+  await server.close();
+  return rate;
+}
+
+/** The raw child: the same bytes through the runtime's socket API. */
+async function rawChild(w: Workload, path: string): Promise<unknown> {
+  const peer = await (await implFor("raw", runtime)).connect(path);
+  let result: unknown;
+  if (w.kind === "one-way") {
+    const batch = encodedBatch(w.size);
+    const framesPerBatch = batch.length / (w.size + 4);
+    const writes = await peer.flood(batch, Math.ceil(w.count / framesPerBatch), LIMIT_MS);
+    result = { frames: writes * framesPerBatch };
+  } else {
+    result = await peer.pingPong(encodedBatch(w.size).subarray(0, w.size + 4), w.count, LIMIT_MS);
+  }
+  await new Promise((r) => setTimeout(r, 50));
+  peer.close();
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process
+
+const IN_PROCESS_BYTES = 64 * 1024 * 1024;
+
+/** 64 MiB of 64 B frames in 64 KiB chunks, each chunk holding whole frames only. */
+function prebuiltChunks(): Uint8Array[] {
+  const batch = encodedBatch(64);
+  return Array.from({ length: Math.floor(IN_PROCESS_BYTES / batch.length) }, () => batch.slice());
+}
+
+function decodeCore(chunks: readonly Uint8Array[]): number {
+  const parser = new FrameParser(16 * 1024 * 1024);
+  let frames = 0;
+  const count = (): void => {
+    frames++;
+  };
+  const start = performance.now();
+  for (const chunk of chunks) parser.push(chunk, count);
+  parser.end();
+  return frames / ((performance.now() - start) / 1000);
+}
+
+async function decodeStream(chunks: readonly Uint8Array[]): Promise<number> {
+  let i = 0;
+  const source = new ReadableStream<Uint8Array>({
+    pull(c): void {
+      if (i < chunks.length) c.enqueue(chunks[i++]!);
+      else c.close();
+    },
+  });
+  const reader = source.pipeThrough(new FrameDecoderStream()).getReader();
+  let frames = 0;
+  const start = performance.now();
+  while (!(await reader.read()).done) frames++;
+  return frames / ((performance.now() - start) / 1000);
+}
+
+/** Web Streams alone: enqueue pre-built 64 B views a chunk's worth at a time, read one by one. */
+async function ceiling(chunks: readonly Uint8Array[]): Promise<number> {
+  const perChunk = chunks[0]!.length / 68;
+  const views = Array.from(
+    { length: perChunk },
+    (_, k) => chunks[0]!.subarray(k * 68 + 4, k * 68 + 68),
+  );
+  let left = chunks.length;
+  const source = new ReadableStream<Uint8Array>({
+    pull(c): void {
+      if (left-- === 0) return c.close();
+      for (const view of views) c.enqueue(view);
+    },
+  }, { highWaterMark: 0 });
+  const reader = source.getReader();
+  let frames = 0;
+  const start = performance.now();
+  while (!(await reader.read()).done) frames++;
+  return frames / ((performance.now() - start) / 1000);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (args[0] === "peer") {
+  const [, name, impl, path] = args;
+  const w = WORKLOADS.find((x) => x.name === name)!;
+  const result = impl === "framed" ? await framedChild(w, path!) : await rawChild(w, path!);
+  console.log(JSON.stringify(result));
+} else {
+  const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+  const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
+  const dir = await rt.fs.makeTempDir("dk-bench-");
+  const rows: Row[] = [];
+  for (const w of WORKLOADS.filter((w) => w.name.includes(only))) {
+    const impls = ["raw", "framed"] as const;
+    const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
+    for (let i = 0; i < repeats; i++) {
+      for (let j = 0; j < impls.length; j++) {
+        const impl = impls[(i + j) % impls.length]!;
+        byImpl.get(impl)!.push(await once(w, impl, `${dir}/f${i}${impl}.sock`));
+      }
+    }
+    for (const [impl, rates] of byImpl) rows.push({ workload: w.name, impl, unit: w.unit, rates });
+  }
+  await rt.fs.remove(dir, { recursive: true });
+  const inProcess = "decode 64 MiB of 64 B frames, in-process";
+  if (inProcess.includes(only)) {
+    const chunks = prebuiltChunks();
+    const rates = {
+      ceiling: [] as number[],
+      "decoder core": [] as number[],
+      "FrameDecoderStream": [] as number[],
+    };
+    for (let i = 0; i < repeats; i++) {
+      rates.ceiling.push(await ceiling(chunks));
+      rates["decoder core"].push(decodeCore(chunks));
+      rates.FrameDecoderStream.push(await decodeStream(chunks));
+    }
+    for (const [impl, r] of Object.entries(rates)) {
+      rows.push({ workload: inProcess, impl, unit: "frames/s", rates: r });
+    }
+  }
+  printTable(rows, ["raw", "ceiling"]);
+  printTargets(rows);
+}
+
+/** The issue's targets, each as a ratio of medians from this run. */
+function printTargets(rows: readonly Row[]): void {
+  const m = (workload: string, impl: string): number => {
+    const row = rows.find((r) => r.workload.startsWith(workload) && r.impl === impl);
+    return row ? median(row.rates) : NaN;
+  };
+  const targets = [
+    [
+      "64 B one-way framed / Web Streams ceiling",
+      m("one-way 64 B", "framed") / m("decode", "ceiling"),
+      0.6,
+    ],
+    ["4 KiB one-way framed / raw", m("one-way 4 KiB", "framed") / m("one-way 4 KiB", "raw"), 0.8],
+    ["64 B ping-pong framed / raw", m("ping-pong", "framed") / m("ping-pong", "raw"), 0.9],
+    ["decoder core, M frames/s", m("decode", "decoder core") / 1e6, 15],
+  ] as const;
+  console.log("\n| target | this run | goal | |\n|---|---|---|---|");
+  for (const [name, value, goal] of targets) {
+    if (Number.isNaN(value)) continue;
+    console.log(
+      `| ${name} | ${value.toFixed(2)} | ≥ ${goal} | ${value >= goal ? "met" : "NOT MET"} |`,
+    );
+  }
+}
