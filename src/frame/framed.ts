@@ -243,6 +243,8 @@ class BatchSink<T> {
   #inflight: Promise<void> | undefined;
   /** A burst ended while a batch was in flight: send the next one as soon as it lands. */
   #due = false;
+  /** No write came for a few microtasks: the next one starts a burst. */
+  #quiet = true;
   #failed = false;
   #error: unknown;
 
@@ -269,6 +271,10 @@ class BatchSink<T> {
     }
     if (n < 0) return this.#writeSlow(value);
     this.#len += n;
+    // A write after a quiet spell is likely a lone message (a request, a reply): it leaves at
+    // once. The writes that follow it in the same burst are batched.
+    if (this.#quiet && this.#inflight === undefined) this.#send();
+    this.#quiet = false;
     this.#timer.touch();
     return undefined;
   }
@@ -322,6 +328,7 @@ class BatchSink<T> {
   }
 
   #burstEnded(): void {
+    this.#quiet = true;
     if (this.#len === 0) return;
     if (this.#inflight === undefined) this.#send();
     else this.#due = true;
