@@ -19,6 +19,8 @@
  * - `EFRAMETOOLARGE`, `ETRUNCATED`, `ELINETOOLONG`: framing refused or lost a frame.
  * - `EPROTOCOL`, `EAUTH`: a peer spoke a protocol wrongly, or could not prove who it is.
  * - `ESLOWCONSUMER`, `ENORESPONDERS`: pub/sub delivery failures.
+ * - `ETOPICINVALID`: a pub/sub topic or pattern could not be used.
+ * - `EREMOTE`: the other side's handler failed; the message says how.
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
  * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
@@ -39,6 +41,8 @@ export type IpcErrorCode =
   | "EAUTH"
   | "ESLOWCONSUMER"
   | "ENORESPONDERS"
+  | "ETOPICINVALID"
+  | "EREMOTE"
   | "ECORRUPT"
   | "ELOCKED"
   | "EIO";

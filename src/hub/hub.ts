@@ -1,0 +1,407 @@
+/**
+ * The in-process pub/sub hub: routes published messages to the subscriptions whose pattern
+ * matches, one member per queue group, with request/reply on top.
+ *
+ * @module
+ */
+
+import { closedError, IpcError } from "../errors.ts";
+import { HashRing } from "./_ring.ts";
+import {
+  type Message,
+  type SubscribeOptions,
+  Subscription,
+  type SubscriptionStats,
+} from "./subscription.ts";
+import { TopicTrie, validatePattern } from "./topics.ts";
+
+/** Options of `hub.publish()`. */
+export interface PublishOptions {
+  /** Travels with the message. */
+  headers?: Record<string, string>;
+  /** Picks the member of each queue group: one key always goes to the same member. */
+  key?: string;
+  /** Where a reply should be published; `request()` sets it for you. */
+  reply?: string;
+}
+
+/** Options of `hub.request()`. */
+export interface RequestOptions {
+  /** Travels with the request. */
+  headers?: Record<string, string>;
+  /** Picks the member of a queue group of handlers. */
+  key?: string;
+  /** Rejects with its reason when aborted. */
+  signal?: AbortSignal;
+  /** Milliseconds to wait for the reply before rejecting with `ETIMEDOUT`. @default {10000} */
+  timeout?: number;
+}
+
+/** Answers a request; its return value is the reply's payload. A throw is sent back as an error. */
+export type Handler = (
+  message: Message,
+) => Uint8Array | string | void | Promise<Uint8Array | string | void>;
+
+/** Options of `hub.handle()`. */
+export interface HandleOptions {
+  /** Joins a queue group of handlers: each request goes to one of them. */
+  queue?: string;
+  /** Requests that may wait for this handler. @default {1024} */
+  buffer?: number;
+}
+
+/** Counters of one topic, from `hub.stats()`. */
+export interface TopicStats {
+  /** The topic, or `(other)` for topics past the first 10,000, counted together. */
+  readonly topic: string;
+  /** Messages published to it. */
+  readonly published: number;
+  /** Payload bytes published to it. */
+  readonly bytes: number;
+  /** Subscriptions its messages were handed to (a message to three subscribers counts three). */
+  readonly routed: number;
+}
+
+/** A snapshot of the hub's counters; `toPrometheus()` formats it. */
+export interface HubStats {
+  /** One entry per topic published to. */
+  readonly topics: readonly TopicStats[];
+  /** One entry per open subscription. */
+  readonly subscriptions: readonly SubscriptionStats[];
+}
+
+/** The header that carries a handler's error back to `request()`. */
+export const ERROR_HEADER = "dockipc-error";
+
+/** Topics counted one by one; the rest are counted together under `OTHER_TOPICS`. */
+const MAX_TOPIC_STATS = 10_000;
+const OTHER_TOPICS = "(other)";
+/** Routes cached at most; the cache starts over past that. */
+const MAX_ROUTES = 4096;
+
+const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+const EMPTY = new Uint8Array(0);
+const RESOLVED: Promise<void> = Promise.resolve();
+const utf8 = new TextEncoder();
+
+interface TopicCounters {
+  topic: string;
+  published: number;
+  bytes: number;
+  routed: number;
+}
+
+/** The members of one queue group on one pattern; each message goes to one of them. */
+class QueueGroup {
+  readonly members: Subscription[] = [];
+  #next = 0;
+  #ring: HashRing<Subscription> | undefined;
+
+  add(member: Subscription): void {
+    this.members.push(member);
+    this.#ring = undefined;
+  }
+
+  remove(member: Subscription): void {
+    const i = this.members.indexOf(member);
+    if (i >= 0) this.members.splice(i, 1);
+    this.#ring = undefined;
+  }
+
+  /** Round robin, or the key's owner on the consistent-hash ring. */
+  pick(key: string | undefined): Subscription | undefined {
+    if (key !== undefined) {
+      this.#ring ??= new HashRing(this.members, (m) => String(m.id));
+      return this.#ring.owner(key);
+    }
+    if (this.members.length === 0) return undefined;
+    if (this.#next >= this.members.length) this.#next = 0;
+    return this.members[this.#next++];
+  }
+}
+
+type Target = Subscription | QueueGroup;
+
+interface Route {
+  targets: readonly Target[];
+  counters: TopicCounters;
+}
+
+let hubs = 0;
+
+/**
+ * A pub/sub hub in one process. Topics are dot-separated tokens; patterns add `*` (one token)
+ * and `>` (one or more trailing tokens). Each subscription has a bounded buffer and an
+ * overflow policy; messages from one publisher reach each subscription in publish order.
+ *
+ * @example Publish, subscribe, request
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Hub } from "@dockipc/dockipc/hub";
+ *
+ * await using hub = new Hub();
+ * const sub = hub.subscribe("sensors.>", { buffer: 100, overflow: "drop-oldest" });
+ * await hub.publish("sensors.kitchen.temp", "21.5");
+ * const { value } = await sub.next();
+ * assert.equal(value?.topic, "sensors.kitchen.temp");
+ * assert.equal(new TextDecoder().decode(value?.data), "21.5");
+ *
+ * hub.handle("math.double", (m) => String(Number(new TextDecoder().decode(m.data)) * 2));
+ * const reply = await hub.request("math.double", "21");
+ * assert.equal(new TextDecoder().decode(reply.data), "42");
+ * ```
+ */
+export class Hub implements AsyncDisposable {
+  readonly #trie = new TopicTrie<Target>();
+  #routes = new Map<string, Route>();
+  readonly #topics = new Map<string, TopicCounters>();
+  readonly #groups = new Map<string, QueueGroup>();
+  readonly #subscriptions = new Set<Subscription>();
+  readonly #inboxes = new Map<string, (reply: Message | IpcError) => void>();
+  readonly #inboxPrefix = `_INBOX.${++hubs}${Math.random().toString(36).slice(2, 10)}.`;
+  #nextInbox = 0;
+  #nextId = 0;
+  #seq = 0;
+  #closed = false;
+
+  /**
+   * Publishes a message to every subscription whose pattern matches `topic`, and to one
+   * member of each matching queue group.
+   *
+   * @param topic Dot-separated tokens, no wildcards.
+   * @param data The payload; a string is sent as its UTF-8 bytes.
+   * @param options Headers, a key for queue groups, a reply topic.
+   * @returns Resolves once every matching subscription has taken the message according to its
+   * policy: at once, unless a `"block"` subscription is full.
+   * @throws {IpcError} `ETOPICINVALID` for a bad topic, `ECLOSED` after `close()` (as a rejection).
+   */
+  publish(topic: string, data: Uint8Array | string, options?: PublishOptions): Promise<void> {
+    try {
+      if (this.#closed) throw closedError("publish", "hub");
+      const bytes = typeof data === "string" ? utf8.encode(data) : data;
+      if (!(bytes instanceof Uint8Array)) {
+        throw new TypeError(
+          `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
+        );
+      }
+      const message: Message = {
+        topic,
+        data: bytes,
+        headers: options?.headers ?? EMPTY_HEADERS,
+        seq: ++this.#seq,
+        key: options?.key,
+        reply: options?.reply,
+      };
+      if (topic.startsWith(this.#inboxPrefix)) {
+        this.#inboxes.get(topic)?.(message);
+        return RESOLVED;
+      }
+      return this.#deliver(this.#route(topic), message);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * Subscribes to every topic `pattern` matches.
+   *
+   * @param pattern Tokens, `*` for one token, `>` for one or more trailing tokens.
+   * @param options Buffer bounds, overflow policy, queue group, abort signal.
+   * @returns The subscription, to read with `for await` or through `readable`.
+   * @throws {IpcError} `ETOPICINVALID` for a bad pattern; `ECLOSED` after `close()`.
+   * @throws {RangeError} For a bad buffer bound or policy.
+   */
+  subscribe(pattern: string, options: SubscribeOptions = {}): Subscription {
+    if (this.#closed) throw closedError("subscribe", "hub");
+    validatePattern(pattern);
+    const sub = new Subscription(++this.#nextId, pattern, options, (s) => this.#detach(s));
+    this.#subscriptions.add(sub);
+    if (options.queue === undefined) {
+      this.#trie.insert(pattern, sub);
+    } else {
+      const name = `${options.queue}\u0000${pattern}`;
+      let group = this.#groups.get(name);
+      if (group === undefined) {
+        this.#groups.set(name, group = new QueueGroup());
+        this.#trie.insert(pattern, group);
+      }
+      group.add(sub);
+    }
+    this.#routes = new Map();
+    const { signal } = options;
+    if (signal !== undefined) {
+      if (signal.aborted) sub.unsubscribe();
+      else signal.addEventListener("abort", () => sub.unsubscribe(), { once: true });
+    }
+    return sub;
+  }
+
+  /**
+   * Publishes a request and resolves with the first reply, through a reply topic private to
+   * this call. With no subscriber on `topic` it rejects at once with `ENORESPONDERS`.
+   *
+   * @param topic Where the handlers listen.
+   * @param data The request's payload.
+   * @param options Headers, a key, a signal and a timeout.
+   * @returns The reply.
+   * @throws {IpcError} `ENORESPONDERS`, `ETIMEDOUT`, `EREMOTE` (the handler threw), `ECLOSED`.
+   */
+  request(
+    topic: string,
+    data: Uint8Array | string,
+    options: RequestOptions = {},
+  ): Promise<Message> {
+    const { signal, timeout = 10_000 } = options;
+    try {
+      signal?.throwIfAborted();
+      if (this.#closed) throw closedError("request", "hub");
+      const route = this.#route(topic);
+      if (!route.targets.some((t) => !(t instanceof QueueGroup) || t.members.length > 0)) {
+        throw new IpcError(
+          "ENORESPONDERS",
+          `Cannot request "${topic}" as nothing subscribes to it`,
+          {
+            op: "request",
+          },
+        );
+      }
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const inbox = `${this.#inboxPrefix}${++this.#nextInbox}`;
+    return new Promise<Message>((resolve, reject) => {
+      const finish = (error: unknown, reply?: Message): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+        this.#inboxes.delete(inbox);
+        if (reply !== undefined) resolve(reply);
+        else reject(error);
+      };
+      const onAbort = (): void => finish(signal?.reason);
+      const timer = setTimeout(() => {
+        finish(
+          new IpcError(
+            "ETIMEDOUT",
+            `Cannot request "${topic}" as no reply came within ${timeout} ms`,
+            { op: "request" },
+          ),
+        );
+      }, timeout);
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#inboxes.set(inbox, (reply) => {
+        if (reply instanceof IpcError) return finish(reply);
+        const failure = reply.headers[ERROR_HEADER];
+        if (failure === undefined) finish(undefined, reply);
+        else {finish(
+            new IpcError("EREMOTE", `Request "${topic}" failed in its handler: ${failure}`, {
+              op: "request",
+            }),
+          );}
+      });
+      const publishOptions: PublishOptions = { reply: inbox };
+      if (options.headers !== undefined) publishOptions.headers = options.headers;
+      if (options.key !== undefined) publishOptions.key = options.key;
+      this.publish(topic, data, publishOptions).catch((err) => finish(err));
+    });
+  }
+
+  /**
+   * Answers requests on `pattern` with `handler`, one at a time, in arrival order. What the
+   * handler returns is the reply; if it throws, the requester's `request()` rejects with
+   * `EREMOTE` and the error's message. Messages without a reply topic are handled too.
+   *
+   * @param pattern The requests to answer.
+   * @param handler Makes each reply.
+   * @param options A queue group, and how many requests may wait.
+   * @returns The subscription behind it: unsubscribe it to stop.
+   */
+  handle(pattern: string, handler: Handler, options: HandleOptions = {}): Subscription {
+    const sub = this.subscribe(pattern, options);
+    void (async () => {
+      for await (const request of sub) {
+        let reply: Uint8Array | string | void = undefined;
+        let headers: Record<string, string> | undefined;
+        try {
+          reply = await handler(request);
+        } catch (err) {
+          headers = { [ERROR_HEADER]: err instanceof Error ? err.message : String(err) };
+        }
+        if (request.reply !== undefined) {
+          const replyOptions: PublishOptions = headers === undefined ? {} : { headers };
+          await this.publish(request.reply, reply ?? EMPTY, replyOptions).catch(() => {});
+        }
+      }
+    })();
+    return sub;
+  }
+
+  /** A snapshot of the counters per topic and per subscription. */
+  stats(): HubStats {
+    return {
+      topics: [...this.#topics.values()].map((c) => ({ ...c })),
+      subscriptions: [...this.#subscriptions].map((s) => s.stats()),
+    };
+  }
+
+  /** Ends every subscription and pending request; later calls reject with `ECLOSED`. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const sub of [...this.#subscriptions]) sub.unsubscribe();
+    for (const deliver of [...this.#inboxes.values()]) deliver(closedError("request", "hub"));
+  }
+
+  /** Closes the hub, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return RESOLVED;
+  }
+
+  #route(topic: string): Route {
+    let route = this.#routes.get(topic);
+    if (route === undefined) {
+      const targets = this.#trie.match(topic);
+      let counters = this.#topics.get(topic);
+      if (counters === undefined) {
+        const name = this.#topics.size < MAX_TOPIC_STATS ? topic : OTHER_TOPICS;
+        counters = this.#topics.get(name) ?? { topic: name, published: 0, bytes: 0, routed: 0 };
+        this.#topics.set(name, counters);
+      }
+      if (this.#routes.size >= MAX_ROUTES) this.#routes = new Map();
+      this.#routes.set(topic, route = { targets, counters });
+    }
+    return route;
+  }
+
+  #deliver(route: Route, message: Message): Promise<void> {
+    const counters = route.counters;
+    counters.published++;
+    counters.bytes += message.data.length;
+    let waiting: Promise<void>[] | undefined;
+    for (const target of route.targets) {
+      const sub = target instanceof Subscription ? target : target.pick(message.key);
+      if (sub === undefined) continue;
+      counters.routed++;
+      const taken = sub.offer(message);
+      if (taken !== undefined) (waiting ??= []).push(taken);
+    }
+    if (waiting === undefined) return RESOLVED;
+    return waiting.length === 1 ? waiting[0]! : Promise.all(waiting).then(() => {});
+  }
+
+  #detach(sub: Subscription): void {
+    if (!this.#subscriptions.delete(sub)) return;
+    if (sub.queue === undefined) {
+      this.#trie.remove(sub.pattern, sub);
+    } else {
+      const name = `${sub.queue}\u0000${sub.pattern}`;
+      const group = this.#groups.get(name);
+      group?.remove(sub);
+      if (group !== undefined && group.members.length === 0) {
+        this.#groups.delete(name);
+        this.#trie.remove(sub.pattern, group);
+      }
+    }
+    this.#routes = new Map();
+  }
+}

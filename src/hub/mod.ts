@@ -1,0 +1,38 @@
+/**
+ * The pub/sub hub: topics with `*` and `>` wildcards, subscriptions as bounded streams with an
+ * overflow policy, queue groups with round robin or key affinity, request/reply, and counters
+ * in Prometheus format.
+ *
+ * @example A hub with a worker pool
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Hub } from "@dockipc/dockipc/hub";
+ *
+ * await using hub = new Hub();
+ * const workers = [1, 2, 3].map(() => hub.subscribe("jobs.>", { queue: "workers" }));
+ * for (let i = 0; i < 6; i++) await hub.publish("jobs.resize", `job ${i}`);
+ * // Round robin: each worker got two of the six jobs.
+ * assert.deepEqual(workers.map((w) => w.stats().pending), [2, 2, 2]);
+ * ```
+ *
+ * @module
+ */
+
+export { ERROR_HEADER, Hub } from "./hub.ts";
+export type {
+  HandleOptions,
+  Handler,
+  HubStats,
+  PublishOptions,
+  RequestOptions,
+  TopicStats,
+} from "./hub.ts";
+export { Subscription } from "./subscription.ts";
+export type {
+  Message,
+  OverflowPolicy,
+  SubscribeOptions,
+  SubscriptionStats,
+} from "./subscription.ts";
+export { toPrometheus } from "./prometheus.ts";
+export { topicMatches, validatePattern, validateTopic } from "./topics.ts";

@@ -1,0 +1,322 @@
+/**
+ * A subscription: a bounded buffer of messages with an overflow policy, read as an async
+ * iterable or a `ReadableStream`.
+ *
+ * @module
+ */
+
+import { IpcError } from "../errors.ts";
+
+/** A published message, as every matching subscription receives it. Shared: do not modify. */
+export interface Message {
+  /** The topic it was published to. */
+  readonly topic: string;
+  /** The payload; a string given to `publish()` arrives as its UTF-8 bytes. */
+  readonly data: Uint8Array;
+  /** Headers given to `publish()`; an empty object when none were. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The hub's publish sequence: 1 for the first message it took, then 2, 3, … */
+  readonly seq: number;
+  /** The key given to `publish()`, which picks the member of a queue group. */
+  readonly key?: string | undefined;
+  /** The topic to publish a reply to, for a request. */
+  readonly reply?: string | undefined;
+}
+
+/**
+ * What a full subscription does with a new message:
+ * - `"block"`: the publisher waits until the subscriber has read enough (backpressure);
+ * - `"drop-oldest"`: the oldest buffered message is dropped to make room;
+ * - `"drop-newest"`: the new message is dropped;
+ * - `"error"`: the subscription ends with `IpcError` `ESLOWCONSUMER`.
+ */
+export type OverflowPolicy = "block" | "drop-oldest" | "drop-newest" | "error";
+
+/** Options of `hub.subscribe()`. */
+export interface SubscribeOptions {
+  /** How many messages may wait unread. @default {1024} */
+  buffer?: number;
+  /** How many payload bytes may wait unread; one message is taken whatever its size. @default {Infinity} */
+  maxBytes?: number;
+  /** What happens when the buffer is full. @default {"block"} */
+  overflow?: OverflowPolicy;
+  /** Joins a queue group: each message matching `pattern` goes to one member of the group. */
+  queue?: string;
+  /** Unsubscribes when aborted. */
+  signal?: AbortSignal;
+}
+
+/** Counters of one subscription, from `hub.stats()`. */
+export interface SubscriptionStats {
+  /** The subscription's `id`. */
+  readonly id: number;
+  /** Its pattern. */
+  readonly pattern: string;
+  /** Its queue group, if any. */
+  readonly queue: string | undefined;
+  /** Its overflow policy. */
+  readonly overflow: OverflowPolicy;
+  /** Messages the subscriber has read. */
+  readonly delivered: number;
+  /** Payload bytes of those messages. */
+  readonly bytes: number;
+  /** Messages dropped by the overflow policy. */
+  readonly dropped: number;
+  /** Messages buffered, not yet read, including publishers waiting under `"block"`. */
+  readonly pending: number;
+  /** Payload bytes buffered. */
+  readonly pendingBytes: number;
+}
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
+interface Waiting {
+  message: Message;
+  resolve: () => void;
+}
+
+/**
+ * Messages matching a pattern, in publish order, from a bounded buffer.
+ *
+ * Read it with `for await` (leaving the loop unsubscribes) or through `readable`; use one of
+ * the two. `unsubscribe()` stops delivery at once: buffered messages are discarded and
+ * publishers waiting on it are released. With the `"error"` policy an overflow ends the
+ * subscription with `IpcError` `ESLOWCONSUMER`, which the next read throws.
+ *
+ * @example Read two messages
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Hub } from "@dockipc/dockipc/hub";
+ *
+ * const hub = new Hub();
+ * const sub = hub.subscribe("orders.*");
+ * await hub.publish("orders.created", "a");
+ * await hub.publish("orders.paid", "b");
+ * const seen: string[] = [];
+ * for await (const message of sub) {
+ *   seen.push(message.topic);
+ *   if (seen.length === 2) break;
+ * }
+ * assert.deepEqual(seen, ["orders.created", "orders.paid"]);
+ * ```
+ */
+export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
+  /** A number unique within its hub. */
+  readonly id: number;
+  /** The pattern it was made with. */
+  readonly pattern: string;
+  /** Its queue group, if any. */
+  readonly queue: string | undefined;
+  /** Resolves once it has ended, for whatever reason. Never rejects. */
+  readonly closed: Promise<void>;
+
+  readonly #buffer: number;
+  readonly #maxBytes: number;
+  readonly #overflow: OverflowPolicy;
+  readonly #detach: (sub: Subscription) => void;
+  #resolveClosed!: () => void;
+  /** Buffered messages: a queue in an array, `#head` its first. */
+  #items: (Message | undefined)[] = [];
+  #head = 0;
+  #pendingBytes = 0;
+  /** Publishers waiting under `"block"`, in publish order. */
+  #waiting: Waiting[] = [];
+  /** Readers waiting for a message. */
+  #readers: ((result: IteratorResult<Message> | Promise<never>) => void)[] = [];
+  #ended = false;
+  #error: IpcError | undefined;
+  #delivered = 0;
+  #bytes = 0;
+  #dropped = 0;
+  #readable: ReadableStream<Message> | undefined;
+
+  /** Made by the hub; `detach` removes it from the hub's routes. */
+  constructor(
+    id: number,
+    pattern: string,
+    options: SubscribeOptions,
+    detach: (sub: Subscription) => void,
+  ) {
+    this.id = id;
+    this.pattern = pattern;
+    this.queue = options.queue;
+    this.#buffer = options.buffer ?? 1024;
+    this.#maxBytes = options.maxBytes ?? Infinity;
+    this.#overflow = options.overflow ?? "block";
+    this.#detach = detach;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    if (!Number.isInteger(this.#buffer) || this.#buffer < 1) {
+      throw new RangeError(
+        `Cannot subscribe as buffer is not a whole number above 0: current value is ${this.#buffer}`,
+      );
+    }
+    if (!(this.#maxBytes > 0)) {
+      throw new RangeError(
+        `Cannot subscribe as maxBytes is not above 0: current value is ${this.#maxBytes}`,
+      );
+    }
+    if (!["block", "drop-oldest", "drop-newest", "error"].includes(this.#overflow)) {
+      throw new RangeError(
+        `Cannot subscribe as overflow is not a known policy: current value is ${this.#overflow}`,
+      );
+    }
+  }
+
+  /** The messages as a `ReadableStream`; cancelling it unsubscribes. */
+  get readable(): ReadableStream<Message> {
+    return this.#readable ??= new ReadableStream<Message>({
+      pull: async (controller) => {
+        const result = await this.next();
+        if (result.done) controller.close();
+        else controller.enqueue(result.value);
+      },
+      cancel: () => this.unsubscribe(),
+    }, { highWaterMark: 0 });
+  }
+
+  /** Reads the next message; `{ done: true }` once unsubscribed. */
+  next(): Promise<IteratorResult<Message>> {
+    if (this.#head < this.#items.length) {
+      return Promise.resolve({ done: false, value: this.#take() });
+    }
+    if (this.#error !== undefined) return Promise.reject(this.#error);
+    if (this.#ended) return Promise.resolve(DONE);
+    return new Promise((resolve) => this.#readers.push(resolve));
+  }
+
+  /** Iterates over the messages; leaving the loop early unsubscribes. */
+  [Symbol.asyncIterator](): AsyncIterator<Message> {
+    return {
+      next: () => this.next(),
+      return: (): Promise<IteratorResult<Message>> => {
+        this.unsubscribe();
+        return Promise.resolve(DONE);
+      },
+    };
+  }
+
+  /** Stops delivery now: buffered messages are discarded, waiting publishers released. */
+  unsubscribe(): void {
+    this.#end(undefined);
+  }
+
+  /** Unsubscribes, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    this.unsubscribe();
+    return this.closed;
+  }
+
+  /** Its counters. */
+  stats(): SubscriptionStats {
+    return {
+      id: this.id,
+      pattern: this.pattern,
+      queue: this.queue,
+      overflow: this.#overflow,
+      delivered: this.#delivered,
+      bytes: this.#bytes,
+      dropped: this.#dropped,
+      pending: this.#items.length - this.#head + this.#waiting.length,
+      pendingBytes: this.#pendingBytes,
+    };
+  }
+
+  /**
+   * Takes a message from the hub: returns undefined once it is buffered (or dropped by the
+   * policy), or a promise that resolves once a full `"block"` subscription has taken it.
+   * Messages are taken in the order this is called.
+   */
+  offer(message: Message): Promise<void> | undefined {
+    if (this.#ended) return undefined;
+    const reader = this.#readers.shift();
+    if (reader !== undefined) {
+      this.#count(message);
+      reader({ done: false, value: message });
+      return undefined;
+    }
+    if (this.#waiting.length === 0 && !this.#full(message)) {
+      this.#push(message);
+      return undefined;
+    }
+    switch (this.#overflow) {
+      case "block":
+        return new Promise((resolve) => this.#waiting.push({ message, resolve }));
+      case "drop-newest":
+        this.#dropped++;
+        return undefined;
+      case "drop-oldest":
+        while (this.#head < this.#items.length && this.#full(message)) {
+          this.#pendingBytes -= this.#shift().data.length;
+          this.#dropped++;
+        }
+        this.#push(message);
+        return undefined;
+      case "error":
+        this.#dropped += this.#items.length - this.#head + 1;
+        this.#end(
+          new IpcError(
+            "ESLOWCONSUMER",
+            `Cannot deliver to subscription ${this.id} ("${this.pattern}") as its buffer is full: it reads too slowly`,
+            { op: "publish" },
+          ),
+        );
+        return undefined;
+    }
+  }
+
+  #full(message: Message): boolean {
+    const pending = this.#items.length - this.#head;
+    return pending >= this.#buffer ||
+      (pending > 0 && this.#pendingBytes + message.data.length > this.#maxBytes);
+  }
+
+  #push(message: Message): void {
+    this.#items.push(message);
+    this.#pendingBytes += message.data.length;
+  }
+
+  #shift(): Message {
+    const message = this.#items[this.#head]!;
+    this.#items[this.#head++] = undefined;
+    // Compact once the consumed front is most of the array: amortised O(1) per message.
+    if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return message;
+  }
+
+  #take(): Message {
+    const message = this.#shift();
+    this.#pendingBytes -= message.data.length;
+    this.#count(message);
+    // Room was made: let waiting publishers in, oldest first.
+    while (this.#waiting.length > 0 && !this.#full(this.#waiting[0]!.message)) {
+      const waiting = this.#waiting.shift()!;
+      this.#push(waiting.message);
+      waiting.resolve();
+    }
+    return message;
+  }
+
+  #count(message: Message): void {
+    this.#delivered++;
+    this.#bytes += message.data.length;
+  }
+
+  #end(error: IpcError | undefined): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = error;
+    this.#items = [];
+    this.#head = 0;
+    this.#pendingBytes = 0;
+    for (const waiting of this.#waiting) waiting.resolve();
+    this.#waiting = [];
+    const readers = this.#readers;
+    this.#readers = [];
+    for (const reader of readers) reader(error === undefined ? DONE : Promise.reject(error));
+    this.#detach(this);
+    this.#resolveClosed();
+  }
+}
