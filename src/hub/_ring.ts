@@ -1,13 +1,13 @@
 /**
- * A consistent-hash ring for queue groups: each member owns 256 points on a 32-bit circle, and
+ * A consistent-hash ring for queue groups: each member owns 1024 points on a 32-bit circle, and
  * a key goes to the member owning the first point at or after the key's hash. A member that
  * leaves takes only its own points with it, so only its keys move.
  *
  * @module
  */
 
-/** Points per member: enough that members share the circle evenly (within a few percent). */
-const VIRTUAL_NODES = 256;
+/** Points per member: with 1024, members share the circle within a few percent of evenly. */
+const VIRTUAL_NODES = 1024;
 
 const scratch = new Uint8Array(1024);
 const utf8 = new TextEncoder();
