@@ -88,3 +88,25 @@ export function printTable(rows: readonly Row[], baseline: string | readonly str
     }
   }
 }
+
+/**
+ * The ceiling of Web Streams themselves, in messages/s: a `ReadableStream` whose `pull`
+ * enqueues pre-built 64 B views, a 64 KiB chunk's worth at a time, and a reader that reads them
+ * one by one. No I/O, no parsing: what one enqueue and one read per message cost.
+ */
+export async function webStreamsCeiling(messages: number): Promise<number> {
+  const backing = new Uint8Array(64 * 1024);
+  const views = Array.from({ length: 960 }, (_, k) => backing.subarray(k * 68 + 4, k * 68 + 68));
+  let left = Math.ceil(messages / views.length);
+  const source = new ReadableStream<Uint8Array>({
+    pull(c): void {
+      if (left-- === 0) return c.close();
+      for (const view of views) c.enqueue(view);
+    },
+  }, { highWaterMark: 0 });
+  const reader = source.getReader();
+  let read = 0;
+  const start = performance.now();
+  while (!(await reader.read()).done) read++;
+  return read / ((performance.now() - start) / 1000);
+}

@@ -22,7 +22,16 @@
 import { connect, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
 import { implFor } from "./_peers.ts";
-import { median, printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+import {
+  median,
+  printTable,
+  type Row,
+  rt,
+  scriptArgs,
+  spawnSelf,
+  stdoutText,
+  webStreamsCeiling,
+} from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -213,27 +222,6 @@ async function decodeStream(chunks: readonly Uint8Array[]): Promise<number> {
   return frames / ((performance.now() - start) / 1000);
 }
 
-/** Web Streams alone: enqueue pre-built 64 B views a chunk's worth at a time, read one by one. */
-async function ceiling(chunks: readonly Uint8Array[]): Promise<number> {
-  const perChunk = chunks[0]!.length / 68;
-  const views = Array.from(
-    { length: perChunk },
-    (_, k) => chunks[0]!.subarray(k * 68 + 4, k * 68 + 68),
-  );
-  let left = chunks.length;
-  const source = new ReadableStream<Uint8Array>({
-    pull(c): void {
-      if (left-- === 0) return c.close();
-      for (const view of views) c.enqueue(view);
-    },
-  }, { highWaterMark: 0 });
-  const reader = source.getReader();
-  let frames = 0;
-  const start = performance.now();
-  while (!(await reader.read()).done) frames++;
-  return frames / ((performance.now() - start) / 1000);
-}
-
 // ---------------------------------------------------------------------------------------------
 
 if (args[0] === "peer") {
@@ -267,7 +255,7 @@ if (args[0] === "peer") {
       "FrameDecoderStream": [] as number[],
     };
     for (let i = 0; i < repeats; i++) {
-      rates.ceiling.push(await ceiling(chunks));
+      rates.ceiling.push(await webStreamsCeiling(chunks.length * Math.floor(CHUNK / 68)));
       rates["decoder core"].push(decodeCore(chunks));
       rates.FrameDecoderStream.push(await decodeStream(chunks));
     }

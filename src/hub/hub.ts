@@ -227,7 +227,7 @@ export class Hub implements AsyncDisposable {
       }
       group.add(sub);
     }
-    this.#routes = new Map();
+    this.#routes.clear();
     const { signal } = options;
     if (signal !== undefined) {
       if (signal.aborted) sub.unsubscribe();
@@ -402,6 +402,6 @@ export class Hub implements AsyncDisposable {
         this.#trie.remove(sub.pattern, group);
       }
     }
-    this.#routes = new Map();
+    this.#routes.clear();
   }
 }

@@ -70,6 +70,8 @@ export interface SubscriptionStats {
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
+type Resolve = (result: IteratorResult<Message> | Promise<never>) => void;
+
 interface Waiting {
   message: Message;
   resolve: () => void;
@@ -121,8 +123,10 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   #pendingBytes = 0;
   /** Publishers waiting under `"block"`, in publish order. */
   #waiting: Waiting[] = [];
-  /** Readers waiting for a message. */
-  #readers: ((result: IteratorResult<Message> | Promise<never>) => void)[] = [];
+  /** A reader waiting for a message: the usual case, kept apart from the rare others. */
+  #reader: Resolve | undefined;
+  /** Further readers waiting, when `next()` is called again before it settles. */
+  #readers: Resolve[] = [];
   #ended = false;
   #error: IpcError | undefined;
   #delivered = 0;
@@ -181,7 +185,10 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     }
     if (this.#error !== undefined) return Promise.reject(this.#error);
     if (this.#ended) return Promise.resolve(DONE);
-    return new Promise((resolve) => this.#readers.push(resolve));
+    return new Promise((resolve) => {
+      if (this.#reader === undefined) this.#reader = resolve;
+      else this.#readers.push(resolve);
+    });
   }
 
   /** Iterates over the messages; leaving the loop early unsubscribes. */
@@ -228,8 +235,9 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
    */
   offer(message: Message): Promise<void> | undefined {
     if (this.#ended) return undefined;
-    const reader = this.#readers.shift();
+    const reader = this.#reader;
     if (reader !== undefined) {
+      this.#reader = this.#readers.length > 0 ? this.#readers.shift() : undefined;
       this.#count(message);
       reader({ done: false, value: message });
       return undefined;
@@ -313,7 +321,8 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     this.#pendingBytes = 0;
     for (const waiting of this.#waiting) waiting.resolve();
     this.#waiting = [];
-    const readers = this.#readers;
+    const readers = this.#reader === undefined ? [] : [this.#reader, ...this.#readers];
+    this.#reader = undefined;
     this.#readers = [];
     for (const reader of readers) reader(error === undefined ? DONE : Promise.reject(error));
     this.#detach(this);

@@ -1,0 +1,131 @@
+/**
+ * Hub benchmark, in one process, 64 B messages: a publisher awaits each `publish()` while the
+ * subscribers read with `for await`, concurrently; after a warm-up quarter off the clock, the
+ * clock runs until every subscriber has read every message. Fan-out 1, 4 and 100, each alone and with 10,000 subscriptions that match
+ * nothing. Baselines in the same run: `node:events` `EventEmitter` (synchronous: the upper
+ * bound), `emittery` (an async event emitter, awaiting each `emit()`), and the Web Streams
+ * ceiling of the framing benchmark (one enqueue and one read per message).
+ *
+ * Usage: `<runtime> bench/hub.ts [--repeats N] [--only NAME]`. Every loop is bounded by a count.
+ *
+ * @module
+ */
+
+import { EventEmitter } from "node:events";
+import Emittery from "emittery";
+import { Hub } from "../src/hub/mod.ts";
+import { median, printTable, type Row, scriptArgs, webStreamsCeiling } from "./_harness.ts";
+
+const args = scriptArgs();
+const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
+const payload = new Uint8Array(64);
+
+/** Messages per run, so that each run delivers about 400,000 messages in all. */
+const messagesFor = (fanOut: number): number => Math.max(4000, Math.floor(400_000 / fanOut));
+
+/** dockipc's hub: returns deliveries per second. */
+async function hubRun(fanOut: number, unrelated: number): Promise<number> {
+  const hub = new Hub();
+  for (let i = 0; i < unrelated; i++) hub.subscribe(i % 2 ? `other.${i}.*` : `other.${i}.>`);
+  const n = messagesFor(fanOut);
+  const subs = Array.from({ length: fanOut }, () => hub.subscribe("bench.topic"));
+  // A warm-up quarter, off the clock: it also moves the subscriptions just made out of the
+  // young generation, which a long-lived hub's subscriptions are.
+  const warm = n >> 2;
+  let start = 0;
+  const readers = subs.map(async (sub) => {
+    let got = 0;
+    for await (const _ of sub) if (++got === warm + n) break;
+  });
+  for (let i = 0; i < warm + n; i++) {
+    if (i === warm) start = performance.now();
+    await hub.publish("bench.topic", payload);
+  }
+  await Promise.all(readers);
+  const rate = (n * fanOut) / ((performance.now() - start) / 1000);
+  hub.close();
+  return rate;
+}
+
+function eventEmitterRun(fanOut: number): number {
+  const emitter = new EventEmitter();
+  emitter.setMaxListeners(0);
+  const n = messagesFor(fanOut);
+  let got = 0;
+  for (let i = 0; i < fanOut; i++) emitter.on("bench.topic", () => got++);
+  const start = performance.now();
+  for (let i = 0; i < n; i++) emitter.emit("bench.topic", payload);
+  if (got !== n * fanOut) throw new Error("lost events");
+  return got / ((performance.now() - start) / 1000);
+}
+
+async function emitteryRun(fanOut: number): Promise<number> {
+  const emitter = new Emittery<{ "bench.topic": Uint8Array }>();
+  const n = messagesFor(fanOut);
+  let got = 0;
+  for (let i = 0; i < fanOut; i++) emitter.on("bench.topic", () => void got++);
+  const start = performance.now();
+  for (let i = 0; i < n; i++) await emitter.emit("bench.topic", payload);
+  if (got !== n * fanOut) throw new Error("lost events");
+  return got / ((performance.now() - start) / 1000);
+}
+
+const rows: Row[] = [];
+for (const fanOut of [1, 4, 100]) {
+  const workload = `64 B, fan-out ${fanOut}`;
+  if (!workload.includes(only)) continue;
+  const rates: Record<string, number[]> = {
+    "emittery": [],
+    "EventEmitter": [],
+    "ceiling": [],
+    "hub": [],
+    "hub + 10k unrelated": [],
+  };
+  for (let r = 0; r < repeats; r++) {
+    rates["emittery"]!.push(await emitteryRun(fanOut));
+    rates["EventEmitter"]!.push(eventEmitterRun(fanOut));
+    rates["ceiling"]!.push(await webStreamsCeiling(messagesFor(fanOut) * fanOut));
+    rates["hub"]!.push(await hubRun(fanOut, 0));
+    rates["hub + 10k unrelated"]!.push(await hubRun(fanOut, 10_000));
+  }
+  for (const [impl, r] of Object.entries(rates)) {
+    rows.push({ workload, impl, unit: "msgs/s", rates: r });
+  }
+}
+printTable(rows, "emittery");
+
+const m = (workload: string, impl: string): number => {
+  const row = rows.find((r) => r.workload === workload && r.impl === impl);
+  return row ? median(row.rates) : NaN;
+};
+console.log("\n| target | this run | goal | |\n|---|---|---|---|");
+for (const fanOut of [1, 4, 100]) {
+  const w = `64 B, fan-out ${fanOut}`;
+  const checks: [string, number, number, "min" | "max"][] = [
+    [`fan-out ${fanOut}: hub / emittery`, m(w, "hub") / m(w, "emittery"), 3, "min"],
+    [
+      `fan-out ${fanOut}: hub / hub with 10k unrelated`,
+      m(w, "hub") / m(w, "hub + 10k unrelated"),
+      1.5,
+      "max",
+    ],
+  ];
+  if (fanOut === 1) {
+    checks.unshift([
+      "fan-out 1: hub / Web Streams ceiling",
+      m(w, "hub") / m(w, "ceiling"),
+      0.6,
+      "min",
+    ]);
+  }
+  for (const [name, value, goal, kind] of checks) {
+    if (Number.isNaN(value)) continue;
+    const met = kind === "min" ? value >= goal : value <= goal;
+    console.log(
+      `| ${name} | ${value.toFixed(2)} | ${kind === "min" ? "≥" : "≤"} ${goal} | ${
+        met ? "met" : "NOT MET"
+      } |`,
+    );
+  }
+}
