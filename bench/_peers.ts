@@ -7,6 +7,8 @@
 
 import { type Conn, connect, listen } from "../mod.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
+import type { ChildProcess } from "../src/runtime/types.ts";
+import { stdoutText } from "./_harness.ts";
 
 /** One end of a connection, as the workloads drive it. */
 export interface Peer {
@@ -529,4 +531,37 @@ export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl>
   if (runtime === "deno") return denoImpl();
   if (runtime === "bun") return bunImpl();
   return await nodeImpl();
+}
+
+/** What one side of a two-process run measured. */
+export type Measured = { bytes: number; ms: number } | { trips: number; ms: number };
+
+/**
+ * One two-process run: listens at `path` with `impl`, starts the child (which connects), then
+ * drains what a one-way child writes, or echoes for a ping-pong child and takes the round
+ * trips it reports. Cleans up both ends.
+ */
+export async function serveOnce(
+  impl: string,
+  runtime: RuntimeName,
+  path: string,
+  kind: "one-way" | "ping-pong",
+  startChild: () => ChildProcess,
+): Promise<Measured> {
+  const server = await (await implFor(impl, runtime)).listen(path);
+  const child = startChild();
+  const report = stdoutText(child);
+  const peer = await server.accept();
+  let measured: Measured;
+  if (kind === "one-way") {
+    measured = await peer.drain();
+  } else {
+    await peer.echo();
+    measured = JSON.parse(await report);
+  }
+  await report;
+  await child.status;
+  peer.close();
+  await server.close();
+  return measured;
 }

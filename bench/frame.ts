@@ -21,7 +21,7 @@
 
 import { connect, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
-import { implFor } from "./_peers.ts";
+import { implFor, serveOnce } from "./_peers.ts";
 import {
   median,
   printTable,
@@ -146,25 +146,12 @@ async function once(w: Workload, impl: "raw" | "framed", path: string): Promise<
     conn.close();
     return rate;
   }
-  const server = await (await implFor("raw", runtime)).listen(path);
-  const proc = child();
-  const report = stdoutText(proc);
-  const peer = await server.accept();
-  let rate: number;
-  if (w.kind === "one-way") {
-    const { bytes, ms } = await peer.drain();
-    const seconds = ms / 1000;
-    rate = w.unit === "frames/s" ? bytes / (w.size + 4) / seconds : bytes / 1e6 / seconds;
-  } else {
-    await peer.echo();
-    const { trips, ms } = JSON.parse(await report);
-    rate = trips / (ms / 1000);
-  }
-  await report;
-  await proc.status;
-  peer.close();
-  await server.close();
-  return rate;
+  const measured = await serveOnce("raw", runtime, path, w.kind, child);
+  if ("trips" in measured) return measured.trips / (measured.ms / 1000);
+  const seconds = measured.ms / 1000;
+  return w.unit === "frames/s"
+    ? measured.bytes / (w.size + 4) / seconds
+    : measured.bytes / 1e6 / seconds;
 }
 
 /** The raw child: the same bytes through the runtime's socket API. */

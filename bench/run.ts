@@ -13,7 +13,7 @@ import process from "node:process";
 import { command, ROOT, RUNTIMES } from "../scripts/_runtimes.ts";
 
 const extra = process.argv.slice(2);
-const benches = ["bench/transport.ts", "bench/frame.ts"];
+const benches = ["bench/transport.ts", "bench/frame.ts", "bench/hub.ts"];
 let failed = 0;
 const pin = cpus().length >= 2 && spawnSync("taskset", ["-c", "0", "true"]).status === 0;
 console.log(

@@ -15,8 +15,8 @@
  * @module
  */
 
-import { implFor } from "./_peers.ts";
-import { printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+import { implFor, serveOnce } from "./_peers.ts";
+import { printTable, type Row, rt, scriptArgs, spawnSelf } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -77,22 +77,15 @@ if (args[0] === "peer") {
 
 /** One measurement: listen here, start the writing or pinging child, return its rate. */
 async function once(w: Workload, impl: string, path: string): Promise<number> {
-  const server = await (await implFor(impl, runtime)).listen(path);
-  const child = spawnSelf(SCRIPT, ["peer", w.kind, impl, path, String(w.size), String(w.count)]);
-  const report = stdoutText(child);
-  const peer = await server.accept();
-  let rate: number;
-  if (w.kind === "one-way") {
-    const { bytes, ms } = await peer.drain();
-    rate = bytes / 1e6 / (ms / 1000);
-  } else {
-    await peer.echo();
-    const { trips, ms } = JSON.parse(await report);
-    rate = trips / (ms / 1000);
-  }
-  await report;
-  await child.status;
-  peer.close();
-  await server.close();
+  const measured = await serveOnce(
+    impl,
+    runtime,
+    path,
+    w.kind,
+    () => spawnSelf(SCRIPT, ["peer", w.kind, impl, path, String(w.size), String(w.count)]),
+  );
+  const rate = "bytes" in measured
+    ? measured.bytes / 1e6 / (measured.ms / 1000)
+    : measured.trips / (measured.ms / 1000);
   return rate;
 }

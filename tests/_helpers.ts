@@ -296,3 +296,32 @@ export async function rejectsWith(
   if (message) assert.match(err.message, message);
   return err;
 }
+
+/**
+ * Writes `chunk` `count` times to `writable`, awaiting each write, while nobody reads the other
+ * end. Resolves once writes stop making progress (quiescence, not a duration) with how many
+ * were accepted, and a promise of the rest of the writing, which finishes once the reader reads.
+ */
+export async function acceptedWhileStalled<T>(
+  writable: WritableStream<T>,
+  chunk: T,
+  count: number,
+): Promise<{ accepted: number; writing: Promise<void> }> {
+  let accepted = 0;
+  let lastProgress = Date.now();
+  const writing = (async () => {
+    const writer = writable.getWriter();
+    while (accepted < count) {
+      await writer.write(chunk);
+      accepted++;
+      lastProgress = Date.now();
+    }
+    await writer.close();
+  })();
+  await until(
+    () => Date.now() - lastProgress > 300 || accepted >= count,
+    30_000,
+    "writes to stall",
+  );
+  return { accepted, writing };
+}

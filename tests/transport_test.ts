@@ -2,6 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type Conn, connect, IpcError, listen, type Listener } from "../mod.ts";
 import {
+  acceptedWhileStalled,
   echoMismatch,
   pattern,
   readAll,
@@ -69,23 +70,12 @@ for (const transport of ["unix", "tcp"] as const) {
         const server = await listener.accept();
         const total = 32 << 20;
         const chunk = pattern(1 << 20, 3);
-        let accepted = 0;
-        let lastProgress = Date.now();
-        const writer = client.writable.getWriter();
-        const writing = (async () => {
-          while (accepted < total) {
-            await writer.write(chunk);
-            accepted += chunk.byteLength;
-            lastProgress = Date.now();
-          }
-          await writer.close();
-        })();
-        // Quiescence, not a duration: once writes stop making progress, see how far they got.
-        await until(
-          () => Date.now() - lastProgress > 300 || accepted >= total,
-          30_000,
-          "writes to stall",
+        const { accepted: writes, writing } = await acceptedWhileStalled(
+          client.writable,
+          chunk,
+          total / chunk.byteLength,
         );
+        const accepted = writes * chunk.byteLength;
         const bound = transport === "unix" ? 4 << 20 : 16 << 20;
         assert.ok(
           accepted <= bound,

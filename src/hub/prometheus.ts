@@ -4,19 +4,48 @@
  * @module
  */
 
-import type { HubStats } from "./hub.ts";
+import type { HubStats, TopicStats } from "./hub.ts";
+import type { SubscriptionStats } from "./subscription.ts";
 
 /** Escapes a label value: backslash, double quote and line feed. */
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
-interface Family {
-  name: string;
-  help: string;
-  type: "counter" | "gauge";
-  samples: string[];
-}
+/** The metric families: name, help, type, and which counter of which entries they show. */
+const TOPIC_FAMILIES = [
+  ["dockipc_hub_published_total", "Messages published, by topic.", "counter", "published"],
+  ["dockipc_hub_published_bytes_total", "Payload bytes published, by topic.", "counter", "bytes"],
+  ["dockipc_hub_routed_total", "Messages handed to subscriptions, by topic.", "counter", "routed"],
+] as const satisfies readonly (readonly [string, string, string, keyof TopicStats])[];
+
+const SUBSCRIPTION_FAMILIES = [
+  [
+    "dockipc_hub_delivered_total",
+    "Messages read by the subscriber, by subscription.",
+    "counter",
+    "delivered",
+  ],
+  [
+    "dockipc_hub_delivered_bytes_total",
+    "Payload bytes read by the subscriber, by subscription.",
+    "counter",
+    "bytes",
+  ],
+  [
+    "dockipc_hub_dropped_total",
+    "Messages dropped by the overflow policy, by subscription.",
+    "counter",
+    "dropped",
+  ],
+  ["dockipc_hub_pending", "Messages waiting to be read, by subscription.", "gauge", "pending"],
+  [
+    "dockipc_hub_pending_bytes",
+    "Payload bytes waiting to be read, by subscription.",
+    "gauge",
+    "pendingBytes",
+  ],
+] as const satisfies readonly (readonly [string, string, string, keyof SubscriptionStats])[];
 
 /**
  * Formats `hub.stats()` for a Prometheus scrape: per topic `dockipc_hub_published_total`,
@@ -41,63 +70,24 @@ interface Family {
  * ```
  */
 export function toPrometheus(stats: HubStats): string {
-  const topic = (t: { topic: string }): string => `{topic="${label(t.topic)}"}`;
-  const sub = (s: { id: number; pattern: string; queue: string | undefined }): string =>
-    `{subscription="${s.id}",pattern="${label(s.pattern)}",queue="${label(s.queue ?? "")}"}`;
-  const families: Family[] = [
-    {
-      name: "dockipc_hub_published_total",
-      help: "Messages published, by topic.",
-      type: "counter",
-      samples: stats.topics.map((t) => `${topic(t)} ${t.published}`),
-    },
-    {
-      name: "dockipc_hub_published_bytes_total",
-      help: "Payload bytes published, by topic.",
-      type: "counter",
-      samples: stats.topics.map((t) => `${topic(t)} ${t.bytes}`),
-    },
-    {
-      name: "dockipc_hub_routed_total",
-      help: "Messages handed to subscriptions, by topic.",
-      type: "counter",
-      samples: stats.topics.map((t) => `${topic(t)} ${t.routed}`),
-    },
-    {
-      name: "dockipc_hub_delivered_total",
-      help: "Messages read by the subscriber, by subscription.",
-      type: "counter",
-      samples: stats.subscriptions.map((s) => `${sub(s)} ${s.delivered}`),
-    },
-    {
-      name: "dockipc_hub_delivered_bytes_total",
-      help: "Payload bytes read by the subscriber, by subscription.",
-      type: "counter",
-      samples: stats.subscriptions.map((s) => `${sub(s)} ${s.bytes}`),
-    },
-    {
-      name: "dockipc_hub_dropped_total",
-      help: "Messages dropped by the overflow policy, by subscription.",
-      type: "counter",
-      samples: stats.subscriptions.map((s) => `${sub(s)} ${s.dropped}`),
-    },
-    {
-      name: "dockipc_hub_pending",
-      help: "Messages waiting to be read, by subscription.",
-      type: "gauge",
-      samples: stats.subscriptions.map((s) => `${sub(s)} ${s.pending}`),
-    },
-    {
-      name: "dockipc_hub_pending_bytes",
-      help: "Payload bytes waiting to be read, by subscription.",
-      type: "gauge",
-      samples: stats.subscriptions.map((s) => `${sub(s)} ${s.pendingBytes}`),
-    },
-  ];
   let out = "";
-  for (const f of families) {
-    out += `# HELP ${f.name} ${f.help}\n# TYPE ${f.name} ${f.type}\n`;
-    for (const sample of f.samples) out += `${f.name}${sample}\n`;
+  const family = <E>(
+    [name, help, type, field]: readonly [string, string, string, keyof E],
+    entries: readonly E[],
+    labels: (entry: E) => string,
+  ): void => {
+    out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
+    for (const entry of entries) out += `${name}{${labels(entry)}} ${entry[field]}\n`;
+  };
+  for (const f of TOPIC_FAMILIES) {
+    family(f, stats.topics, (t) => `topic="${label(t.topic)}"`);
+  }
+  for (const f of SUBSCRIPTION_FAMILIES) {
+    family(
+      f,
+      stats.subscriptions,
+      (s) => `subscription="${s.id}",pattern="${label(s.pattern)}",queue="${label(s.queue ?? "")}"`,
+    );
   }
   return out;
 }

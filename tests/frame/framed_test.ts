@@ -11,6 +11,7 @@ import {
   type Listener,
 } from "../../mod.ts";
 import {
+  acceptedWhileStalled,
   concat,
   encodeFramesRaw,
   readAll,
@@ -251,22 +252,7 @@ describe("framed()", () => {
       const server = framed(p.server);
       const frame = new Uint8Array(4096).fill(5);
       const total = 8192;
-      let accepted = 0;
-      let lastProgress = Date.now();
-      const writing = (async () => {
-        const writer = client.writable.getWriter();
-        while (accepted < total) {
-          await writer.write(frame);
-          accepted++;
-          lastProgress = Date.now();
-        }
-        await writer.close();
-      })();
-      await until(
-        () => Date.now() - lastProgress > 300 || accepted >= total,
-        30_000,
-        "writes to stall",
-      );
+      const { accepted, writing } = await acceptedWhileStalled(client.writable, frame, total);
       const bytes = accepted * 4100;
       assert.ok(bytes <= 4 << 20, `accepted ${bytes} bytes with nobody reading`);
       let received = 0;
