@@ -1,0 +1,543 @@
+/**
+ * The RPC client: one connection, many requests in flight, matched by id; timeouts and
+ * cancellation that reach the server; reconnection with backoff.
+ *
+ * @module
+ */
+
+import { type Address, formatAddress } from "../address.ts";
+import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
+import { framed, type FramedConn } from "../frame/framed.ts";
+import { backoff, delay } from "../internal/async.ts";
+import { connect } from "../transport.ts";
+import { decode, encode, type Message, Type, VERSION } from "./protocol.ts";
+
+/**
+ * An error the server's handler threw, as the client sees it: its `code` (the error's `code`
+ * property, or its class name) and message. The stack travels only if the server opts in.
+ *
+ * @example Tell a handler's failure from a transport failure
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dial, RemoteError, serve } from "@dockipc/dockipc/rpc";
+ *
+ * await using server = await serve("tcp://127.0.0.1:0", () => {
+ *   throw Object.assign(new Error("no such user"), { code: "ENOTFOUND" });
+ * });
+ * await using client = await dial(server.addr);
+ * await assert.rejects(client.request("user 7"), (err) => {
+ *   assert.ok(err instanceof RemoteError);
+ *   assert.equal(err.code, "ENOTFOUND");
+ *   assert.equal(err.message, "no such user");
+ *   return true;
+ * });
+ * ```
+ */
+export class RemoteError extends Error {
+  /** Always `"RemoteError"`. */
+  override name = "RemoteError";
+  /** The remote error's code, or its class name when it had none. */
+  readonly code: string;
+  /** The remote stack, when the server sends stacks (`exposeStack`). */
+  readonly remoteStack: string | undefined;
+
+  /**
+   * Builds the error.
+   *
+   * @param code The remote error's code.
+   * @param message The remote error's message.
+   * @param remoteStack The remote stack, if sent.
+   */
+  constructor(code: string, message: string, remoteStack?: string) {
+    super(message);
+    this.code = code;
+    this.remoteStack = remoteStack;
+  }
+}
+
+/** How a lost connection is re-established: exponential backoff with full jitter. */
+export interface ReconnectOptions {
+  /** Attempts before giving up. @default {Infinity} */
+  maxAttempts?: number;
+  /** The first delay's upper bound, in ms. @default {100} */
+  initialDelay?: number;
+  /** No delay exceeds this, in ms. @default {5000} */
+  maxDelay?: number;
+  /** Each bound is the previous one times this. @default {2} */
+  factor?: number;
+}
+
+/** Options of {@linkcode dial}. */
+export interface DialOptions {
+  /** The application the server must be. @default {"dockipc"} */
+  app?: string;
+  /** The server's shared secret. */
+  token?: string | Uint8Array;
+  /** Milliseconds for connecting and the handshake. @default {10000} */
+  timeout?: number;
+  /** Abandons the first connection attempt. */
+  signal?: AbortSignal;
+  /** The largest frame either way. @default {16777216} */
+  maxFrameSize?: number;
+  /** Re-connects after the connection is lost: `true` for the defaults. @default {false} */
+  reconnect?: boolean | ReconnectOptions;
+  /** While not connected, requests fail at once instead of waiting. @default {false} */
+  failFast?: boolean;
+  /** The default timeout of a request, in ms. @default {30000} */
+  requestTimeout?: number;
+}
+
+/** Options of one request. */
+export interface RpcRequestOptions {
+  /** Cancels the request: it rejects with the reason and the server's handler sees its signal abort. */
+  signal?: AbortSignal;
+  /** Milliseconds before the request fails with `ETIMEDOUT` (and is cancelled on the server). */
+  timeout?: number;
+  /** Safe to send again: if the connection drops while it is in flight, it is resent after reconnecting. */
+  idempotent?: boolean;
+}
+
+/** A connection to an RPC server. */
+export interface RpcClient extends AsyncDisposable {
+  /**
+   * Sends a request and resolves with the reply.
+   *
+   * @throws {RemoteError} The handler threw.
+   * @throws {IpcError} `ETIMEDOUT`, `ECONNRESET` (the connection dropped while in flight), `ECLOSED`.
+   */
+  request(data: Uint8Array | string, options?: RpcRequestOptions): Promise<Uint8Array>;
+  /** Sends a request whose reply is a stream of chunks; cancelling the stream cancels it. */
+  requestStream(data: Uint8Array | string, options?: RpcRequestOptions): ReadableStream<Uint8Array>;
+  /** Closes the connection; requests in flight reject with `ECLOSED`. */
+  close(): void;
+}
+
+const utf8 = new TextEncoder();
+const REFUSAL_CODES: readonly IpcErrorCode[] = [
+  "EAUTH",
+  "EPROTOCOL",
+  "ECONNREFUSED",
+  "ECLOSED",
+  "ETIMEDOUT",
+];
+
+interface Pending {
+  readonly id: number;
+  readonly frame: Uint8Array;
+  readonly idempotent: boolean;
+  chunk(data: Uint8Array): void;
+  end(data?: Uint8Array): void;
+  fail(err: unknown): void;
+}
+
+interface Session {
+  readonly conn: FramedConn<Uint8Array>;
+  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+  /** The server said it is shutting down: send nothing more here. */
+  goaway: boolean;
+}
+
+/**
+ * Connects to an RPC server and completes the handshake.
+ *
+ * @param address The server's address.
+ * @param options The handshake's app id and token, timeouts, reconnection.
+ * @returns The client.
+ * @throws {IpcError} As `connect()` does; `EAUTH` for a wrong token; `EPROTOCOL` for another app
+ * or protocol version; `ECONNREFUSED` when the server is full.
+ *
+ * @example Many requests at once over one connection
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dial, serve } from "@dockipc/dockipc/rpc";
+ *
+ * await using server = await serve("tcp://127.0.0.1:0", async (request) => {
+ *   await new Promise((resolve) => setTimeout(resolve, 10 - request[0]!)); // later ones finish first
+ *   return request;
+ * });
+ * await using client = await dial(server.addr, { reconnect: true });
+ * const replies = await Promise.all([1, 2, 3].map((n) => client.request(new Uint8Array([n]))));
+ * assert.deepEqual(replies.map((r) => r[0]), [1, 2, 3]);
+ * ```
+ */
+export async function dial(
+  address: string | Address,
+  options: DialOptions = {},
+): Promise<RpcClient> {
+  const client = new Client(address, options);
+  await client.open(options.signal);
+  return client;
+}
+
+class Client implements RpcClient {
+  readonly #address: string | Address;
+  readonly #options: DialOptions;
+  readonly #label: string;
+  #session: Session | undefined;
+  #closed = false;
+  /** Why requests cannot be sent now, once reconnecting has given up or is off. */
+  #down: IpcError | undefined;
+  #reconnecting: Promise<void> | undefined;
+  readonly #pending = new Map<number, Pending>();
+  /** Requests waiting for a connection. */
+  #waiting: (() => void)[] = [];
+  #nextId = 0;
+
+  constructor(address: string | Address, options: DialOptions) {
+    this.#address = address;
+    this.#options = options;
+    this.#label = typeof address === "string" ? address : formatAddress(address);
+  }
+
+  async open(signal?: AbortSignal): Promise<void> {
+    this.#attach(await this.#connect(signal));
+  }
+
+  request(data: Uint8Array | string, options: RpcRequestOptions = {}): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      this.#start(data, options, {
+        chunk: () => {},
+        end: (reply) => resolve(reply ?? new Uint8Array(0)),
+        fail: reject,
+      }, true);
+    });
+  }
+
+  requestStream(
+    data: Uint8Array | string,
+    options: RpcRequestOptions = {},
+  ): ReadableStream<Uint8Array> {
+    let cancel: ((reason: unknown) => void) | undefined;
+    return new ReadableStream<Uint8Array>({
+      start: (controller) => {
+        cancel = this.#start(data, options, {
+          chunk: (c) => controller.enqueue(c),
+          end: (reply) => {
+            if (reply !== undefined && reply.length > 0) controller.enqueue(reply);
+            controller.close();
+          },
+          fail: (err) => controller.error(err),
+        }, false);
+      },
+      cancel: (reason) => cancel?.(reason),
+    });
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const err = closedError("request", "client");
+    for (const p of [...this.#pending.values()]) p.fail(err);
+    this.#wake();
+    this.#session?.conn.close();
+    this.#session = undefined;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    return Promise.resolve();
+  }
+
+  /** Starts a request; returns how to cancel it. */
+  #start(
+    data: Uint8Array | string,
+    options: RpcRequestOptions,
+    on: { chunk(c: Uint8Array): void; end(reply?: Uint8Array): void; fail(err: unknown): void },
+    whole: boolean,
+  ): (reason: unknown) => void {
+    const { signal, idempotent = false } = options;
+    const timeout = options.timeout ?? this.#options.requestTimeout ?? 30_000;
+    const id = this.#newId();
+    const bytes = typeof data === "string" ? utf8.encode(data) : data;
+    let settled = false;
+    const chunks: Uint8Array[] = [];
+    const finish = (): void => {
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      this.#pending.delete(id);
+    };
+    const cancel = (reason: unknown): void => {
+      if (settled) return;
+      const sent = this.#pending.has(id);
+      finish();
+      on.fail(reason);
+      if (sent) this.#write({ type: Type.CANCEL, id });
+    };
+    const onAbort = (): void => cancel(signal?.reason);
+    const timer = setTimeout(() => {
+      cancel(
+        new IpcError("ETIMEDOUT", `Request to "${this.#label}" had no reply within ${timeout} ms`, {
+          op: "request",
+          address: this.#label,
+        }),
+      );
+    }, timeout);
+    if (signal?.aborted) {
+      queueMicrotask(onAbort);
+      return cancel;
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const pending: Pending = {
+      id,
+      frame: encode({ type: Type.REQUEST, id, data: bytes }),
+      idempotent,
+      chunk: (c) => (whole ? chunks.push(c) : on.chunk(c)),
+      end: (reply) => {
+        if (settled) return;
+        finish();
+        if (whole && chunks.length > 0) on.end(concat(chunks));
+        else on.end(reply);
+      },
+      fail: (err) => {
+        if (settled) return;
+        finish();
+        on.fail(err);
+      },
+    };
+    void this.#send(pending, () => settled);
+    return cancel;
+  }
+
+  async #send(pending: Pending, settled: () => boolean): Promise<void> {
+    while (this.#session === undefined || this.#session.goaway) {
+      if (this.#closed) return pending.fail(closedError("request", "client"));
+      if (this.#down !== undefined) return pending.fail(this.#down);
+      if (this.#options.failFast) {
+        return pending.fail(
+          new IpcError(
+            "ECONNRESET",
+            `Cannot request "${this.#label}" as the client is not connected`,
+            {
+              op: "request",
+              address: this.#label,
+            },
+          ),
+        );
+      }
+      this.#startReconnect();
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+      if (settled()) return;
+    }
+    this.#pending.set(pending.id, pending);
+    this.#session.writer.write(pending.frame).catch(() => {});
+  }
+
+  #write(message: Message): void {
+    this.#session?.writer.write(encode(message)).catch(() => {});
+  }
+
+  #newId(): number {
+    do this.#nextId = (this.#nextId + 1) >>> 0; while (this.#pending.has(this.#nextId));
+    return this.#nextId;
+  }
+
+  #wake(): void {
+    const waiting = this.#waiting;
+    this.#waiting = [];
+    for (const wake of waiting) wake();
+  }
+
+  async #connect(signal?: AbortSignal): Promise<Session> {
+    const timeout = this.#options.timeout ?? 10_000;
+    const connectOptions = signal === undefined ? { timeout } : { timeout, signal };
+    const conn = framed(
+      await connect(this.#address, connectOptions),
+      this.#options.maxFrameSize === undefined ? {} : { maxFrameSize: this.#options.maxFrameSize },
+    );
+    const writer = conn.writable.getWriter();
+    writer.closed.catch(() => {});
+    try {
+      const token = this.#options.token;
+      await writer.write(encode({
+        type: Type.HELLO,
+        version: VERSION,
+        app: this.#options.app ?? "dockipc",
+        token: typeof token === "string" ? utf8.encode(token) : token ?? new Uint8Array(0),
+      }));
+      const reader = conn.readable.getReader();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const first = await Promise.race([
+        reader.read(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            reject(
+              new IpcError(
+                "ETIMEDOUT",
+                `Cannot connect to "${this.#label}" as the handshake took over ${timeout} ms`,
+                {
+                  op: "connect",
+                  address: this.#label,
+                },
+              ),
+            );
+          }, timeout);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      reader.releaseLock();
+      if (first.done) {
+        throw new IpcError(
+          "ECONNRESET",
+          `Cannot connect to "${this.#label}" as it closed during the handshake`,
+          {
+            op: "connect",
+            address: this.#label,
+          },
+        );
+      }
+      const answer = decode(first.value);
+      if (answer.type === Type.REFUSED) {
+        const code = (REFUSAL_CODES as readonly string[]).includes(answer.code)
+          ? answer.code as IpcErrorCode
+          : "EPROTOCOL";
+        throw new IpcError(
+          code,
+          `Cannot connect to "${this.#label}" as the server refused: ${answer.message}`,
+          {
+            op: "connect",
+            address: this.#label,
+          },
+        );
+      }
+      if (answer.type !== Type.WELCOME || answer.version !== VERSION) {
+        throw new IpcError(
+          "EPROTOCOL",
+          `Cannot connect to "${this.#label}" as it answered the handshake wrongly`,
+          {
+            op: "connect",
+            address: this.#label,
+          },
+        );
+      }
+      return { conn, writer, goaway: false };
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
+  }
+
+  /** Makes `session` current, resends what may be resent, and reads its replies. */
+  #attach(session: Session): void {
+    this.#session = session;
+    this.#down = undefined;
+    for (const p of this.#pending.values()) session.writer.write(p.frame).catch(() => {});
+    this.#wake();
+    void this.#read(session);
+  }
+
+  async #read(session: Session): Promise<void> {
+    let lost: unknown = new IpcError(
+      "ECONNRESET",
+      `The connection to "${this.#label}" was closed by the server`,
+      {
+        op: "request",
+        address: this.#label,
+      },
+    );
+    try {
+      for await (const frame of session.conn.readable) {
+        const m = decode(frame);
+        switch (m.type) {
+          case Type.REPLY:
+            this.#pending.get(m.id)?.end(m.data);
+            break;
+          case Type.CHUNK:
+            this.#pending.get(m.id)?.chunk(m.data);
+            break;
+          case Type.END:
+            this.#pending.get(m.id)?.end();
+            break;
+          case Type.ERROR:
+            this.#pending.get(m.id)?.fail(new RemoteError(m.code, m.message, m.stack || undefined));
+            break;
+          case Type.GOAWAY:
+            session.goaway = true;
+            break;
+          default:
+            throw new IpcError("EPROTOCOL", `Cannot read a ${m.type} message from an RPC server`, {
+              op: "request",
+            });
+        }
+      }
+    } catch (err) {
+      lost = err instanceof IpcError && err.code !== "ECLOSED"
+        ? new IpcError(
+          "ECONNRESET",
+          `The connection to "${this.#label}" was lost: ${err.message}`,
+          {
+            op: "request",
+            address: this.#label,
+            cause: err,
+          },
+        )
+        : lost;
+    }
+    session.conn.close();
+    if (this.#session !== session) return;
+    this.#session = undefined;
+    if (this.#closed) return;
+    const resend = this.#options.reconnect !== undefined && this.#options.reconnect !== false;
+    for (const p of [...this.#pending.values()]) {
+      if (!(resend && p.idempotent)) p.fail(lost);
+    }
+    if (!resend) {
+      this.#down = lost as IpcError;
+      this.#wake();
+      return;
+    }
+    this.#startReconnect();
+  }
+
+  #startReconnect(): void {
+    const reconnect = this.#options.reconnect;
+    if (this.#reconnecting !== undefined || this.#closed) return;
+    if (reconnect === undefined || reconnect === false) {
+      this.#down ??= new IpcError(
+        "ECONNRESET",
+        `Cannot request "${this.#label}" as the connection is lost`,
+        {
+          op: "request",
+          address: this.#label,
+        },
+      );
+      this.#wake();
+      return;
+    }
+    const schedule = backoff({ maxDelay: 5000, ...(reconnect === true ? {} : reconnect) });
+    this.#reconnecting = (async () => {
+      let last: unknown;
+      for (const wait of schedule) {
+        await delay(wait);
+        if (this.#closed) return;
+        try {
+          this.#attach(await this.#connect());
+          return;
+        } catch (err) {
+          last = err;
+        }
+      }
+      this.#down = new IpcError(
+        "ECONNRESET",
+        `Cannot reconnect to "${this.#label}": ${(last as Error)?.message}`,
+        {
+          op: "connect",
+          address: this.#label,
+          cause: last,
+        },
+      );
+      for (const p of [...this.#pending.values()]) p.fail(this.#down);
+      this.#wake();
+    })().finally(() => (this.#reconnecting = undefined));
+  }
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}

@@ -1,0 +1,107 @@
+/**
+ * The line protocol of our reference design: a client sends a command terminated by `\n` and
+ * receives the reply as lines; `nc -U` and `socat` work as clients.
+ *
+ * @module
+ */
+
+import type { Address } from "../address.ts";
+import { lines } from "../frame/framed.ts";
+import { listen, type ListenOptions } from "../transport.ts";
+
+/** Answers one command line; an array or a string with line breaks becomes several lines. */
+export type LineHandler = (
+  command: string,
+  context: { remoteAddr: Address },
+) => string | readonly string[] | Promise<string | readonly string[]>;
+
+/** Options of {@linkcode serveLines}. */
+export interface ServeLinesOptions extends Pick<ListenOptions, "mode" | "signal"> {
+  /** The longest command or reply line, in bytes. @default {65536} */
+  maxLineLength?: number;
+}
+
+/** A running line server. */
+export interface LineServer extends AsyncDisposable {
+  /** Where it listens. */
+  readonly addr: Address;
+  /** Stops accepting and closes every connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves a line protocol: each line a client sends is a command; the handler's answer goes
+ * back as one or more lines. Commands on one connection are answered in order. A handler that
+ * throws answers `ERR <message>`; the connection stays open.
+ *
+ * @param address Where to listen.
+ * @param handler Answers each command.
+ * @param options Socket mode, a signal that closes the server, the line length bound.
+ * @returns The running server.
+ *
+ * @example A status command
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connect, lines } from "@dockipc/dockipc";
+ * import { serveLines } from "@dockipc/dockipc/rpc";
+ *
+ * await using server = await serveLines("tcp://127.0.0.1:0", (command) =>
+ *   command === "status" ? ["ok", "uptime 42"] : `unknown ${command}`);
+ * const client = lines(await connect(server.addr));
+ * const writer = client.writable.getWriter();
+ * await writer.write("status");
+ * await writer.close();
+ * assert.deepEqual(await Array.fromAsync(client.readable), ["ok", "uptime 42"]);
+ * ```
+ */
+export async function serveLines(
+  address: string | Address,
+  handler: LineHandler,
+  options: ServeLinesOptions = {},
+): Promise<LineServer> {
+  const listenOptions: ListenOptions = {};
+  if (options.mode !== undefined) listenOptions.mode = options.mode;
+  if (options.signal !== undefined) listenOptions.signal = options.signal;
+  const listener = await listen(address, listenOptions);
+  const open = new Set<{ close(): void }>();
+  const lineOptions = options.maxLineLength === undefined
+    ? {}
+    : { maxLineLength: options.maxLineLength };
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const session = lines(conn, lineOptions);
+      open.add(session);
+      void (async () => {
+        const writer = session.writable.getWriter();
+        try {
+          for await (const command of session.readable) {
+            let reply: string | readonly string[];
+            try {
+              reply = await handler(command, { remoteAddr: conn.remoteAddr });
+            } catch (err) {
+              reply = `ERR ${err instanceof Error ? err.message : String(err)}`;
+            }
+            for (
+              const line of typeof reply === "string"
+                ? reply.split("\n")
+                : reply.flatMap((l) => l.split("\n"))
+            ) {
+              await writer.write(line.endsWith("\r") ? line.slice(0, -1) : line);
+            }
+          }
+          await writer.close();
+        } catch {
+          session.close();
+        } finally {
+          open.delete(session);
+        }
+      })();
+    }
+  })();
+  const close = async (): Promise<void> => {
+    await listener.close();
+    for (const session of open) session.close();
+    await accepting;
+  };
+  return { addr: listener.addr, close, [Symbol.asyncDispose]: close };
+}

@@ -1,0 +1,211 @@
+/**
+ * The RPC wire messages, one per frame (`docs/PROTOCOL.md`, "RPC"): a type byte, then fields.
+ * Every decoder checks each length against the bytes left and refuses anything else with
+ * `IpcError` `EPROTOCOL`.
+ *
+ * @module
+ */
+
+import { IpcError } from "../errors.ts";
+
+/** The protocol version this code speaks. */
+export const VERSION = 1;
+
+/** Message types: the first byte of every frame. */
+export const Type = {
+  HELLO: 1,
+  WELCOME: 2,
+  REFUSED: 3,
+  REQUEST: 4,
+  REPLY: 5,
+  ERROR: 6,
+  CANCEL: 7,
+  CHUNK: 8,
+  END: 9,
+  GOAWAY: 10,
+} as const;
+
+/** A decoded message. */
+export type Message =
+  | { type: typeof Type.HELLO; version: number; app: string; token: Uint8Array }
+  | { type: typeof Type.WELCOME; version: number }
+  | { type: typeof Type.REFUSED; code: string; message: string }
+  | { type: typeof Type.REQUEST; id: number; data: Uint8Array }
+  | { type: typeof Type.REPLY; id: number; data: Uint8Array }
+  | { type: typeof Type.ERROR; id: number; code: string; message: string; stack: string }
+  | { type: typeof Type.CANCEL; id: number }
+  | { type: typeof Type.CHUNK; id: number; data: Uint8Array }
+  | { type: typeof Type.END; id: number }
+  | { type: typeof Type.GOAWAY };
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder("utf-8", { fatal: true });
+
+const NONE = new Uint8Array(0);
+
+/** Builds a frame: the type byte, then each field (a u32, or a u16-prefixed UTF-8 string). */
+function build(
+  type: number,
+  fields: readonly (number | string)[],
+  payload: Uint8Array = NONE,
+): Uint8Array {
+  // A string field holds at most 65,535 bytes: longer text (a stack, say) is cut.
+  const parts = fields.map((f) => typeof f === "number" ? f : utf8.encode(f).subarray(0, 0xffff));
+  let size = 1 + payload.length;
+  for (const part of parts) size += typeof part === "number" ? 4 : 2 + part.length;
+  const out = new Uint8Array(size);
+  const view = new DataView(out.buffer);
+  out[0] = type;
+  let at = 1;
+  for (const part of parts) {
+    if (typeof part === "number") {
+      view.setUint32(at, part);
+      at += 4;
+    } else {
+      view.setUint16(at, part.length);
+      out.set(part, at + 2);
+      at += 2 + part.length;
+    }
+  }
+  out.set(payload, at);
+  return out;
+}
+
+/** Encodes a message as one frame's payload. */
+export function encode(m: Message): Uint8Array {
+  switch (m.type) {
+    case Type.HELLO:
+      return build(m.type, [m.version, m.app], m.token);
+    case Type.WELCOME:
+      return build(m.type, [m.version]);
+    case Type.REFUSED:
+      return build(m.type, [m.code, m.message]);
+    case Type.REQUEST:
+    case Type.REPLY:
+    case Type.CHUNK:
+      return requestLike(m.type, m.id, m.data);
+    case Type.ERROR:
+      return build(m.type, [m.id, m.code, m.message, m.stack]);
+    case Type.CANCEL:
+    case Type.END:
+      return build(m.type, [m.id]);
+    case Type.GOAWAY:
+      return build(m.type, []);
+  }
+}
+
+/** The hot path: a type, an id and the payload, in one allocation. */
+function requestLike(type: number, id: number, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + data.length);
+  out[0] = type;
+  out[1] = id >>> 24;
+  out[2] = id >>> 16;
+  out[3] = id >>> 8;
+  out[4] = id;
+  out.set(data, 5);
+  return out;
+}
+
+/** Reads fields from a frame, refusing any length that runs past its end. */
+class Reader {
+  readonly #frame: Uint8Array;
+  #at = 1;
+
+  constructor(frame: Uint8Array) {
+    this.#frame = frame;
+  }
+
+  #need(n: number, what: string): void {
+    if (this.#at + n > this.#frame.length) {
+      throw bad(`its ${what} runs past the end of the ${this.#frame.length}-byte frame`);
+    }
+  }
+
+  u32(what: string): number {
+    this.#need(4, what);
+    const f = this.#frame;
+    const at = this.#at;
+    this.#at += 4;
+    return ((f[at]! << 24) | (f[at + 1]! << 16) | (f[at + 2]! << 8) | f[at + 3]!) >>> 0;
+  }
+
+  str(what: string): string {
+    this.#need(2, `${what} length`);
+    const n = (this.#frame[this.#at]! << 8) | this.#frame[this.#at + 1]!;
+    this.#at += 2;
+    this.#need(n, what);
+    const bytes = this.#frame.subarray(this.#at, this.#at + n);
+    this.#at += n;
+    try {
+      return text.decode(bytes);
+    } catch (err) {
+      throw bad(`its ${what} is not valid UTF-8`, err);
+    }
+  }
+
+  rest(): Uint8Array {
+    const out = this.#frame.subarray(this.#at);
+    this.#at = this.#frame.length;
+    return out;
+  }
+
+  end(): void {
+    if (this.#at !== this.#frame.length) {
+      throw bad(`${this.#frame.length - this.#at} bytes follow its last field`);
+    }
+  }
+}
+
+function bad(why: string, cause?: unknown): IpcError {
+  return new IpcError("EPROTOCOL", `Cannot read RPC message as ${why}`, { op: "decode", cause });
+}
+
+/** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
+export function decode(frame: Uint8Array): Message {
+  if (frame.length === 0) throw bad("the frame is empty");
+  const r = new Reader(frame);
+  let m: Message;
+  switch (frame[0]) {
+    case Type.HELLO:
+      m = { type: Type.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
+      break;
+    case Type.WELCOME:
+      m = { type: Type.WELCOME, version: r.u32("version") };
+      break;
+    case Type.REFUSED:
+      m = { type: Type.REFUSED, code: r.str("code"), message: r.str("message") };
+      break;
+    case Type.REQUEST:
+    case Type.REPLY:
+    case Type.CHUNK:
+      m = { type: frame[0], id: r.u32("id"), data: r.rest() };
+      break;
+    case Type.ERROR:
+      m = {
+        type: Type.ERROR,
+        id: r.u32("id"),
+        code: r.str("code"),
+        message: r.str("message"),
+        stack: r.str("stack"),
+      };
+      break;
+    case Type.CANCEL:
+    case Type.END:
+      m = { type: frame[0], id: r.u32("id") };
+      break;
+    case Type.GOAWAY:
+      m = { type: Type.GOAWAY };
+      break;
+    default:
+      throw bad(`its type ${frame[0]} is unknown`);
+  }
+  r.end();
+  return m;
+}
+
+/** Compares two byte strings in time that depends only on their lengths, not their contents. */
+export function sameSecret(a: Uint8Array, b: Uint8Array): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i % Math.max(a.length, 1)] ?? 0) ^ b[i]!;
+  return diff === 0;
+}

@@ -1,0 +1,363 @@
+/**
+ * The RPC server: accepts connections, checks each one's handshake, and runs the handler for
+ * every request, many at once per connection, up to a bound.
+ *
+ * @module
+ */
+
+import type { Address } from "../address.ts";
+import { closedError, IpcError } from "../errors.ts";
+import { framed, type FramedConn } from "../frame/framed.ts";
+import type { Conn } from "../runtime/types.ts";
+import { listen, type ListenOptions } from "../transport.ts";
+import { decode, encode, type Message, sameSecret, Type, VERSION } from "./protocol.ts";
+
+/** What a handler gets besides the request. */
+export interface RpcContext {
+  /** Aborts when the client cancels the request or gives up on it, or the server shuts down. */
+  readonly signal: AbortSignal;
+  /** The client's address. */
+  readonly remoteAddr: Address;
+}
+
+/** A handler's reply: bytes, text (sent as UTF-8), or a stream of chunks. */
+export type RpcReply = Uint8Array | string | ReadableStream<Uint8Array>;
+
+/** Answers one request. What it throws reaches the client as a `RemoteError`. */
+export type RpcHandler = (request: Uint8Array, context: RpcContext) => RpcReply | Promise<RpcReply>;
+
+/** Options of {@linkcode serve}. */
+export interface ServeOptions extends Pick<ListenOptions, "mode" | "signal"> {
+  /** Clients must name the same application. @default {"dockipc"} */
+  app?: string;
+  /** A shared secret clients must present; compared in constant time. */
+  token?: string | Uint8Array;
+  /** Connections at once; more are refused at the handshake. @default {1024} */
+  maxConnections?: number;
+  /** Requests running at once per connection; the server reads no further until one ends. @default {64} */
+  maxInflight?: number;
+  /** Milliseconds a new connection has to complete its handshake. @default {5000} */
+  handshakeTimeout?: number;
+  /** Milliseconds a connection may stay without requests before it is closed; 0: never. @default {0} */
+  idleTimeout?: number;
+  /** The largest frame either way. @default {16777216} */
+  maxFrameSize?: number;
+  /** Sends handler stacks to clients, for development. @default {false} */
+  exposeStack?: boolean;
+}
+
+/** A running RPC server. */
+export interface RpcServer extends AsyncDisposable {
+  /** Where it listens. */
+  readonly addr: Address;
+  /** Connections open now. */
+  readonly connections: number;
+  /**
+   * Stops accepting, tells clients to send nothing more, lets requests in flight finish, then
+   * closes. When `signal` aborts first, handlers' signals abort and everything closes at once.
+   */
+  shutdown(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Closes everything now; handlers' signals abort. */
+  close(): void;
+}
+
+const utf8 = new TextEncoder();
+const SHUTDOWN_BOUND_MS = 10_000;
+
+/** The handshake's outcome for a refused client: sent as REFUSED, then the connection closes. */
+class Refusal extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * Serves `handler` at `address`: each request a client sends is answered with what the
+ * handler returns, several at once per connection, replies in any order.
+ *
+ * @param address Where to listen: a unix socket path or a TCP address.
+ * @param handler Answers each request.
+ * @param options The handshake's app id and token, and the server's limits.
+ * @returns The running server.
+ * @throws {IpcError} As `listen()` does.
+ *
+ * @example A server and a client
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { dial, serve } from "@dockipc/dockipc/rpc";
+ *
+ * await using server = await serve("tcp://127.0.0.1:0", (request) =>
+ *   new TextDecoder().decode(request).toUpperCase());
+ * await using client = await dial(server.addr);
+ * const reply = await client.request("hello");
+ * assert.equal(new TextDecoder().decode(reply), "HELLO");
+ * ```
+ */
+export async function serve(
+  address: string | Address,
+  handler: RpcHandler,
+  options: ServeOptions = {},
+): Promise<RpcServer> {
+  const {
+    app = "dockipc",
+    maxConnections = 1024,
+    maxInflight = 64,
+    handshakeTimeout = 5000,
+    idleTimeout = 0,
+    maxFrameSize,
+    exposeStack = false,
+  } = options;
+  const token = typeof options.token === "string" ? utf8.encode(options.token) : options.token;
+  const listenOptions: ListenOptions = {};
+  if (options.mode !== undefined) listenOptions.mode = options.mode;
+  const listener = await listen(address, listenOptions);
+  const sessions = new Set<Session>();
+  /** Aborts every handler: shutdown's signal fired, or close(). */
+  const stop = new AbortController();
+  let draining = false;
+
+  class Session {
+    readonly conn: Conn;
+    readonly framed: FramedConn<Uint8Array>;
+    readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+    readonly inflight = new Map<number, AbortController>();
+    /** Who waits for a request to end: the read loop at `maxInflight`, and a drain. */
+    #waiters: (() => void)[] = [];
+    #idle: ReturnType<typeof setTimeout> | undefined;
+
+    constructor(conn: Conn) {
+      this.conn = conn;
+      this.framed = framed(conn, maxFrameSize === undefined ? {} : { maxFrameSize });
+      this.writer = this.framed.writable.getWriter();
+      // A write to a peer that is gone fails; the read loop sees that and ends the session.
+      this.writer.closed.catch(() => {});
+    }
+
+    async run(): Promise<void> {
+      const reader = this.framed.readable.getReader();
+      try {
+        await this.#handshake(reader);
+        this.#armIdle();
+        while (true) {
+          if (this.inflight.size >= maxInflight) {
+            // Backpressure: read no further until a request ends.
+            await this.#requestEnded();
+          }
+          const { value, done } = await reader.read();
+          if (done) break;
+          this.#armIdle();
+          const message = decode(value);
+          if (message.type === Type.REQUEST) this.#start(message.id, message.data);
+          else if (message.type === Type.CANCEL) this.inflight.get(message.id)?.abort(cancelled());
+          else {throw new IpcError(
+              "EPROTOCOL",
+              `Cannot serve a ${message.type} message after the handshake`,
+            );}
+        }
+        // The client stopped sending: finish what runs, then end our side too.
+        await this.#drained();
+        await this.writer.close().catch(() => {});
+      } catch (err) {
+        if (err instanceof Refusal) {
+          await this.writer.write(
+            encode({ type: Type.REFUSED, code: err.code, message: err.message }),
+          )
+            .then(() => this.writer.close()).catch(() => {});
+        }
+      } finally {
+        clearTimeout(this.#idle);
+        for (const request of this.inflight.values()) {
+          request.abort(closedError("serve", "connection"));
+        }
+        this.conn.close();
+        sessions.delete(this);
+      }
+    }
+
+    async #handshake(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const first = await Promise.race([
+        reader.read(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Refusal("ETIMEDOUT", `No handshake within ${handshakeTimeout} ms`)),
+            handshakeTimeout,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (first.done) throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
+      let hello: Message;
+      try {
+        hello = decode(first.value);
+      } catch (err) {
+        throw new Refusal("EPROTOCOL", (err as Error).message);
+      }
+      if (hello.type !== Type.HELLO) {
+        throw new Refusal(
+          "EPROTOCOL",
+          "The first message was not a handshake: is this a dockipc RPC client?",
+        );
+      }
+      if (hello.version !== VERSION) {
+        throw new Refusal(
+          "EPROTOCOL",
+          `The client speaks protocol version ${hello.version}; this server speaks ${VERSION}`,
+        );
+      }
+      if (hello.app !== app) {
+        throw new Refusal(
+          "EPROTOCOL",
+          `The client is for app "${hello.app}"; this server is "${app}"`,
+        );
+      }
+      if (token !== undefined && !sameSecret(hello.token, token)) {
+        throw new Refusal("EAUTH", "The client's token is wrong");
+      }
+      if (sessions.size > maxConnections) {
+        throw new Refusal(
+          "ECONNREFUSED",
+          `The server has reached maxConnections (${maxConnections})`,
+        );
+      }
+      if (draining) throw new Refusal("ECLOSED", "The server is shutting down");
+      await this.writer.write(encode({ type: Type.WELCOME, version: VERSION }));
+    }
+
+    #start(id: number, data: Uint8Array): void {
+      if (this.inflight.has(id)) {
+        throw new IpcError(
+          "EPROTOCOL",
+          `Cannot serve request ${id} as one with that id is in flight`,
+        );
+      }
+      const request = new AbortController();
+      this.inflight.set(id, request);
+      const signal = AbortSignal.any([request.signal, stop.signal]);
+      void this.#answer(id, data, signal).finally(() => {
+        this.inflight.delete(id);
+        const waiters = this.#waiters;
+        this.#waiters = [];
+        for (const wake of waiters) wake();
+        this.#armIdle();
+      });
+    }
+
+    async #answer(id: number, data: Uint8Array, signal: AbortSignal): Promise<void> {
+      if (draining) {
+        return this.#send({
+          type: Type.ERROR,
+          id,
+          code: "ECLOSED",
+          message: "The server is shutting down",
+          stack: "",
+        });
+      }
+      try {
+        const reply = await handler(data, { signal, remoteAddr: this.conn.remoteAddr });
+        if (signal.aborted) {
+          if (reply instanceof ReadableStream) await reply.cancel(signal.reason).catch(() => {});
+          return;
+        }
+        if (reply instanceof ReadableStream) {
+          for await (const chunk of reply) {
+            if (signal.aborted) return;
+            await this.#send({ type: Type.CHUNK, id, data: chunk });
+          }
+          await this.#send({ type: Type.END, id });
+        } else {
+          const bytes = typeof reply === "string" ? utf8.encode(reply) : reply;
+          if (!(bytes instanceof Uint8Array)) {
+            throw new TypeError(
+              `The handler returned ${typeof reply}, not bytes, text or a stream`,
+            );
+          }
+          await this.#send({ type: Type.REPLY, id, data: bytes });
+        }
+      } catch (err) {
+        if (signal.aborted) return;
+        const e = err instanceof Error ? err : new Error(String(err));
+        const own = (e as Error & { code?: unknown }).code;
+        const code = typeof own === "string" ? own : e.name;
+        await this.#send({
+          type: Type.ERROR,
+          id,
+          code,
+          message: e.message,
+          stack: exposeStack ? e.stack ?? "" : "",
+        });
+      }
+    }
+
+    #send(message: Message): Promise<void> {
+      return this.writer.write(encode(message)).catch(() => {});
+    }
+
+    #requestEnded(): Promise<void> {
+      return new Promise((resolve) => this.#waiters.push(resolve));
+    }
+
+    async #drained(): Promise<void> {
+      while (this.inflight.size > 0) await this.#requestEnded();
+    }
+
+    #armIdle(): void {
+      if (idleTimeout <= 0) return;
+      clearTimeout(this.#idle);
+      if (this.inflight.size > 0) return;
+      this.#idle = setTimeout(() => this.conn.close(), idleTimeout);
+    }
+
+    /** Shutdown: tell the client, then close once what runs has finished. */
+    async drain(): Promise<void> {
+      await this.#send({ type: Type.GOAWAY });
+      await this.#drained();
+      this.conn.close();
+    }
+  }
+
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const session = new Session(conn);
+      sessions.add(session);
+      void session.run();
+    }
+  })();
+
+  const close = (): void => {
+    stop.abort(closedError("serve", "server"));
+    void listener.close();
+    for (const session of sessions) session.conn.close();
+  };
+  options.signal?.addEventListener("abort", close, { once: true });
+
+  const server: RpcServer = {
+    addr: listener.addr,
+    get connections(): number {
+      return sessions.size;
+    },
+    async shutdown(shutdownOptions: { signal?: AbortSignal } = {}): Promise<void> {
+      draining = true;
+      await listener.close();
+      const { signal } = shutdownOptions;
+      if (signal?.aborted) return close();
+      signal?.addEventListener("abort", close, { once: true });
+      try {
+        await Promise.all([...sessions].map((s) => s.drain()));
+        await accepting;
+      } finally {
+        signal?.removeEventListener("abort", close);
+      }
+    },
+    close,
+    async [Symbol.asyncDispose](): Promise<void> {
+      await server.shutdown({ signal: AbortSignal.timeout(SHUTDOWN_BOUND_MS) });
+    },
+  };
+  return server;
+}
+
+function cancelled(): IpcError {
+  return new IpcError("ECLOSED", "The client cancelled the request", { op: "serve" });
+}
