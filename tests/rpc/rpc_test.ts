@@ -1,0 +1,425 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { connect, IpcError, lines } from "../../mod.ts";
+import { framed } from "../../src/frame/framed.ts";
+import { dial, RemoteError, type RpcContext, serve, serveLines } from "../../src/rpc/mod.ts";
+import { encode, Type } from "../../src/rpc/protocol.ts";
+import { readAll, rejectsWith, rt, RUNTIMES, spawnFixture, tempDir, until } from "../_helpers.ts";
+
+const T = { timeout: 60_000 };
+const text = new TextDecoder();
+const utf8 = new TextEncoder();
+const echo = (request: Uint8Array): Uint8Array => request;
+
+/** Resolves after `ms`, or rejects with the signal's reason when it aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+/** Sends raw frames as a misbehaving client would; returns what the server sent until it closed. */
+async function rawSession(address: string, frames: Uint8Array[]): Promise<Uint8Array[]> {
+  const conn = framed(await connect(address));
+  const writer = conn.writable.getWriter();
+  for (const f of frames) await writer.write(f).catch(() => {});
+  const replies: Uint8Array[] = [];
+  try {
+    for await (const frame of conn.readable) replies.push(frame);
+  } catch {
+    // A reset after the server's last frame is as good as an end here.
+  }
+  return replies;
+}
+
+const hello = (over: Partial<{ version: number; app: string; token: string }> = {}): Uint8Array =>
+  encode({
+    type: Type.HELLO,
+    version: over.version ?? 1,
+    app: over.app ?? "dockipc",
+    token: utf8.encode(over.token ?? ""),
+  });
+
+describe("RPC", () => {
+  test("1,000 concurrent requests on one connection, replies out of order", T, async () => {
+    await using dir = await tempDir();
+    let running = 0;
+    let most = 0;
+    await using server = await serve(`${dir.path}/r.sock`, async (request, { signal }) => {
+      most = Math.max(most, ++running);
+      // Later requests wait less: replies come back in a different order than requests went out.
+      await sleep(20 - (request[0]! % 20), signal);
+      running--;
+      return request;
+    }, { maxInflight: 1000 });
+    await using client = await dial(server.addr);
+    const requests = Array.from({ length: 1000 }, (_, i) => new Uint8Array([i % 256, i >> 8]));
+    const order: number[] = [];
+    const replies = await Promise.all(
+      requests.map((r, i) => client.request(r).then((reply) => (order.push(i), reply))),
+    );
+    assert.deepEqual(replies, requests);
+    assert.notDeepEqual(
+      order,
+      [...order].sort((a, b) => a - b),
+      "replies arrived in request order",
+    );
+    assert.ok(most > 100, `only ${most} ran at once`);
+  });
+
+  test("200 clients at once, each with its own requests", T, async () => {
+    await using dir = await tempDir();
+    await using server = await serve(`${dir.path}/r.sock`, echo);
+    const results = await Promise.all(Array.from({ length: 200 }, async (_, i) => {
+      await using client = await dial(server.addr);
+      const replies = await Promise.all([0, 1, 2].map((k) => client.request(`${i}-${k}`)));
+      return replies.map((r) => text.decode(r));
+    }));
+    results.forEach((r, i) => assert.deepEqual(r, [`${i}-0`, `${i}-1`, `${i}-2`]));
+  });
+
+  test(
+    "a handler that throws reaches the client as RemoteError, without a stack unless exposed",
+    T,
+    async () => {
+      for (const exposeStack of [false, true]) {
+        await using server = await serve("tcp://127.0.0.1:0", () => {
+          throw Object.assign(new RangeError("bad input"), { code: "EBADINPUT" });
+        }, { exposeStack });
+        await using client = await dial(server.addr);
+        const err = await client.request("x").catch((e: unknown) => e);
+        assert.ok(err instanceof RemoteError);
+        assert.equal(err.code, "EBADINPUT");
+        assert.equal(err.message, "bad input");
+        assert.equal(err.remoteStack === undefined, !exposeStack);
+        // The connection is fine afterwards.
+        await assert.rejects(client.request("y"), RemoteError);
+      }
+      await using server = await serve("tcp://127.0.0.1:0", () => {
+        throw new TypeError("no code");
+      });
+      await using client = await dial(server.addr);
+      await assert.rejects(
+        client.request(""),
+        (e: unknown) => e instanceof RemoteError && e.code === "TypeError",
+      );
+    },
+  );
+
+  test(
+    "a hanging handler: the client's timeout fires and the handler's signal aborts",
+    T,
+    async () => {
+      let aborted: (reason: unknown) => void;
+      const handlerSaw = new Promise<unknown>((resolve) => (aborted = resolve));
+      await using server = await serve(
+        "tcp://127.0.0.1:0",
+        (_, ctx: RpcContext) =>
+          new Promise((_, reject) => {
+            ctx.signal.addEventListener("abort", () => {
+              aborted(ctx.signal.reason);
+              reject(ctx.signal.reason);
+            });
+          }),
+      );
+      await using client = await dial(server.addr);
+      await rejectsWith(client.request("x", { timeout: 50 }), "ETIMEDOUT", /within 50 ms/);
+      const reason = await handlerSaw;
+      assert.ok(reason instanceof IpcError && reason.code === "ECLOSED", String(reason));
+    },
+  );
+
+  test("a client abort mid-request rejects with the reason and aborts the handler", T, async () => {
+    let started!: () => void;
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let handlerAborted = false;
+    await using server = await serve("tcp://127.0.0.1:0", async (_, { signal }) => {
+      started();
+      await sleep(30_000, signal).catch((e) => {
+        handlerAborted = true;
+        throw e;
+      });
+      return "late";
+    });
+    await using client = await dial(server.addr);
+    const controller = new AbortController();
+    const pending = client.request("x", { signal: controller.signal });
+    await running;
+    controller.abort(new Error("user pressed ^C"));
+    await assert.rejects(pending, /user pressed \^C/);
+    await until(() => handlerAborted, 10_000, "the handler's signal to abort");
+    assert.equal(server.connections, 1, "the connection stays open");
+  });
+
+  test(
+    "requestStream() delivers a streamed reply chunk by chunk; cancelling it stops the handler",
+    T,
+    async () => {
+      let stopped = false;
+      await using server = await serve("tcp://127.0.0.1:0", (request) => {
+        if (text.decode(request) === "forever") {
+          return new ReadableStream<Uint8Array>({
+            pull: (c) =>
+              new Promise<void>((resolve) =>
+                setTimeout(() => {
+                  if (!stopped) c.enqueue(utf8.encode("."));
+                  resolve();
+                }, 1)
+              ),
+            cancel: () => void (stopped = true),
+          });
+        }
+        return ReadableStream.from(["a", "bb", "ccc"].map((s) => utf8.encode(s)));
+      });
+      await using client = await dial(server.addr);
+      const chunks = await Array.fromAsync(client.requestStream("three"));
+      assert.deepEqual(chunks.map((c) => text.decode(c)), ["a", "bb", "ccc"]);
+      assert.equal(text.decode(await client.request("three")), "abbccc");
+      const reader = client.requestStream("forever").getReader();
+      for (let i = 0; i < 5; i++) assert.equal(text.decode((await reader.read()).value), ".");
+      await reader.cancel(new Error("enough"));
+      await until(() => stopped, 10_000, "the server's stream to be cancelled");
+    },
+  );
+
+  test("the handshake refuses a wrong token, app id or version with a clear error", T, async () => {
+    await using server = await serve("tcp://127.0.0.1:0", echo, { app: "daemon", token: "s3cret" });
+    await rejectsWith(
+      dial(server.addr, { app: "daemon", token: "wrong" }),
+      "EAUTH",
+      /server refused: The client's token is wrong/,
+    );
+    await rejectsWith(dial(server.addr, { app: "daemon" }), "EAUTH");
+    await rejectsWith(
+      dial(server.addr, { app: "other", token: "s3cret" }),
+      "EPROTOCOL",
+      /for app "other"; this server is "daemon"/,
+    );
+    const address = `127.0.0.1:${(server.addr as { port: number }).port}`;
+    const replies = await rawSession(address, [
+      hello({ version: 2, app: "daemon", token: "s3cret" }),
+    ]);
+    assert.equal(replies[0]![0], Type.REFUSED);
+    assert.match(text.decode(replies[0]!), /protocol version 2; this server speaks 1/);
+    await using ok = await dial(server.addr, { app: "daemon", token: "s3cret" });
+    assert.equal(text.decode(await ok.request("fine")), "fine");
+  });
+
+  test(
+    "garbage, an oversize frame and unknown messages close that connection; others go on",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      await using server = await serve(`${dir.path}/r.sock`, echo, { maxFrameSize: 1024 });
+      await using good = await dial(server.addr);
+      const path = `${dir.path}/r.sock`;
+      // Garbage instead of a handshake: refused with EPROTOCOL.
+      const garbage = await rawSession(path, [utf8.encode("GET / HTTP/1.1")]);
+      assert.match(text.decode(garbage[0] ?? new Uint8Array()), /EPROTOCOL/);
+      // Raw bytes that are not even frames: the length says 1.9 GB, more than maxFrameSize.
+      const raw = await connect(path);
+      const w = raw.writable.getWriter();
+      await w.write(utf8.encode("GARBAGE!"));
+      assert.equal((await readAll(raw.readable).catch(() => new Uint8Array(0))).length, 0);
+      // After a good handshake: an unknown message type, then an oversize frame.
+      for (const bad of [new Uint8Array([99, 1, 2]), new Uint8Array(2000)]) {
+        const session = await rawSession(path, [
+          hello(),
+          bad,
+          encode({ type: Type.REQUEST, id: 1, data: utf8.encode("x") }),
+        ]);
+        assert.equal(session[0]![0], Type.WELCOME);
+        assert.equal(session.length, 1, "nothing is answered after bad input");
+      }
+      assert.equal(text.decode(await good.request("still served")), "still served");
+    },
+  );
+
+  test("a connection that sends no handshake is closed after handshakeTimeout", T, async () => {
+    await using server = await serve("tcp://127.0.0.1:0", echo, { handshakeTimeout: 100 });
+    const conn = await connect(server.addr);
+    const reply = framed(conn);
+    const frames = await Array.fromAsync(reply.readable);
+    assert.match(text.decode(frames[0]), /No handshake within 100 ms/);
+  });
+
+  test("maxInflight bounds the handlers running for one connection; the rest wait", T, async () => {
+    let running = 0;
+    let most = 0;
+    await using server = await serve("tcp://127.0.0.1:0", async (request, { signal }) => {
+      most = Math.max(most, ++running);
+      await sleep(5, signal);
+      running--;
+      return request;
+    }, { maxInflight: 4 });
+    await using client = await dial(server.addr);
+    const replies = await Promise.all(
+      Array.from({ length: 100 }, (_, i) => client.request(String(i))),
+    );
+    assert.equal(replies.length, 100);
+    assert.equal(most, 4);
+  });
+
+  test(
+    "maxConnections refuses a client beyond it; idleTimeout closes idle connections",
+    T,
+    async () => {
+      await using server = await serve("tcp://127.0.0.1:0", echo, { maxConnections: 2 });
+      await using a = await dial(server.addr);
+      await using b = await dial(server.addr);
+      await rejectsWith(dial(server.addr), "ECONNREFUSED", /maxConnections \(2\)/);
+      a.close();
+      await until(() => server.connections < 2, 10_000, "a's connection to close");
+      await using c = await dial(server.addr);
+      assert.equal(text.decode(await c.request("in")), "in");
+      assert.equal(text.decode(await b.request("b")), "b");
+
+      await using idle = await serve("tcp://127.0.0.1:0", echo, { idleTimeout: 50 });
+      await using sleeper = await dial(idle.addr);
+      assert.equal(text.decode(await sleeper.request("x")), "x");
+      await until(() => idle.connections === 0, 10_000, "the idle connection to close");
+      await rejectsWith(sleeper.request("y"), "ECONNRESET");
+    },
+  );
+
+  test(
+    "shutdown() waits for requests in flight, refuses new connections, then closes",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      let finished = 0;
+      const server = await serve(`${dir.path}/r.sock`, async (_, { signal }) => {
+        await sleep(100, signal);
+        finished++;
+        return "done";
+      });
+      const client = await dial(server.addr);
+      const inflight = Array.from({ length: 5 }, () => client.request("x"));
+      await until(() => server.connections === 1, 10_000, "the connection");
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await server.shutdown();
+      assert.equal(finished, 5);
+      assert.deepEqual(
+        (await Promise.all(inflight)).map((r) => text.decode(r)),
+        Array(5).fill("done"),
+      );
+      await rejectsWith(dial(server.addr), "ENOENT");
+      client.close();
+    },
+  );
+
+  test("shutdown({ signal }) aborts handlers when the signal fires first", T, async () => {
+    let aborted = 0;
+    const server = await serve("tcp://127.0.0.1:0", async (_, { signal }) => {
+      await sleep(30_000, signal).catch((e) => {
+        aborted++;
+        throw e;
+      });
+      return "never";
+    });
+    const client = await dial(server.addr);
+    const pending = client.request("x").catch((e: unknown) => e);
+    await until(() => server.connections === 1, 10_000, "the connection");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await server.shutdown({ signal: AbortSignal.timeout(50) });
+    const err = await pending;
+    assert.ok(err instanceof IpcError && err.code === "ECONNRESET", String(err));
+    assert.equal(aborted, 1);
+    client.close();
+  });
+
+  test("a server killed with SIGKILL mid-request: a typed error, then reconnect and succeed", {
+    timeout: 120_000,
+  }, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/k.sock`;
+    const first = spawnFixture(rt.name, "rpc_server.ts", [path]);
+    assert.equal(await first.line(), "ready");
+    await using client = await dial(path, { reconnect: { initialDelay: 20, maxDelay: 200 } });
+    const firstPid = text.decode(await client.request("pid"));
+    const lost = client.request("slow:30000").catch((e: unknown) => e);
+    const resent = client.request("slow:50", { idempotent: true });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    first.process.kill("SIGKILL");
+    await first.status;
+    const err = await lost;
+    assert.ok(err instanceof IpcError && err.code === "ECONNRESET", String(err));
+    // Requests made while the server is down wait for it (bounded by their own timeout).
+    const waiting = client.request("pid", { timeout: 30_000 });
+    await using second = spawnFixture(rt.name, "rpc_server.ts", [path]);
+    assert.equal(await second.line(), "ready");
+    const secondPid = text.decode(await waiting);
+    assert.notEqual(secondPid, firstPid);
+    assert.equal(text.decode(await resent), "slow done", "the idempotent request was sent again");
+    await first[Symbol.asyncDispose]();
+  });
+
+  test("failFast: while not connected, requests fail at once", T, async () => {
+    const server = await serve("tcp://127.0.0.1:0", echo);
+    const client = await dial(server.addr, { failFast: true });
+    server.close();
+    await until(() => server.connections === 0, 10_000, "the server to close");
+    await rejectsWith(client.request("x", { timeout: 60_000 }), "ECONNRESET");
+    client.close();
+    await rejectsWith(client.request("x"), "ECLOSED");
+  });
+
+  test("cross-runtime: child clients of every runtime against this server, and a child server", {
+    timeout: 120_000,
+  }, async () => {
+    await using dir = await tempDir();
+    await using _server = await serve(
+      `${dir.path}/x.sock`,
+      (request) => text.decode(request).slice("echo:".length),
+    );
+    const reports = await Promise.all(RUNTIMES.map(async (name) => {
+      await using child = spawnFixture(name, "rpc_client.ts", [`${dir.path}/x.sock`, "300"]);
+      return JSON.parse(await child.line(60_000));
+    }));
+    assert.deepEqual(
+      reports.map((r) => [r.runtime, r.replies, r.ok]),
+      RUNTIMES.map((n) => [n, 300, true]),
+    );
+    // And this runtime as the client of a server in each other runtime.
+    for (const name of RUNTIMES.filter((n) => n !== rt.name)) {
+      const path = `${dir.path}/${name}.sock`;
+      await using child = spawnFixture(name, "rpc_server.ts", [path]);
+      assert.equal(await child.line(), "ready");
+      await using client = await dial(path);
+      assert.equal(text.decode(await client.request(`echo:from ${rt.name}`)), `from ${rt.name}`);
+    }
+  });
+
+  test("serveLines() answers nc -U and a lines() client, one reply per command", T, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/l.sock`;
+    await using server = await serveLines(path, (command) => {
+      if (command === "status") return ["state running", "clients 1"];
+      if (command === "boom") throw new Error("it broke");
+      return `echo ${command}`;
+    });
+    const nc = rt.spawn("nc", ["-U", "-N", path], {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const output = readAll(nc.stdout!);
+    const writer = nc.stdin!.getWriter();
+    await writer.write(utf8.encode("status\nboom\nhello there\n"));
+    await writer.close();
+    assert.equal(
+      text.decode(await output),
+      "state running\nclients 1\nERR it broke\necho hello there\n",
+    );
+    assert.equal((await nc.status).code, 0);
+    const client = lines(await connect(server.addr));
+    const w = client.writable.getWriter();
+    await w.write("again");
+    await w.close();
+    assert.deepEqual(await Array.fromAsync(client.readable), ["echo again"]);
+  });
+});
