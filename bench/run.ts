@@ -11,9 +11,12 @@ import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
 import process from "node:process";
 import { command, ROOT, RUNTIMES } from "../scripts/_runtimes.ts";
+import { BENCH_COMMANDS, ensureCommands } from "../scripts/_system.ts";
 
 const extra = process.argv.slice(2);
-const benches = ["bench/transport.ts", "bench/frame.ts", "bench/hub.ts"];
+const benches = ["bench/transport.ts", "bench/frame.ts", "bench/hub.ts", "bench/rpc.ts"];
+// The RPC benchmark compares against NATS: nats-server comes from Debian.
+ensureCommands(BENCH_COMMANDS);
 let failed = 0;
 const pin = cpus().length >= 2 && spawnSync("taskset", ["-c", "0", "true"]).status === 0;
 console.log(

@@ -21,6 +21,11 @@ export const TEST_COMMANDS: readonly SystemCommand[] = [
   { command: "nc", debian: "netcat-openbsd" },
 ];
 
+/** What the benchmarks run: the peers they compare against. */
+export const BENCH_COMMANDS: readonly SystemCommand[] = [
+  { command: "nats-server", debian: "nats-server" },
+];
+
 function onPath(command: string): boolean {
   return spawnSync("sh", ["-c", `command -v ${command}`], { stdio: "ignore" }).status === 0;
 }

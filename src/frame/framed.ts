@@ -114,6 +114,9 @@ export function lines(conn: Conn, options: LineStreamOptions = {}): FramedConn<s
   return join(conn, new LineParser(max), new LineEncoding(max));
 }
 
+/** The first size of a connection's write batch: an idle connection holds two of these. */
+const FIRST_BATCH_BYTES = 2048;
+
 /** How long messages accepted before bad input arrived may take to leave before the close. */
 const FLUSH_GRACE_MS = 2000;
 
@@ -133,10 +136,13 @@ function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedCo
     writeEnded = true;
     closeIfDone();
   });
+  const reader = conn.readable.getReader();
   /**
    * Ends both directions with `err`. After bad input from the peer, what was accepted for
-   * writing before is still sent, for at most `FLUSH_GRACE_MS` in case the peer does not read;
-   * after a broken connection or `close()` there is nothing to save.
+   * writing before is still sent and the sending direction ended; what the peer still sends is
+   * read and dropped until it ends too, as closing with unread input would reset the connection
+   * and could cost the peer those last messages. All that takes `FLUSH_GRACE_MS` at most. After
+   * a broken connection or `close()` there is nothing to save.
    */
   const fail = (err: unknown, flush: boolean): void => {
     if (failed) return;
@@ -147,12 +153,14 @@ function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedCo
       return;
     }
     const timer = setTimeout(() => conn.close(), FLUSH_GRACE_MS);
-    sink.close().catch(() => {}).finally(() => {
+    void (async () => {
+      await sink.close().catch(() => {});
+      while (!(await reader.read().catch(() => ({ done: true }))).done);
+    })().finally(() => {
       clearTimeout(timer);
       conn.close();
     });
   };
-  const reader = conn.readable.getReader();
   let readController: ReadableStreamDefaultController<T>;
   let emitted = false;
   let badInput: { error: unknown } | undefined;
@@ -237,7 +245,8 @@ class BatchSink<T> {
   readonly #encoder: Encoder<T>;
   readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
   readonly #timer = new BurstTimer(() => this.#burstEnded());
-  #buf = new Uint8Array(BATCH_BYTES);
+  /** The batch being filled: it starts small and doubles as bursts need, up to 64 KiB. */
+  #buf = new Uint8Array(FIRST_BATCH_BYTES);
   #len = 0;
   #spare: Uint8Array<ArrayBuffer> | undefined;
   #inflight: Promise<void> | undefined;
@@ -266,6 +275,12 @@ class BatchSink<T> {
     let n: number;
     try {
       n = this.#encoder.encode(value, this.#buf, this.#len);
+      while (n < 0 && this.#buf.length < BATCH_BYTES) {
+        const bigger = new Uint8Array(Math.min(this.#buf.length * 2, BATCH_BYTES));
+        bigger.set(this.#buf.subarray(0, this.#len));
+        this.#buf = bigger;
+        n = this.#encoder.encode(value, this.#buf, this.#len);
+      }
     } catch (err) {
       return this.#refuse(err);
     }
@@ -337,7 +352,9 @@ class BatchSink<T> {
   #send(): void {
     const sent = this.#buf;
     const chunk = sent.subarray(0, this.#len);
-    this.#buf = this.#spare ?? new Uint8Array(BATCH_BYTES);
+    this.#buf = this.#spare !== undefined && this.#spare.length >= sent.length
+      ? this.#spare
+      : new Uint8Array(sent.length);
     this.#spare = undefined;
     this.#len = 0;
     this.#due = false;

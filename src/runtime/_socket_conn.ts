@@ -50,6 +50,8 @@ export interface SocketDriver {
 const READ_HIGH_WATER_MARK = 64 * 1024;
 /** For a default reader of a `readInto` socket: the most one read takes. */
 const READ_SIZE = 64 * 1024;
+/** Where that scratch buffer starts: see `#pullInto`. */
+const FIRST_READ_SIZE = 4 * 1024;
 
 /** A connected socket as a pair of Web Streams; see `Conn` for the contract. */
 export class SocketConn implements Conn {
@@ -133,11 +135,13 @@ export class SocketConn implements Conn {
   async #pullInto(controller: ReadableByteStreamController): Promise<void> {
     // A BYOB reader's buffer is read into directly. For a default reader the bytes land in a
     // reused scratch buffer and leave as an exact-size copy: cheaper than a fresh 64 KiB buffer
-    // per read (autoAllocateChunkSize), which costs several microseconds in every runtime.
+    // per read (autoAllocateChunkSize), which costs several microseconds in every runtime. The
+    // scratch starts small and doubles whenever a read fills it, up to 64 KiB: an idle
+    // connection, whose read waits in it, holds 4 KiB rather than 64.
     const request = controller.byobRequest;
     const view = request
       ? (request.view as Uint8Array)
-      : this.#scratch ??= new Uint8Array(READ_SIZE);
+      : this.#scratch ??= new Uint8Array(FIRST_READ_SIZE);
     let n: number | null;
     try {
       n = await this.#driver.readInto!(view);
@@ -148,8 +152,12 @@ export class SocketConn implements Conn {
     }
     if (this.#readDone) return;
     if (n === null) return this.onEnd();
-    if (request) request.respond(n);
-    else controller.enqueue(view.slice(0, n));
+    if (request) {
+      request.respond(n);
+      return;
+    }
+    controller.enqueue(view.slice(0, n));
+    if (n === view.length && n < READ_SIZE) this.#scratch = new Uint8Array(n * 2);
   }
 
   /** Ends the readable, releasing a BYOB read that waits (it resolves as done). */

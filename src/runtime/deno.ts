@@ -30,6 +30,7 @@ import type {
  */
 const SEND_BUFFER = 64 * 1024;
 const COPY_BELOW = 16 * 1024;
+const FIRST_STAGING = 4 * 1024;
 
 /** A run of bytes waiting to be written: a staging buffer of ours, or a caller's large chunk. */
 interface Segment {
@@ -72,7 +73,13 @@ class DenoDriver implements SocketDriver {
       last.buf.set(chunk, last.len);
       last.len += len;
     } else {
-      const buf = this.#spare ?? new Uint8Array(SEND_BUFFER);
+      // Staging starts small and doubles when a burst outgrows it, so an idle connection
+      // holds 4 KiB, a busy one 64 KiB.
+      const grown = last?.staging ? Math.min(last.buf.byteLength * 2, SEND_BUFFER) : FIRST_STAGING;
+      let buf = this.#spare;
+      if (buf === undefined || buf.byteLength < Math.max(len, grown)) {
+        buf = new Uint8Array(Math.max(grown, len, buf?.byteLength ?? 0));
+      }
       this.#spare = undefined;
       buf.set(chunk);
       this.#queue.push({ buf, len, staging: true });

@@ -1,0 +1,210 @@
+/**
+ * RPC benchmark: 64 B requests between two processes over a unix socket, the server in this
+ * process and the client in a child. Round trips per second with 1 request in flight and with
+ * 64; the baseline in the same run is framed ping-pong (a `framed()` echo, one frame in flight).
+ * The peer is NATS request/reply: `nats-server` from Debian on loopback TCP, the official `nats`
+ * client in both processes. Also: this server's RSS growth with 1,000 idle client connections.
+ *
+ * Usage: `<runtime> bench/rpc.ts [--repeats N]`. Every loop is bounded by a count and by time.
+ *
+ * @module
+ */
+
+import { connect, framed, listen } from "../mod.ts";
+import { dial, serve } from "../src/rpc/mod.ts";
+import { median, printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+
+const SCRIPT = new URL(import.meta.url).pathname;
+const LIMIT_MS = 1000;
+const COUNT = 200_000;
+const args = scriptArgs();
+const payload = new Uint8Array(64);
+
+interface NatsLike {
+  request(subject: string, data: Uint8Array, opts: { timeout: number }): Promise<unknown>;
+  subscribe(
+    subject: string,
+    opts: {
+      callback: (err: unknown, m: { respond(d: Uint8Array): boolean; data: Uint8Array }) => void;
+    },
+  ): unknown;
+  flush(): Promise<void>;
+  drain(): Promise<void>;
+}
+
+async function natsConnect(port: string): Promise<NatsLike> {
+  const nats = await import("nats") as unknown as {
+    connect(o: { servers: string }): Promise<NatsLike>;
+  };
+  return await nats.connect({ servers: `127.0.0.1:${port}` });
+}
+
+/** Runs `call` with `inFlight` calls outstanding, for `COUNT` calls or `LIMIT_MS`. */
+async function pump(
+  inFlight: number,
+  call: () => Promise<unknown>,
+): Promise<{ trips: number; ms: number }> {
+  const start = performance.now();
+  const end = start + LIMIT_MS;
+  let trips = 0;
+  const lane = async (): Promise<void> => {
+    while (trips < COUNT && ((trips & 255) !== 0 || performance.now() < end)) {
+      await call();
+      trips++;
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  return { trips, ms: performance.now() - start };
+}
+
+if (args[0] === "client") {
+  // The child: [kind, where, inFlight] → prints { trips, ms }.
+  const [, kind, where, inFlight = "1"] = args;
+  let result: unknown;
+  if (kind === "framed") {
+    const conn = framed(await connect(where!));
+    const writer = conn.writable.getWriter();
+    const reader = conn.readable.getReader();
+    result = await pump(1, async () => {
+      writer.write(payload);
+      await reader.read();
+    });
+    await writer.close();
+    conn.close();
+  } else if (kind === "rpc") {
+    const client = await dial(where!);
+    result = await pump(Number(inFlight), () => client.request(payload));
+    client.close();
+  } else if (kind === "nats") {
+    const nc = await natsConnect(where!);
+    result = await pump(
+      Number(inFlight),
+      () => nc.request("bench.echo", payload, { timeout: 10_000 }),
+    );
+    await nc.drain();
+  } else if (kind === "idle") {
+    // In groups, so the listen backlog never overflows.
+    const clients = [];
+    for (let i = 0; i < Number(inFlight); i += 100) {
+      clients.push(...await Promise.all(Array.from({ length: 100 }, () => dial(where!))));
+    }
+    console.log("connected");
+    await new Promise((resolve) => setTimeout(resolve, 60_000));
+    for (const c of clients) c.close();
+  }
+  if (result !== undefined) console.log(JSON.stringify(result));
+} else {
+  const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+  const dir = await rt.fs.makeTempDir("dk-bench-");
+  const nats = rt.spawn("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", `${dir}/nats.log`], {
+    stdout: "null",
+    stderr: "null",
+  });
+  const natsPort = await natsReadyPort(`${dir}/nats.log`);
+  const responder = await natsConnect(natsPort);
+  responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
+  await responder.flush();
+
+  const rate = async (kind: string, where: string, inFlight: number): Promise<number> => {
+    const child = spawnSelf(SCRIPT, ["client", kind, where, String(inFlight)]);
+    const { trips, ms } = JSON.parse(await stdoutText(child));
+    await child.status;
+    return trips / (ms / 1000);
+  };
+  const rows: Row[] = [];
+  const add = (workload: string, impl: string, rates: number[]): void => {
+    rows.push({ workload, impl, unit: "rt/s", rates });
+  };
+  for (const inFlight of [1, 64]) {
+    const workload = `64 B requests, ${inFlight} in flight`;
+    const runs: Record<string, number[]> = {
+      "framed ping-pong": [],
+      "dockipc rpc": [],
+      "NATS request": [],
+    };
+    for (let r = 0; r < repeats; r++) {
+      if (inFlight === 1) {
+        const path = `${dir}/f${r}.sock`;
+        await using listener = await listen(path);
+        const served = (async () => {
+          const conn = framed(await listener.accept());
+          const writer = conn.writable.getWriter();
+          for await (const frame of conn.readable) writer.write(frame);
+          await writer.close().catch(() => {});
+          conn.close();
+        })();
+        runs["framed ping-pong"]!.push(await rate("framed", path, 1));
+        await served;
+      }
+      const path = `${dir}/r${inFlight}-${r}.sock`;
+      await using _server = await serve(path, (request) => request);
+      runs["dockipc rpc"]!.push(await rate("rpc", path, inFlight));
+      runs["NATS request"]!.push(await rate("nats", natsPort, inFlight));
+    }
+    for (const [impl, rates] of Object.entries(runs)) {
+      if (rates.length > 0) add(workload, impl, rates);
+    }
+  }
+  printTable(rows, ["framed ping-pong", "dockipc rpc"]);
+
+  // RSS of this server process with 1,000 idle clients connected, from one child.
+  const path = `${dir}/idle.sock`;
+  await using idleServer = await serve(path, (request) => request, { maxConnections: 2000 });
+  const before = await rssBytes();
+  const idle = spawnSelf(SCRIPT, ["client", "idle", path, "1000"]);
+  const reader = idle.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+  await reader.read();
+  const waitUntil = Date.now() + 30_000;
+  while (idleServer.connections < 1000 && Date.now() < waitUntil) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const grown = (await rssBytes()) - before;
+  const idleCount = idleServer.connections;
+  idle.kill("SIGKILL");
+  await idle.status;
+  await reader.cancel().catch(() => {});
+  console.log(
+    `\nRSS with ${idleCount} idle connections: +${(grown / 2 ** 20).toFixed(1)} MiB (${
+      (grown / idleCount / 1024).toFixed(1)
+    } KiB each)`,
+  );
+
+  const m = (workload: string, impl: string): number =>
+    median(rows.find((r) => r.workload === workload && r.impl === impl)?.rates ?? [NaN]);
+  const one = "64 B requests, 1 in flight";
+  const many = "64 B requests, 64 in flight";
+  const targets: [string, number, number][] = [
+    ["1 in flight / framed ping-pong", m(one, "dockipc rpc") / m(one, "framed ping-pong"), 0.85],
+    ["64 in flight / 1 in flight", m(many, "dockipc rpc") / m(one, "dockipc rpc"), 5],
+    ["rpc / NATS request, 1 in flight", m(one, "dockipc rpc") / m(one, "NATS request"), 3],
+    ["rpc / NATS request, 64 in flight", m(many, "dockipc rpc") / m(many, "NATS request"), 3],
+  ];
+  console.log("\n| target | this run | goal | |\n|---|---|---|---|");
+  for (const [name, value, goal] of targets) {
+    console.log(
+      `| ${name} | ${value.toFixed(2)} | ≥ ${goal} | ${value >= goal ? "met" : "NOT MET"} |`,
+    );
+  }
+  await responder.drain();
+  nats.kill("SIGTERM");
+  await nats.status;
+  await rt.fs.remove(dir, { recursive: true });
+}
+
+/** nats-server logs the port it chose once it accepts clients. */
+async function natsReadyPort(log: string): Promise<string> {
+  const end = Date.now() + 10_000;
+  while (Date.now() < end) {
+    const text = new TextDecoder().decode(await rt.fs.readFile(log).catch(() => new Uint8Array()));
+    const found = /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(text);
+    if (found) return found[1]!;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  throw new Error("nats-server did not start within 10 s");
+}
+
+/** This process's resident set size, in bytes, from /proc. */
+async function rssBytes(): Promise<number> {
+  const status = new TextDecoder().decode(await rt.fs.readFile("/proc/self/status"));
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) * 1024;
+}
