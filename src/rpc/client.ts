@@ -125,6 +125,10 @@ interface Pending {
   readonly id: number;
   readonly frame: Uint8Array;
   readonly idempotent: boolean;
+  /** When it times out, in `Date.now()` milliseconds. */
+  readonly deadline: number;
+  /** Fails it with `ETIMEDOUT` and cancels it on the server. */
+  expire(): void;
   chunk(data: Uint8Array): void;
   end(data?: Uint8Array): void;
   fail(err: unknown): void;
@@ -182,6 +186,10 @@ class Client implements RpcClient {
   /** Requests waiting for a connection. */
   #waiting: (() => void)[] = [];
   #nextId = 0;
+  /** Every request not yet settled, sent or waiting for a connection, for timeouts. */
+  readonly #live = new Set<Pending>();
+  #sweep: ReturnType<typeof setTimeout> | undefined;
+  #sweepAt = Infinity;
 
   constructor(address: string | Address, options: DialOptions) {
     this.#address = address;
@@ -253,9 +261,9 @@ class Client implements RpcClient {
     const chunks: Uint8Array[] = [];
     const finish = (): void => {
       settled = true;
-      clearTimeout(timer);
       signal?.removeEventListener("abort", onAbort);
       this.#pending.delete(id);
+      this.#unwatch(pending);
     };
     const cancel = (reason: unknown): void => {
       if (settled) return;
@@ -265,23 +273,23 @@ class Client implements RpcClient {
       if (sent) this.#write({ type: Type.CANCEL, id });
     };
     const onAbort = (): void => cancel(signal?.reason);
-    const timer = setTimeout(() => {
-      cancel(
-        new IpcError("ETIMEDOUT", `Request to "${this.#label}" had no reply within ${timeout} ms`, {
-          op: "request",
-          address: this.#label,
-        }),
-      );
-    }, timeout);
-    if (signal?.aborted) {
-      queueMicrotask(onAbort);
-      return cancel;
-    }
-    signal?.addEventListener("abort", onAbort, { once: true });
     const pending: Pending = {
       id,
       frame: encode({ type: Type.REQUEST, id, data: bytes }),
       idempotent,
+      deadline: Date.now() + timeout,
+      expire: () => {
+        cancel(
+          new IpcError(
+            "ETIMEDOUT",
+            `Request to "${this.#label}" had no reply within ${timeout} ms`,
+            {
+              op: "request",
+              address: this.#label,
+            },
+          ),
+        );
+      },
       chunk: (c) => (whole ? chunks.push(c) : on.chunk(c)),
       end: (reply) => {
         if (settled) return;
@@ -295,8 +303,55 @@ class Client implements RpcClient {
         on.fail(err);
       },
     };
-    void this.#send(pending, () => settled);
+    if (signal?.aborted) {
+      queueMicrotask(onAbort);
+      return cancel;
+    }
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#watch(pending);
+    if (this.#session !== undefined && !this.#session.goaway) {
+      this.#pending.set(id, pending);
+      this.#session.writer.write(pending.frame).catch(() => {});
+    } else {
+      void this.#send(pending, () => settled);
+    }
     return cancel;
+  }
+
+  /**
+   * Timeouts share one timer, set for the earliest deadline: a timer per request would cost
+   * more than the rest of a small request.
+   */
+  #watch(pending: Pending): void {
+    this.#live.add(pending);
+    if (pending.deadline < this.#sweepAt) this.#arm(pending.deadline);
+  }
+
+  #unwatch(pending: Pending): void {
+    this.#live.delete(pending);
+    if (this.#live.size === 0 && this.#sweep !== undefined) {
+      clearTimeout(this.#sweep);
+      this.#sweep = undefined;
+      this.#sweepAt = Infinity;
+    }
+  }
+
+  #arm(at: number): void {
+    clearTimeout(this.#sweep);
+    this.#sweepAt = at;
+    this.#sweep = setTimeout(() => this.#expire(), Math.max(0, at - Date.now()));
+  }
+
+  #expire(): void {
+    this.#sweep = undefined;
+    this.#sweepAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const p of [...this.#live]) {
+      if (p.deadline <= now) p.expire();
+      else if (p.deadline < next) next = p.deadline;
+    }
+    if (next < Infinity && this.#live.size > 0) this.#arm(next);
   }
 
   async #send(pending: Pending, settled: () => boolean): Promise<void> {

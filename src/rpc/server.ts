@@ -114,8 +114,6 @@ export async function serve(
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   const listener = await listen(address, listenOptions);
   const sessions = new Set<Session>();
-  /** Aborts every handler: shutdown's signal fired, or close(). */
-  const stop = new AbortController();
   let draining = false;
 
   class Session {
@@ -168,10 +166,7 @@ export async function serve(
         }
       } finally {
         clearTimeout(this.#idle);
-        for (const request of this.inflight.values()) {
-          request.abort(closedError("serve", "connection"));
-        }
-        this.conn.close();
+        this.abort(closedError("serve", "connection"));
         sessions.delete(this);
       }
     }
@@ -232,10 +227,11 @@ export async function serve(
           `Cannot serve request ${id} as one with that id is in flight`,
         );
       }
+      // One controller per request; close() and shutdown's signal reach it through the
+      // session's end, which aborts every request still running.
       const request = new AbortController();
       this.inflight.set(id, request);
-      const signal = AbortSignal.any([request.signal, stop.signal]);
-      void this.#answer(id, data, signal).finally(() => {
+      void this.#answer(id, data, request.signal).finally(() => {
         this.inflight.delete(id);
         const waiters = this.#waiters;
         this.#waiters = [];
@@ -309,6 +305,12 @@ export async function serve(
       this.#idle = setTimeout(() => this.conn.close(), idleTimeout);
     }
 
+    /** Aborts every request running and closes the connection. */
+    abort(reason: IpcError): void {
+      for (const request of this.inflight.values()) request.abort(reason);
+      this.conn.close();
+    }
+
     /** Shutdown: tell the client, then close once what runs has finished. */
     async drain(): Promise<void> {
       await this.#send({ type: Type.GOAWAY });
@@ -326,9 +328,8 @@ export async function serve(
   })();
 
   const close = (): void => {
-    stop.abort(closedError("serve", "server"));
     void listener.close();
-    for (const session of sessions) session.conn.close();
+    for (const session of sessions) session.abort(closedError("serve", "server"));
   };
   options.signal?.addEventListener("abort", close, { once: true });
 
