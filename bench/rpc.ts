@@ -82,6 +82,26 @@ if (args[0] === "client") {
       () => nc.request("bench.echo", payload, { timeout: 10_000 }),
     );
     await nc.drain();
+  } else if (kind === "node-ipc") {
+    const ipc = await nodeIpc(where!, "cli");
+    const client = await new Promise<NodeIpcSocket>((resolve) => {
+      ipc.connectTo("srv", () => ipc.of.srv!.on("connect", () => resolve(ipc.of.srv!)));
+    });
+    const waiting = new Map<number, () => void>();
+    client.on("res", (d) => {
+      const { id } = d as { id: number };
+      waiting.get(id)?.();
+      waiting.delete(id);
+    });
+    let next = 0;
+    const body = "x".repeat(64);
+    result = await pump(Number(inFlight), () =>
+      new Promise<void>((resolve) => {
+        const id = ++next;
+        waiting.set(id, resolve);
+        client.emit("req", { id, body });
+      }));
+    ipc.disconnect("srv");
   } else if (kind === "idle") {
     // In groups, so the listen backlog never overflows.
     const clients = [];
@@ -111,6 +131,21 @@ if (args[0] === "client") {
     await child.status;
     return trips / (ms / 1000);
   };
+  // node-ipc runs on Node only: its server lives in this process, its client in the child.
+  const nipcRoot = `${dir}/nipc`;
+  let nipcServer: { stop(): void } | undefined;
+  if (rt.name === "node") {
+    await rt.fs.mkdir(nipcRoot, { mode: 0o700 });
+    const ipc = await nodeIpc(nipcRoot, "srv");
+    await new Promise<void>((resolve) => {
+      ipc.serve(() => {
+        ipc.server.on("req", (data, socket) => ipc.server.emit(socket, "res", data));
+        resolve();
+      });
+      ipc.server.start();
+    });
+    nipcServer = ipc.server;
+  }
   const rows: Row[] = [];
   const add = (workload: string, impl: string, rates: number[]): void => {
     rows.push({ workload, impl, unit: "rt/s", rates });
@@ -121,6 +156,7 @@ if (args[0] === "client") {
       "framed ping-pong": [],
       "dockipc rpc": [],
       "NATS request": [],
+      "node-ipc": [],
     };
     for (let r = 0; r < repeats; r++) {
       if (inFlight === 1) {
@@ -140,6 +176,7 @@ if (args[0] === "client") {
       await using _server = await serve(path, (request) => request);
       runs["dockipc rpc"]!.push(await rate("rpc", path, inFlight));
       runs["NATS request"]!.push(await rate("nats", natsPort, inFlight));
+      if (nipcServer) runs["node-ipc"]!.push(await rate("node-ipc", nipcRoot, inFlight));
     }
     for (const [impl, rates] of Object.entries(runs)) {
       if (rates.length > 0) add(workload, impl, rates);
@@ -178,13 +215,16 @@ if (args[0] === "client") {
     ["64 in flight / 1 in flight", m(many, "dockipc rpc") / m(one, "dockipc rpc"), 5],
     ["rpc / NATS request, 1 in flight", m(one, "dockipc rpc") / m(one, "NATS request"), 3],
     ["rpc / NATS request, 64 in flight", m(many, "dockipc rpc") / m(many, "NATS request"), 3],
+    ["rpc / node-ipc, 1 in flight", m(one, "dockipc rpc") / m(one, "node-ipc"), 1.5],
+    ["rpc / node-ipc, 64 in flight", m(many, "dockipc rpc") / m(many, "node-ipc"), 1.5],
   ];
   console.log("\n| target | this run | goal | |\n|---|---|---|---|");
-  for (const [name, value, goal] of targets) {
+  for (const [name, value, goal] of targets.filter(([, value]) => !Number.isNaN(value))) {
     console.log(
       `| ${name} | ${value.toFixed(2)} | ≥ ${goal} | ${value >= goal ? "met" : "NOT MET"} |`,
     );
   }
+  nipcServer?.stop();
   await responder.drain();
   nats.kill("SIGTERM");
   await nats.status;
@@ -207,4 +247,31 @@ async function natsReadyPort(log: string): Promise<string> {
 async function rssBytes(): Promise<number> {
   const status = new TextDecoder().decode(await rt.fs.readFile("/proc/self/status"));
   return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) * 1024;
+}
+
+/** The little of node-ipc's API this benchmark uses. */
+interface NodeIpcSocket {
+  on(event: string, listener: (data: unknown) => void): void;
+  emit(event: string, data: unknown): void;
+}
+interface NodeIpc {
+  config: Record<string, unknown>;
+  of: Record<string, NodeIpcSocket | undefined>;
+  serve(callback: () => void): void;
+  server: {
+    start(): void;
+    stop(): void;
+    on(event: string, listener: (data: unknown, socket: unknown) => void): void;
+    emit(socket: unknown, event: string, data: unknown): void;
+  };
+  connectTo(id: string, callback: () => void): void;
+  disconnect(id: string): void;
+}
+
+/** A node-ipc instance with its socket in `root` (owner-only, as node-ipc requires). */
+async function nodeIpc(root: string, id: string): Promise<NodeIpc> {
+  const { IPCModule } = await import("node-ipc") as unknown as { IPCModule: new () => NodeIpc };
+  const ipc = new IPCModule();
+  Object.assign(ipc.config, { silent: true, socketRoot: `${root}/`, appspace: "b.", id });
+  return ipc;
 }
