@@ -7,7 +7,8 @@
 
 import { type Address, formatAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
-import { framed, type FramedConn } from "../frame/framed.ts";
+import { Channel } from "../frame/channel.ts";
+import { FrameEncoding, FrameParser, maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay } from "../internal/async.ts";
 import { connect } from "../transport.ts";
 import { decode, encode, type Message, Type, VERSION } from "./protocol.ts";
@@ -135,8 +136,9 @@ interface Pending {
 }
 
 interface Session {
-  readonly conn: FramedConn<Uint8Array>;
-  readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly channel: Channel<Uint8Array>;
+  /** Frames that came with the server's WELCOME, to handle before reading more. */
+  readonly early: Uint8Array[];
   /** The server said it is shutting down: send nothing more here. */
   goaway: boolean;
 }
@@ -237,7 +239,7 @@ class Client implements RpcClient {
     const err = closedError("request", "client");
     for (const p of [...this.#pending.values()]) p.fail(err);
     this.#wake();
-    this.#session?.conn.close();
+    this.#session?.channel.close();
     this.#session = undefined;
   }
 
@@ -311,7 +313,7 @@ class Client implements RpcClient {
     this.#watch(pending);
     if (this.#session !== undefined && !this.#session.goaway) {
       this.#pending.set(id, pending);
-      this.#session.writer.write(pending.frame).catch(() => {});
+      this.#transmit(this.#session, pending.frame);
     } else {
       void this.#send(pending, () => settled);
     }
@@ -375,11 +377,11 @@ class Client implements RpcClient {
       if (settled()) return;
     }
     this.#pending.set(pending.id, pending);
-    this.#session.writer.write(pending.frame).catch(() => {});
+    this.#transmit(this.#session, pending.frame);
   }
 
   #write(message: Message): void {
-    this.#session?.writer.write(encode(message)).catch(() => {});
+    if (this.#session !== undefined) this.#transmit(this.#session, encode(message));
   }
 
   #newId(): number {
@@ -396,24 +398,26 @@ class Client implements RpcClient {
   async #connect(signal?: AbortSignal): Promise<Session> {
     const timeout = this.#options.timeout ?? 10_000;
     const connectOptions = signal === undefined ? { timeout } : { timeout, signal };
-    const conn = framed(
-      await connect(this.#address, connectOptions),
+    const limit = maxFrameSizeOf(
+      "dial()",
       this.#options.maxFrameSize === undefined ? {} : { maxFrameSize: this.#options.maxFrameSize },
     );
-    const writer = conn.writable.getWriter();
-    writer.closed.catch(() => {});
+    const channel = new Channel(
+      await connect(this.#address, connectOptions),
+      new FrameParser(limit),
+      new FrameEncoding(limit),
+    );
     try {
       const token = this.#options.token;
-      await writer.write(encode({
+      await channel.send(encode({
         type: Type.HELLO,
         version: VERSION,
         app: this.#options.app ?? "dockipc",
         token: typeof token === "string" ? utf8.encode(token) : token ?? new Uint8Array(0),
       }));
-      const reader = conn.readable.getReader();
       let timer: ReturnType<typeof setTimeout> | undefined;
       const first = await Promise.race([
-        reader.read(),
+        channel.read(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
             reject(
@@ -429,8 +433,7 @@ class Client implements RpcClient {
           }, timeout);
         }),
       ]).finally(() => clearTimeout(timer));
-      reader.releaseLock();
-      if (first.done) {
+      if (first === undefined) {
         throw new IpcError(
           "ECONNRESET",
           `Cannot connect to "${this.#label}" as it closed during the handshake`,
@@ -440,7 +443,7 @@ class Client implements RpcClient {
           },
         );
       }
-      const answer = decode(first.value);
+      const answer = decode(first[0]!);
       if (answer.type === Type.REFUSED) {
         const code = (REFUSAL_CODES as readonly string[]).includes(answer.code)
           ? answer.code as IpcErrorCode
@@ -464,9 +467,9 @@ class Client implements RpcClient {
           },
         );
       }
-      return { conn, writer, goaway: false };
+      return { channel, early: first.slice(1), goaway: false };
     } catch (err) {
-      conn.close();
+      channel.close();
       throw err;
     }
   }
@@ -475,7 +478,7 @@ class Client implements RpcClient {
   #attach(session: Session): void {
     this.#session = session;
     this.#down = undefined;
-    for (const p of this.#pending.values()) session.writer.write(p.frame).catch(() => {});
+    for (const p of this.#pending.values()) this.#transmit(session, p.frame);
     this.#wake();
     void this.#read(session);
   }
@@ -490,29 +493,12 @@ class Client implements RpcClient {
       },
     );
     try {
-      for await (const frame of session.conn.readable) {
-        const m = decode(frame);
-        switch (m.type) {
-          case Type.REPLY:
-            this.#pending.get(m.id)?.end(m.data);
-            break;
-          case Type.CHUNK:
-            this.#pending.get(m.id)?.chunk(m.data);
-            break;
-          case Type.END:
-            this.#pending.get(m.id)?.end();
-            break;
-          case Type.ERROR:
-            this.#pending.get(m.id)?.fail(new RemoteError(m.code, m.message, m.stack || undefined));
-            break;
-          case Type.GOAWAY:
-            session.goaway = true;
-            break;
-          default:
-            throw new IpcError("EPROTOCOL", `Cannot read a ${m.type} message from an RPC server`, {
-              op: "request",
-            });
-        }
+      for (
+        let batch: Uint8Array[] | undefined = session.early;
+        batch;
+        batch = await session.channel.read()
+      ) {
+        for (const frame of batch) this.#dispatch(session, frame);
       }
     } catch (err) {
       lost = err instanceof IpcError && err.code !== "ECLOSED"
@@ -527,7 +513,7 @@ class Client implements RpcClient {
         )
         : lost;
     }
-    session.conn.close();
+    session.channel.close();
     if (this.#session !== session) return;
     this.#session = undefined;
     if (this.#closed) return;
@@ -541,6 +527,41 @@ class Client implements RpcClient {
       return;
     }
     this.#startReconnect();
+  }
+
+  /** Hands one frame from the server to the request it answers. */
+  #dispatch(session: Session, frame: Uint8Array): void {
+    const m = decode(frame);
+    switch (m.type) {
+      case Type.REPLY:
+        this.#pending.get(m.id)?.end(m.data);
+        break;
+      case Type.CHUNK:
+        this.#pending.get(m.id)?.chunk(m.data);
+        break;
+      case Type.END:
+        this.#pending.get(m.id)?.end();
+        break;
+      case Type.ERROR:
+        this.#pending.get(m.id)?.fail(new RemoteError(m.code, m.message, m.stack || undefined));
+        break;
+      case Type.GOAWAY:
+        session.goaway = true;
+        break;
+      default:
+        throw new IpcError("EPROTOCOL", `Cannot read a ${m.type} message from an RPC server`, {
+          op: "request",
+        });
+    }
+  }
+
+  /** Sends a frame on `session`; a failed channel is noticed by its read loop. */
+  #transmit(session: Session, frame: Uint8Array): void {
+    try {
+      session.channel.send(frame)?.catch(() => {});
+    } catch {
+      // The channel failed: its read loop ends the session and fails what is pending.
+    }
   }
 
   #startReconnect(): void {

@@ -7,7 +7,8 @@
 
 import type { Address } from "../address.ts";
 import { closedError, IpcError } from "../errors.ts";
-import { framed, type FramedConn } from "../frame/framed.ts";
+import { Channel } from "../frame/channel.ts";
+import { FrameEncoding, FrameParser, maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
 import { listen, type ListenOptions } from "../transport.ts";
 import { decode, encode, type Message, sameSecret, Type, VERSION } from "./protocol.ts";
@@ -110,6 +111,7 @@ export async function serve(
     exposeStack = false,
   } = options;
   const token = typeof options.token === "string" ? utf8.encode(options.token) : options.token;
+  const frameLimit = maxFrameSizeOf("serve()", maxFrameSize === undefined ? {} : { maxFrameSize });
   const listenOptions: ListenOptions = {};
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   const listener = await listen(address, listenOptions);
@@ -118,8 +120,7 @@ export async function serve(
 
   class Session {
     readonly conn: Conn;
-    readonly framed: FramedConn<Uint8Array>;
-    readonly writer: WritableStreamDefaultWriter<Uint8Array>;
+    readonly channel: Channel<Uint8Array>;
     readonly inflight = new Map<number, AbortController>();
     /** Who waits for a request to end: the read loop at `maxInflight`, and a drain. */
     #waiters: (() => void)[] = [];
@@ -127,42 +128,38 @@ export async function serve(
 
     constructor(conn: Conn) {
       this.conn = conn;
-      this.framed = framed(conn, maxFrameSize === undefined ? {} : { maxFrameSize });
-      this.writer = this.framed.writable.getWriter();
-      // A write to a peer that is gone fails; the read loop sees that and ends the session.
-      this.writer.closed.catch(() => {});
+      this.channel = new Channel(conn, new FrameParser(frameLimit), new FrameEncoding(frameLimit));
     }
 
     async run(): Promise<void> {
-      const reader = this.framed.readable.getReader();
       try {
-        await this.#handshake(reader);
+        let batch: Uint8Array[] | undefined = await this.#handshake();
         this.#armIdle();
-        while (true) {
-          if (this.inflight.size >= maxInflight) {
-            // Backpressure: read no further until a request ends.
-            await this.#requestEnded();
+        while (batch !== undefined) {
+          for (const frame of batch) {
+            // Backpressure: take no further request until one ends.
+            if (this.inflight.size >= maxInflight) await this.#requestEnded();
+            const message = decode(frame);
+            if (message.type === Type.REQUEST) this.#start(message.id, message.data);
+            else if (message.type === Type.CANCEL) {
+              this.inflight.get(message.id)?.abort(cancelled());
+            } else {
+              throw new IpcError(
+                "EPROTOCOL",
+                `Cannot serve a ${message.type} message after the handshake`,
+              );
+            }
           }
-          const { value, done } = await reader.read();
-          if (done) break;
+          batch = await this.channel.read();
           this.#armIdle();
-          const message = decode(value);
-          if (message.type === Type.REQUEST) this.#start(message.id, message.data);
-          else if (message.type === Type.CANCEL) this.inflight.get(message.id)?.abort(cancelled());
-          else {throw new IpcError(
-              "EPROTOCOL",
-              `Cannot serve a ${message.type} message after the handshake`,
-            );}
         }
         // The client stopped sending: finish what runs, then end our side too.
         await this.#drained();
-        await this.writer.close().catch(() => {});
+        await this.channel.end().catch(() => {});
       } catch (err) {
         if (err instanceof Refusal) {
-          await this.writer.write(
-            encode({ type: Type.REFUSED, code: err.code, message: err.message }),
-          )
-            .then(() => this.writer.close()).catch(() => {});
+          await this.#send({ type: Type.REFUSED, code: err.code, message: err.message });
+          await this.channel.end().catch(() => {});
         }
       } finally {
         clearTimeout(this.#idle);
@@ -171,10 +168,11 @@ export async function serve(
       }
     }
 
-    async #handshake(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+    /** Checks the client's HELLO and welcomes it; returns what came after the HELLO. */
+    async #handshake(): Promise<Uint8Array[]> {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const first = await Promise.race([
-        reader.read(),
+        this.channel.read(),
         new Promise<never>((_, reject) => {
           timer = setTimeout(
             () => reject(new Refusal("ETIMEDOUT", `No handshake within ${handshakeTimeout} ms`)),
@@ -182,10 +180,12 @@ export async function serve(
           );
         }),
       ]).finally(() => clearTimeout(timer));
-      if (first.done) throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
+      if (first === undefined) {
+        throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
+      }
       let hello: Message;
       try {
-        hello = decode(first.value);
+        hello = decode(first[0]!);
       } catch (err) {
         throw new Refusal("EPROTOCOL", (err as Error).message);
       }
@@ -217,7 +217,8 @@ export async function serve(
         );
       }
       if (draining) throw new Refusal("ECLOSED", "The server is shutting down");
-      await this.writer.write(encode({ type: Type.WELCOME, version: VERSION }));
+      await this.#send({ type: Type.WELCOME, version: VERSION });
+      return first.slice(1);
     }
 
     #start(id: number, data: Uint8Array): void {
@@ -286,8 +287,14 @@ export async function serve(
       }
     }
 
-    #send(message: Message): Promise<void> {
-      return this.writer.write(encode(message)).catch(() => {});
+    /** Sends a message; resolves at once unless the socket pushes back. Never rejects. */
+    #send(message: Message): Promise<void> | undefined {
+      try {
+        return this.channel.send(encode(message))?.catch(() => {});
+      } catch {
+        // The channel failed: the read loop ends the session.
+        return undefined;
+      }
     }
 
     #requestEnded(): Promise<void> {
