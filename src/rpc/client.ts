@@ -8,10 +8,17 @@
 import { type Address, formatAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
-import { FrameEncoding, FrameParser, maxFrameSizeOf } from "../frame/codec.ts";
+import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay } from "../internal/async.ts";
 import { connect } from "../transport.ts";
-import { decode, encode, type Message, Type, VERSION } from "./protocol.ts";
+import {
+  INVALID,
+  type Message,
+  MessageEncoding,
+  MessageParser,
+  Type,
+  VERSION,
+} from "./protocol.ts";
 
 /**
  * An error the server's handler threw, as the client sees it: its `code` (the error's `code`
@@ -124,7 +131,8 @@ const REFUSAL_CODES: readonly IpcErrorCode[] = [
 
 interface Pending {
   readonly id: number;
-  readonly frame: Uint8Array;
+  /** The REQUEST message, kept to be sent again after a reconnect. */
+  readonly message: Message;
   readonly idempotent: boolean;
   /** When it times out, in `Date.now()` milliseconds. */
   readonly deadline: number;
@@ -136,9 +144,9 @@ interface Pending {
 }
 
 interface Session {
-  readonly channel: Channel<Uint8Array>;
+  readonly channel: Channel<Message>;
   /** Frames that came with the server's WELCOME, to handle before reading more. */
-  readonly early: Uint8Array[];
+  readonly early: Message[];
   /** The server said it is shutting down: send nothing more here. */
   goaway: boolean;
 }
@@ -277,7 +285,7 @@ class Client implements RpcClient {
     const onAbort = (): void => cancel(signal?.reason);
     const pending: Pending = {
       id,
-      frame: encode({ type: Type.REQUEST, id, data: bytes }),
+      message: { type: Type.REQUEST, id, data: bytes },
       idempotent,
       deadline: Date.now() + timeout,
       expire: () => {
@@ -313,7 +321,7 @@ class Client implements RpcClient {
     this.#watch(pending);
     if (this.#session !== undefined && !this.#session.goaway) {
       this.#pending.set(id, pending);
-      this.#transmit(this.#session, pending.frame);
+      this.#transmit(this.#session, pending.message);
     } else {
       void this.#send(pending, () => settled);
     }
@@ -377,11 +385,11 @@ class Client implements RpcClient {
       if (settled()) return;
     }
     this.#pending.set(pending.id, pending);
-    this.#transmit(this.#session, pending.frame);
+    this.#transmit(this.#session, pending.message);
   }
 
   #write(message: Message): void {
-    if (this.#session !== undefined) this.#transmit(this.#session, encode(message));
+    if (this.#session !== undefined) this.#transmit(this.#session, message);
   }
 
   #newId(): number {
@@ -404,17 +412,17 @@ class Client implements RpcClient {
     );
     const channel = new Channel(
       await connect(this.#address, connectOptions),
-      new FrameParser(limit),
-      new FrameEncoding(limit),
+      new MessageParser(limit),
+      new MessageEncoding(limit),
     );
     try {
       const token = this.#options.token;
-      await channel.send(encode({
+      await channel.send({
         type: Type.HELLO,
         version: VERSION,
         app: this.#options.app ?? "dockipc",
         token: typeof token === "string" ? utf8.encode(token) : token ?? new Uint8Array(0),
-      }));
+      });
       let timer: ReturnType<typeof setTimeout> | undefined;
       const first = await Promise.race([
         channel.read(),
@@ -443,7 +451,7 @@ class Client implements RpcClient {
           },
         );
       }
-      const answer = decode(first[0]!);
+      const answer = first[0]!;
       if (answer.type === Type.REFUSED) {
         const code = (REFUSAL_CODES as readonly string[]).includes(answer.code)
           ? answer.code as IpcErrorCode
@@ -478,7 +486,7 @@ class Client implements RpcClient {
   #attach(session: Session): void {
     this.#session = session;
     this.#down = undefined;
-    for (const p of this.#pending.values()) this.#transmit(session, p.frame);
+    for (const p of this.#pending.values()) this.#transmit(session, p.message);
     this.#wake();
     void this.#read(session);
   }
@@ -494,11 +502,11 @@ class Client implements RpcClient {
     );
     try {
       for (
-        let batch: Uint8Array[] | undefined = session.early;
+        let batch: Message[] | undefined = session.early;
         batch;
         batch = await session.channel.read()
       ) {
-        for (const frame of batch) this.#dispatch(session, frame);
+        for (const message of batch) this.#dispatch(session, message);
       }
     } catch (err) {
       lost = err instanceof IpcError && err.code !== "ECLOSED"
@@ -529,9 +537,8 @@ class Client implements RpcClient {
     this.#startReconnect();
   }
 
-  /** Hands one frame from the server to the request it answers. */
-  #dispatch(session: Session, frame: Uint8Array): void {
-    const m = decode(frame);
+  /** Hands one message from the server to the request it answers. */
+  #dispatch(session: Session, m: Message): void {
     switch (m.type) {
       case Type.REPLY:
         this.#pending.get(m.id)?.end(m.data);
@@ -548,6 +555,8 @@ class Client implements RpcClient {
       case Type.GOAWAY:
         session.goaway = true;
         break;
+      case INVALID:
+        throw m.error;
       default:
         throw new IpcError("EPROTOCOL", `Cannot read a ${m.type} message from an RPC server`, {
           op: "request",
@@ -555,10 +564,10 @@ class Client implements RpcClient {
     }
   }
 
-  /** Sends a frame on `session`; a failed channel is noticed by its read loop. */
-  #transmit(session: Session, frame: Uint8Array): void {
+  /** Sends a message on `session`; a failed channel is noticed by its read loop. */
+  #transmit(session: Session, message: Message): void {
     try {
-      session.channel.send(frame)?.catch(() => {});
+      session.channel.send(message)?.catch(() => {});
     } catch {
       // The channel failed: its read loop ends the session and fails what is pending.
     }

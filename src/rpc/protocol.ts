@@ -7,6 +7,8 @@
  */
 
 import { IpcError } from "../errors.ts";
+import { COPY_BELOW, type Decoder, type Encoder } from "../frame/_codec.ts";
+import { FrameEncoding, FrameParser } from "../frame/codec.ts";
 
 /** The protocol version this code speaks. */
 export const VERSION = 1;
@@ -25,6 +27,9 @@ export const Type = {
   GOAWAY: 10,
 } as const;
 
+/** The type of the pseudo-message for a frame that does not decode. */
+export const INVALID = 0;
+
 /** A decoded message. */
 export type Message =
   | { type: typeof Type.HELLO; version: number; app: string; token: Uint8Array }
@@ -36,7 +41,9 @@ export type Message =
   | { type: typeof Type.CANCEL; id: number }
   | { type: typeof Type.CHUNK; id: number; data: Uint8Array }
   | { type: typeof Type.END; id: number }
-  | { type: typeof Type.GOAWAY };
+  | { type: typeof Type.GOAWAY }
+  /** Not on the wire: how `MessageParser` hands over a frame it could not decode. */
+  | { type: typeof INVALID; error: IpcError };
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder("utf-8", { fatal: true });
@@ -91,6 +98,8 @@ export function encode(m: Message): Uint8Array {
       return build(m.type, [m.id]);
     case Type.GOAWAY:
       return build(m.type, []);
+    case INVALID:
+      throw new TypeError("Cannot encode the INVALID pseudo-message");
   }
 }
 
@@ -208,4 +217,73 @@ export function sameSecret(a: Uint8Array, b: Uint8Array): boolean {
   let diff = a.length ^ b.length;
   for (let i = 0; i < b.length; i++) diff |= (a[i % Math.max(a.length, 1)] ?? 0) ^ b[i]!;
   return diff === 0;
+}
+
+/**
+ * Encodes messages straight into a connection's write batch: a request or reply with a small
+ * payload is written there field by field, with no frame allocated for it.
+ */
+export class MessageEncoding implements Encoder<Message> {
+  readonly #max: number;
+  readonly #frames: FrameEncoding;
+
+  constructor(maxFrameSize: number) {
+    this.#max = maxFrameSize;
+    this.#frames = new FrameEncoding(maxFrameSize);
+  }
+
+  encode(m: Message, buf: Uint8Array, at: number): number {
+    if (m.type !== Type.REQUEST && m.type !== Type.REPLY && m.type !== Type.CHUNK) {
+      return this.#frames.encode(encode(m), buf, at);
+    }
+    const data = m.data;
+    const size = 5 + data.length;
+    // Too large (the frame encoder says so) or large enough to write by reference.
+    if (size > this.#max || data.length >= COPY_BELOW) {
+      return this.#frames.encode(encode(m), buf, at);
+    }
+    if (at + 4 + size > buf.length) return -1;
+    const id = m.id;
+    buf[at] = size >>> 24;
+    buf[at + 1] = size >>> 16;
+    buf[at + 2] = size >>> 8;
+    buf[at + 3] = size;
+    buf[at + 4] = m.type;
+    buf[at + 5] = id >>> 24;
+    buf[at + 6] = id >>> 16;
+    buf[at + 7] = id >>> 8;
+    buf[at + 8] = id;
+    buf.set(data, at + 9);
+    return 4 + size;
+  }
+
+  encodeAlone(m: Message): Uint8Array[] {
+    return this.#frames.encodeAlone(encode(m));
+  }
+}
+
+/** Decodes frames into messages. */
+export class MessageParser implements Decoder<Message> {
+  readonly #frames: FrameParser;
+
+  constructor(maxFrameSize: number) {
+    this.#frames = new FrameParser(maxFrameSize);
+  }
+
+  /** A frame that does not decode comes out as an INVALID message: the receiver decides. */
+  push(chunk: Uint8Array, emit: (message: Message) => void): void {
+    this.#frames.push(chunk, (frame) => {
+      let message: Message;
+      try {
+        message = decode(frame);
+      } catch (err) {
+        message = { type: INVALID, error: err as IpcError };
+      }
+      emit(message);
+    });
+  }
+
+  end(): void {
+    this.#frames.end();
+  }
 }

@@ -8,10 +8,18 @@
 import type { Address } from "../address.ts";
 import { closedError, IpcError } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
-import { FrameEncoding, FrameParser, maxFrameSizeOf } from "../frame/codec.ts";
+import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
 import { listen, type ListenOptions } from "../transport.ts";
-import { decode, encode, type Message, sameSecret, Type, VERSION } from "./protocol.ts";
+import {
+  INVALID,
+  type Message,
+  MessageEncoding,
+  MessageParser,
+  sameSecret,
+  Type,
+  VERSION,
+} from "./protocol.ts";
 
 /** What a handler gets besides the request. */
 export interface RpcContext {
@@ -120,7 +128,7 @@ export async function serve(
 
   class Session {
     readonly conn: Conn;
-    readonly channel: Channel<Uint8Array>;
+    readonly channel: Channel<Message>;
     readonly inflight = new Map<number, AbortController>();
     /** Who waits for a request to end: the read loop at `maxInflight`, and a drain. */
     #waiters: (() => void)[] = [];
@@ -128,19 +136,23 @@ export async function serve(
 
     constructor(conn: Conn) {
       this.conn = conn;
-      this.channel = new Channel(conn, new FrameParser(frameLimit), new FrameEncoding(frameLimit));
+      this.channel = new Channel(
+        conn,
+        new MessageParser(frameLimit),
+        new MessageEncoding(frameLimit),
+      );
     }
 
     async run(): Promise<void> {
       try {
-        let batch: Uint8Array[] | undefined = await this.#handshake();
+        let batch: Message[] | undefined = await this.#handshake();
         this.#armIdle();
         while (batch !== undefined) {
-          for (const frame of batch) {
+          for (const message of batch) {
             // Backpressure: take no further request until one ends.
             if (this.inflight.size >= maxInflight) await this.#requestEnded();
-            const message = decode(frame);
             if (message.type === Type.REQUEST) this.#start(message.id, message.data);
+            else if (message.type === INVALID) throw message.error;
             else if (message.type === Type.CANCEL) {
               this.inflight.get(message.id)?.abort(cancelled());
             } else {
@@ -169,7 +181,7 @@ export async function serve(
     }
 
     /** Checks the client's HELLO and welcomes it; returns what came after the HELLO. */
-    async #handshake(): Promise<Uint8Array[]> {
+    async #handshake(): Promise<Message[]> {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const first = await Promise.race([
         this.channel.read(),
@@ -183,12 +195,8 @@ export async function serve(
       if (first === undefined) {
         throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
       }
-      let hello: Message;
-      try {
-        hello = decode(first[0]!);
-      } catch (err) {
-        throw new Refusal("EPROTOCOL", (err as Error).message);
-      }
+      const hello = first[0]!;
+      if (hello.type === INVALID) throw new Refusal("EPROTOCOL", hello.error.message);
       if (hello.type !== Type.HELLO) {
         throw new Refusal(
           "EPROTOCOL",
@@ -290,7 +298,7 @@ export async function serve(
     /** Sends a message; resolves at once unless the socket pushes back. Never rejects. */
     #send(message: Message): Promise<void> | undefined {
       try {
-        return this.channel.send(encode(message))?.catch(() => {});
+        return this.channel.send(message)?.catch(() => {});
       } catch {
         // The channel failed: the read loop ends the session.
         return undefined;
