@@ -129,18 +129,116 @@ const REFUSAL_CODES: readonly IpcErrorCode[] = [
   "ETIMEDOUT",
 ];
 
-interface Pending {
+/** Where a request's outcome goes: a promise's callbacks, or a stream's controller. */
+interface Outlet {
+  /** A chunk of a streamed reply; absent for `request()`, which gathers them. */
+  chunk?(data: Uint8Array): void;
+  end(reply: Uint8Array): void;
+  fail(err: unknown): void;
+}
+
+/** What a call needs from its client. */
+interface CallHooks {
+  /** The call settled: forget it. */
+  finished(call: Call): void;
+  /** Whether the server has the request, so a CANCEL is due. */
+  sent(call: Call): boolean;
+  /** Tells the server to stop the call. */
+  cancel(call: Call): void;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * One request, from start until it settles. A class rather than closures: a client may have
+ * thousands of these a second, and each closure would be an object for the collector.
+ */
+class Call {
   readonly id: number;
   /** The REQUEST message, kept to be sent again after a reconnect. */
   readonly message: Message;
   readonly idempotent: boolean;
   /** When it times out, in `Date.now()` milliseconds. */
   readonly deadline: number;
+  readonly #timeout: number;
+  readonly #signal: AbortSignal | undefined;
+  readonly #outlet: Outlet;
+  readonly #hooks: CallHooks;
+  readonly #label: string;
+  #chunks: Uint8Array[] | undefined;
+  settled = false;
+
+  constructor(
+    id: number,
+    data: Uint8Array,
+    options: RpcRequestOptions & { timeout: number },
+    outlet: Outlet,
+    hooks: CallHooks,
+    label: string,
+  ) {
+    this.id = id;
+    this.message = { type: Type.REQUEST, id, data };
+    this.idempotent = options.idempotent ?? false;
+    this.#timeout = options.timeout;
+    this.deadline = Date.now() + options.timeout;
+    this.#signal = options.signal;
+    this.#outlet = outlet;
+    this.#hooks = hooks;
+    this.#label = label;
+    this.#signal?.addEventListener("abort", this, { once: true });
+  }
+
+  chunk(data: Uint8Array): void {
+    if (this.#outlet.chunk !== undefined) this.#outlet.chunk(data);
+    else (this.#chunks ??= []).push(data);
+  }
+
+  end(reply?: Uint8Array): void {
+    if (this.settled) return;
+    this.#finish();
+    const chunks = this.#chunks;
+    this.#outlet.end(chunks !== undefined ? concat(chunks) : reply ?? EMPTY);
+  }
+
+  fail(err: unknown): void {
+    if (this.settled) return;
+    this.#finish();
+    this.#outlet.fail(err);
+  }
+
+  /** Gives up on the request: it rejects with `reason` and the server is told to stop. */
+  cancel(reason: unknown): void {
+    if (this.settled) return;
+    const sent = this.#hooks.sent(this);
+    this.#finish();
+    this.#outlet.fail(reason);
+    if (sent) this.#hooks.cancel(this);
+  }
+
   /** Fails it with `ETIMEDOUT` and cancels it on the server. */
-  expire(): void;
-  chunk(data: Uint8Array): void;
-  end(data?: Uint8Array): void;
-  fail(err: unknown): void;
+  expire(): void {
+    this.cancel(
+      new IpcError(
+        "ETIMEDOUT",
+        `Request to "${this.#label}" had no reply within ${this.#timeout} ms`,
+        {
+          op: "request",
+          address: this.#label,
+        },
+      ),
+    );
+  }
+
+  /** The signal's abort listener. */
+  handleEvent(): void {
+    this.cancel(this.#signal?.reason);
+  }
+
+  #finish(): void {
+    this.settled = true;
+    this.#signal?.removeEventListener("abort", this);
+    this.#hooks.finished(this);
+  }
 }
 
 interface Session {
@@ -192,14 +290,22 @@ class Client implements RpcClient {
   /** Why requests cannot be sent now, once reconnecting has given up or is off. */
   #down: IpcError | undefined;
   #reconnecting: Promise<void> | undefined;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new Map<number, Call>();
   /** Requests waiting for a connection. */
   #waiting: (() => void)[] = [];
   #nextId = 0;
   /** Every request not yet settled, sent or waiting for a connection, for timeouts. */
-  readonly #live = new Set<Pending>();
+  readonly #live = new Set<Call>();
   #sweep: ReturnType<typeof setTimeout> | undefined;
   #sweepAt = Infinity;
+  readonly #hooks: CallHooks = {
+    finished: (call) => {
+      this.#pending.delete(call.id);
+      this.#unwatch(call);
+    },
+    sent: (call) => this.#pending.get(call.id) === call,
+    cancel: (call) => this.#write({ type: Type.CANCEL, id: call.id }),
+  };
 
   constructor(address: string | Address, options: DialOptions) {
     this.#address = address;
@@ -213,11 +319,7 @@ class Client implements RpcClient {
 
   request(data: Uint8Array | string, options: RpcRequestOptions = {}): Promise<Uint8Array> {
     return new Promise((resolve, reject) => {
-      this.#start(data, options, {
-        chunk: () => {},
-        end: (reply) => resolve(reply ?? new Uint8Array(0)),
-        fail: reject,
-      }, true);
+      this.#start(data, options, { end: resolve, fail: reject });
     });
   }
 
@@ -225,19 +327,19 @@ class Client implements RpcClient {
     data: Uint8Array | string,
     options: RpcRequestOptions = {},
   ): ReadableStream<Uint8Array> {
-    let cancel: ((reason: unknown) => void) | undefined;
+    let call: Call | undefined;
     return new ReadableStream<Uint8Array>({
       start: (controller) => {
-        cancel = this.#start(data, options, {
+        call = this.#start(data, options, {
           chunk: (c) => controller.enqueue(c),
           end: (reply) => {
-            if (reply !== undefined && reply.length > 0) controller.enqueue(reply);
+            if (reply.length > 0) controller.enqueue(reply);
             controller.close();
           },
           fail: (err) => controller.error(err),
-        }, false);
+        });
       },
-      cancel: (reason) => cancel?.(reason),
+      cancel: (reason) => call?.cancel(reason),
     });
   }
 
@@ -256,88 +358,42 @@ class Client implements RpcClient {
     return Promise.resolve();
   }
 
-  /** Starts a request; returns how to cancel it. */
-  #start(
-    data: Uint8Array | string,
-    options: RpcRequestOptions,
-    on: { chunk(c: Uint8Array): void; end(reply?: Uint8Array): void; fail(err: unknown): void },
-    whole: boolean,
-  ): (reason: unknown) => void {
-    const { signal, idempotent = false } = options;
+  /** Starts a request. */
+  #start(data: Uint8Array | string, options: RpcRequestOptions, outlet: Outlet): Call {
     const timeout = options.timeout ?? this.#options.requestTimeout ?? 30_000;
-    const id = this.#newId();
     const bytes = typeof data === "string" ? utf8.encode(data) : data;
-    let settled = false;
-    const chunks: Uint8Array[] = [];
-    const finish = (): void => {
-      settled = true;
-      signal?.removeEventListener("abort", onAbort);
-      this.#pending.delete(id);
-      this.#unwatch(pending);
-    };
-    const cancel = (reason: unknown): void => {
-      if (settled) return;
-      const sent = this.#pending.has(id);
-      finish();
-      on.fail(reason);
-      if (sent) this.#write({ type: Type.CANCEL, id });
-    };
-    const onAbort = (): void => cancel(signal?.reason);
-    const pending: Pending = {
-      id,
-      message: { type: Type.REQUEST, id, data: bytes },
-      idempotent,
-      deadline: Date.now() + timeout,
-      expire: () => {
-        cancel(
-          new IpcError(
-            "ETIMEDOUT",
-            `Request to "${this.#label}" had no reply within ${timeout} ms`,
-            {
-              op: "request",
-              address: this.#label,
-            },
-          ),
-        );
-      },
-      chunk: (c) => (whole ? chunks.push(c) : on.chunk(c)),
-      end: (reply) => {
-        if (settled) return;
-        finish();
-        if (whole && chunks.length > 0) on.end(concat(chunks));
-        else on.end(reply);
-      },
-      fail: (err) => {
-        if (settled) return;
-        finish();
-        on.fail(err);
-      },
-    };
-    if (signal?.aborted) {
-      queueMicrotask(onAbort);
-      return cancel;
+    const call = new Call(
+      this.#newId(),
+      bytes,
+      { ...options, timeout },
+      outlet,
+      this.#hooks,
+      this.#label,
+    );
+    if (options.signal?.aborted) {
+      queueMicrotask(() => call.handleEvent());
+      return call;
     }
-    signal?.addEventListener("abort", onAbort, { once: true });
-    this.#watch(pending);
+    this.#watch(call);
     if (this.#session !== undefined && !this.#session.goaway) {
-      this.#pending.set(id, pending);
-      this.#transmit(this.#session, pending.message);
+      this.#pending.set(call.id, call);
+      this.#transmit(this.#session, call.message);
     } else {
-      void this.#send(pending, () => settled);
+      void this.#send(call);
     }
-    return cancel;
+    return call;
   }
 
   /**
    * Timeouts share one timer, set for the earliest deadline: a timer per request would cost
    * more than the rest of a small request.
    */
-  #watch(pending: Pending): void {
+  #watch(pending: Call): void {
     this.#live.add(pending);
     if (pending.deadline < this.#sweepAt) this.#arm(pending.deadline);
   }
 
-  #unwatch(pending: Pending): void {
+  #unwatch(pending: Call): void {
     this.#live.delete(pending);
     if (this.#live.size === 0 && this.#sweep !== undefined) {
       clearTimeout(this.#sweep);
@@ -364,7 +420,7 @@ class Client implements RpcClient {
     if (next < Infinity && this.#live.size > 0) this.#arm(next);
   }
 
-  async #send(pending: Pending, settled: () => boolean): Promise<void> {
+  async #send(pending: Call): Promise<void> {
     while (this.#session === undefined || this.#session.goaway) {
       if (this.#closed) return pending.fail(closedError("request", "client"));
       if (this.#down !== undefined) return pending.fail(this.#down);
@@ -382,7 +438,7 @@ class Client implements RpcClient {
       }
       this.#startReconnect();
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
-      if (settled()) return;
+      if (pending.settled) return;
     }
     this.#pending.set(pending.id, pending);
     this.#transmit(this.#session, pending.message);
