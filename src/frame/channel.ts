@@ -90,11 +90,14 @@ export class Channel<T> {
 
   /**
    * Batches a message for writing: undefined once it is taken, or a promise while the batch
-   * waits for the socket (backpressure). A refused message rejects, and so does every later one.
+   * waits for the socket (backpressure). A refused message (over the size limit) rejects and
+   * nothing of it is sent; the channel stays usable. After the channel failed, `send()` throws.
    */
   send(value: T): Promise<void> | undefined {
     if (this.#sending !== undefined) {
-      const queued: Promise<void> = this.#sending.then(() => this.#sink.write(value));
+      // Whatever became of the one before, this one is the sink's to take or refuse.
+      const write = (): Promise<void> | undefined => this.#sink.write(value);
+      const queued: Promise<void> = this.#sending.then(write, write);
       return this.#track(queued);
     }
     const taken = this.#sink.write(value);

@@ -377,7 +377,7 @@ class Client implements RpcClient {
     this.#watch(call);
     if (this.#session !== undefined && !this.#session.goaway) {
       this.#pending.set(call.id, call);
-      this.#transmit(this.#session, call.message);
+      this.#transmit(this.#session, call.message, call);
     } else {
       void this.#send(call);
     }
@@ -441,7 +441,7 @@ class Client implements RpcClient {
       if (pending.settled) return;
     }
     this.#pending.set(pending.id, pending);
-    this.#transmit(this.#session, pending.message);
+    this.#transmit(this.#session, pending.message, pending);
   }
 
   #write(message: Message): void {
@@ -542,7 +542,7 @@ class Client implements RpcClient {
   #attach(session: Session): void {
     this.#session = session;
     this.#down = undefined;
-    for (const p of this.#pending.values()) this.#transmit(session, p.message);
+    for (const p of this.#pending.values()) this.#transmit(session, p.message, p);
     this.#wake();
     void this.#read(session);
   }
@@ -620,12 +620,18 @@ class Client implements RpcClient {
     }
   }
 
-  /** Sends a message on `session`; a failed channel is noticed by its read loop. */
-  #transmit(session: Session, message: Message): void {
+  /**
+   * Sends a message on `session`. A request over `maxFrameSize` fails its call; a failed
+   * channel is noticed by its read loop, which fails or keeps what is pending.
+   */
+  #transmit(session: Session, message: Message, call?: Call): void {
+    const refused = (err: unknown): void => {
+      if (err instanceof IpcError && err.code === "EFRAMETOOLARGE") call?.fail(err);
+    };
     try {
-      session.channel.send(message)?.catch(() => {});
-    } catch {
-      // The channel failed: its read loop ends the session and fails what is pending.
+      session.channel.send(message)?.catch(refused);
+    } catch (err) {
+      refused(err);
     }
   }
 

@@ -268,7 +268,7 @@ export async function serve(
         if (reply instanceof ReadableStream) {
           for await (const chunk of reply) {
             if (signal.aborted) return;
-            await this.#send({ type: Type.CHUNK, id, data: chunk });
+            await this.#reply({ type: Type.CHUNK, id, data: chunk });
           }
           await this.#send({ type: Type.END, id });
         } else {
@@ -278,7 +278,7 @@ export async function serve(
               `The handler returned ${typeof reply}, not bytes, text or a stream`,
             );
           }
-          await this.#send({ type: Type.REPLY, id, data: bytes });
+          await this.#reply({ type: Type.REPLY, id, data: bytes });
         }
       } catch (err) {
         if (signal.aborted) return;
@@ -292,6 +292,18 @@ export async function serve(
           message: e.message,
           stack: exposeStack ? e.stack ?? "" : "",
         });
+      }
+    }
+
+    /**
+     * Sends a reply or a chunk of one. One over `maxFrameSize` throws `EFRAMETOOLARGE`, which
+     * the client then gets as the request's error; a broken connection is left to the read loop.
+     */
+    async #reply(message: Message): Promise<void> {
+      try {
+        await this.channel.send(message);
+      } catch (err) {
+        if (err instanceof IpcError && err.code === "EFRAMETOOLARGE") throw err;
       }
     }
 

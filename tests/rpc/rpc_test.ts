@@ -239,6 +239,19 @@ describe("RPC", () => {
     },
   );
 
+  test("a request or reply over maxFrameSize fails that request only", T, async () => {
+    await using server = await serve(
+      "tcp://127.0.0.1:0",
+      (request) => text.decode(request) === "big" ? new Uint8Array(5000) : request,
+      { maxFrameSize: 1000 },
+    );
+    await using client = await dial(server.addr, { maxFrameSize: 1000 });
+    await rejectsWith(client.request(new Uint8Array(2000), { timeout: 60_000 }), "EFRAMETOOLARGE");
+    const err = await client.request("big", { timeout: 60_000 }).catch((e: unknown) => e);
+    assert.ok(err instanceof RemoteError && err.code === "EFRAMETOOLARGE", String(err));
+    assert.equal(text.decode(await client.request("small")), "small");
+  });
+
   test("a connection that sends no handshake is closed after handshakeTimeout", T, async () => {
     await using server = await serve("tcp://127.0.0.1:0", echo, { handshakeTimeout: 100 });
     const conn = await connect(server.addr);
