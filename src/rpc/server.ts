@@ -338,10 +338,11 @@ export async function serve(
       this.conn.close();
     }
 
-    /** Shutdown: tell the client, then close once what runs has finished. */
+    /** Shutdown: tell the client, let what runs finish, send the last replies, then close. */
     async drain(): Promise<void> {
       await this.#send({ type: Type.GOAWAY });
       await this.#drained();
+      await this.channel.end().catch(() => {});
       this.conn.close();
     }
   }
