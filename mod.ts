@@ -37,5 +37,5 @@ export { FrameDecoderStream, FrameEncoderStream } from "./src/frame/codec.ts";
 export type { FrameStreamOptions } from "./src/frame/codec.ts";
 export { LineDecoderStream, LineEncoderStream } from "./src/frame/lines.ts";
 export type { LineStreamOptions } from "./src/frame/lines.ts";
-export { framed, lines } from "./src/frame/framed.ts";
-export type { FramedConn } from "./src/frame/framed.ts";
+export { frameChannel, framed, lines } from "./src/frame/framed.ts";
+export type { FrameChannel, FramedConn } from "./src/frame/framed.ts";

@@ -13,13 +13,16 @@
  * ceiling of Web Streams themselves: a `ReadableStream` that enqueues pre-built 64 B views and a
  * reader that reads them one by one, with no I/O and no parsing.
  *
+ * `channel` rows run the same workloads through `frameChannel()`, the batch-level API: a read
+ * returns every frame of a socket read, a send encodes into the batch with no stream operation.
+ *
  * Usage: `<runtime> bench/frame.ts [--repeats N] [--only NAME]`; `npm run bench` runs it under
  * all three runtimes. Every loop is bounded by a count and by time.
  *
  * @module
  */
 
-import { connect, framed, FrameDecoderStream, listen } from "../mod.ts";
+import { type Conn, connect, frameChannel, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
 import { implFor, serveOnce } from "./_peers.ts";
 import {
@@ -73,72 +76,113 @@ function encodedBatch(size: number): Uint8Array {
   return out;
 }
 
+/** Frames in and out, through `framed()`'s streams or through a `frameChannel()`. */
+interface FrameIo {
+  /** The next frames (one per call for streams), or undefined at the end. */
+  read(): Promise<Uint8Array[] | undefined>;
+  /** Sends a frame; a promise means: wait before sending more. */
+  send(frame: Uint8Array): Promise<void> | undefined;
+  end(): Promise<void>;
+  close(): void;
+}
+
+function framedIo(conn: Conn): FrameIo {
+  const f = framed(conn);
+  const reader = f.readable.getReader();
+  const writer = f.writable.getWriter();
+  const one: Uint8Array[] = [];
+  return {
+    read: async () => {
+      const r = await reader.read();
+      if (r.done) return undefined;
+      one[0] = r.value;
+      return one;
+    },
+    // The Web Streams way to write without awaiting each write: watch desiredSize.
+    send: (frame) => {
+      writer.write(frame).catch(() => {});
+      return writer.desiredSize! <= 0 ? writer.ready : undefined;
+    },
+    end: () => writer.close(),
+    close: () => f.close(),
+  };
+}
+
+function channelIo(conn: Conn): FrameIo {
+  const c = frameChannel(conn);
+  return {
+    read: () => c.read(),
+    send: (f) => c.send(f),
+    end: () => c.end(),
+    close: () => c.close(),
+  };
+}
+
+const ios: Record<string, (conn: Conn) => FrameIo> = { framed: framedIo, channel: channelIo };
+
 /** The child's side of a framed workload. */
-async function framedChild(w: Workload, path: string): Promise<unknown> {
-  const conn = framed(await connect(path));
-  const writer = conn.writable.getWriter();
+async function framedChild(w: Workload, path: string, impl: string): Promise<unknown> {
+  const io = ios[impl]!(await connect(path));
   if (w.kind === "ping-pong") {
-    const reader = conn.readable.getReader();
     const frame = new Uint8Array(w.size);
     const start = performance.now();
     const end = start + LIMIT_MS;
     let trips = 0;
     while (trips < w.count && ((trips & 255) !== 0 || performance.now() < end)) {
-      writer.write(stamp(frame, trips));
-      const { value } = await reader.read();
-      if (value?.length !== w.size) throw new Error("bad echo");
+      io.send(stamp(frame, trips));
+      const got = await io.read();
+      if (got?.[0]?.length !== w.size) throw new Error("bad echo");
       trips++;
     }
     const ms = performance.now() - start;
-    await writer.close();
-    conn.close();
+    await io.end();
+    io.close();
     return { trips, ms };
   }
-  // A pool of frames, reused once the writable has long taken them (it holds at most a few).
+  // A pool of frames, reused once the writer has long taken them (it holds at most a few).
   const pool = Array.from({ length: 4096 }, () => new Uint8Array(w.size));
   const end = performance.now() + LIMIT_MS;
   let seq = 0;
   while (seq < w.count && ((seq & 4095) !== 0 || performance.now() < end)) {
-    if (writer.desiredSize! <= 0) await writer.ready;
-    writer.write(stamp(pool[seq & 4095]!, seq));
+    const wait = io.send(stamp(pool[seq & 4095]!, seq));
+    if (wait) await wait;
     seq++;
   }
-  await writer.close();
-  conn.close();
+  await io.end();
+  io.close();
   return { frames: seq };
 }
 
 /** This process's side of a framed workload: returns the rate. */
-async function framedParent(w: Workload, conn: ReturnType<typeof framed>): Promise<number> {
+async function framedParent(w: Workload, io: FrameIo): Promise<number> {
   if (w.kind === "ping-pong") {
-    const writer = conn.writable.getWriter();
-    for await (const frame of conn.readable) writer.write(frame);
-    await writer.close();
+    for (let batch; (batch = await io.read());) for (const frame of batch) io.send(frame);
+    await io.end();
     return NaN;
   }
-  const reader = conn.readable.getReader();
   let seq = 0;
   let first = 0;
-  for (let r = await reader.read(); !r.done; r = await reader.read()) {
-    const f = r.value;
+  for (let batch; (batch = await io.read());) {
     if (seq === 0) first = performance.now();
-    if (f.length !== w.size || ((f[0]! << 24 | f[1]! << 16 | f[2]! << 8 | f[3]!) >>> 0) !== seq) {
-      throw new Error(`frame ${seq} is wrong`);
+    for (const f of batch) {
+      if (f.length !== w.size || ((f[0]! << 24 | f[1]! << 16 | f[2]! << 8 | f[3]!) >>> 0) !== seq) {
+        throw new Error(`frame ${seq} is wrong`);
+      }
+      seq++;
     }
-    seq++;
   }
   const seconds = (performance.now() - first) / 1000;
   return w.unit === "frames/s" ? seq / seconds : (seq * (w.size + 4)) / 1e6 / seconds;
 }
 
 /** One measurement over a unix socket between this process and a child. */
-async function once(w: Workload, impl: "raw" | "framed", path: string): Promise<number> {
+async function once(w: Workload, impl: string, path: string): Promise<number> {
   const child = (): ReturnType<typeof spawnSelf> => spawnSelf(SCRIPT, ["peer", w.name, impl, path]);
-  if (impl === "framed") {
+  if (impl !== "raw") {
     await using listener = await listen(path);
     const proc = child();
     const report = stdoutText(proc);
-    const conn = framed(await listener.accept());
+    const conn = ios[impl]!(await listener.accept());
     let rate = await framedParent(w, conn);
     const out = JSON.parse(await report);
     if (w.kind === "ping-pong") rate = out.trips / (out.ms / 1000);
@@ -214,7 +258,7 @@ async function decodeStream(chunks: readonly Uint8Array[]): Promise<number> {
 if (args[0] === "peer") {
   const [, name, impl, path] = args;
   const w = WORKLOADS.find((x) => x.name === name)!;
-  const result = impl === "framed" ? await framedChild(w, path!) : await rawChild(w, path!);
+  const result = impl === "raw" ? await rawChild(w, path!) : await framedChild(w, path!, impl!);
   console.log(JSON.stringify(result));
 } else {
   const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
@@ -222,7 +266,7 @@ if (args[0] === "peer") {
   const dir = await rt.fs.makeTempDir("dk-bench-");
   const rows: Row[] = [];
   for (const w of WORKLOADS.filter((w) => w.name.includes(only))) {
-    const impls = ["raw", "framed"] as const;
+    const impls = ["raw", "framed", "channel"] as const;
     const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
     for (let i = 0; i < repeats; i++) {
       for (let j = 0; j < impls.length; j++) {
@@ -269,6 +313,18 @@ function printTargets(rows: readonly Row[]): void {
     ["4 KiB one-way framed / raw", m("one-way 4 KiB", "framed") / m("one-way 4 KiB", "raw"), 0.8],
     ["64 B ping-pong framed / raw", m("ping-pong", "framed") / m("ping-pong", "raw"), 0.9],
     ["decoder core, M frames/s", m("decode", "decoder core") / 1e6, 15],
+    // The batch-level API, for comparison with the same goals.
+    [
+      "64 B one-way frameChannel / Web Streams ceiling",
+      m("one-way 64 B", "channel") / m("decode", "ceiling"),
+      0.6,
+    ],
+    [
+      "4 KiB one-way frameChannel / raw",
+      m("one-way 4 KiB", "channel") / m("one-way 4 KiB", "raw"),
+      0.8,
+    ],
+    ["64 B ping-pong frameChannel / raw", m("ping-pong", "channel") / m("ping-pong", "raw"), 0.9],
   ] as const;
   console.log("\n| target | this run | goal | |\n|---|---|---|---|");
   for (const [name, value, goal] of targets) {

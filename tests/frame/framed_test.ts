@@ -3,6 +3,7 @@ import { describe, test } from "node:test";
 import {
   type Conn,
   connect,
+  frameChannel,
   framed,
   type FramedConn,
   IpcError,
@@ -282,6 +283,56 @@ describe("framed()", () => {
       assert.equal(await child.line(), "done");
     }));
   });
+});
+
+describe("frameChannel()", () => {
+  test("frameChannel() carries 5,000 frames of mixed sizes both ways, in order", T, async () => {
+    await using p = await pair();
+    const a = frameChannel(p.client);
+    const b = frameChannel(p.server);
+    const frames = seededFrames(5000, 3);
+    const echo = (async () => {
+      for (let batch; (batch = await b.read());) {
+        for (const frame of batch) {
+          const wait = b.send(frame);
+          if (wait) await wait;
+        }
+      }
+      await b.end();
+    })();
+    const sending = (async () => {
+      for (const frame of frames) {
+        const wait = a.send(frame);
+        if (wait) await wait;
+      }
+      await a.end();
+    })();
+    const back: Uint8Array[] = [];
+    for (let batch; (batch = await a.read());) back.push(...batch);
+    await Promise.all([echo, sending]);
+    assert.equal(back.length, frames.length);
+    for (let i = 0; i < frames.length; i++) assert.deepEqual(back[i], frames[i], `frame ${i}`);
+  });
+
+  test(
+    "frameChannel() refuses an oversize frame and stays usable; bad input fails read()",
+    T,
+    async () => {
+      await using p = await pair();
+      const a = frameChannel(p.client, { maxFrameSize: 100 });
+      await rejectsWith(Promise.resolve(a.send(new Uint8Array(101))), "EFRAMETOOLARGE");
+      await a.send(new Uint8Array([1]));
+      await a.end();
+      const raw = p.server.readable.getReader();
+      assert.deepEqual((await raw.read()).value, new Uint8Array([0, 0, 0, 1, 1]));
+      raw.releaseLock();
+      // The other way: a frame, then a length over the limit.
+      void sendRaw(p.server, encodeFramesRaw([new Uint8Array([7])]), new Uint8Array([0, 0, 1, 0]));
+      assert.deepEqual(await a.read(), [new Uint8Array([7])]);
+      await rejectsWith(a.read(), "EFRAMETOOLARGE", /current value is 256/);
+      await a.closed;
+    },
+  );
 });
 
 describe("lines()", () => {
