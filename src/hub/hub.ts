@@ -70,7 +70,24 @@ export interface HubStats {
   readonly subscriptions: readonly SubscriptionStats[];
 }
 
-/** The header that carries a handler's error back to `request()`. */
+/**
+ * The header that carries a handler's error back to `request()`, which then rejects with
+ * `EREMOTE`. A reply published by hand with this header fails its request the same way.
+ *
+ * @example Fail a request by hand
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ERROR_HEADER, Hub } from "@dockipc/dockipc/hub";
+ *
+ * await using hub = new Hub();
+ * (async () => {
+ *   for await (const m of hub.subscribe("jobs.run")) {
+ *     await hub.publish(m.reply!, "", { headers: { [ERROR_HEADER]: "no capacity" } });
+ *   }
+ * })();
+ * await assert.rejects(hub.request("jobs.run", "x"), /no capacity/);
+ * ```
+ */
 export const ERROR_HEADER = "dockipc-error";
 
 /** Topics counted one by one; the rest are counted together under `OTHER_TOPICS`. */

@@ -55,17 +55,65 @@ function tokensOf(value: string, kind: "topic" | "pattern"): string[] {
   return tokens;
 }
 
-/** Checks a topic to publish to; throws an `IpcError` `ETOPICINVALID` saying what is wrong. */
+/**
+ * Checks a topic to publish to: dot-separated tokens, none empty, no whitespace, no wildcards,
+ * at most 256 characters.
+ *
+ * @param topic The topic.
+ * @throws {IpcError} `ETOPICINVALID`, saying what is wrong.
+ *
+ * @example Check a topic before using it
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { validateTopic } from "@dockipc/dockipc/hub";
+ *
+ * validateTopic("orders.eu.created");
+ * assert.throws(() => validateTopic("orders..created"), /token 2 is empty/);
+ * ```
+ */
 export function validateTopic(topic: string): void {
   tokensOf(topic, "topic");
 }
 
-/** Checks a pattern to subscribe to; throws an `IpcError` `ETOPICINVALID` saying what is wrong. */
+/**
+ * Checks a pattern to subscribe to: like a topic, plus `*` as a whole token and `>` as the last.
+ *
+ * @param pattern The pattern.
+ * @throws {IpcError} `ETOPICINVALID`, saying what is wrong.
+ *
+ * @example Check a pattern
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { validatePattern } from "@dockipc/dockipc/hub";
+ *
+ * validatePattern("orders.*.>");
+ * assert.throws(() => validatePattern("orders.>.eu"), /">" may only be the last token/);
+ * ```
+ */
 export function validatePattern(pattern: string): void {
   tokensOf(pattern, "pattern");
 }
 
-/** Whether `topic` matches `pattern`: the plain definition, which the trie must agree with. */
+/**
+ * Whether `topic` matches `pattern`: `*` matches exactly one token, `>` one or more trailing
+ * tokens. This is the plain definition; the hub's trie agrees with it.
+ *
+ * @param pattern A pattern.
+ * @param topic A topic.
+ * @returns Whether a subscription to `pattern` receives messages published to `topic`.
+ * @throws {IpcError} `ETOPICINVALID` if either is invalid.
+ *
+ * @example Wildcards
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { topicMatches } from "@dockipc/dockipc/hub";
+ *
+ * assert.equal(topicMatches("orders.*", "orders.created"), true);
+ * assert.equal(topicMatches("orders.*", "orders.eu.created"), false);
+ * assert.equal(topicMatches("orders.>", "orders.eu.created"), true);
+ * assert.equal(topicMatches("orders.>", "orders"), false);
+ * ```
+ */
 export function topicMatches(pattern: string, topic: string): boolean {
   const p = tokensOf(pattern, "pattern");
   const t = tokensOf(topic, "topic");
