@@ -129,7 +129,7 @@ export async function serve(
   class Session {
     readonly conn: Conn;
     readonly channel: Channel<Message>;
-    readonly inflight = new Map<number, AbortController>();
+    readonly inflight = new Map<number, Running>();
     /** Who waits for a request to end: the read loop at `maxInflight`, and a drain. */
     #waiters: (() => void)[] = [];
     #idle: ReturnType<typeof setTimeout> | undefined;
@@ -236,11 +236,11 @@ export async function serve(
           `Cannot serve request ${id} as one with that id is in flight`,
         );
       }
-      // One controller per request; close() and shutdown's signal reach it through the
-      // session's end, which aborts every request still running.
-      const request = new AbortController();
+      // close() and shutdown's signal reach the request through the session's end, which
+      // aborts every request still running.
+      const request = new Running(this.conn.remoteAddr);
       this.inflight.set(id, request);
-      void this.#answer(id, data, request.signal).finally(() => {
+      void this.#answer(id, data, request).finally(() => {
         this.inflight.delete(id);
         const waiters = this.#waiters;
         this.#waiters = [];
@@ -249,7 +249,7 @@ export async function serve(
       });
     }
 
-    async #answer(id: number, data: Uint8Array, signal: AbortSignal): Promise<void> {
+    async #answer(id: number, data: Uint8Array, request: Running): Promise<void> {
       if (draining) {
         return this.#send({
           type: Type.ERROR,
@@ -260,14 +260,14 @@ export async function serve(
         });
       }
       try {
-        const reply = await handler(data, { signal, remoteAddr: this.conn.remoteAddr });
-        if (signal.aborted) {
-          if (reply instanceof ReadableStream) await reply.cancel(signal.reason).catch(() => {});
+        const reply = await handler(data, request);
+        if (request.aborted) {
+          if (reply instanceof ReadableStream) await reply.cancel(request.reason).catch(() => {});
           return;
         }
         if (reply instanceof ReadableStream) {
           for await (const chunk of reply) {
-            if (signal.aborted) return;
+            if (request.aborted) return;
             await this.#reply({ type: Type.CHUNK, id, data: chunk });
           }
           await this.#send({ type: Type.END, id });
@@ -281,7 +281,7 @@ export async function serve(
           await this.#reply({ type: Type.REPLY, id, data: bytes });
         }
       } catch (err) {
-        if (signal.aborted) return;
+        if (request.aborted) return;
         const e = err instanceof Error ? err : new Error(String(err));
         const own = (e as Error & { code?: unknown }).code;
         const code = typeof own === "string" ? own : e.name;
@@ -385,6 +385,43 @@ export async function serve(
     },
   };
   return server;
+}
+
+/**
+ * A request being handled, and the context its handler gets. The signal is made only when the
+ * handler asks for it: most handlers never do, and an AbortController per request is a cost
+ * every request would pay.
+ */
+class Running implements RpcContext {
+  readonly remoteAddr: Address;
+  #controller: AbortController | undefined;
+  #reason: { value: unknown } | undefined;
+
+  constructor(remoteAddr: Address) {
+    this.remoteAddr = remoteAddr;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#reason !== undefined) this.#controller.abort(this.#reason.value);
+    }
+    return this.#controller.signal;
+  }
+
+  get aborted(): boolean {
+    return this.#reason !== undefined;
+  }
+
+  get reason(): unknown {
+    return this.#reason?.value;
+  }
+
+  abort(reason: unknown): void {
+    if (this.#reason !== undefined) return;
+    this.#reason = { value: reason };
+    this.#controller?.abort(reason);
+  }
 }
 
 function cancelled(): IpcError {
