@@ -156,6 +156,37 @@ describe("RPC", () => {
   });
 
   test(
+    "a handler that looks at its signal only after the client gave up sees it aborted",
+    T,
+    async () => {
+      let release!: () => void;
+      const later = new Promise<void>((resolve) => (release = resolve));
+      let seen: boolean | undefined;
+      let started!: () => void;
+      const running = new Promise<void>((resolve) => (started = resolve));
+      await using server = await serve("tcp://127.0.0.1:0", async (request, ctx) => {
+        if (text.decode(request) === "barrier") return "passed";
+        started();
+        await later;
+        seen = ctx.signal.aborted;
+        return "late";
+      });
+      await using client = await dial(server.addr);
+      const controller = new AbortController();
+      const pending = client.request("x", { signal: controller.signal }).catch((e: unknown) => e);
+      await running;
+      controller.abort(new Error("gave up"));
+      assert.match(String(await pending), /gave up/);
+      // The server reads a connection in order: once the barrier's reply is back, it has
+      // seen the CANCEL sent before it.
+      assert.equal(text.decode(await client.request("barrier")), "passed");
+      release();
+      await until(() => seen !== undefined, 10_000, "the handler to look at its signal");
+      assert.equal(seen, true);
+    },
+  );
+
+  test(
     "requestStream() delivers a streamed reply chunk by chunk; cancelling it stops the handler",
     T,
     async () => {
