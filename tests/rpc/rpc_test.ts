@@ -335,16 +335,17 @@ describe("RPC", () => {
     T,
     async () => {
       await using dir = await tempDir();
+      let started = 0;
       let finished = 0;
       const server = await serve(`${dir.path}/r.sock`, async (_, { signal }) => {
+        started++;
         await sleep(100, signal);
         finished++;
         return "done";
       });
       const client = await dial(server.addr);
       const inflight = Array.from({ length: 5 }, () => client.request("x"));
-      await until(() => server.connections === 1, 10_000, "the connection");
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await until(() => started === 5, 10_000, "the handlers to start");
       await server.shutdown();
       assert.equal(finished, 5);
       assert.deepEqual(
@@ -358,7 +359,9 @@ describe("RPC", () => {
 
   test("shutdown({ signal }) aborts handlers when the signal fires first", T, async () => {
     let aborted = 0;
+    let started = 0;
     const server = await serve("tcp://127.0.0.1:0", async (_, { signal }) => {
+      started++;
       await sleep(30_000, signal).catch((e) => {
         aborted++;
         throw e;
@@ -367,8 +370,7 @@ describe("RPC", () => {
     });
     const client = await dial(server.addr);
     const pending = client.request("x").catch((e: unknown) => e);
-    await until(() => server.connections === 1, 10_000, "the connection");
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await until(() => started === 1, 10_000, "the handler to start");
     await server.shutdown({ signal: AbortSignal.timeout(50) });
     const err = await pending;
     assert.ok(err instanceof IpcError && err.code === "ECONNRESET", String(err));
@@ -386,8 +388,9 @@ describe("RPC", () => {
     await using client = await dial(path, { reconnect: { initialDelay: 20, maxDelay: 200 } });
     const firstPid = text.decode(await client.request("pid"));
     const lost = client.request("slow:30000").catch((e: unknown) => e);
-    const resent = client.request("slow:50", { idempotent: true });
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    const resent = client.request("slow:1000", { idempotent: true });
+    // The server reads a connection in order: once "pid" is answered, both slow requests run.
+    assert.equal(text.decode(await client.request("pid")), firstPid);
     first.process.kill("SIGKILL");
     await first.status;
     const err = await lost;
@@ -398,7 +401,11 @@ describe("RPC", () => {
     assert.equal(await second.line(), "ready");
     const secondPid = text.decode(await waiting);
     assert.notEqual(secondPid, firstPid);
-    assert.equal(text.decode(await resent), "slow done", "the idempotent request was sent again");
+    assert.equal(
+      text.decode(await resent),
+      `slow done by ${secondPid}`,
+      "the idempotent request was sent again, to the new server",
+    );
     await first[Symbol.asyncDispose]();
   });
 
