@@ -240,58 +240,67 @@ export async function serve(
       // aborts every request still running.
       const request = new Running(this.conn.remoteAddr);
       this.inflight.set(id, request);
-      void this.#answer(id, data, request).finally(() => {
-        this.inflight.delete(id);
-        const waiters = this.#waiters;
+      void this.#answer(id, data, request);
+    }
+
+    /** The request ended: free its slot, and let whoever waits for one go on. */
+    #ended(id: number): void {
+      this.inflight.delete(id);
+      const waiters = this.#waiters;
+      if (waiters.length > 0) {
         this.#waiters = [];
         for (const wake of waiters) wake();
-        this.#armIdle();
-      });
+      }
+      this.#armIdle();
     }
 
     async #answer(id: number, data: Uint8Array, request: Running): Promise<void> {
-      if (draining) {
-        return this.#send({
-          type: Type.ERROR,
-          id,
-          code: "ECLOSED",
-          message: "The server is shutting down",
-          stack: "",
-        });
-      }
       try {
-        const reply = await handler(data, request);
-        if (request.aborted) {
-          if (reply instanceof ReadableStream) await reply.cancel(request.reason).catch(() => {});
-          return;
+        if (draining) {
+          return this.#send({
+            type: Type.ERROR,
+            id,
+            code: "ECLOSED",
+            message: "The server is shutting down",
+            stack: "",
+          });
         }
-        if (reply instanceof ReadableStream) {
-          for await (const chunk of reply) {
-            if (request.aborted) return;
-            await this.#reply({ type: Type.CHUNK, id, data: chunk });
+        try {
+          const reply = await handler(data, request);
+          if (request.aborted) {
+            if (reply instanceof ReadableStream) await reply.cancel(request.reason).catch(() => {});
+            return;
           }
-          await this.#send({ type: Type.END, id });
-        } else {
-          const bytes = typeof reply === "string" ? utf8.encode(reply) : reply;
-          if (!(bytes instanceof Uint8Array)) {
-            throw new TypeError(
-              `The handler returned ${typeof reply}, not bytes, text or a stream`,
-            );
+          if (reply instanceof ReadableStream) {
+            for await (const chunk of reply) {
+              if (request.aborted) return;
+              await this.#reply({ type: Type.CHUNK, id, data: chunk });
+            }
+            await this.#send({ type: Type.END, id });
+          } else {
+            const bytes = typeof reply === "string" ? utf8.encode(reply) : reply;
+            if (!(bytes instanceof Uint8Array)) {
+              throw new TypeError(
+                `The handler returned ${typeof reply}, not bytes, text or a stream`,
+              );
+            }
+            await this.#reply({ type: Type.REPLY, id, data: bytes });
           }
-          await this.#reply({ type: Type.REPLY, id, data: bytes });
+        } catch (err) {
+          if (request.aborted) return;
+          const e = err instanceof Error ? err : new Error(String(err));
+          const own = (e as Error & { code?: unknown }).code;
+          const code = typeof own === "string" ? own : e.name;
+          await this.#send({
+            type: Type.ERROR,
+            id,
+            code,
+            message: e.message,
+            stack: exposeStack ? e.stack ?? "" : "",
+          });
         }
-      } catch (err) {
-        if (request.aborted) return;
-        const e = err instanceof Error ? err : new Error(String(err));
-        const own = (e as Error & { code?: unknown }).code;
-        const code = typeof own === "string" ? own : e.name;
-        await this.#send({
-          type: Type.ERROR,
-          id,
-          code,
-          message: e.message,
-          stack: exposeStack ? e.stack ?? "" : "",
-        });
+      } finally {
+        this.#ended(id);
       }
     }
 
