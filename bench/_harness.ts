@@ -110,3 +110,29 @@ export async function webStreamsCeiling(messages: number): Promise<number> {
   while (!(await reader.read()).done) read++;
   return read / ((performance.now() - start) / 1000);
 }
+
+/**
+ * Measures every impl `repeats` times with `measure`, rotating their order from one repeat to
+ * the next so that drift in the machine's load does not favour one of them. Returns a row per
+ * impl.
+ */
+export async function rotated(
+  workload: { name: string; unit: string },
+  impls: readonly string[],
+  repeats: number,
+  measure: (impl: string, repeat: number) => Promise<number>,
+): Promise<Row[]> {
+  const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
+  for (let i = 0; i < repeats; i++) {
+    for (let j = 0; j < impls.length; j++) {
+      const impl = impls[(i + j) % impls.length]!;
+      byImpl.get(impl)!.push(await measure(impl, i));
+    }
+  }
+  return [...byImpl].map(([impl, rates]) => ({
+    workload: workload.name,
+    impl,
+    unit: workload.unit,
+    rates,
+  }));
+}

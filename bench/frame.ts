@@ -28,6 +28,7 @@ import { implFor, serveOnce } from "./_peers.ts";
 import {
   median,
   printTable,
+  rotated,
   type Row,
   rt,
   scriptArgs,
@@ -266,15 +267,14 @@ if (args[0] === "peer") {
   const dir = await rt.fs.makeTempDir("dk-bench-");
   const rows: Row[] = [];
   for (const w of WORKLOADS.filter((w) => w.name.includes(only))) {
-    const impls = ["raw", "framed", "channel"] as const;
-    const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
-    for (let i = 0; i < repeats; i++) {
-      for (let j = 0; j < impls.length; j++) {
-        const impl = impls[(i + j) % impls.length]!;
-        byImpl.get(impl)!.push(await once(w, impl, `${dir}/f${i}${impl}.sock`));
-      }
-    }
-    for (const [impl, rates] of byImpl) rows.push({ workload: w.name, impl, unit: w.unit, rates });
+    rows.push(
+      ...await rotated(
+        w,
+        ["raw", "framed", "channel"],
+        repeats,
+        (impl, i) => once(w, impl, `${dir}/f${i}${impl}.sock`),
+      ),
+    );
   }
   await rt.fs.remove(dir, { recursive: true });
   const inProcess = "decode 64 MiB of 64 B frames, in-process";

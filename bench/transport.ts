@@ -16,7 +16,7 @@
  */
 
 import { implFor, serveOnce } from "./_peers.ts";
-import { printTable, type Row, rt, scriptArgs, spawnSelf } from "./_harness.ts";
+import { printTable, rotated, type Row, rt, scriptArgs, spawnSelf } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -59,16 +59,14 @@ if (args[0] === "peer") {
   const rows: Row[] = [];
   const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
   for (const w of WORKLOADS.filter((w) => w.name.includes(only))) {
-    const impls = ["raw", "conn", "conn-default"];
-    const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
-    for (let i = 0; i < repeats; i++) {
-      // Rotate the order, so that drift in the machine's load does not favour one of them.
-      for (let j = 0; j < impls.length; j++) {
-        const impl = impls[(i + j) % impls.length]!;
-        byImpl.get(impl)!.push(await once(w, impl, `${dir}/b${i}${impl}.sock`));
-      }
-    }
-    for (const [impl, rates] of byImpl) rows.push({ workload: w.name, impl, unit: w.unit, rates });
+    rows.push(
+      ...await rotated(
+        w,
+        ["raw", "conn", "conn-default"],
+        repeats,
+        (impl, i) => once(w, impl, `${dir}/b${i}${impl}.sock`),
+      ),
+    );
   }
   await rt.fs.remove(dir, { recursive: true });
   if (args.includes("--json")) console.log(JSON.stringify({ runtime, version: rt.version, rows }));
