@@ -211,10 +211,11 @@ class Call {
   /** Gives up on the request: it rejects with `reason` and the server is told to stop. */
   cancel(reason: unknown): void {
     if (this.settled) return;
-    const sent = this.#hooks.sent(this);
+    // The CANCEL goes out before the slot is given to a queued call, so the server reads it
+    // before a request that may have to wait for that slot.
+    if (this.#hooks.sent(this)) this.#hooks.cancel(this);
     this.#finish();
     this.#outlet.fail(reason);
-    if (sent) this.#hooks.cancel(this);
   }
 
   /** Fails it with `ETIMEDOUT` and cancels it on the server. */
@@ -245,6 +246,8 @@ class Call {
 
 interface Session {
   readonly channel: Channel<Message>;
+  /** How many requests the server runs at once for this connection: more wait here. */
+  readonly maxInflight: number;
   /** Frames that came with the server's WELCOME, to handle before reading more. */
   readonly early: Message[];
   /** The server said it is shutting down: send nothing more here. */
@@ -293,6 +296,8 @@ class Client implements RpcClient {
   #down: IpcError | undefined;
   #reconnecting: Promise<void> | undefined;
   readonly #pending = new Map<number, Call>();
+  /** Calls waiting for the server to have room (its `maxInflight`), in order. */
+  #queued: Call[] = [];
   /** Requests waiting for a connection. */
   #waiting: (() => void)[] = [];
   #nextId = 0;
@@ -304,6 +309,7 @@ class Client implements RpcClient {
     finished: (call) => {
       this.#pending.delete(call.id);
       this.#unwatch(call);
+      if (this.#queued.length > 0) this.#pump();
     },
     sent: (call) => this.#pending.get(call.id) === call,
     cancel: (call) => this.#write({ type: Type.CANCEL, id: call.id }),
@@ -350,6 +356,7 @@ class Client implements RpcClient {
     this.#closed = true;
     const err = closedError("request", "client");
     for (const p of [...this.#pending.values()]) p.fail(err);
+    this.#failQueued(err);
     this.#wake();
     this.#session?.channel.close();
     this.#session = undefined;
@@ -370,13 +377,43 @@ class Client implements RpcClient {
       return call;
     }
     this.#watch(call);
-    if (this.#session !== undefined && !this.#session.goaway) {
-      this.#pending.set(call.id, call);
-      this.#transmit(this.#session, call, call);
-    } else {
-      void this.#send(call);
-    }
+    this.#submit(call);
     return call;
+  }
+
+  /**
+   * Sends a call, or queues it: past the server's `maxInflight` the server would stop reading
+   * this connection, and a CANCEL sent then could not reach it.
+   */
+  #submit(call: Call): void {
+    const session = this.#session;
+    if (session === undefined || session.goaway) {
+      void this.#send(call);
+    } else if (this.#pending.size < session.maxInflight) {
+      this.#pending.set(call.id, call);
+      this.#transmit(session, call, call);
+    } else {
+      this.#queued.push(call);
+    }
+  }
+
+  /** Sends queued calls while the server has room for them. */
+  #pump(): void {
+    const session = this.#session;
+    if (session === undefined || session.goaway) return;
+    while (this.#queued.length > 0 && this.#pending.size < session.maxInflight) {
+      const call = this.#queued.shift()!;
+      if (call.settled) continue;
+      this.#pending.set(call.id, call);
+      this.#transmit(session, call, call);
+    }
+  }
+
+  /** Fails every call still waiting for room. */
+  #failQueued(err: unknown): void {
+    const queued = this.#queued;
+    this.#queued = [];
+    for (const call of queued) call.fail(err);
   }
 
   /**
@@ -435,8 +472,7 @@ class Client implements RpcClient {
       await new Promise<void>((resolve) => this.#waiting.push(resolve));
       if (pending.settled) return;
     }
-    this.#pending.set(pending.id, pending);
-    this.#transmit(this.#session, pending, pending);
+    this.#submit(pending);
   }
 
   #write(message: Message): void {
@@ -526,7 +562,12 @@ class Client implements RpcClient {
           },
         );
       }
-      return { channel, early: first.slice(1), goaway: false };
+      return {
+        channel,
+        early: first.slice(1),
+        goaway: false,
+        maxInflight: Math.max(1, answer.maxInflight),
+      };
     } catch (err) {
       channel.close();
       throw err;
@@ -538,6 +579,7 @@ class Client implements RpcClient {
     this.#session = session;
     this.#down = undefined;
     for (const p of this.#pending.values()) this.#transmit(session, p, p);
+    this.#pump();
     this.#wake();
     void this.#read(session);
   }
@@ -582,6 +624,7 @@ class Client implements RpcClient {
     }
     if (!resend) {
       this.#down = lost as IpcError;
+      this.#failQueued(lost);
       this.#wake();
       return;
     }
@@ -668,6 +711,7 @@ class Client implements RpcClient {
         },
       );
       for (const p of [...this.#pending.values()]) p.fail(this.#down);
+      this.#failQueued(this.#down);
       this.#wake();
     })().finally(() => (this.#reconnecting = undefined));
   }

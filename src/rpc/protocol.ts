@@ -33,7 +33,7 @@ export const INVALID = 0;
 /** A decoded message. */
 export type Message =
   | { type: typeof Type.HELLO; version: number; app: string; token: Uint8Array }
-  | { type: typeof Type.WELCOME; version: number }
+  | { type: typeof Type.WELCOME; version: number; maxInflight: number }
   | { type: typeof Type.REFUSED; code: string; message: string }
   | { type: typeof Type.REQUEST; id: number; data: Uint8Array }
   | { type: typeof Type.REPLY; id: number; data: Uint8Array }
@@ -84,7 +84,7 @@ export function encode(m: Message): Uint8Array {
     case Type.HELLO:
       return build(m.type, [m.version, m.app], m.token);
     case Type.WELCOME:
-      return build(m.type, [m.version]);
+      return build(m.type, [m.version, m.maxInflight]);
     case Type.REFUSED:
       return build(m.type, [m.code, m.message]);
     case Type.REQUEST:
@@ -179,7 +179,7 @@ export function decode(frame: Uint8Array): Message {
       m = { type: Type.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
       break;
     case Type.WELCOME:
-      m = { type: Type.WELCOME, version: r.u32("version") };
+      m = { type: Type.WELCOME, version: r.u32("version"), maxInflight: r.u32("maxInflight") };
       break;
     case Type.REFUSED:
       m = { type: Type.REFUSED, code: r.str("code"), message: r.str("message") };

@@ -149,10 +149,12 @@ export async function serve(
         this.#armIdle();
         while (batch !== undefined) {
           for (const message of batch) {
-            // Backpressure: take no further request until one ends.
-            if (this.inflight.size >= maxInflight) await this.#requestEnded();
-            if (message.type === Type.REQUEST) this.#start(message.id, message.data);
-            else if (message.type === INVALID) throw message.error;
+            if (message.type === Type.REQUEST) {
+              // A client keeps to the maxInflight it was told, so this waits only for one that
+              // does not (or a reply still on its way): the connection is read no further.
+              while (this.inflight.size >= maxInflight) await this.#requestEnded();
+              this.#start(message.id, message.data);
+            } else if (message.type === INVALID) throw message.error;
             else if (message.type === Type.CANCEL) {
               this.inflight.get(message.id)?.abort(cancelled());
             } else {
@@ -225,7 +227,7 @@ export async function serve(
         );
       }
       if (draining) throw new Refusal("ECLOSED", "The server is shutting down");
-      await this.#send({ type: Type.WELCOME, version: VERSION });
+      await this.#send({ type: Type.WELCOME, version: VERSION, maxInflight });
       return first.slice(1);
     }
 

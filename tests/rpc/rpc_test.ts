@@ -309,6 +309,40 @@ describe("RPC", () => {
   });
 
   test(
+    "at maxInflight, cancelling hung requests still reaches their handlers, and new requests run",
+    T,
+    async () => {
+      let running = 0;
+      let most = 0;
+      let begun = 0;
+      let aborted = 0;
+      await using server = await serve("tcp://127.0.0.1:0", async (request, { signal }) => {
+        if (text.decode(request) === "quick") return "quick";
+        begun++;
+        most = Math.max(most, ++running);
+        // Hangs until the client gives up on it.
+        await new Promise((_, reject) => {
+          signal.addEventListener("abort", () => {
+            aborted++;
+            running--;
+            reject(signal.reason);
+          });
+        });
+        return "never";
+      }, { maxInflight: 2 });
+      await using client = await dial(server.addr);
+      const hung = Array.from({ length: 4 }, () => client.request("hang", { timeout: 100 }));
+      for (const request of hung) await rejectsWith(request, "ETIMEDOUT");
+      // The CANCELs got through although the server was at maxInflight, so this one runs.
+      assert.equal(text.decode(await client.request("quick", { timeout: 30_000 })), "quick");
+      // Two ran at once at most, and every handler that began was aborted in the end.
+      await until(() => aborted === begun, 10_000, "every hung handler to be aborted");
+      assert.ok(begun >= 2);
+      assert.equal(most, 2);
+    },
+  );
+
+  test(
     "maxConnections refuses a client beyond it; idleTimeout closes idle connections",
     T,
     async () => {
