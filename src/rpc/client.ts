@@ -296,10 +296,8 @@ class Client implements RpcClient {
   #down: IpcError | undefined;
   #reconnecting: Promise<void> | undefined;
   readonly #pending = new Map<number, Call>();
-  /** Calls waiting for the server to have room (its `maxInflight`), in order. */
+  /** Calls waiting for a connection, or for the server to have room (its `maxInflight`). */
   #queued: Call[] = [];
-  /** Requests waiting for a connection. */
-  #waiting: (() => void)[] = [];
   #nextId = 0;
   /** Every request not yet settled, sent or waiting for a connection, for timeouts. */
   readonly #live = new Set<Call>();
@@ -357,7 +355,6 @@ class Client implements RpcClient {
     const err = closedError("request", "client");
     for (const p of [...this.#pending.values()]) p.fail(err);
     this.#failQueued(err);
-    this.#wake();
     this.#session?.channel.close();
     this.#session = undefined;
   }
@@ -382,19 +379,37 @@ class Client implements RpcClient {
   }
 
   /**
-   * Sends a call, or queues it: past the server's `maxInflight` the server would stop reading
-   * this connection, and a CANCEL sent then could not reach it.
+   * Sends a call, or queues it until a connection is up and the server has room: past the
+   * server's `maxInflight` the server would stop reading this connection, and a CANCEL sent
+   * then could not reach it.
    */
   #submit(call: Call): void {
     const session = this.#session;
-    if (session === undefined || session.goaway) {
-      void this.#send(call);
-    } else if (this.#pending.size < session.maxInflight) {
-      this.#pending.set(call.id, call);
-      this.#transmit(session, call, call);
-    } else {
-      this.#queued.push(call);
+    if (session !== undefined && !session.goaway) {
+      if (this.#pending.size < session.maxInflight) {
+        this.#pending.set(call.id, call);
+        this.#transmit(session, call, call);
+      } else {
+        this.#queued.push(call);
+      }
+      return;
     }
+    if (this.#closed) return call.fail(closedError("request", "client"));
+    if (this.#down !== undefined) return call.fail(this.#down);
+    if (this.#options.failFast) {
+      return call.fail(
+        new IpcError(
+          "ECONNRESET",
+          `Cannot request "${this.#label}" as the client is not connected`,
+          {
+            op: "request",
+            address: this.#label,
+          },
+        ),
+      );
+    }
+    this.#queued.push(call);
+    this.#startReconnect();
   }
 
   /** Sends queued calls while the server has room for them. */
@@ -452,29 +467,6 @@ class Client implements RpcClient {
     if (next < Infinity && this.#live.size > 0) this.#arm(next);
   }
 
-  async #send(pending: Call): Promise<void> {
-    while (this.#session === undefined || this.#session.goaway) {
-      if (this.#closed) return pending.fail(closedError("request", "client"));
-      if (this.#down !== undefined) return pending.fail(this.#down);
-      if (this.#options.failFast) {
-        return pending.fail(
-          new IpcError(
-            "ECONNRESET",
-            `Cannot request "${this.#label}" as the client is not connected`,
-            {
-              op: "request",
-              address: this.#label,
-            },
-          ),
-        );
-      }
-      this.#startReconnect();
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
-      if (pending.settled) return;
-    }
-    this.#submit(pending);
-  }
-
   #write(message: Message): void {
     if (this.#session !== undefined) this.#transmit(this.#session, message);
   }
@@ -482,12 +474,6 @@ class Client implements RpcClient {
   #newId(): number {
     do this.#nextId = (this.#nextId + 1) >>> 0; while (this.#pending.has(this.#nextId));
     return this.#nextId;
-  }
-
-  #wake(): void {
-    const waiting = this.#waiting;
-    this.#waiting = [];
-    for (const wake of waiting) wake();
   }
 
   async #connect(signal?: AbortSignal): Promise<Session> {
@@ -580,7 +566,6 @@ class Client implements RpcClient {
     this.#down = undefined;
     for (const p of this.#pending.values()) this.#transmit(session, p, p);
     this.#pump();
-    this.#wake();
     void this.#read(session);
   }
 
@@ -625,7 +610,6 @@ class Client implements RpcClient {
     if (!resend) {
       this.#down = lost as IpcError;
       this.#failQueued(lost);
-      this.#wake();
       return;
     }
     this.#startReconnect();
@@ -685,7 +669,7 @@ class Client implements RpcClient {
           address: this.#label,
         },
       );
-      this.#wake();
+      this.#failQueued(this.#down);
       return;
     }
     const schedule = backoff({ maxDelay: 5000, ...(reconnect === true ? {} : reconnect) });
@@ -712,7 +696,6 @@ class Client implements RpcClient {
       );
       for (const p of [...this.#pending.values()]) p.fail(this.#down);
       this.#failQueued(this.#down);
-      this.#wake();
     })().finally(() => (this.#reconnecting = undefined));
   }
 }
