@@ -50,12 +50,18 @@ function tooLarge(op: string, size: number, max: number): string {
   return `Cannot ${op} frame as its length exceeds maxFrameSize (${max}): current value is ${size}`;
 }
 
-/** Writes `size` as the 4-byte big-endian prefix at `at`. */
-function writePrefix(buf: Uint8Array, at: number, size: number): void {
-  buf[at] = size >>> 24;
-  buf[at + 1] = size >>> 16;
-  buf[at + 2] = size >>> 8;
-  buf[at + 3] = size;
+/** Writes `n` as a 4-byte big-endian unsigned integer at `at`: a length prefix, an RPC id. */
+export function writeUint32(buf: Uint8Array, at: number, n: number): void {
+  buf[at] = n >>> 24;
+  buf[at + 1] = n >>> 16;
+  buf[at + 2] = n >>> 8;
+  buf[at + 3] = n;
+}
+
+/** Reads the 4-byte big-endian unsigned integer at `at`: a length prefix, an RPC id. */
+export function readUint32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>>
+    0;
 }
 
 /** The frame format's encoder; {@linkcode FrameEncoderStream} and `framed()` drive it. */
@@ -77,14 +83,14 @@ export class FrameEncoding implements Encoder<Uint8Array> {
       throw new IpcError("EFRAMETOOLARGE", tooLarge("encode", size, this.#max), { op: "encode" });
     }
     if (size >= COPY_BELOW || at + PREFIX + size > buf.length) return -1;
-    writePrefix(buf, at, size);
+    writeUint32(buf, at, size);
     buf.set(frame, at + PREFIX);
     return PREFIX + size;
   }
 
   encodeAlone(frame: Uint8Array): Uint8Array[] {
     const prefix = new Uint8Array(PREFIX);
-    writePrefix(prefix, 0, frame.length);
+    writeUint32(prefix, 0, frame.length);
     return frame.length === 0 ? [prefix] : [prefix, frame];
   }
 }
@@ -113,8 +119,7 @@ export class FrameParser implements Decoder<Uint8Array> {
     let pos = this.#prefixLength > 0 || this.#payload !== undefined ? this.#resume(chunk, emit) : 0;
     // The fast path: whole frames inside the chunk, each handed out as a view, no copy.
     while (end - pos >= PREFIX) {
-      const size = ((chunk[pos]! << 24) | (chunk[pos + 1]! << 16) | (chunk[pos + 2]! << 8) |
-        chunk[pos + 3]!) >>> 0;
+      const size = readUint32(chunk, pos);
       if (size > this.#max) this.#refuse(size, pos);
       const start = pos + PREFIX;
       if (end - start < size) {
@@ -160,8 +165,7 @@ export class FrameParser implements Decoder<Uint8Array> {
       this.#prefixLength += take;
       pos = take;
       if (this.#prefixLength < PREFIX) return pos;
-      const p = this.#prefix;
-      const size = ((p[0]! << 24) | (p[1]! << 16) | (p[2]! << 8) | p[3]!) >>> 0;
+      const size = readUint32(this.#prefix, 0);
       this.#prefixLength = 0;
       if (size > this.#max) this.#refuse(size, pos - PREFIX);
       this.#payload = new Uint8Array(size);

@@ -8,7 +8,7 @@
 
 import { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Decoder, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, FrameParser } from "../frame/codec.ts";
+import { FrameEncoding, FrameParser, readUint32, writeUint32 } from "../frame/codec.ts";
 
 /** The protocol version this code speaks. */
 export const VERSION = 1;
@@ -90,7 +90,7 @@ export function encode(m: Message): Uint8Array {
     case Type.REQUEST:
     case Type.REPLY:
     case Type.CHUNK:
-      return requestLike(m.type, m.id, m.data);
+      return build(m.type, [m.id], m.data);
     case Type.ERROR:
       return build(m.type, [m.id, m.code, m.message, m.stack]);
     case Type.CANCEL:
@@ -101,18 +101,6 @@ export function encode(m: Message): Uint8Array {
     case INVALID:
       throw new TypeError("Cannot encode the INVALID pseudo-message");
   }
-}
-
-/** The hot path: a type, an id and the payload, in one allocation. */
-function requestLike(type: number, id: number, data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + data.length);
-  out[0] = type;
-  out[1] = id >>> 24;
-  out[2] = id >>> 16;
-  out[3] = id >>> 8;
-  out[4] = id;
-  out.set(data, 5);
-  return out;
 }
 
 /** Reads fields from a frame, refusing any length that runs past its end. */
@@ -132,10 +120,9 @@ class Reader {
 
   u32(what: string): number {
     this.#need(4, what);
-    const f = this.#frame;
-    const at = this.#at;
+    const n = readUint32(this.#frame, this.#at);
     this.#at += 4;
-    return ((f[at]! << 24) | (f[at + 1]! << 16) | (f[at + 2]! << 8) | f[at + 3]!) >>> 0;
+    return n;
   }
 
   str(what: string): string {
@@ -243,16 +230,9 @@ export class MessageEncoding implements Encoder<Message> {
       return this.#frames.encode(encode(m), buf, at);
     }
     if (at + 4 + size > buf.length) return -1;
-    const id = m.id;
-    buf[at] = size >>> 24;
-    buf[at + 1] = size >>> 16;
-    buf[at + 2] = size >>> 8;
-    buf[at + 3] = size;
+    writeUint32(buf, at, size);
     buf[at + 4] = m.type;
-    buf[at + 5] = id >>> 24;
-    buf[at + 6] = id >>> 16;
-    buf[at + 7] = id >>> 8;
-    buf[at + 8] = id;
+    writeUint32(buf, at + 5, m.id);
     buf.set(data, at + 9);
     return 4 + size;
   }
