@@ -325,3 +325,8 @@ export async function acceptedWhileStalled<T>(
   );
   return { accepted, writing };
 }
+
+/** The data of record `seq` in the write-ahead log tests: 0 to 299 bytes that depend on it. */
+export function walRecord(seq: number): Uint8Array {
+  return pattern((seq * 7919) % 300, seq);
+}

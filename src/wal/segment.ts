@@ -1,0 +1,178 @@
+/**
+ * Segment files: their names, listing, preparation ahead of need, and the writer's lock.
+ *
+ * @module
+ */
+
+import { IpcError, systemCode } from "../errors.ts";
+import { platform } from "../runtime/detect.ts";
+import type { FileHandle, FileSystem } from "../runtime/types.ts";
+import { encodeSegmentHeader } from "./record.ts";
+
+/** A segment of the log, by the sequence of its first record. */
+export interface Segment {
+  readonly firstSeq: number;
+  readonly path: string;
+}
+
+const DIGITS = 20;
+const SEGMENT_RE = /^(\d{20})\.wal$/;
+/** The file a segment is prepared in before it has a name. */
+export const PREPARED = "next.wal.tmp";
+
+/** The name of the segment whose first record is `firstSeq`: name order is sequence order. */
+export function segmentName(firstSeq: number): string {
+  return `${String(firstSeq).padStart(DIGITS, "0")}.wal`;
+}
+
+/** Joins a directory and a name. */
+export function join(dir: string, name: string): string {
+  return dir.endsWith("/") ? dir + name : `${dir}/${name}`;
+}
+
+/** The segments in `dir`, oldest first, and the names of leftover temporary files. */
+export async function listSegments(
+  fs: FileSystem,
+  dir: string,
+): Promise<{ segments: Segment[]; temps: string[] }> {
+  const segments: Segment[] = [];
+  const temps: string[] = [];
+  for (const name of await fs.readDir(dir)) {
+    const m = SEGMENT_RE.exec(name);
+    if (m) segments.push({ firstSeq: Number(m[1]), path: join(dir, name) });
+    else if (name.endsWith(".tmp")) temps.push(join(dir, name));
+  }
+  segments.sort((a, b) => a.firstSeq - b.firstSeq);
+  return { segments, temps };
+}
+
+const ZEROS = new Uint8Array(1024 * 1024);
+
+/**
+ * Writes a file of `size` zero bytes at `path` and makes it durable, so that later syncs of
+ * records written over it need not grow the file (about 1.4 times faster on ext4).
+ */
+export async function prepareFile(fs: FileSystem, path: string, size: number): Promise<void> {
+  const file = await fs.open(path, { write: true, create: true, truncate: true });
+  try {
+    for (let at = 0; at < size; at += ZEROS.length) {
+      await file.write(ZEROS.subarray(0, Math.min(ZEROS.length, size - at)), at);
+    }
+    await file.datasync();
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Turns a prepared (or a new empty) file into the segment starting at `firstSeq`: writes its
+ * header, syncs it, renames it into place and syncs the directory, so the segment exists after a
+ * crash exactly when its name does. Returns the open segment file.
+ */
+export async function installSegment(
+  fs: FileSystem,
+  dir: string,
+  prepared: string | undefined,
+  firstSeq: number,
+  seed: number,
+): Promise<{ file: FileHandle; segment: Segment }> {
+  const tmp = prepared ?? join(dir, `new-${firstSeq}.wal.tmp`);
+  const file = await fs.open(tmp, { write: true, create: true });
+  try {
+    await file.write(encodeSegmentHeader(firstSeq, seed), 0);
+    await file.datasync();
+    const path = join(dir, segmentName(firstSeq));
+    await fs.rename(tmp, path);
+    await fs.syncDir(dir);
+    return { file, segment: { firstSeq, path } };
+  } catch (err) {
+    await file.close().catch(() => {});
+    throw err;
+  }
+}
+
+/** Whether a process with this pid runs on this machine; `true` when that cannot be told. */
+async function alive(fs: FileSystem, pid: number): Promise<boolean> {
+  if (platform() === "linux") {
+    try {
+      await fs.stat(`/proc/${pid}`);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  const proc = (globalThis as { process?: { kill?: (pid: number, signal: number) => void } })
+    .process;
+  if (proc?.kill === undefined) return true;
+  try {
+    proc.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return systemCode(err) === "EPERM";
+  }
+}
+
+/** Lock files this process holds, so a second writer in the same process is refused too. */
+const held = new Set<string>();
+
+/** The writer's hold on a log directory; `release()` gives it up. */
+export interface DirLock {
+  release(): Promise<void>;
+}
+
+/**
+ * Takes the writer's lock on `dir`: a `LOCK` file holding the owner's pid, which every runtime
+ * understands, plus an advisory `flock` on it where the runtime has one (Deno). A lock whose pid
+ * is no longer running is stale and taken over. Fails with `ELOCKED` naming the holder.
+ */
+export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise<DirLock> {
+  const path = join(dir, "LOCK");
+  const info = await fs.stat(dir);
+  const key = `${info.dev}:${info.ino}`;
+  const locked = (holder: string): IpcError =>
+    new IpcError(
+      "ELOCKED",
+      `Cannot open the log in "${dir}" for writing as ${holder} holds its lock file "${path}"`,
+      { op: "lock", path },
+    );
+  if (held.has(key)) throw locked("another Wal in this process");
+  const mine = new TextEncoder().encode(`${pid}\n`);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let file: FileHandle | undefined;
+    try {
+      file = await fs.open(path, { write: true, createNew: true });
+    } catch (err) {
+      if (!(err instanceof IpcError && err.code === "EEXIST")) throw err;
+    }
+    if (file === undefined) {
+      // Someone wrote a lock: keep it when its owner runs, take it over when not.
+      file = await fs.open(path, { read: true, write: true });
+      if (file.tryLock !== undefined && !(await file.tryLock(true))) {
+        await file.close();
+        throw locked("another process");
+      }
+      const text = new TextDecoder().decode(await fs.readFile(path)).trim();
+      const owner = Number(text);
+      if (Number.isInteger(owner) && owner > 0 && owner !== pid && await alive(fs, owner)) {
+        await file.close();
+        throw locked(`process ${owner}`);
+      }
+      await file.truncate(0);
+    } else if (file.tryLock !== undefined && !(await file.tryLock(true))) {
+      await file.close();
+      continue; // created and locked by another at once: look again
+    }
+    await file.write(mine, 0);
+    await file.datasync();
+    held.add(key);
+    const owned = file;
+    return {
+      async release(): Promise<void> {
+        held.delete(key);
+        await fs.remove(path).catch(() => {});
+        await owned.close().catch(() => {});
+      },
+    };
+  }
+  throw locked("another process");
+}

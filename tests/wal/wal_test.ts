@@ -1,0 +1,501 @@
+import assert from "node:assert/strict";
+import {
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { describe, test } from "node:test";
+import { IpcError } from "../../src/errors.ts";
+import { runtimeName } from "../../src/runtime/detect.ts";
+import { crc32c, Wal, type WalOptions, type WalRecord } from "../../src/wal/mod.ts";
+import { recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
+import { pattern, rejectsWith, rt, seeded, spawnFixture, tempDir, walRecord } from "../_helpers.ts";
+
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+
+async function readAllRecords(wal: Wal, options: Parameters<Wal["read"]>[0] = {}): Promise<
+  WalRecord[]
+> {
+  const out: WalRecord[] = [];
+  for await (const r of wal.read(options)) out.push({ seq: r.seq, data: r.data.slice() });
+  return out;
+}
+
+/** The segment files of a log, oldest first. */
+function segmentsOf(dir: string): string[] {
+  return readdirSync(dir).filter((n) => n.endsWith(".wal")).sort().map((n) => `${dir}/${n}`);
+}
+
+/** A closed log of `count` records `walRecord(1..count)` in one segment that is not preallocated. */
+async function smallLog(dir: string, count: number): Promise<{ path: string; offsets: number[] }> {
+  const wal = await Wal.open(dir, { preallocate: false, sync: "none" });
+  const offsets: number[] = [];
+  let at = SEGMENT_HEADER;
+  for (let seq = 1; seq <= count; seq++) {
+    offsets.push(at);
+    const data = walRecord(seq);
+    at += recordSize(data.length);
+    await wal.append(data);
+  }
+  await wal.close();
+  const [path] = segmentsOf(dir);
+  assert.equal(statSync(path!).size, at);
+  return { path: path!, offsets: [...offsets, at] };
+}
+
+/** Checks a log holds exactly records 1..last, each `walRecord(seq)`. */
+async function assertRecords(wal: Wal, last: number): Promise<void> {
+  const recs = await readAllRecords(wal);
+  assert.equal(recs.length, last);
+  recs.forEach((r, i) => {
+    assert.equal(r.seq, i + 1);
+    assert.deepEqual(r.data, walRecord(r.seq));
+  });
+}
+
+/** A copy of `from` in a new temp dir, for one damage experiment. */
+function copyDir(from: string): string {
+  const to = mkdtempSync(`${tmpdir()}/dk-walcopy-`);
+  cpSync(from, to, { recursive: true });
+  return to;
+}
+
+describe("crc32c", () => {
+  test("matches the standard check values, in one call or in pieces", () => {
+    assert.equal(crc32c(0, utf8.encode("123456789")), 0xe3069283);
+    assert.equal(crc32c(0, new Uint8Array(32)), 0x8a9136aa);
+    assert.equal(crc32c(0, new Uint8Array(32).fill(0xff)), 0x62a8ab43);
+    const bytes = pattern(5000, 3);
+    let piecewise = 0;
+    for (let i = 0; i < bytes.length; i += 97) {
+      piecewise = crc32c(piecewise, bytes.subarray(i, Math.min(i + 97, bytes.length)));
+    }
+    assert.equal(crc32c(0, bytes), piecewise);
+    // Unaligned views take the same path as aligned ones.
+    assert.equal(crc32c(0, bytes.subarray(3, 4003)), crc32c(0, bytes.slice(3, 4003)));
+  });
+});
+
+describe("Wal", () => {
+  test("appends, reads back in order, and keeps everything across a reopen", async () => {
+    await using dir = await tempDir();
+    {
+      await using wal = await Wal.open(dir.path, { segmentSize: 8192 });
+      assert.equal(wal.lastSeq, 0);
+      assert.equal(await wal.append("one"), 1);
+      assert.deepEqual(await wal.appendBatch(["two", new Uint8Array([3])]), [2, 3]);
+      assert.deepEqual(await wal.appendBatch([]), []);
+      assert.equal(await wal.append(new Uint8Array(0)), 4);
+      const many = await Promise.all(
+        Array.from({ length: 300 }, (_, i) => wal.append(walRecord(i + 5))),
+      );
+      assert.deepEqual(many, Array.from({ length: 300 }, (_, i) => i + 5));
+      assert.equal(wal.lastSeq, 304);
+      assert.ok(segmentsOf(dir.path).length > 3, "small segments rotate");
+    }
+    await using wal = await Wal.open(dir.path, { segmentSize: 8192 });
+    assert.deepEqual(wal.recovery, {
+      truncatedBytes: 0,
+      lastSeq: 304,
+      brokenFiles: [],
+      repaired: false,
+    });
+    const recs = await readAllRecords(wal);
+    assert.equal(recs.length, 304);
+    assert.equal(text.decode(recs[0]!.data), "one");
+    assert.deepEqual(recs[2]!.data, new Uint8Array([3]));
+    assert.equal(recs[3]!.data.length, 0);
+    for (const r of recs.slice(4)) assert.deepEqual(r.data, walRecord(r.seq));
+    assert.deepEqual((await readAllRecords(wal, { from: 100, to: 102 })).map((r) => r.seq), [
+      100,
+      101,
+      102,
+    ]);
+    assert.equal(await wal.append("more"), 305);
+  });
+
+  for (const sync of ["always", "batch", "none"] as const) {
+    for (const blockingSync of [true, false]) {
+      test(`"${sync}" mode${blockingSync ? "" : " with async syncs"}: concurrent appends resolve in order`, async () => {
+        await using dir = await tempDir();
+        await using wal = await Wal.open(dir.path, { sync, blockingSync, segmentSize: 16384 });
+        assert.equal(wal.syncMode, sync);
+        const done: number[] = [];
+        await Promise.all(
+          Array.from(
+            { length: 200 },
+            (_, i) => wal.append(walRecord(i + 1)).then((s) => done.push(s)),
+          ),
+        );
+        assert.deepEqual(done, Array.from({ length: 200 }, (_, i) => i + 1));
+        await assertRecords(wal, 200);
+      });
+    }
+  }
+
+  test("flush() and sync() resolve pending appends; onSlowSync reports each slow sync", async () => {
+    await using dir = await tempDir();
+    const slow: number[] = [];
+    await using wal = await Wal.open(dir.path, {
+      sync: "batch",
+      syncInterval: 60_000,
+      slowSyncThreshold: 0,
+      onSlowSync: (info) => {
+        assert.ok(info.path.endsWith(".wal"));
+        slow.push(info.ms);
+      },
+    });
+    const pending = wal.append("a");
+    await wal.flush();
+    assert.equal(wal.lastSeq, 0, "flushed is not yet durable in batch mode");
+    await wal.sync();
+    assert.equal(await pending, 1);
+    assert.equal(wal.lastSeq, 1);
+    assert.ok(slow.length >= 1 && slow.every((ms) => ms >= 0));
+  });
+
+  test("refuses bad options, oversize records, wrong types, and use after close", async () => {
+    await using dir = await tempDir();
+    const bad: [WalOptions, RegExp][] = [
+      [{ sync: "sometimes" as "none" }, /sync must be "always", "batch" or "none"/],
+      [{ segmentSize: 100 }, /segmentSize must be a number >= 4096/],
+      [{ maxRecordSize: 2 ** 31 }, /maxRecordSize must be at most/],
+      [{ syncInterval: -1 }, /syncInterval/],
+      [{ repair: "drop" as "truncate" }, /repair must be "truncate"/],
+      [{ retention: { maxSegments: 0 } }, /retention.maxSegments/],
+    ];
+    for (const [options, message] of bad) {
+      await assert.rejects(
+        Wal.open(dir.path, options),
+        (e: Error) => e instanceof RangeError && message.test(e.message),
+      );
+    }
+    await assert.rejects(Wal.open(""), TypeError);
+    const wal = await Wal.open(dir.path, { maxRecordSize: 16, sync: "none" });
+    await rejectsWith(
+      wal.append(new Uint8Array(17)),
+      "EFRAMETOOLARGE",
+      /17 bytes as maxRecordSize is 16/,
+    );
+    await rejectsWith(wal.appendBatch(["ok", new Uint8Array(17)]), "EFRAMETOOLARGE");
+    assert.equal(wal.lastSeq, 0, "a refused batch writes nothing");
+    await assert.rejects(wal.append(42 as unknown as string), TypeError);
+    assert.throws(() => wal.read({ from: -1 }), RangeError);
+    await assert.rejects(wal.checkpoint(5, new Uint8Array(0)), /last record is 0/);
+    assert.equal(await wal.append("x".repeat(16)), 1);
+    await wal.close();
+    await rejectsWith(wal.append("late"), "ECLOSED");
+    await wal.close(); // twice is fine
+  });
+
+  test("follow readers see every append, in order, as it is acknowledged", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, { sync: "always", segmentSize: 8192 });
+    const total = 1500;
+    const followers = [1, 1, 700].map((from) =>
+      readAllRecords(wal, { from, follow: true, to: total })
+    );
+    let next = 1;
+    await Promise.all([0, 1, 2, 3].map(async () => {
+      while (next <= total) {
+        const seq = next++;
+        assert.equal(await wal.append(walRecord(seq)), seq);
+      }
+    }));
+    const [a, b, c] = await Promise.all(followers);
+    for (const [recs, from] of [[a!, 1], [b!, 1], [c!, 700]] as const) {
+      assert.equal(recs.length, total - from + 1);
+      recs.forEach((r, i) => {
+        assert.equal(r.seq, from + i);
+        assert.deepEqual(r.data, walRecord(r.seq));
+      });
+    }
+    // A follower without an end stops when the log closes, and with its signal.
+    const ac = new AbortController();
+    const open = readAllRecords(wal, { from: total + 1, follow: true, signal: ac.signal });
+    ac.abort(new Error("enough"));
+    await assert.rejects(open, /enough/);
+  });
+
+  test("retention by segment count and bytes, truncateBefore, and reading removed records", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, {
+      sync: "none",
+      segmentSize: 4096,
+      retention: { maxSegments: 3 },
+    });
+    for (let seq = 1; seq <= 400; seq++) await wal.append(walRecord(seq));
+    assert.ok(segmentsOf(dir.path).length <= 3);
+    const first = wal.firstSeq;
+    assert.ok(first > 1);
+    await rejectsWith(readAllRecords(wal, { from: 1 }), "ENOENT", /removed/);
+    const rest = await readAllRecords(wal);
+    assert.equal(rest[0]!.seq, first);
+    assert.equal(rest.at(-1)!.seq, 400);
+    assert.equal(await wal.truncateBefore(400), wal.firstSeq);
+    assert.equal(segmentsOf(dir.path).length, 1, "only the active segment is left");
+    assert.equal((await readAllRecords(wal)).at(-1)!.seq, 400);
+
+    await using dir2 = await tempDir();
+    await using byBytes = await Wal.open(dir2.path, {
+      sync: "none",
+      segmentSize: 4096,
+      retention: { maxBytes: 3 * 4096 },
+    });
+    for (let seq = 1; seq <= 400; seq++) await byBytes.append(walRecord(seq));
+    const bytes = segmentsOf(dir2.path).reduce((n, p) => n + statSync(p).size, 0);
+    assert.ok(bytes <= 4 * 4096, `${bytes} bytes kept`);
+  });
+
+  test("checkpoint() writes a snapshot atomically, drops covered segments, and restores on open", async () => {
+    await using dir = await tempDir();
+    {
+      await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
+      for (let seq = 1; seq <= 200; seq++) await wal.append(walRecord(seq));
+      const before = segmentsOf(dir.path).length;
+      await wal.checkpoint(150, utf8.encode("state@150"));
+      const snap = await wal.checkpoint(180, utf8.encode("state@180"));
+      assert.equal(snap.seq, 180);
+      assert.ok(segmentsOf(dir.path).length < before);
+      assert.ok(wal.firstSeq <= 181, "records after the snapshot stay");
+      assert.deepEqual(readdirSync(dir.path).filter((n) => n.endsWith(".snap")).length, 1);
+    }
+    await using wal = await Wal.open(dir.path, { segmentSize: 4096 });
+    assert.equal(wal.snapshot?.seq, 180);
+    assert.equal(text.decode(wal.snapshot?.state), "state@180");
+    const tail = await readAllRecords(wal, { from: 181 });
+    assert.deepEqual(tail.map((r) => r.seq), Array.from({ length: 20 }, (_, i) => 181 + i));
+    await wal.close();
+    // A damaged snapshot is reported, never used.
+    const snapPath = `${dir.path}/${readdirSync(dir.path).find((n) => n.endsWith(".snap"))}`;
+    const bytes = readFileSync(snapPath);
+    bytes[bytes.length - 1]! ^= 1;
+    writeFileSync(snapPath, bytes);
+    await rejectsWith(Wal.open(dir.path), "ECORRUPT", /snap.* fails its checksum/);
+  });
+
+  test("a second writer gets ELOCKED; a read-only reader works alongside the writer", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, { sync: "always" });
+    await wal.append("a");
+    await rejectsWith(Wal.open(dir.path), "ELOCKED", /another Wal in this process/);
+    await using reader = await Wal.open(dir.path, { readOnly: true, pollInterval: 5 });
+    await rejectsWith(reader.append("no"), "EACCES", /read-only/);
+    assert.deepEqual((await readAllRecords(reader)).map((r) => text.decode(r.data)), ["a"]);
+    const followed = readAllRecords(reader, { from: 1, follow: true, to: 3 });
+    await wal.append("b");
+    await wal.append("c");
+    assert.deepEqual((await followed).map((r) => text.decode(r.data)), ["a", "b", "c"]);
+  });
+
+  for (const child of ["deno", "bun", "node"] as const) {
+    test(`a writer in a ${child} child holds the lock; after it is killed the stale lock is taken over`, async () => {
+      await using dir = await tempDir();
+      {
+        await using writer = spawnFixture(child, "wal_writer.ts", [dir.path]);
+        assert.equal(await writer.line(), "ready 0");
+        await writer.line();
+        await rejectsWith(Wal.open(dir.path), "ELOCKED", /process \d+|another process/);
+        writer.process.kill("SIGKILL");
+        await writer.status;
+      }
+      assert.ok(existsSync(`${dir.path}/LOCK`), "a killed writer leaves its lock file");
+      await using wal = await Wal.open(dir.path, { segmentSize: 64 * 1024 });
+      assert.ok(wal.lastSeq >= 1);
+      await assertRecords(wal, wal.lastSeq);
+    });
+  }
+
+  test('crash test: 30 SIGKILLs of a writer in "always" mode lose nothing acknowledged', async () => {
+    await using dir = await tempDir();
+    const random = seeded(7);
+    const runtime = runtimeName();
+    let acked = 0;
+    for (let round = 0; round < 30; round++) {
+      const writer = spawnFixture(runtime, "wal_writer.ts", [dir.path]);
+      const ready = await writer.line();
+      assert.match(ready, /^ready \d+$/);
+      assert.ok(Number(ready.slice(6)) >= acked, "every acknowledged record survived the restart");
+      await writer.line();
+      await new Promise((resolve) => setTimeout(resolve, random() * 40));
+      writer.process.kill("SIGKILL");
+      while (true) {
+        const line = await writer.line().catch(() => undefined);
+        if (line === undefined) break;
+        assert.match(line, /^\d+$/, `the writer said ${line}`);
+        acked = Math.max(acked, Number(line));
+      }
+      await writer[Symbol.asyncDispose]();
+      await using wal = await Wal.open(dir.path, { segmentSize: 64 * 1024 });
+      assert.ok(wal.lastSeq >= acked, `round ${round}: acked ${acked}, recovered ${wal.lastSeq}`);
+      await assertRecords(wal, wal.lastSeq);
+    }
+    assert.ok(acked > 30);
+  });
+
+  test("a flipped bit anywhere in the last record cuts that record, keeping a .broken copy", async () => {
+    await using dir = await tempDir();
+    const { path, offsets } = await smallLog(dir.path, 5);
+    const [start, end] = offsets.slice(-2) as [number, number];
+    for (let at = start; at < end; at++) {
+      const copy = copyDir(dir.path);
+      try {
+        const seg = segmentsOf(copy)[0]!;
+        const bytes = readFileSync(seg);
+        bytes[at]! ^= 0x10;
+        writeFileSync(seg, bytes);
+        {
+          await using wal = await Wal.open(copy, { preallocate: false });
+          assert.equal(wal.recovery.lastSeq, 4, `flip at byte ${at}`);
+          assert.equal(wal.recovery.truncatedBytes, end - start);
+          assert.equal(wal.recovery.brokenFiles.length, 1);
+          assert.deepEqual(
+            new Uint8Array(readFileSync(wal.recovery.brokenFiles[0]!)),
+            new Uint8Array(bytes.subarray(start, end)),
+          );
+          await assertRecords(wal, 4);
+          assert.equal(await wal.append(walRecord(5)), 5, "the log goes on from the cut");
+        }
+        await using again = await Wal.open(copy, { preallocate: false });
+        assert.equal(again.recovery.truncatedBytes, 0);
+        await assertRecords(again, 5);
+      } finally {
+        rmSync(copy, { recursive: true, force: true });
+      }
+    }
+    assert.ok(existsSync(path));
+  });
+
+  test("truncation at every offset of the last record cuts it back", async () => {
+    await using dir = await tempDir();
+    const { offsets } = await smallLog(dir.path, 3);
+    const [start, end] = offsets.slice(-2) as [number, number];
+    const dataEnd = start + 16 + walRecord(3).length;
+    for (let cutAt = start + 1; cutAt < end; cutAt++) {
+      const copy = copyDir(dir.path);
+      try {
+        truncateSync(segmentsOf(copy)[0]!, cutAt);
+        await using wal = await Wal.open(copy, { preallocate: false });
+        // Cutting only padding leaves the record whole.
+        const whole = cutAt >= dataEnd;
+        assert.equal(wal.recovery.lastSeq, whole ? 3 : 2, `cut at ${cutAt}`);
+        assert.equal(wal.recovery.truncatedBytes, whole ? 0 : cutAt - start);
+        await assertRecords(wal, whole ? 3 : 2);
+      } finally {
+        rmSync(copy, { recursive: true, force: true });
+      }
+    }
+  });
+
+  test("a zero-filled tail and a torn write across a 512-byte sector are cut back", async () => {
+    await using dir = await tempDir();
+    const wal0 = await Wal.open(dir.path, { preallocate: false, sync: "none" });
+    await wal0.append(new Uint8Array(400).fill(1)); // 32 + 416 = 448: the next record crosses 512
+    await wal0.append(new Uint8Array(300).fill(2));
+    await wal0.close();
+    const seg = segmentsOf(dir.path)[0]!;
+    const original = readFileSync(seg);
+    const cases: [string, (b: Buffer) => Buffer, number][] = [
+      ["zeros appended", (b) => Buffer.concat([b, Buffer.alloc(4096)]), 2],
+      ["the last record zeroed", (b) => (b.fill(0, 448), b), 1],
+      ["the sector after the tear lost", (b) => (b.fill(0, 512), b), 1],
+      ["the sector before the tear lost", (b) => (b.fill(0, 448, 512), b), 1],
+    ];
+    for (const [name, damage, last] of cases) {
+      const copy = copyDir(dir.path);
+      try {
+        writeFileSync(segmentsOf(copy)[0]!, damage(Buffer.from(original)));
+        await using wal = await Wal.open(copy, { preallocate: false });
+        assert.equal(wal.recovery.lastSeq, last, name);
+        const recs = await readAllRecords(wal);
+        assert.equal(recs.length, last, name);
+        assert.ok(recs[0]!.data.every((b) => b === 1));
+      } finally {
+        rmSync(copy, { recursive: true, force: true });
+      }
+    }
+  });
+
+  test('corruption in the middle fails with ECORRUPT, or is cut with repair: "truncate"', async () => {
+    await using dir = await tempDir();
+    const { path, offsets } = await smallLog(dir.path, 6);
+    const bytes = readFileSync(path);
+    bytes[offsets[2]! + 17]! ^= 1; // record 3's data
+    writeFileSync(path, bytes);
+    const err = await rejectsWith(Wal.open(dir.path), "ECORRUPT");
+    assert.ok(err.message.includes(path), err.message);
+    assert.match(err.message, new RegExp(`at byte ${offsets[2]}: record seq 3 fails its checksum`));
+    assert.match(err.message, /repair: "truncate"/);
+    await using wal = await Wal.open(dir.path, { repair: "truncate", preallocate: false });
+    assert.equal(wal.recovery.repaired, true);
+    assert.equal(wal.recovery.lastSeq, 2);
+    assert.equal(wal.recovery.truncatedBytes, offsets[6]! - offsets[2]!);
+    await assertRecords(wal, 2);
+  });
+
+  test("a damaged segment header or a missing segment is ECORRUPT", async () => {
+    await using dir = await tempDir();
+    {
+      await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
+      for (let seq = 1; seq <= 100; seq++) await wal.append(walRecord(seq));
+    }
+    const segs = segmentsOf(dir.path);
+    assert.ok(segs.length >= 3);
+    const copy = copyDir(dir.path);
+    try {
+      rmSync(segmentsOf(copy)[1]!);
+      await rejectsWith(Wal.open(copy), "ECORRUPT", /starts at seq \d+ where \d+ was expected/);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+    const head = readFileSync(segs.at(-1)!);
+    head[20]! ^= 1;
+    writeFileSync(segs.at(-1)!, head);
+    await rejectsWith(Wal.open(dir.path), "ECORRUPT", /header fails its checksum/);
+  });
+
+  test("1,000,000 small records are written and read back", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, { sync: "batch", segmentSize: 16 * 1024 * 1024 });
+    const batch = 1000;
+    for (let b = 0; b < 1000; b++) {
+      const items: Uint8Array[] = [];
+      for (let i = 0; i < batch; i++) {
+        const rec = new Uint8Array(16);
+        new DataView(rec.buffer).setUint32(0, b * batch + i + 1, true);
+        items.push(rec);
+      }
+      void wal.appendBatch(items);
+    }
+    await wal.sync();
+    assert.equal(wal.lastSeq, 1_000_000);
+    let n = 0;
+    for await (const r of wal.read()) {
+      n++;
+      if (r.seq !== n || new DataView(r.data.buffer, r.data.byteOffset).getUint32(0, true) !== n) {
+        assert.fail(`record ${n} reads as seq ${r.seq}`);
+      }
+    }
+    assert.equal(n, 1_000_000);
+  });
+
+  test("errors are IpcErrors naming the log", async () => {
+    await using dir = await tempDir();
+    writeFileSync(`${dir.path}/00000000000000000001.wal`, "not a segment at all, clearly not");
+    const err = await rejectsWith(
+      Wal.open(dir.path),
+      "ECORRUPT",
+      /does not start with the segment magic/,
+    );
+    assert.ok(err instanceof IpcError);
+    assert.equal(rt.name, runtimeName());
+  });
+});
