@@ -14,7 +14,13 @@ import { command, ROOT, RUNTIMES } from "../scripts/_runtimes.ts";
 import { BENCH_COMMANDS, ensureCommands } from "../scripts/_system.ts";
 
 const extra = process.argv.slice(2);
-const benches = ["bench/transport.ts", "bench/frame.ts", "bench/hub.ts", "bench/rpc.ts"];
+const benches = [
+  "bench/transport.ts",
+  "bench/frame.ts",
+  "bench/hub.ts",
+  "bench/rpc.ts",
+  "bench/wal.ts",
+];
 // The RPC benchmark compares against NATS: nats-server comes from Debian.
 ensureCommands(BENCH_COMMANDS);
 let failed = 0;

@@ -145,7 +145,7 @@ export interface Chain {
 }
 
 /** Reads this many bytes per refill; a bigger record gets a buffer of its own size. */
-const CHUNK = 256 * 1024;
+const CHUNK = 1024 * 1024;
 
 /**
  * Walks the records of one segment file in order, reading it in chunks, checking each record's

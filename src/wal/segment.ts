@@ -91,14 +91,18 @@ export async function installSegment(
   }
 }
 
-/** Whether a process with this pid runs on this machine; `true` when that cannot be told. */
+/**
+ * Whether a process with this pid runs on this machine. Only a definite "no such process" counts
+ * as dead: when the answer cannot be had (Deno may deny `/proc` without `--allow-all`), the owner
+ * is taken to be alive, and the error names the lock file for a person to judge.
+ */
 async function alive(fs: FileSystem, pid: number): Promise<boolean> {
   if (platform() === "linux") {
     try {
       await fs.stat(`/proc/${pid}`);
       return true;
-    } catch {
-      return false;
+    } catch (err) {
+      if (err instanceof IpcError && err.code === "ENOENT") return false;
     }
   }
   const proc = (globalThis as { process?: { kill?: (pid: number, signal: number) => void } })
@@ -108,7 +112,7 @@ async function alive(fs: FileSystem, pid: number): Promise<boolean> {
     proc.kill(pid, 0);
     return true;
   } catch (err) {
-    return systemCode(err) === "EPERM";
+    return systemCode(err) !== "ESRCH";
   }
 }
 

@@ -72,7 +72,8 @@ export interface WalOptions {
   segmentSize?: number;
   /**
    * Write each segment full of zeros before use (ahead of need, off the append path), so a sync
-   * need not grow the file: about 1.4 times as many syncs per second. @default {true}
+   * need not grow the file: about 1.4 times as many syncs per second. Without syncs it would
+   * only double the bytes written. @default {true, except with sync: "none"}
    */
   preallocate?: boolean;
   /** The largest record accepted, in bytes (at most 2 GiB - 1). @default {16 MiB} */
@@ -108,7 +109,10 @@ export interface WalOptions {
 export interface WalRecord {
   /** The record's sequence number: 1 for the log's first record, then one more each. */
   readonly seq: number;
-  /** The record's bytes: a view into a read buffer; copy it to keep it for long. */
+  /**
+   * The record's bytes: a view into a read buffer of up to 1 MiB that neighbouring records share;
+   * copy it to keep it for long.
+   */
   readonly data: Uint8Array;
 }
 
@@ -278,7 +282,7 @@ export class Wal implements AsyncDisposable {
     this.#segmentSize = options.segmentSize ?? 64 * MiB;
     this.#maxRecordSize = options.maxRecordSize ?? 16 * MiB;
     this.#syncInterval = options.syncInterval ?? 10;
-    this.#preallocate = options.preallocate ?? true;
+    this.#preallocate = options.preallocate ?? this.syncMode !== "none";
     this.#blockingSync = options.blockingSync ?? true;
     this.#retention = options.retention ?? {};
     this.#onSlowSync = options.onSlowSync;
