@@ -225,6 +225,29 @@ describe("Wal", () => {
     await assert.rejects(open, /enough/);
   });
 
+  test("read() is a stream too: getReader(), pipeTo(), and leaving a for await early", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
+    for (let seq = 1; seq <= 300; seq++) await wal.append(walRecord(seq));
+    const reader = wal.read({ from: 5, to: 7 }).getReader();
+    const seqs: number[] = [];
+    for (let r = await reader.read(); !r.done; r = await reader.read()) seqs.push(r.value.seq);
+    assert.deepEqual(seqs, [5, 6, 7]);
+    let piped = 0;
+    await wal.read().pipeTo(
+      new WritableStream({
+        write(rec): void {
+          assert.deepEqual(rec.data, walRecord(rec.seq));
+          piped++;
+        },
+      }),
+    );
+    assert.equal(piped, 300);
+    const stream = wal.read();
+    for await (const rec of stream) if (rec.seq === 10) break;
+    assert.equal(stream.locked, false, "leaving the loop releases the stream");
+  });
+
   test("retention by segment count and bytes, truncateBefore, and reading removed records", async () => {
     await using dir = await tempDir();
     await using wal = await Wal.open(dir.path, {
