@@ -18,7 +18,12 @@ const FIRST_BATCH_BYTES = 2048;
 const FLUSH_GRACE_MS = 2000;
 
 /** What a channel tells its owner. */
-export interface ChannelHooks {
+export interface ChannelHooks<T = unknown> {
+  /**
+   * The peer sent bad input: a message to send it before the channel ends (an error report), or
+   * undefined to send none.
+   */
+  lastWords?(err: unknown): T | undefined;
   /** Nothing more will be written: after `end()`, or once a message was refused. */
   writeEnded?(): void;
   /** The channel failed with `err` (bad input, a broken connection, `close()`). */
@@ -31,7 +36,7 @@ export class Channel<T> {
   readonly #decoder: Decoder<T>;
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
   readonly #sink: BatchSink<T>;
-  readonly #hooks: ChannelHooks;
+  readonly #hooks: ChannelHooks<T>;
   #failed = false;
   #closing = false;
   #ended = false;
@@ -40,7 +45,12 @@ export class Channel<T> {
   /** A `send()` that waits: later ones queue behind it, so the sink sees one at a time. */
   #sending: Promise<void> | undefined;
 
-  constructor(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>, hooks: ChannelHooks = {}) {
+  constructor(
+    conn: Conn,
+    decoder: Decoder<T>,
+    encoder: Encoder<T>,
+    hooks: ChannelHooks<T> = {},
+  ) {
     this.conn = conn;
     this.#decoder = decoder;
     this.#hooks = hooks;
@@ -140,6 +150,8 @@ export class Channel<T> {
   fail(err: unknown, flush: boolean): void {
     if (this.#failed) return;
     this.#failed = true;
+    const last = flush ? this.#hooks.lastWords?.(err) : undefined;
+    if (last !== undefined) void this.send(last)?.catch(() => {});
     this.#sink.stop(err);
     this.#hooks.failed?.(err);
     if (!flush) {

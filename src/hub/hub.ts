@@ -147,6 +147,49 @@ interface Route {
 let hubs = 0;
 
 /**
+ * What {@linkcode Hub} and `RemoteHub` share: the same calls and the same `Message`, in one
+ * process or across processes, so code written against it runs on either.
+ */
+export interface PubSub extends AsyncDisposable {
+  /** Publishes a message; see {@linkcode Hub.publish}. */
+  publish(topic: string, data: Uint8Array | string, options?: PublishOptions): Promise<void>;
+  /** Subscribes to a pattern; see {@linkcode Hub.subscribe}. */
+  subscribe(pattern: string, options?: SubscribeOptions): Subscription;
+  /** Sends a request and waits for one reply; see {@linkcode Hub.request}. */
+  request(topic: string, data: Uint8Array | string, options?: RequestOptions): Promise<Message>;
+  /** Answers requests on a pattern; see {@linkcode Hub.handle}. */
+  handle(pattern: string, handler: Handler, options?: HandleOptions): Subscription;
+  /** Ends every subscription; further calls fail with `ECLOSED`. */
+  close(): void | Promise<void>;
+}
+
+/** Serves `handler` on `pattern` of any {@linkcode PubSub}: the body of `handle()`. */
+export function handleWith(
+  pubsub: PubSub,
+  pattern: string,
+  handler: Handler,
+  options: HandleOptions,
+): Subscription {
+  const sub = pubsub.subscribe(pattern, options);
+  void (async () => {
+    for await (const request of sub) {
+      let reply: Uint8Array | string | void = undefined;
+      let headers: Record<string, string> | undefined;
+      try {
+        reply = await handler(request);
+      } catch (err) {
+        headers = { [ERROR_HEADER]: err instanceof Error ? err.message : String(err) };
+      }
+      if (request.reply !== undefined) {
+        const replyOptions: PublishOptions = headers === undefined ? {} : { headers };
+        await pubsub.publish(request.reply, reply ?? EMPTY, replyOptions).catch(() => {});
+      }
+    }
+  })().catch(() => {}); // the subscription ended with an error: nothing more to answer
+  return sub;
+}
+
+/**
  * A pub/sub hub in one process. Topics are dot-separated tokens; patterns add `*` (one token)
  * and `>` (one or more trailing tokens). Each subscription has a bounded buffer and an
  * overflow policy; messages from one publisher reach each subscription in publish order.
@@ -168,7 +211,7 @@ let hubs = 0;
  * assert.equal(new TextDecoder().decode(reply.data), "42");
  * ```
  */
-export class Hub implements AsyncDisposable {
+export class Hub implements PubSub {
   readonly #trie = new TopicTrie<Target>();
   #routes = new Map<string, Route>();
   readonly #topics = new Map<string, TopicCounters>();
@@ -333,23 +376,7 @@ export class Hub implements AsyncDisposable {
    * @returns The subscription behind it: unsubscribe it to stop.
    */
   handle(pattern: string, handler: Handler, options: HandleOptions = {}): Subscription {
-    const sub = this.subscribe(pattern, options);
-    void (async () => {
-      for await (const request of sub) {
-        let reply: Uint8Array | string | void = undefined;
-        let headers: Record<string, string> | undefined;
-        try {
-          reply = await handler(request);
-        } catch (err) {
-          headers = { [ERROR_HEADER]: err instanceof Error ? err.message : String(err) };
-        }
-        if (request.reply !== undefined) {
-          const replyOptions: PublishOptions = headers === undefined ? {} : { headers };
-          await this.publish(request.reply, reply ?? EMPTY, replyOptions).catch(() => {});
-        }
-      }
-    })();
-    return sub;
+    return handleWith(this, pattern, handler, options);
   }
 
   /** A snapshot of the counters per topic and per subscription. */

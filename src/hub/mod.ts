@@ -24,6 +24,7 @@ export type {
   Handler,
   HubStats,
   PublishOptions,
+  PubSub,
   RequestOptions,
   TopicStats,
 } from "./hub.ts";
@@ -35,4 +36,8 @@ export type {
   SubscriptionStats,
 } from "./subscription.ts";
 export { toPrometheus } from "./prometheus.ts";
+export { serveHub } from "./server.ts";
+export type { HubServer, ServeHubOptions } from "./server.ts";
+export { connectHub, RemoteHub } from "./remote.ts";
+export type { ConnectHubOptions } from "./remote.ts";
 export { topicMatches, validatePattern, validateTopic } from "./topics.ts";

@@ -77,6 +77,9 @@ interface Waiting {
   resolve: () => void;
 }
 
+/** The key of the method that ends a subscription with an error; not exported to users. */
+export const END: unique symbol = Symbol("end");
+
 /**
  * Messages matching a pattern, in publish order, from a bounded buffer.
  *
@@ -134,13 +137,20 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   #dropped = 0;
   #readable: ReadableStream<Message> | undefined;
 
-  /** Made by the hub; `detach` removes it from the hub's routes. */
+  readonly #onDelivered: (() => void) | undefined;
+
+  /**
+   * Made by the hub; `detach` removes it from the hub's routes. `onDelivered` runs as each
+   * message is handed to the reader (a remote hub grants credit from it).
+   */
   constructor(
     id: number,
     pattern: string,
     options: SubscribeOptions,
     detach: (sub: Subscription) => void,
+    onDelivered?: () => void,
   ) {
+    this.#onDelivered = onDelivered;
     this.id = id;
     this.pattern = pattern;
     this.queue = options.queue;
@@ -310,6 +320,12 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   #count(message: Message): void {
     this.#delivered++;
     this.#bytes += message.data.length;
+    this.#onDelivered?.();
+  }
+
+  /** Ends the subscription with `error`, as the `"error"` policy does: for a remote hub. */
+  [END](error: IpcError): void {
+    this.#end(error);
   }
 
   #end(error: IpcError | undefined): void {

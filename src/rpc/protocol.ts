@@ -6,9 +6,10 @@
  * @module
  */
 
-import { IpcError } from "../errors.ts";
+import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Decoder, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, FrameParser, readUint32, writeUint32 } from "../frame/codec.ts";
+import { FrameEncoding, FrameParser, writeUint32 } from "../frame/codec.ts";
+import { WireReader } from "../internal/wire.ts";
 
 /** The protocol version this code speaks. */
 export const VERSION = 1;
@@ -46,7 +47,6 @@ export type Message =
   | { type: typeof INVALID; error: IpcError };
 
 const utf8 = new TextEncoder();
-const text = new TextDecoder("utf-8", { fatal: true });
 
 const NONE = new Uint8Array(0);
 
@@ -103,63 +103,10 @@ export function encode(m: Message): Uint8Array {
   }
 }
 
-/** Reads fields from a frame, refusing any length that runs past its end. */
-class Reader {
-  readonly #frame: Uint8Array;
-  #at = 1;
-
-  constructor(frame: Uint8Array) {
-    this.#frame = frame;
-  }
-
-  #need(n: number, what: string): void {
-    if (this.#at + n > this.#frame.length) {
-      throw bad(`its ${what} runs past the end of the ${this.#frame.length}-byte frame`);
-    }
-  }
-
-  u32(what: string): number {
-    this.#need(4, what);
-    const n = readUint32(this.#frame, this.#at);
-    this.#at += 4;
-    return n;
-  }
-
-  str(what: string): string {
-    this.#need(2, `${what} length`);
-    const n = (this.#frame[this.#at]! << 8) | this.#frame[this.#at + 1]!;
-    this.#at += 2;
-    this.#need(n, what);
-    const bytes = this.#frame.subarray(this.#at, this.#at + n);
-    this.#at += n;
-    try {
-      return text.decode(bytes);
-    } catch (err) {
-      throw bad(`its ${what} is not valid UTF-8`, err);
-    }
-  }
-
-  rest(): Uint8Array {
-    const out = this.#frame.subarray(this.#at);
-    this.#at = this.#frame.length;
-    return out;
-  }
-
-  end(): void {
-    if (this.#at !== this.#frame.length) {
-      throw bad(`${this.#frame.length - this.#at} bytes follow its last field`);
-    }
-  }
-}
-
-function bad(why: string, cause?: unknown): IpcError {
-  return new IpcError("EPROTOCOL", `Cannot read RPC message as ${why}`, { op: "decode", cause });
-}
-
 /** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
 export function decode(frame: Uint8Array): Message {
-  if (frame.length === 0) throw bad("the frame is empty");
-  const r = new Reader(frame);
+  const r = new WireReader(frame, "RPC");
+  if (frame.length === 0) throw r.bad("the frame is empty");
   let m: Message;
   switch (frame[0]) {
     case Type.HELLO:
@@ -193,7 +140,7 @@ export function decode(frame: Uint8Array): Message {
       m = { type: Type.GOAWAY };
       break;
     default:
-      throw bad(`its type ${frame[0]} is unknown`);
+      throw r.bad(`its type ${frame[0]} is unknown`);
   }
   r.end();
   return m;

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Hub, type Message, type Subscription, toPrometheus } from "../../src/hub/mod.ts";
 import { rejectsWith } from "../_helpers.ts";
+import { pubsubBehaviour } from "./_behaviour.ts";
 
 const utf8 = new TextDecoder();
 const textOf = (m: Message | undefined): string => utf8.decode(m?.data);
@@ -341,3 +342,14 @@ async function drainAll(sub: Subscription): Promise<Message[]> {
   while (sub.stats().pending > 0) out.push((await sub.next()).value!);
   return out;
 }
+
+describe("Hub: the shared PubSub behaviour", () => {
+  pubsubBehaviour("Hub", () => {
+    const hub = new Hub();
+    return Promise.resolve({
+      pubsub: hub,
+      settle: () => Promise.resolve(),
+      [Symbol.asyncDispose]: () => hub[Symbol.asyncDispose](),
+    });
+  });
+});

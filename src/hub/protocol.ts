@@ -1,0 +1,358 @@
+/**
+ * The hub's wire messages, one per frame (`docs/PROTOCOL.md`, "Hub"): a type byte, then fields.
+ * Topics, keys and headers travel as u16-length UTF-8 strings; payloads pass untouched.
+ *
+ * @module
+ */
+
+import type { IpcError } from "../errors.ts";
+import { COPY_BELOW, type Decoder, type Encoder } from "../frame/_codec.ts";
+import { FrameEncoding, FrameParser } from "../frame/codec.ts";
+import { strField, WireReader, WireWriter } from "../internal/wire.ts";
+import type { OverflowPolicy } from "./subscription.ts";
+
+/** The protocol version this code speaks. */
+export const VERSION = 1;
+
+/** Message types: the first byte of every frame. */
+export const Op = {
+  HELLO: 1,
+  WELCOME: 2,
+  ERR: 3,
+  SUB: 4,
+  UNSUB: 5,
+  CREDIT: 6,
+  PUB: 7,
+  MSG: 8,
+  REQ: 9,
+  RES: 10,
+  PING: 11,
+  PONG: 12,
+  GOAWAY: 13,
+  FLUSH: 14,
+  FLUSHED: 15,
+} as const;
+
+/** The type of the pseudo-message for a frame that does not decode. */
+export const INVALID = 0;
+
+/** The parts of a published message that travel in PUB, MSG, REQ and RES. */
+export interface Envelope {
+  topic: string;
+  data: Uint8Array;
+  headers: Readonly<Record<string, string>>;
+  key?: string | undefined;
+  reply?: string | undefined;
+}
+
+/** A decoded message. */
+export type HubMessage =
+  | { op: typeof Op.HELLO; version: number; app: string; token: Uint8Array }
+  | { op: typeof Op.WELCOME; version: number }
+  /** `id` 0: about the connection, which then closes; otherwise the subscription or request. */
+  | { op: typeof Op.ERR; id: number; code: string; message: string }
+  | {
+    op: typeof Op.SUB;
+    sid: number;
+    buffer: number;
+    credit: number;
+    maxBytes: number;
+    overflow: OverflowPolicy;
+    pattern: string;
+    queue: string | undefined;
+  }
+  | { op: typeof Op.UNSUB; sid: number }
+  | { op: typeof Op.CREDIT; sid: number; n: number }
+  | { op: typeof Op.PUB; env: Envelope }
+  | { op: typeof Op.MSG; sid: number; seq: number; env: Envelope }
+  | { op: typeof Op.REQ; id: number; timeout: number; env: Envelope }
+  | { op: typeof Op.RES; id: number; seq: number; env: Envelope }
+  | { op: typeof Op.PING }
+  | { op: typeof Op.PONG }
+  | { op: typeof Op.GOAWAY }
+  /** Answered with FLUSHED once every message sent before it has been processed. */
+  | { op: typeof Op.FLUSH }
+  | { op: typeof Op.FLUSHED }
+  /** Not on the wire: how `HubParser` hands over a frame it could not decode. */
+  | { op: typeof INVALID; error: IpcError };
+
+const OVERFLOW: readonly OverflowPolicy[] = ["block", "drop-oldest", "drop-newest", "error"];
+const HAS_KEY = 1;
+const HAS_REPLY = 2;
+
+/** An envelope's string fields, encoded once, and its size on the wire. */
+interface EncodedEnvelope {
+  topic: Uint8Array;
+  key: Uint8Array | undefined;
+  reply: Uint8Array | undefined;
+  headers: Uint8Array[];
+  size: number;
+}
+
+function encodeEnvelope(env: Envelope): EncodedEnvelope {
+  const topic = strField(env.topic, "topic");
+  const key = env.key === undefined ? undefined : strField(env.key, "key");
+  const reply = env.reply === undefined ? undefined : strField(env.reply, "reply topic");
+  const headers: Uint8Array[] = [];
+  let size = 1 + 2 + topic.length + 2 + env.data.length;
+  if (key) size += 2 + key.length;
+  if (reply) size += 2 + reply.length;
+  for (const name in env.headers) {
+    const n = strField(name, "header name");
+    const v = strField(env.headers[name]!, "header value");
+    headers.push(n, v);
+    size += 4 + n.length + v.length;
+  }
+  if (headers.length / 2 > 0xffff) {
+    throw new TypeError(`Cannot send ${headers.length / 2} headers: the limit is 65535`);
+  }
+  return { topic, key, reply, headers, size };
+}
+
+function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): void {
+  w.u8((e.key ? HAS_KEY : 0) | (e.reply ? HAS_REPLY : 0));
+  w.str(e.topic);
+  if (e.key) w.str(e.key);
+  if (e.reply) w.str(e.reply);
+  w.buf[w.at] = (e.headers.length / 2) >>> 8;
+  w.buf[w.at + 1] = e.headers.length / 2;
+  w.at += 2;
+  for (const h of e.headers) w.str(h);
+  w.bytes(data);
+}
+
+function readEnvelope(r: WireReader): Envelope {
+  const flags = r.u8("flags");
+  if (flags & ~(HAS_KEY | HAS_REPLY)) throw r.bad(`its flags ${flags} are unknown`);
+  const topic = r.str("topic");
+  const key = flags & HAS_KEY ? r.str("key") : undefined;
+  const reply = flags & HAS_REPLY ? r.str("reply topic") : undefined;
+  const count = (r.u8("header count") << 8) | r.u8("header count");
+  const headers: Record<string, string> = {};
+  for (let i = 0; i < count; i++) {
+    const name = r.str("header name");
+    if (Object.hasOwn(headers, name)) throw r.bad(`its header "${name}" comes twice`);
+    headers[name] = r.str("header value");
+  }
+  return { topic, data: r.rest(), headers, key, reply };
+}
+
+/** The bytes of a message's frame payload after its type byte and fixed fields. */
+function fixedSize(m: HubMessage): number {
+  switch (m.op) {
+    case Op.MSG:
+    case Op.RES:
+      return 4 + 8;
+    case Op.REQ:
+      return 4 + 4;
+    default:
+      return 0;
+  }
+}
+
+/** Writes a message into `buf` at `at` (its size known); returns the end. */
+function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedEnvelope): number {
+  const w = new WireWriter(buf, at);
+  w.u8(m.op);
+  switch (m.op) {
+    case Op.HELLO:
+      w.u32(m.version);
+      w.str(strField(m.app, "app id"));
+      w.bytes(m.token);
+      break;
+    case Op.WELCOME:
+      w.u32(m.version);
+      break;
+    case Op.ERR:
+      w.u32(m.id);
+      w.str(strField(m.code, "code"));
+      w.str(strField(m.message.slice(0, 4096), "message"));
+      break;
+    case Op.SUB:
+      w.u32(m.sid);
+      w.u32(m.buffer);
+      w.u32(m.credit);
+      w.u32(m.maxBytes);
+      w.u8(OVERFLOW.indexOf(m.overflow));
+      w.str(strField(m.pattern, "pattern"));
+      w.str(strField(m.queue ?? "", "queue"));
+      break;
+    case Op.UNSUB:
+      w.u32(m.sid);
+      break;
+    case Op.CREDIT:
+      w.u32(m.sid);
+      w.u32(m.n);
+      break;
+    case Op.PUB:
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    case Op.MSG:
+      w.u32(m.sid);
+      w.u64(m.seq);
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    case Op.REQ:
+      w.u32(m.id);
+      w.u32(m.timeout);
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    case Op.RES:
+      w.u32(m.id);
+      w.u64(m.seq);
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    case Op.PING:
+    case Op.PONG:
+    case Op.GOAWAY:
+    case Op.FLUSH:
+    case Op.FLUSHED:
+      break;
+    case INVALID:
+      throw new TypeError("Cannot encode the INVALID pseudo-message");
+  }
+  return w.at;
+}
+
+/** Encodes a message as one frame's payload. */
+export function encodeHub(m: HubMessage): Uint8Array {
+  const env = "env" in m ? encodeEnvelope(m.env) : undefined;
+  // Generous for the small control messages; exact for envelopes.
+  const size = env ? 1 + fixedSize(m) + env.size : 1 + 16 + 3 * 2 + 4096 * 3 + tokenSize(m);
+  const buf = new Uint8Array(size);
+  return buf.subarray(0, writeMessage(m, buf, 0, env));
+}
+
+function tokenSize(m: HubMessage): number {
+  if (m.op === Op.HELLO) return m.token.length + 3 * m.app.length;
+  if (m.op === Op.SUB) return 3 * (m.pattern.length + (m.queue?.length ?? 0));
+  if (m.op === Op.ERR) return 3 * m.code.length;
+  return 0;
+}
+
+/** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
+export function decodeHub(frame: Uint8Array): HubMessage {
+  const r = new WireReader(frame, "hub");
+  if (frame.length === 0) throw r.bad("the frame is empty");
+  let m: HubMessage;
+  switch (frame[0]) {
+    case Op.HELLO:
+      m = { op: Op.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
+      break;
+    case Op.WELCOME:
+      m = { op: Op.WELCOME, version: r.u32("version") };
+      break;
+    case Op.ERR:
+      m = { op: Op.ERR, id: r.u32("id"), code: r.str("code"), message: r.str("message") };
+      break;
+    case Op.SUB: {
+      const sid = r.u32("sid");
+      const buffer = r.u32("buffer");
+      const credit = r.u32("credit");
+      const maxBytes = r.u32("maxBytes");
+      const policy = r.u8("overflow");
+      const overflow = OVERFLOW[policy];
+      if (overflow === undefined) throw r.bad(`its overflow policy ${policy} is unknown`);
+      const pattern = r.str("pattern");
+      const queue = r.str("queue");
+      m = {
+        op: Op.SUB,
+        sid,
+        buffer,
+        credit,
+        maxBytes,
+        overflow,
+        pattern,
+        queue: queue || undefined,
+      };
+      break;
+    }
+    case Op.UNSUB:
+      m = { op: Op.UNSUB, sid: r.u32("sid") };
+      break;
+    case Op.CREDIT:
+      m = { op: Op.CREDIT, sid: r.u32("sid"), n: r.u32("credit") };
+      break;
+    case Op.PUB:
+      m = { op: Op.PUB, env: readEnvelope(r) };
+      break;
+    case Op.MSG:
+      m = { op: Op.MSG, sid: r.u32("sid"), seq: r.u64("seq"), env: readEnvelope(r) };
+      break;
+    case Op.REQ:
+      m = { op: Op.REQ, id: r.u32("id"), timeout: r.u32("timeout"), env: readEnvelope(r) };
+      break;
+    case Op.RES:
+      m = { op: Op.RES, id: r.u32("id"), seq: r.u64("seq"), env: readEnvelope(r) };
+      break;
+    case Op.PING:
+    case Op.PONG:
+    case Op.GOAWAY:
+    case Op.FLUSH:
+    case Op.FLUSHED:
+      m = { op: frame[0] };
+      break;
+    default:
+      throw r.bad(`its type ${frame[0]} is unknown`);
+  }
+  r.end();
+  return m;
+}
+
+/**
+ * Encodes messages straight into a connection's write batch: a MSG or PUB is written there
+ * field by field, with no frame of its own allocated.
+ */
+export class HubEncoding implements Encoder<HubMessage> {
+  readonly #max: number;
+  readonly #frames: FrameEncoding;
+
+  constructor(maxFrameSize: number) {
+    this.#max = maxFrameSize;
+    this.#frames = new FrameEncoding(maxFrameSize);
+  }
+
+  encode(m: HubMessage, buf: Uint8Array, at: number): number {
+    // Control messages, and payloads large enough to write by reference, take a frame of their own.
+    if (!("env" in m) || m.env.data.length >= COPY_BELOW) {
+      return this.#frames.encode(encodeHub(m), buf, at);
+    }
+    const env = encodeEnvelope(m.env);
+    const size = 1 + fixedSize(m) + env.size;
+    if (size > this.#max) return this.#frames.encode(encodeHub(m), buf, at); // refuses it
+    if (at + 4 + size > buf.length) return -1;
+    const w = new WireWriter(buf, at);
+    w.u32(size);
+    writeMessage(m, buf, at + 4, env);
+    return 4 + size;
+  }
+
+  encodeAlone(m: HubMessage): Uint8Array[] {
+    return this.#frames.encodeAlone(encodeHub(m));
+  }
+}
+
+/** Decodes frames into messages; a frame that does not decode comes out as INVALID. */
+export class HubParser implements Decoder<HubMessage> {
+  readonly #frames: FrameParser;
+
+  constructor(maxFrameSize: number) {
+    this.#frames = new FrameParser(maxFrameSize);
+  }
+
+  push(chunk: Uint8Array, emit: (message: HubMessage) => void): void {
+    this.#frames.push(chunk, (frame) => {
+      let message: HubMessage;
+      try {
+        message = decodeHub(frame);
+      } catch (err) {
+        message = { op: INVALID, error: err as IpcError };
+      }
+      emit(message);
+    });
+  }
+
+  end(): void {
+    this.#frames.end();
+  }
+}

@@ -1,0 +1,461 @@
+/**
+ * Serves a {@linkcode Hub} over a socket: each connection's subscriptions are subscriptions of
+ * the hub, fed to the client as far as the client's credit allows.
+ *
+ * @module
+ */
+
+import type { Address } from "../address.ts";
+import { IpcError } from "../errors.ts";
+import { delay } from "../internal/async.ts";
+import { Channel } from "../frame/channel.ts";
+import { maxFrameSizeOf } from "../frame/codec.ts";
+import type { Conn } from "../runtime/types.ts";
+import { listen, type ListenOptions } from "../transport.ts";
+import type { Hub, PublishOptions } from "./hub.ts";
+import {
+  type Envelope,
+  HubEncoding,
+  type HubMessage,
+  HubParser,
+  INVALID,
+  Op,
+  VERSION,
+} from "./protocol.ts";
+import type { Message, Subscription } from "./subscription.ts";
+
+/** Options of {@linkcode serveHub}. */
+export interface ServeHubOptions extends Pick<ListenOptions, "mode" | "signal"> {
+  /** Clients must name the same application. @default {"dockipc"} */
+  app?: string;
+  /** A shared secret clients must present; compared in constant time. */
+  token?: string | Uint8Array;
+  /** Connections at once; more are refused at the handshake. @default {1024} */
+  maxConnections?: number;
+  /** Subscriptions per connection; a SUB past it is refused with ERR. @default {1024} */
+  maxSubscriptions?: number;
+  /** Milliseconds a new connection has to complete its handshake. @default {5000} */
+  handshakeTimeout?: number;
+  /** The largest frame either way; a client sending a larger one is disconnected. @default {16777216} */
+  maxFrameSize?: number;
+}
+
+/** A hub served over a socket. */
+export interface HubServer extends AsyncDisposable {
+  /** Where it listens. */
+  readonly addr: Address;
+  /** Connections open now. */
+  readonly connections: number;
+  /**
+   * Stops accepting and tells clients to go (GOAWAY), sends each subscription what it already
+   * holds as far as credit allows, then closes. When `signal` aborts first, it closes at once.
+   */
+  shutdown(options?: { signal?: AbortSignal }): Promise<void>;
+  /** Closes every connection now. The hub itself stays open. */
+  close(): void;
+}
+
+const utf8 = new TextEncoder();
+const SHUTDOWN_BOUND_MS = 10_000;
+/** PUBs a connection may have waiting for the hub before it is read no further. */
+const PUB_QUEUE = 1024;
+
+/** Compares two byte strings in time that depends only on their lengths, not their contents. */
+function sameSecret(a: Uint8Array, b: Uint8Array): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < b.length; i++) diff |= (a[i % Math.max(a.length, 1)] ?? 0) ^ b[i]!;
+  return diff === 0;
+}
+
+/** Why a connection is closed: sent to the client as ERR 0 first. */
+class Refusal extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** A client's subscription: the hub's subscription and the credit the client granted. */
+class Remote {
+  readonly sid: number;
+  readonly sub: Subscription;
+  credit: number;
+  wake: (() => void) | undefined;
+
+  constructor(sid: number, sub: Subscription, credit: number) {
+    this.sid = sid;
+    this.sub = sub;
+    this.credit = credit;
+  }
+}
+
+/**
+ * Serves `hub` at `address` to {@linkcode connectHub} clients in any runtime: they publish into
+ * it, subscribe to it and make requests of it as if it were in their own process.
+ *
+ * @param hub The hub to serve; it stays open when the server closes.
+ * @param address Where to listen: a unix socket path or a TCP address.
+ * @param options The handshake's app id and token, and the server's limits.
+ * @returns The running server.
+ * @throws {IpcError} As `listen()` does.
+ *
+ * @example Serve a hub and use it from a client
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { connectHub, Hub, serveHub } from "@dockipc/dockipc/hub";
+ *
+ * await using hub = new Hub();
+ * await using server = await serveHub(hub, "tcp://127.0.0.1:0");
+ * await using remote = await connectHub(server.addr);
+ * const sub = remote.subscribe("greetings.*");
+ * await remote.flush(); // the subscription is in place
+ * await hub.publish("greetings.en", "hello");
+ * const { value } = await sub.next();
+ * assert.equal(new TextDecoder().decode(value?.data), "hello");
+ * ```
+ */
+export async function serveHub(
+  hub: Hub,
+  address: string | Address,
+  options: ServeHubOptions = {},
+): Promise<HubServer> {
+  const {
+    app = "dockipc",
+    maxConnections = 1024,
+    maxSubscriptions = 1024,
+    handshakeTimeout = 5000,
+    maxFrameSize,
+  } = options;
+  const token = typeof options.token === "string" ? utf8.encode(options.token) : options.token;
+  const frameLimit = maxFrameSizeOf(
+    "serveHub()",
+    maxFrameSize === undefined ? {} : { maxFrameSize },
+  );
+  const listenOptions: ListenOptions = {};
+  if (options.mode !== undefined) listenOptions.mode = options.mode;
+  const listener = await listen(address, listenOptions);
+  const sessions = new Set<Session>();
+  let draining = false;
+
+  class Session {
+    readonly conn: Conn;
+    readonly channel: Channel<HubMessage>;
+    readonly remotes = new Map<number, Remote>();
+    #pumps: Promise<void>[] = [];
+    /** PUBs waiting for the hub, in arrival order: a queue in an array, `#pubHead` its first. */
+    #pubs: (Envelope | undefined)[] = [];
+    #pubHead = 0;
+    #publisher: Promise<void> | undefined;
+    #room: (() => void) | undefined;
+
+    constructor(conn: Conn) {
+      this.conn = conn;
+      this.channel = new Channel(conn, new HubParser(frameLimit), new HubEncoding(frameLimit), {
+        lastWords: (err): HubMessage => ({
+          op: Op.ERR,
+          id: 0,
+          code: err instanceof IpcError ? err.code : "EPROTOCOL",
+          message: err instanceof Error ? err.message : String(err),
+        }),
+      });
+    }
+
+    async run(): Promise<void> {
+      try {
+        let batch: HubMessage[] | undefined = await this.#handshake();
+        while (batch !== undefined) {
+          for (const m of batch) await this.#serve(m);
+          batch = await this.channel.read();
+        }
+        await this.channel.end().catch(() => {});
+      } catch (err) {
+        const refusal = err instanceof Refusal
+          ? err
+          : err instanceof IpcError
+          ? new Refusal(err.code, err.message)
+          : new Refusal("EPROTOCOL", String(err));
+        await this.#send({ op: Op.ERR, id: 0, code: refusal.code, message: refusal.message });
+        await this.channel.end().catch(() => {});
+      } finally {
+        this.abort();
+        sessions.delete(this);
+      }
+    }
+
+    /** Sends a message; after the channel failed there is nobody to tell, and it is dropped. */
+    #send(m: HubMessage): Promise<void> {
+      try {
+        return this.channel.send(m)?.catch(() => {}) ?? Promise.resolve();
+      } catch {
+        return Promise.resolve();
+      }
+    }
+
+    /**
+     * Queues a PUB for the hub. The connection goes on being read while a `"block"` subscriber
+     * holds publishing up, so that credit (perhaps from this very client) still gets through;
+     * past `PUB_QUEUE` waiting messages it is read no further, which holds the publisher back.
+     */
+    #publish(env: Envelope): Promise<void> | undefined {
+      this.#pubs.push(env);
+      this.#publisher ??= this.#publishAll();
+      if (this.#pubs.length - this.#pubHead < PUB_QUEUE) return undefined;
+      return new Promise((resolve) => (this.#room = resolve));
+    }
+
+    async #publishAll(): Promise<void> {
+      while (this.#pubHead < this.#pubs.length) {
+        const env = this.#pubs[this.#pubHead]!;
+        this.#pubs[this.#pubHead++] = undefined;
+        const options: PublishOptions = { headers: env.headers };
+        if (env.key !== undefined) options.key = env.key;
+        if (env.reply !== undefined) options.reply = env.reply;
+        try {
+          await hub.publish(env.topic, env.data, options);
+        } catch (err) {
+          // A client of ours checks topics first: this one does not speak the protocol.
+          const code = err instanceof IpcError ? err.code : "EPROTOCOL";
+          await this.#send({ op: Op.ERR, id: 0, code, message: (err as Error).message });
+          await this.channel.end().catch(() => {});
+          this.abort();
+          return;
+        }
+        if (this.#room !== undefined && this.#pubs.length - this.#pubHead < PUB_QUEUE / 2) {
+          const room = this.#room;
+          this.#room = undefined;
+          room();
+        }
+      }
+      this.#pubs = [];
+      this.#pubHead = 0;
+      this.#publisher = undefined;
+    }
+
+    async #handshake(): Promise<HubMessage[]> {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const first = await Promise.race([
+        this.channel.read(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new Refusal("ETIMEDOUT", `No handshake within ${handshakeTimeout} ms`)),
+            handshakeTimeout,
+          );
+        }),
+      ]).finally(() => clearTimeout(timer));
+      if (first === undefined) {
+        throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
+      }
+      const hello = first[0]!;
+      if (hello.op === INVALID) throw new Refusal("EPROTOCOL", hello.error.message);
+      if (hello.op !== Op.HELLO) {
+        throw new Refusal(
+          "EPROTOCOL",
+          "The first message was not a handshake: is this a dockipc hub client?",
+        );
+      }
+      if (hello.version !== VERSION) {
+        throw new Refusal(
+          "EPROTOCOL",
+          `The client speaks hub protocol version ${hello.version}; this server speaks ${VERSION}`,
+        );
+      }
+      if (hello.app !== app) {
+        throw new Refusal("EAUTH", `The client is for app "${hello.app}"; this hub is "${app}"`);
+      }
+      if (token !== undefined && !sameSecret(hello.token, token)) {
+        throw new Refusal("EAUTH", "The client's token is wrong");
+      }
+      if (sessions.size > maxConnections) {
+        throw new Refusal(
+          "ECONNREFUSED",
+          `The hub has reached maxConnections (${maxConnections})`,
+        );
+      }
+      if (draining) throw new Refusal("ECLOSED", "The hub server is shutting down");
+      await this.#send({ op: Op.WELCOME, version: VERSION });
+      return first.slice(1);
+    }
+
+    async #serve(m: HubMessage): Promise<void> {
+      switch (m.op) {
+        case Op.PUB: {
+          const full = this.#publish(m.env);
+          if (full !== undefined) await full;
+          return;
+        }
+        case Op.SUB:
+          return this.#subscribe(m);
+        case Op.UNSUB: {
+          const remote = this.remotes.get(m.sid);
+          this.remotes.delete(m.sid);
+          remote?.sub.unsubscribe();
+          remote?.wake?.();
+          return;
+        }
+        case Op.CREDIT: {
+          const remote = this.remotes.get(m.sid);
+          if (remote === undefined) return; // unsubscribed meanwhile
+          remote.credit += m.n;
+          remote.wake?.();
+          return;
+        }
+        case Op.REQ:
+          void this.#request(m.id, m.timeout, m.env);
+          return;
+        case Op.PING:
+          void this.#send({ op: Op.PONG });
+          return;
+        case Op.FLUSH: {
+          // After the PUBs before it: "flushed" means published.
+          const published = this.#publisher ?? Promise.resolve();
+          void published.then(() => this.#send({ op: Op.FLUSHED }));
+          return;
+        }
+        case INVALID:
+          throw m.error;
+        default:
+          throw new Refusal("EPROTOCOL", `A client may not send message type ${m.op}`);
+      }
+    }
+
+    #subscribe(m: Extract<HubMessage, { op: typeof Op.SUB }>): void {
+      if (this.remotes.has(m.sid)) {
+        throw new Refusal("EPROTOCOL", `Subscription ${m.sid} is already in use`);
+      }
+      if (this.remotes.size >= maxSubscriptions) {
+        void this.#send({
+          op: Op.ERR,
+          id: m.sid,
+          code: "EPROTOCOL",
+          message: `The hub allows ${maxSubscriptions} subscriptions per connection`,
+        });
+        return;
+      }
+      let sub: Subscription;
+      try {
+        sub = hub.subscribe(m.pattern, {
+          buffer: Math.max(1, m.buffer),
+          overflow: m.overflow,
+          ...(m.queue === undefined ? {} : { queue: m.queue }),
+          ...(m.maxBytes === 0 ? {} : { maxBytes: m.maxBytes }),
+        });
+      } catch (err) {
+        const code = err instanceof IpcError ? err.code : "EPROTOCOL";
+        void this.#send({ op: Op.ERR, id: m.sid, code, message: (err as Error).message });
+        return;
+      }
+      const remote = new Remote(m.sid, sub, m.credit);
+      this.remotes.set(m.sid, remote);
+      this.#pumps.push(this.#pump(remote));
+    }
+
+    /** Sends a subscription's messages while the client has credit for them. */
+    async #pump(remote: Remote): Promise<void> {
+      while (true) {
+        // Credit first: a message taken from the subscription would make room in its buffer
+        // that the client has not granted, and the overflow policy would see one too many.
+        while (remote.credit === 0 && this.remotes.get(remote.sid) === remote) {
+          await new Promise<void>((resolve) => (remote.wake = resolve));
+          remote.wake = undefined;
+        }
+        const next = await remote.sub.next().catch((err: unknown) => err as IpcError);
+        if (next instanceof IpcError || next.done) {
+          if (next instanceof IpcError && next.code === "ESLOWCONSUMER") {
+            // The "error" policy: this client is too slow, and only it pays for that.
+            const err = { code: next.code, message: next.message };
+            await this.#send({ op: Op.ERR, id: remote.sid, ...err });
+            await this.#send({ op: Op.ERR, id: 0, ...err });
+            await this.channel.end().catch(() => {});
+            this.abort();
+          }
+          return;
+        }
+        const message: Message = next.value;
+        remote.credit--;
+        await this.channel.send({
+          op: Op.MSG,
+          sid: remote.sid,
+          seq: message.seq,
+          env: message,
+        });
+      }
+    }
+
+    async #request(id: number, timeout: number, env: Envelope): Promise<void> {
+      try {
+        const reply = await hub.request(env.topic, env.data, {
+          headers: env.headers,
+          ...(timeout === 0 ? {} : { timeout }),
+          ...(env.key === undefined ? {} : { key: env.key }),
+        });
+        await this.#send({ op: Op.RES, id, seq: reply.seq, env: reply });
+      } catch (err) {
+        const code = err instanceof IpcError ? err.code : "EREMOTE";
+        await this.#send({ op: Op.ERR, id, code, message: (err as Error).message });
+      }
+    }
+
+    /** Ends every subscription of this connection and closes it. */
+    abort(): void {
+      for (const remote of this.remotes.values()) {
+        remote.sub.unsubscribe();
+        remote.wake?.();
+      }
+      this.remotes.clear();
+      this.conn.close();
+    }
+
+    /** Shutdown: tell the client, send what subscriptions hold as credit allows, then close. */
+    async drain(signal: AbortSignal | undefined): Promise<void> {
+      await this.#send({ op: Op.GOAWAY });
+      for (const remote of this.remotes.values()) {
+        while (remote.sub.stats().pending > 0 && remote.credit > 0 && !signal?.aborted) {
+          await delay(1);
+        }
+        remote.sub.unsubscribe();
+      }
+      await this.channel.end().catch(() => {});
+      this.abort();
+    }
+  }
+
+  const accepting = (async () => {
+    for await (const conn of listener) {
+      const session = new Session(conn);
+      sessions.add(session);
+      void session.run();
+    }
+  })();
+
+  const close = (): void => {
+    void listener.close();
+    for (const session of sessions) session.abort();
+  };
+  options.signal?.addEventListener("abort", close, { once: true });
+
+  const server: HubServer = {
+    addr: listener.addr,
+    get connections(): number {
+      return sessions.size;
+    },
+    async shutdown(shutdownOptions: { signal?: AbortSignal } = {}): Promise<void> {
+      draining = true;
+      await listener.close();
+      const { signal } = shutdownOptions;
+      if (signal?.aborted) return close();
+      signal?.addEventListener("abort", close, { once: true });
+      try {
+        await Promise.all([...sessions].map((s) => s.drain(signal)));
+        await accepting;
+      } finally {
+        signal?.removeEventListener("abort", close);
+      }
+    },
+    close,
+    async [Symbol.asyncDispose](): Promise<void> {
+      await server.shutdown({ signal: AbortSignal.timeout(SHUTDOWN_BOUND_MS) });
+    },
+  };
+  return server;
+}

@@ -1,0 +1,293 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { connect, listen } from "../../mod.ts";
+import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts";
+import { decodeHub, encodeHub, Op, VERSION } from "../../src/hub/protocol.ts";
+import { runtimeName } from "../../src/runtime/detect.ts";
+import {
+  encodeFramesRaw,
+  readAll,
+  rejectsWith,
+  spawnFixture,
+  tempDir,
+  until,
+} from "../_helpers.ts";
+import { pubsubBehaviour } from "./_behaviour.ts";
+
+const text = new TextDecoder();
+
+/** A hub served on a unix socket in a temp dir, for one test. */
+async function served(
+  options: Parameters<typeof serveHub>[2] = {},
+): Promise<{ hub: Hub; server: HubServer; path: string } & AsyncDisposable> {
+  const dir = await tempDir();
+  const hub = new Hub();
+  const path = `${dir.path}/hub.sock`;
+  const server = await serveHub(hub, path, options);
+  return {
+    hub,
+    server,
+    path,
+    [Symbol.asyncDispose]: async () => {
+      server.close();
+      hub.close();
+      await dir[Symbol.asyncDispose]();
+    },
+  };
+}
+
+/** Speaks raw frames to a server: sends `payloads`, then returns every message it answered. */
+async function rawExchange(
+  path: string,
+  payloads: Uint8Array[],
+): Promise<ReturnType<typeof decodeHub>[]> {
+  const conn = await connect(path);
+  const writer = conn.writable.getWriter();
+  await writer.write(encodeFramesRaw(payloads));
+  const bytes = await readAll(conn.readable); // the server closes after its ERR
+  await writer.close().catch(() => {});
+  const out: ReturnType<typeof decodeHub>[] = [];
+  for (let at = 0; at + 4 <= bytes.length;) {
+    const size = new DataView(bytes.buffer, bytes.byteOffset + at).getUint32(0);
+    out.push(decodeHub(bytes.subarray(at + 4, at + 4 + size)));
+    at += 4 + size;
+  }
+  return out;
+}
+
+const hello = (app = "dockipc", version = VERSION): Uint8Array =>
+  encodeHub({ op: Op.HELLO, version, app, token: new Uint8Array(0) });
+
+describe("RemoteHub: the shared PubSub behaviour", () => {
+  pubsubBehaviour("RemoteHub", async () => {
+    const s = await served();
+    const client = await connectHub(s.path);
+    return {
+      pubsub: client,
+      settle: () => client.flush(),
+      [Symbol.asyncDispose]: async () => {
+        client.close();
+        await s[Symbol.asyncDispose]();
+      },
+    };
+  });
+});
+
+describe("serveHub and connectHub", () => {
+  test("in-process publishers reach remote subscribers and back", async () => {
+    await using s = await served();
+    await using client = await connectHub(s.path);
+    const remoteSub = client.subscribe("to.client");
+    const localSub = s.hub.subscribe("to.hub");
+    await client.flush();
+    await s.hub.publish("to.client", "hello client", { headers: { a: "1" } });
+    await client.publish("to.hub", "hello hub", { key: "k" });
+    const fromHub = (await remoteSub.next()).value!;
+    assert.equal(text.decode(fromHub.data), "hello client");
+    assert.deepEqual(fromHub.headers, { a: "1" });
+    const fromClient = (await localSub.next()).value!;
+    assert.equal(text.decode(fromClient.data), "hello hub");
+    assert.equal(fromClient.key, "k");
+  });
+
+  test("the handshake refuses a wrong app id, a wrong token and another version", async () => {
+    await using s = await served({ app: "billing", token: "s3cret" });
+    await rejectsWith(
+      connectHub(s.path, { app: "other", token: "s3cret" }),
+      "EAUTH",
+      /app "other"/,
+    );
+    await rejectsWith(connectHub(s.path, { app: "billing", token: "wrong" }), "EAUTH", /token/);
+    await rejectsWith(connectHub(s.path, { app: "billing" }), "EAUTH");
+    const answered = await rawExchange(s.path, [hello("billing", 99)]);
+    assert.equal(answered[0]?.op, Op.ERR);
+    assert.match((answered[0] as { message: string }).message, /version 99/);
+    await using ok = await connectHub(s.path, { app: "billing", token: "s3cret" });
+    await ok.publish("x.y", "still serving");
+  });
+
+  test("malformed frames, unknown ops and oversize frames cost that client its connection only", async () => {
+    await using s = await served({ maxFrameSize: 4096 });
+    await using good = await connectHub(s.path, { maxFrameSize: 4096 });
+    const sub = good.subscribe("alive");
+    await good.flush();
+    const bad: [string, Uint8Array[]][] = [
+      ["not a handshake", [new Uint8Array([Op.PUB, 0, 0])]],
+      ["a truncated PUB", [hello(), new Uint8Array([Op.PUB, 0, 0, 5, 0x61])]],
+      ["an unknown op", [hello(), new Uint8Array([200])]],
+      ["a server-only op", [hello(), encodeHub({ op: Op.GOAWAY })]],
+      ["a bad overflow policy", [
+        hello(),
+        new Uint8Array([Op.SUB, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 9, 0, 1, 0x61, 0, 0]),
+      ]],
+      ["bad UTF-8 in a topic", [hello(), new Uint8Array([Op.PUB, 0, 0, 2, 0xff, 0xfe, 0, 0])]],
+    ];
+    for (const [what, payloads] of bad) {
+      const answered = await rawExchange(s.path, payloads);
+      const err = answered.find((m) => m.op === Op.ERR) as { id: number; code: string } | undefined;
+      assert.ok(err !== undefined, `${what}: an ERR`);
+      assert.equal(err.id, 0, what);
+      assert.equal(err.code, "EPROTOCOL", what);
+    }
+    // A frame over maxFrameSize is refused from its length prefix alone.
+    const conn = await connect(s.path);
+    const w = conn.writable.getWriter();
+    await w.write(encodeFramesRaw([hello()]));
+    await w.write(new Uint8Array([0, 1, 0, 0, Op.PUB]));
+    const reply = await readAll(conn.readable);
+    assert.match(text.decode(reply), /EFRAMETOOLARGE/);
+    await s.hub.publish("alive", "yes");
+    assert.equal(text.decode((await sub.next()).value!.data), "yes", "the others are served on");
+  });
+
+  test('a slow consumer with "error" is disconnected; its other subscriptions come back, others never notice', async () => {
+    await using s = await served();
+    await using slow = await connectHub(s.path);
+    await using fast = await connectHub(s.path);
+    const doomed = slow.subscribe("feed", { buffer: 4, overflow: "error" });
+    const survivor = slow.subscribe("other");
+    const reader = fast.subscribe("feed", { buffer: 1000 });
+    await slow.flush();
+    await fast.flush();
+    for (let i = 0; i < 100; i++) await s.hub.publish("feed", String(i));
+    await assert.rejects(
+      (async () => {
+        while (!(await doomed.next()).done);
+      })(),
+      (e: { code?: string }) => e.code === "ESLOWCONSUMER",
+    );
+    let got = 0;
+    for await (const _ of reader) if (++got === 100) break;
+    assert.equal(got, 100);
+    await until(() => slow.connected, 5000, "the slow client reconnects");
+    await slow.flush();
+    await s.hub.publish("other", "after");
+    assert.equal(text.decode((await survivor.next()).value!.data), "after");
+  });
+
+  test("after a hub restart the client reconnects, resubscribes, and outage publishes get through", async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/hub.sock`;
+    let hub = new Hub();
+    let server = await serveHub(hub, path);
+    await using client = await connectHub(path, { reconnect: { initialDelay: 10, maxDelay: 50 } });
+    const sub = client.subscribe("events.>");
+    await client.flush();
+    await hub.publish("events.a", "before");
+    assert.equal(text.decode((await sub.next()).value!.data), "before");
+    server.close();
+    hub.close();
+    await until(() => !client.connected, 5000, "the client notices");
+    const during = client.publish("events.b", "during the outage");
+    hub = new Hub();
+    const local = hub.subscribe("events.>");
+    server = await serveHub(hub, path);
+    await during;
+    assert.equal(text.decode((await local.next()).value!.data), "during the outage");
+    await until(() => client.connected, 5000, "the client reconnects");
+    await client.flush();
+    await hub.publish("events.c", "after");
+    const next = (await sub.next()).value!;
+    assert.ok(["during the outage", "after"].includes(text.decode(next.data)));
+    server.close();
+    hub.close();
+  });
+
+  test("publishes fail after publishTimeout when the hub stays away; requests in flight fail with ECONNRESET", async () => {
+    await using s = await served();
+    await using client = await connectHub(s.path, {
+      publishTimeout: 50,
+      reconnect: { initialDelay: 10 },
+    });
+    client.handle("never.answers", () => new Promise(() => {}));
+    await client.flush();
+    await using other = await connectHub(s.path);
+    const inflight = other.request("never.answers", "x", { timeout: 60_000 });
+    await client.flush();
+    await other.flush();
+    s.server.close();
+    await rejectsWith(inflight, "ECONNRESET");
+    await until(() => !client.connected, 5000, "the client notices");
+    await rejectsWith(client.publish("a.b", "x"), "ETIMEDOUT", /50 ms/);
+  });
+
+  test("a server that stops answering PINGs is taken for dead", async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/mute.sock`;
+    await using listener = await listen(path);
+    const accepted = (async () => {
+      for await (const conn of listener) {
+        const w = conn.writable.getWriter();
+        await w.write(encodeFramesRaw([encodeHub({ op: Op.WELCOME, version: VERSION })]));
+        // Reads everything and answers nothing.
+        void conn.readable.pipeTo(new WritableStream()).catch(() => {});
+        return conn;
+      }
+    })();
+    await using client = await connectHub(path, {
+      pingInterval: 30,
+      pingTimeout: 60,
+      reconnect: false,
+    });
+    assert.equal(client.connected, true);
+    await until(() => !client.connected, 5000, "the ping times out");
+    (await accepted)?.close();
+  });
+
+  test("maxConnections and maxSubscriptions are enforced", async () => {
+    await using s = await served({ maxConnections: 2, maxSubscriptions: 2 });
+    await using a = await connectHub(s.path);
+    await using b = await connectHub(s.path);
+    await rejectsWith(connectHub(s.path), "ECONNREFUSED", /maxConnections/);
+    a.subscribe("one");
+    a.subscribe("two");
+    const third = a.subscribe("three");
+    await assert.rejects(
+      (async () => {
+        while (!(await third.next()).done);
+      })(),
+      /2 subscriptions per connection/,
+    );
+    await b.publish("one", "x");
+  });
+
+  test("500 clients at once each get the message", async () => {
+    await using s = await served();
+    const clients = [];
+    for (let i = 0; i < 5; i++) {
+      clients.push(...await Promise.all(Array.from({ length: 100 }, () => connectHub(s.path))));
+    }
+    const subs = clients.map((c) => c.subscribe("all"));
+    await Promise.all(clients.map((c) => c.flush()));
+    await s.hub.publish("all", "hi");
+    const got = await Promise.all(
+      subs.map(async (sub) => text.decode((await sub.next()).value!.data)),
+    );
+    assert.equal(got.filter((t) => t === "hi").length, 500);
+    for (const c of clients) c.close();
+  });
+
+  test("shutdown() says GOAWAY and closes; the clients see the hub go", async () => {
+    await using s = await served();
+    await using client = await connectHub(s.path, { reconnect: false });
+    client.subscribe("x");
+    await client.flush();
+    await s.server.shutdown();
+    await until(() => !client.connected, 5000, "the client sees the hub go");
+    assert.equal(s.server.connections, 0);
+  });
+
+  test("three runtimes at once: a Deno hub, a Bun publisher, a Node subscriber, 100,000 messages", async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/x.sock`;
+    const count = 100_000;
+    await using server = spawnFixture("deno", "hub_server.ts", [path]);
+    assert.equal(await server.line(), "ready");
+    await using subscriber = spawnFixture("node", "hub_sub.ts", [path, String(count)]);
+    assert.equal(await subscriber.line(), "subscribed");
+    await using publisher = spawnFixture("bun", "hub_pub.ts", [path, String(count)]);
+    assert.equal(await publisher.line(120_000), "done");
+    assert.equal(await subscriber.line(120_000), `ok ${count}`);
+    assert.ok(["deno", "bun", "node"].includes(runtimeName()));
+  });
+});
