@@ -10,6 +10,7 @@
  * @module
  */
 
+import { natsConnect, startNats } from "./_servers.ts";
 import { connect, framed, listen } from "../mod.ts";
 import { dial, serve } from "../src/rpc/mod.ts";
 import { median, printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
@@ -19,25 +20,6 @@ const LIMIT_MS = 1000;
 const COUNT = 200_000;
 const args = scriptArgs();
 const payload = new Uint8Array(64);
-
-interface NatsLike {
-  request(subject: string, data: Uint8Array, opts: { timeout: number }): Promise<unknown>;
-  subscribe(
-    subject: string,
-    opts: {
-      callback: (err: unknown, m: { respond(d: Uint8Array): boolean; data: Uint8Array }) => void;
-    },
-  ): unknown;
-  flush(): Promise<void>;
-  drain(): Promise<void>;
-}
-
-async function natsConnect(port: string): Promise<NatsLike> {
-  const nats = await import("nats") as unknown as {
-    connect(o: { servers: string }): Promise<NatsLike>;
-  };
-  return await nats.connect({ servers: `127.0.0.1:${port}` });
-}
 
 /** Runs `call` with `inFlight` calls outstanding, for `COUNT` calls or `LIMIT_MS`. */
 async function pump(
@@ -116,11 +98,8 @@ if (args[0] === "client") {
 } else {
   const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
   const dir = await rt.fs.makeTempDir("dk-bench-");
-  const nats = rt.spawn("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", `${dir}/nats.log`], {
-    stdout: "null",
-    stderr: "null",
-  });
-  const natsPort = await natsReadyPort(`${dir}/nats.log`);
+  const nats = await startNats(dir);
+  const natsPort = nats.where;
   const responder = await natsConnect(natsPort);
   responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
   await responder.flush();
@@ -226,21 +205,8 @@ if (args[0] === "client") {
   }
   nipcServer?.stop();
   await responder.drain();
-  nats.kill("SIGTERM");
-  await nats.status;
+  await nats.stop();
   await rt.fs.remove(dir, { recursive: true });
-}
-
-/** nats-server logs the port it chose once it accepts clients. */
-async function natsReadyPort(log: string): Promise<string> {
-  const end = Date.now() + 10_000;
-  while (Date.now() < end) {
-    const text = new TextDecoder().decode(await rt.fs.readFile(log).catch(() => new Uint8Array()));
-    const found = /Listening for client connections on 127\.0\.0\.1:(\d+)/.exec(text);
-    if (found) return found[1]!;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  throw new Error("nats-server did not start within 10 s");
 }
 
 /** This process's resident set size, in bytes, from /proc. */

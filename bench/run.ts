@@ -19,6 +19,7 @@ const benches = [
   "bench/frame.ts",
   "bench/hub.ts",
   "bench/rpc.ts",
+  "bench/hub_remote.ts",
   "bench/wal.ts",
 ];
 // The RPC benchmark compares against NATS: nats-server comes from Debian.

@@ -24,6 +24,7 @@ export const TEST_COMMANDS: readonly SystemCommand[] = [
 /** What the benchmarks run: the peers they compare against. */
 export const BENCH_COMMANDS: readonly SystemCommand[] = [
   { command: "nats-server", debian: "nats-server" },
+  { command: "redis-server", debian: "redis-server" },
 ];
 
 function onPath(command: string): boolean {

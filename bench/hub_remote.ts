@@ -1,0 +1,220 @@
+/**
+ * The hub across processes, 64 B messages. A hub server runs in a child process of the same
+ * runtime on a unix socket (`serveHub`); the publisher and the subscribers are clients
+ * (`connectHub`) in this process, each on its own connection. Workloads: 1 publisher → 1
+ * subscriber and → 4 subscribers (messages delivered per second, the publisher awaiting each
+ * `publish()`, subscriptions with `"block"`, so nothing is dropped), and request/reply round
+ * trips per second with 1 and 64 requests in flight.
+ *
+ * Peers in the same run: NATS core (`nats-server` from Debian on loopback TCP, the official
+ * `nats` client, `publish()` then a `flush()` every 1,000 messages) and Redis 7 pub/sub
+ * (`redis-server` from Debian on a unix socket, the `redis` client, 1,000 `PUBLISH` commands
+ * pipelined at a time). Redis has no request/reply. Every loop is bounded by a count.
+ *
+ * Usage: `<runtime> bench/hub_remote.ts [--repeats N]`.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+import { connectHub, Hub, type RemoteHub, serveHub } from "../src/hub/mod.ts";
+import { printTable, rotated, type Row, rt, scriptArgs, spawnSelf } from "./_harness.ts";
+import { natsConnect, type NatsLike, type Started, startNats, startRedis } from "./_servers.ts";
+
+const SCRIPT = new URL(import.meta.url).pathname;
+const args = scriptArgs();
+const payload = new Uint8Array(64);
+const TOPIC = "bench.x";
+
+interface RedisLike {
+  on(event: "error", listener: (err: unknown) => void): unknown;
+  connect(): Promise<unknown>;
+  publish(channel: string, message: Uint8Array): Promise<number>;
+  subscribe(channel: string, listener: (m: Uint8Array) => void, buffers: true): Promise<void>;
+  quit(): Promise<unknown>;
+}
+
+async function redisClient(path: string): Promise<RedisLike> {
+  const redis = await import("redis") as unknown as {
+    createClient(o: { socket: { path: string } }): RedisLike;
+  };
+  const client = redis.createClient({ socket: { path } });
+  client.on("error", (err: unknown) => console.error("redis client:", err));
+  await client.connect();
+  return client;
+}
+
+/** Resolves after `n` calls of the returned function, or rejects after `ms`. */
+function counter(n: number, ms: number): { hit: () => void; done: Promise<void> } {
+  let left = n;
+  let resolve!: () => void;
+  let reject!: (e: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  const timer = setTimeout(() => reject(new Error(`${left} of ${n} never arrived`)), ms);
+  return {
+    hit: () => {
+      if (--left === 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+    },
+    done,
+  };
+}
+
+/** Deliveries per second: one publisher, `fanOut` subscribers, `n` messages. */
+async function fanOut(
+  impl: string,
+  where: string,
+  fanOutCount: number,
+  n: number,
+): Promise<number> {
+  const received = counter(n * fanOutCount, 60_000);
+  let publish: (i: number) => Promise<unknown> | void;
+  let close: () => Promise<unknown>;
+  if (impl === "dockipc hub") {
+    const subs: RemoteHub[] = [];
+    for (let i = 0; i < fanOutCount; i++) subs.push(await connectHub(where));
+    for (const c of subs) {
+      const sub = c.subscribe(TOPIC, { buffer: 4096 });
+      void (async () => {
+        for await (const _ of sub) received.hit();
+      })();
+      await c.flush();
+    }
+    const pub = await connectHub(where);
+    publish = () => pub.publish(TOPIC, payload);
+    close = async () => {
+      for (const c of [...subs, pub]) c.close();
+    };
+  } else if (impl === "NATS") {
+    const subs: NatsLike[] = [];
+    for (let i = 0; i < fanOutCount; i++) {
+      const nc = await natsConnect(where);
+      nc.subscribe(TOPIC, { callback: () => received.hit() });
+      await nc.flush();
+      subs.push(nc);
+    }
+    const pub = await natsConnect(where);
+    publish = (i) => {
+      pub.publish(TOPIC, payload);
+      if (i % 1000 === 999) return pub.flush();
+    };
+    close = () => Promise.all([...subs, pub].map((c) => c.drain()));
+  } else {
+    const subs: RedisLike[] = [];
+    for (let i = 0; i < fanOutCount; i++) {
+      const c = await redisClient(where);
+      await c.subscribe(TOPIC, () => received.hit(), true);
+      subs.push(c);
+    }
+    const pub = await redisClient(where);
+    const message = Buffer.from(payload); // the client takes strings and Buffers only
+    let batch: Promise<number>[] = [];
+    publish = (i) => {
+      batch.push(pub.publish(TOPIC, message));
+      if (i % 1000 === 999) {
+        const all = Promise.all(batch);
+        batch = [];
+        return all;
+      }
+    };
+    close = () => Promise.all([...subs, pub].map((c) => c.quit()));
+  }
+  const start = performance.now();
+  for (let i = 0; i < n; i++) {
+    const p = publish(i);
+    if (p !== undefined) await p;
+  }
+  await received.done;
+  const rate = (n * fanOutCount) / ((performance.now() - start) / 1000);
+  await close();
+  return rate;
+}
+
+/** Request/reply round trips per second with `inFlight` outstanding. */
+async function requests(impl: string, where: string, inFlight: number): Promise<number> {
+  const count = inFlight === 1 ? 20_000 : 100_000;
+  let call: () => Promise<unknown>;
+  let close: () => Promise<unknown>;
+  if (impl === "dockipc hub") {
+    const responder = await connectHub(where);
+    responder.handle("bench.echo", (m) => m.data);
+    await responder.flush();
+    const requester = await connectHub(where);
+    call = () => requester.request("bench.echo", payload);
+    close = async () => {
+      responder.close();
+      requester.close();
+    };
+  } else {
+    const responder = await natsConnect(where);
+    responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
+    await responder.flush();
+    const requester = await natsConnect(where);
+    call = () => requester.request("bench.echo", payload, { timeout: 10_000 });
+    close = () => Promise.all([responder.drain(), requester.drain()]);
+  }
+  let trips = 0;
+  const start = performance.now();
+  await Promise.all(Array.from({ length: inFlight }, async () => {
+    while (trips < count && performance.now() - start < 3000) {
+      await call();
+      trips++;
+    }
+  }));
+  const rate = trips / ((performance.now() - start) / 1000);
+  await close();
+  return rate;
+}
+
+if (args[0] === "server") {
+  await serveHub(new Hub(), args[1]!);
+  console.log("ready");
+} else {
+  const repeats = Number(args[args.indexOf("--repeats") + 1] || 3);
+  const dir = await rt.fs.makeTempDir("dk-hubbench-");
+  const hubPath = `${dir}/hub.sock`;
+  const server = spawnSelf(SCRIPT, ["server", hubPath]);
+  const started: Started[] = [];
+  const rows: Row[] = [];
+  try {
+    const lines = server.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+    if (!(await lines.read()).value?.startsWith("ready")) throw new Error("the hub did not start");
+    const nats = await startNats(dir);
+    started.push(nats);
+    const redis = await startRedis(dir);
+    started.push(redis);
+    const where = (impl: string): string =>
+      impl === "dockipc hub" ? hubPath : impl === "NATS" ? nats.where : redis.where;
+    for (const [name, count, n] of [["1 → 1", 1, 100_000], ["1 → 4", 4, 50_000]] as const) {
+      rows.push(
+        ...await rotated(
+          { name: `pub/sub ${name}, 64 B`, unit: "msg/s" },
+          ["NATS", "Redis", "dockipc hub"],
+          repeats,
+          (impl) => fanOut(impl, where(impl), count, n),
+        ),
+      );
+    }
+    for (const inFlight of [1, 64]) {
+      rows.push(
+        ...await rotated(
+          { name: `request/reply, ${inFlight} in flight`, unit: "rt/s" },
+          ["NATS", "dockipc hub"],
+          repeats,
+          (impl) => requests(impl, where(impl), inFlight),
+        ),
+      );
+    }
+  } finally {
+    server.kill("SIGTERM");
+    await server.status;
+    for (const peer of started) await peer.stop();
+    await rt.fs.remove(dir, { recursive: true });
+  }
+  printTable(rows, "NATS");
+}
