@@ -87,9 +87,7 @@ async function fanOut(
     }
     const pub = await connectHub(where);
     publish = () => pub.publish(TOPIC, payload);
-    close = async () => {
-      for (const c of [...subs, pub]) c.close();
-    };
+    close = () => Promise.all([...subs, pub].map((c) => c[Symbol.asyncDispose]()));
   } else if (impl === "NATS") {
     const subs: NatsLike[] = [];
     for (let i = 0; i < fanOutCount; i++) {
@@ -146,10 +144,7 @@ async function requests(impl: string, where: string, inFlight: number): Promise<
     await responder.flush();
     const requester = await connectHub(where);
     call = () => requester.request("bench.echo", payload);
-    close = async () => {
-      responder.close();
-      requester.close();
-    };
+    close = () => Promise.all([responder.close(), requester.close()]);
   } else {
     const responder = await natsConnect(where);
     responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
