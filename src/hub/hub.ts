@@ -98,7 +98,8 @@ const MAX_ROUTES = 4096;
 
 const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const EMPTY = new Uint8Array(0);
-const RESOLVED: Promise<void> = Promise.resolve();
+/** What `publish()` returns when every subscription took the message at once: compare to it. */
+export const RESOLVED: Promise<void> = Promise.resolve();
 const utf8 = new TextEncoder();
 
 interface TopicCounters {

@@ -89,8 +89,21 @@ interface EncodedEnvelope {
   size: number;
 }
 
+/** Topics seen lately, encoded: most traffic reuses a few topics. */
+const topics = new Map<string, Uint8Array>();
+
+function topicField(topic: string): Uint8Array {
+  let bytes = topics.get(topic);
+  if (bytes === undefined) {
+    if (topics.size >= 1024) topics.clear();
+    bytes = strField(topic, "topic");
+    topics.set(topic, bytes);
+  }
+  return bytes;
+}
+
 function encodeEnvelope(env: Envelope): EncodedEnvelope {
-  const topic = strField(env.topic, "topic");
+  const topic = topicField(env.topic);
   const key = env.key === undefined ? undefined : strField(env.key, "key");
   const reply = env.reply === undefined ? undefined : strField(env.reply, "reply topic");
   const headers: Uint8Array[] = [];

@@ -12,7 +12,7 @@ import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
 import { listen, type ListenOptions } from "../transport.ts";
-import type { Hub, PublishOptions } from "./hub.ts";
+import { type Hub, type PublishOptions, RESOLVED } from "./hub.ts";
 import {
   type Envelope,
   HubEncoding,
@@ -22,7 +22,7 @@ import {
   Op,
   VERSION,
 } from "./protocol.ts";
-import type { Message, Subscription } from "./subscription.ts";
+import { type Subscription, TAKE } from "./subscription.ts";
 
 /** Options of {@linkcode serveHub}. */
 export interface ServeHubOptions extends Pick<ListenOptions, "mode" | "signal"> {
@@ -138,6 +138,13 @@ export async function serveHub(
   const sessions = new Set<Session>();
   let draining = false;
 
+  const publishEnvelope = (env: Envelope): Promise<void> => {
+    const options: PublishOptions = { headers: env.headers };
+    if (env.key !== undefined) options.key = env.key;
+    if (env.reply !== undefined) options.reply = env.reply;
+    return hub.publish(env.topic, env.data, options);
+  };
+
   class Session {
     readonly conn: Conn;
     readonly channel: Channel<HubMessage>;
@@ -193,26 +200,28 @@ export async function serveHub(
     }
 
     /**
-     * Queues a PUB for the hub. The connection goes on being read while a `"block"` subscriber
-     * holds publishing up, so that credit (perhaps from this very client) still gets through;
-     * past `PUB_QUEUE` waiting messages it is read no further, which holds the publisher back.
+     * Publishes a PUB into the hub, or queues it behind the ones still waiting. The connection
+     * goes on being read while a `"block"` subscriber holds publishing up, so that credit
+     * (perhaps from this very client) still gets through; past `PUB_QUEUE` waiting messages it
+     * is read no further, which holds the publisher back.
      */
     #publish(env: Envelope): Promise<void> | undefined {
+      if (this.#publisher === undefined) {
+        const published = publishEnvelope(env);
+        if (published !== RESOLVED) this.#publisher = this.#publishAll(published);
+        return undefined;
+      }
       this.#pubs.push(env);
-      this.#publisher ??= this.#publishAll();
       if (this.#pubs.length - this.#pubHead < PUB_QUEUE) return undefined;
       return new Promise((resolve) => (this.#room = resolve));
     }
 
-    async #publishAll(): Promise<void> {
-      while (this.#pubHead < this.#pubs.length) {
-        const env = this.#pubs[this.#pubHead]!;
-        this.#pubs[this.#pubHead++] = undefined;
-        const options: PublishOptions = { headers: env.headers };
-        if (env.key !== undefined) options.key = env.key;
-        if (env.reply !== undefined) options.reply = env.reply;
+    /** Waits for a publish that did not finish at once, then publishes the queue in order. */
+    async #publishAll(first: Promise<void>): Promise<void> {
+      let waiting: Promise<void> | undefined = first;
+      while (true) {
         try {
-          await hub.publish(env.topic, env.data, options);
+          if (waiting !== undefined) await waiting;
         } catch (err) {
           // A client of ours checks topics first: this one does not speak the protocol.
           const code = err instanceof IpcError ? err.code : "EPROTOCOL";
@@ -226,6 +235,11 @@ export async function serveHub(
           this.#room = undefined;
           room();
         }
+        if (this.#pubHead === this.#pubs.length) break;
+        const env = this.#pubs[this.#pubHead]!;
+        this.#pubs[this.#pubHead++] = undefined;
+        const published = publishEnvelope(env);
+        waiting = published === RESOLVED ? undefined : published;
       }
       this.#pubs = [];
       this.#pubHead = 0;
@@ -350,35 +364,40 @@ export async function serveHub(
       this.#pumps.push(this.#pump(remote));
     }
 
-    /** Sends a subscription's messages while the client has credit for them. */
+    /**
+     * Sends a subscription's messages while the client has credit for them: whatever is
+     * buffered at once, then waits for the next.
+     */
     async #pump(remote: Remote): Promise<void> {
+      const { sub, sid } = remote;
       while (true) {
         // Credit first: a message taken from the subscription would make room in its buffer
         // that the client has not granted, and the overflow policy would see one too many.
-        while (remote.credit === 0 && this.remotes.get(remote.sid) === remote) {
+        while (remote.credit === 0 && this.remotes.get(sid) === remote) {
           await new Promise<void>((resolve) => (remote.wake = resolve));
           remote.wake = undefined;
         }
-        const next = await remote.sub.next().catch((err: unknown) => err as IpcError);
-        if (next instanceof IpcError || next.done) {
-          if (next instanceof IpcError && next.code === "ESLOWCONSUMER") {
-            // The "error" policy: this client is too slow, and only it pays for that.
-            const err = { code: next.code, message: next.message };
-            await this.#send({ op: Op.ERR, id: remote.sid, ...err });
-            await this.#send({ op: Op.ERR, id: 0, ...err });
-            await this.channel.end().catch(() => {});
-            this.abort();
+        let batch = sub[TAKE](remote.credit);
+        if (batch.length === 0) {
+          const next = await sub.next().catch((err: unknown) => err as IpcError);
+          if (next instanceof IpcError || next.done) {
+            if (next instanceof IpcError && next.code === "ESLOWCONSUMER") {
+              // The "error" policy: this client is too slow, and only it pays for that.
+              const err = { code: next.code, message: next.message };
+              await this.#send({ op: Op.ERR, id: sid, ...err });
+              await this.#send({ op: Op.ERR, id: 0, ...err });
+              await this.channel.end().catch(() => {});
+              this.abort();
+            }
+            return;
           }
-          return;
+          batch = [next.value];
         }
-        const message: Message = next.value;
-        remote.credit--;
-        await this.channel.send({
-          op: Op.MSG,
-          sid: remote.sid,
-          seq: message.seq,
-          env: message,
-        });
+        for (const message of batch) {
+          remote.credit--;
+          const sending = this.channel.send({ op: Op.MSG, sid, seq: message.seq, env: message });
+          if (sending !== undefined) await sending;
+        }
       }
     }
 

@@ -79,6 +79,8 @@ interface Waiting {
 
 /** The key of the method that ends a subscription with an error; not exported to users. */
 export const END: unique symbol = Symbol("end");
+/** The key of the method that takes buffered messages at once; not exported to users. */
+export const TAKE: unique symbol = Symbol("take");
 
 /**
  * Messages matching a pattern, in publish order, from a bounded buffer.
@@ -321,6 +323,16 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     this.#delivered++;
     this.#bytes += message.data.length;
     this.#onDelivered?.();
+  }
+
+  /**
+   * Takes up to `max` buffered messages without waiting, as `next()` would one by one: for a
+   * served hub, which forwards them a batch at a time.
+   */
+  [TAKE](max: number): Message[] {
+    const out: Message[] = [];
+    while (out.length < max && this.#head < this.#items.length) out.push(this.#take());
+    return out;
   }
 
   /** Ends the subscription with `error`, as the `"error"` policy does: for a remote hub. */
