@@ -134,13 +134,37 @@ function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): voi
   w.bytes(data);
 }
 
+/** The topic decoded last, and its bytes: a stream of messages mostly repeats its topic. */
+let lastTopic = { bytes: new Uint8Array(0), text: "" };
+
+function readTopic(r: WireReader): string {
+  const bytes = r.strBytes("topic");
+  const last = lastTopic.bytes;
+  if (bytes.length === last.length && bytes.length > 0) {
+    let same = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] !== last[i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return lastTopic.text;
+  }
+  const text = r.decode(bytes, "topic");
+  lastTopic = { bytes: bytes.slice(), text };
+  return text;
+}
+
+const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
 function readEnvelope(r: WireReader): Envelope {
   const flags = r.u8("flags");
   if (flags & ~(HAS_KEY | HAS_REPLY)) throw r.bad(`its flags ${flags} are unknown`);
-  const topic = r.str("topic");
+  const topic = readTopic(r);
   const key = flags & HAS_KEY ? r.str("key") : undefined;
   const reply = flags & HAS_REPLY ? r.str("reply topic") : undefined;
   const count = (r.u8("header count") << 8) | r.u8("header count");
+  if (count === 0) return { topic, data: r.rest(), headers: NO_HEADERS, key, reply };
   const headers: Record<string, string> = {};
   for (let i = 0; i < count; i++) {
     const name = r.str("header name");

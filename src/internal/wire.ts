@@ -63,12 +63,22 @@ export class WireReader {
   }
 
   str(what: string): string {
+    return this.decode(this.strBytes(what), what);
+  }
+
+  /** A string field's bytes, not yet decoded. */
+  strBytes(what: string): Uint8Array {
     this.#need(2, `${what} length`);
     const n = (this.#frame[this.#at]! << 8) | this.#frame[this.#at + 1]!;
     this.#at += 2;
     this.#need(n, what);
     const bytes = this.#frame.subarray(this.#at, this.#at + n);
     this.#at += n;
+    return bytes;
+  }
+
+  /** Decodes a string field's bytes, refusing anything that is not UTF-8. */
+  decode(bytes: Uint8Array, what: string): string {
     try {
       return text.decode(bytes);
     } catch (err) {
