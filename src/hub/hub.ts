@@ -164,6 +164,49 @@ export interface PubSub extends AsyncDisposable {
   close(): void | Promise<void>;
 }
 
+/**
+ * The body of `request()` in either hub: `start(settle)` sends the request and arranges for
+ * `settle` to receive the reply, and returns what undoes that; the promise rejects with
+ * `ETIMEDOUT` after `ms`, or with the signal's reason.
+ */
+export function awaitReply(
+  topic: string,
+  timeout: number,
+  ms: number,
+  signal: AbortSignal | undefined,
+  start: (settle: (error: unknown, reply?: Message) => void) => () => void,
+): Promise<Message> {
+  return new Promise<Message>((resolve, reject) => {
+    let undo: (() => void) | undefined;
+    let settled = false;
+    const settle = (error: unknown, reply?: Message): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      undo?.();
+      if (reply !== undefined) resolve(reply);
+      else reject(error);
+    };
+    const onAbort = (): void => settle(signal?.reason);
+    const timer = setTimeout(() => {
+      settle(
+        new IpcError(
+          "ETIMEDOUT",
+          `Cannot request "${topic}" as no reply came within ${timeout} ms`,
+          {
+            op: "request",
+          },
+        ),
+      );
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    const undoStart = start(settle);
+    if (settled) undoStart(); // settled while starting
+    else undo = undoStart;
+  });
+}
+
 /** Serves `handler` on `pattern` of any {@linkcode PubSub}: the body of `handle()`. */
 export function handleWith(
   pubsub: PubSub,
@@ -330,39 +373,24 @@ export class Hub implements PubSub {
       return Promise.reject(err);
     }
     const inbox = `${this.#inboxPrefix}${++this.#nextInbox}`;
-    return new Promise<Message>((resolve, reject) => {
-      const finish = (error: unknown, reply?: Message): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        this.#inboxes.delete(inbox);
-        if (reply !== undefined) resolve(reply);
-        else reject(error);
-      };
-      const onAbort = (): void => finish(signal?.reason);
-      const timer = setTimeout(() => {
-        finish(
-          new IpcError(
-            "ETIMEDOUT",
-            `Cannot request "${topic}" as no reply came within ${timeout} ms`,
-            { op: "request" },
-          ),
-        );
-      }, timeout);
-      signal?.addEventListener("abort", onAbort, { once: true });
+    return awaitReply(topic, timeout, timeout, signal, (settle) => {
       this.#inboxes.set(inbox, (reply) => {
-        if (reply instanceof IpcError) return finish(reply);
+        if (reply instanceof IpcError) return settle(reply);
         const failure = reply.headers[ERROR_HEADER];
-        if (failure === undefined) finish(undefined, reply);
-        else {finish(
+        if (failure === undefined) settle(undefined, reply);
+        else {
+          settle(
             new IpcError("EREMOTE", `Request "${topic}" failed in its handler: ${failure}`, {
               op: "request",
             }),
-          );}
+          );
+        }
       });
       const publishOptions: PublishOptions = { reply: inbox };
       if (options.headers !== undefined) publishOptions.headers = options.headers;
       if (options.key !== undefined) publishOptions.key = options.key;
-      this.publish(topic, data, publishOptions).catch((err) => finish(err));
+      this.publish(topic, data, publishOptions).catch((err) => settle(err));
+      return () => this.#inboxes.delete(inbox);
     });
   }
 

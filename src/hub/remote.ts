@@ -13,6 +13,7 @@ import { backoff, delay } from "../internal/async.ts";
 import type { ReconnectOptions } from "../rpc/client.ts";
 import { connect } from "../transport.ts";
 import {
+  awaitReply,
   type HandleOptions,
   type Handler,
   handleWith,
@@ -20,7 +21,15 @@ import {
   type PubSub,
   type RequestOptions,
 } from "./hub.ts";
-import { HubEncoding, type HubMessage, HubParser, INVALID, Op, VERSION } from "./protocol.ts";
+import {
+  type Envelope,
+  HubEncoding,
+  type HubMessage,
+  HubParser,
+  INVALID,
+  Op,
+  VERSION,
+} from "./protocol.ts";
 import { END, type Message, type SubscribeOptions, Subscription } from "./subscription.ts";
 import { validatePattern, validateTopic } from "./topics.ts";
 
@@ -73,6 +82,18 @@ interface Queued {
 const utf8 = new TextEncoder();
 const RESOLVED = Promise.resolve();
 const EMPTY_TOKEN = new Uint8Array(0);
+
+/** A delivered message, from its sequence and envelope. */
+function toMessage(seq: number, env: Envelope): Message {
+  return {
+    topic: env.topic,
+    data: env.data,
+    headers: env.headers,
+    seq,
+    key: env.key,
+    reply: env.reply,
+  };
+}
 
 function ipcError(code: string, message: string, op: string): IpcError {
   return new IpcError(code as IpcErrorCode, message, { op });
@@ -231,27 +252,13 @@ export class RemoteHub implements PubSub {
       case Op.MSG: {
         const s = this.#subs.get(m.sid);
         if (s === undefined) return; // unsubscribed while it travelled
-        void s.sub.offer({
-          topic: m.env.topic,
-          data: m.env.data,
-          headers: m.env.headers,
-          seq: m.seq,
-          key: m.env.key,
-          reply: m.env.reply,
-        });
+        void s.sub.offer(toMessage(m.seq, m.env));
         return;
       }
       case Op.RES: {
         const p = this.#pending.get(m.id);
         this.#pending.delete(m.id);
-        p?.resolve({
-          topic: m.env.topic,
-          data: m.env.data,
-          headers: m.env.headers,
-          seq: m.seq,
-          key: m.env.key,
-          reply: m.env.reply,
-        });
+        p?.resolve(toMessage(m.seq, m.env));
         return;
       }
       case Op.ERR: {
@@ -470,35 +477,16 @@ export class RemoteHub implements PubSub {
       signal?.throwIfAborted();
       const bytes = typeof data === "string" ? utf8.encode(data) : data;
       const id = ++this.#nextId;
-      return new Promise<Message>((resolve, reject) => {
-        const finish = (err: unknown, reply?: Message): void => {
-          clearTimeout(timer);
-          signal?.removeEventListener("abort", onAbort);
-          this.#pending.delete(id);
-          if (reply !== undefined) resolve(reply);
-          else reject(err);
-        };
-        const onAbort = (): void => finish(signal?.reason);
-        // The server times the request out itself; this bounds a server that never answers.
-        const timer = setTimeout(() => {
-          finish(
-            new IpcError(
-              "ETIMEDOUT",
-              `Cannot request "${topic}" as no reply came within ${timeout} ms`,
-              {
-                op: "request",
-              },
-            ),
-          );
-        }, timeout + 1000);
-        signal?.addEventListener("abort", onAbort, { once: true });
-        this.#pending.set(id, { resolve: (m) => finish(undefined, m), reject: (e) => finish(e) });
+      // The server times the request out itself; the extra second bounds one that never answers.
+      return awaitReply(topic, timeout, timeout + 1000, signal, (settle) => {
+        this.#pending.set(id, { resolve: (m) => settle(undefined, m), reject: (e) => settle(e) });
         this.#send({
           op: Op.REQ,
           id,
           timeout,
           env: { topic, data: bytes, headers: options.headers ?? {}, key: options.key },
-        }, "request").catch((err) => finish(err));
+        }, "request").catch((err) => settle(err));
+        return () => this.#pending.delete(id);
       });
     } catch (err) {
       return Promise.reject(err);

@@ -7,6 +7,13 @@
 
 import type { Address } from "../address.ts";
 import { IpcError } from "../errors.ts";
+import {
+  type HandshakeRules,
+  readHello,
+  Refusal,
+  serveSessions,
+  type Session as ServedSession,
+} from "../internal/serving.ts";
 import { delay } from "../internal/async.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
@@ -56,25 +63,8 @@ export interface HubServer extends AsyncDisposable {
 }
 
 const utf8 = new TextEncoder();
-const SHUTDOWN_BOUND_MS = 10_000;
 /** PUBs a connection may have waiting for the hub before it is read no further. */
 const PUB_QUEUE = 1024;
-
-/** Compares two byte strings in time that depends only on their lengths, not their contents. */
-function sameSecret(a: Uint8Array, b: Uint8Array): boolean {
-  let diff = a.length ^ b.length;
-  for (let i = 0; i < b.length; i++) diff |= (a[i % Math.max(a.length, 1)] ?? 0) ^ b[i]!;
-  return diff === 0;
-}
-
-/** Why a connection is closed: sent to the client as ERR 0 first. */
-class Refusal extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
 
 /** A client's subscription: the hub's subscription and the credit the client granted. */
 class Remote {
@@ -135,8 +125,15 @@ export async function serveHub(
   const listenOptions: ListenOptions = {};
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   const listener = await listen(address, listenOptions);
-  const sessions = new Set<Session>();
-  let draining = false;
+  const state = { sessions: new Set<ServedSession>(), draining: false };
+  const rules: HandshakeRules = {
+    protocol: "hub",
+    version: VERSION,
+    app,
+    token,
+    appCode: "EAUTH",
+    handshakeTimeout,
+  };
 
   const publishEnvelope = (env: Envelope): Promise<void> => {
     const options: PublishOptions = { headers: env.headers };
@@ -145,7 +142,7 @@ export async function serveHub(
     return hub.publish(env.topic, env.data, options);
   };
 
-  class Session {
+  class Session implements ServedSession {
     readonly conn: Conn;
     readonly channel: Channel<HubMessage>;
     readonly remotes = new Map<number, Remote>();
@@ -186,7 +183,6 @@ export async function serveHub(
         await this.channel.end().catch(() => {});
       } finally {
         this.abort();
-        sessions.delete(this);
       }
     }
 
@@ -247,48 +243,19 @@ export async function serveHub(
     }
 
     async #handshake(): Promise<HubMessage[]> {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const first = await Promise.race([
-        this.channel.read(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Refusal("ETIMEDOUT", `No handshake within ${handshakeTimeout} ms`)),
-            handshakeTimeout,
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
-      if (first === undefined) {
-        throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
+      const rest = await readHello(this.channel, rules, (m) => {
+        if (m.op === INVALID) return m.error.message;
+        if (m.op !== Op.HELLO) {
+          return "The first message was not a handshake: is this a dockipc hub client?";
+        }
+        return m;
+      });
+      if (state.sessions.size > maxConnections) {
+        throw new Refusal("ECONNREFUSED", `The hub has reached maxConnections (${maxConnections})`);
       }
-      const hello = first[0]!;
-      if (hello.op === INVALID) throw new Refusal("EPROTOCOL", hello.error.message);
-      if (hello.op !== Op.HELLO) {
-        throw new Refusal(
-          "EPROTOCOL",
-          "The first message was not a handshake: is this a dockipc hub client?",
-        );
-      }
-      if (hello.version !== VERSION) {
-        throw new Refusal(
-          "EPROTOCOL",
-          `The client speaks hub protocol version ${hello.version}; this server speaks ${VERSION}`,
-        );
-      }
-      if (hello.app !== app) {
-        throw new Refusal("EAUTH", `The client is for app "${hello.app}"; this hub is "${app}"`);
-      }
-      if (token !== undefined && !sameSecret(hello.token, token)) {
-        throw new Refusal("EAUTH", "The client's token is wrong");
-      }
-      if (sessions.size > maxConnections) {
-        throw new Refusal(
-          "ECONNREFUSED",
-          `The hub has reached maxConnections (${maxConnections})`,
-        );
-      }
-      if (draining) throw new Refusal("ECLOSED", "The hub server is shutting down");
+      if (state.draining) throw new Refusal("ECLOSED", "The hub server is shutting down");
       await this.#send({ op: Op.WELCOME, version: VERSION });
-      return first.slice(1);
+      return rest;
     }
 
     async #serve(m: HubMessage): Promise<void> {
@@ -439,42 +406,5 @@ export async function serveHub(
     }
   }
 
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      const session = new Session(conn);
-      sessions.add(session);
-      void session.run();
-    }
-  })();
-
-  const close = (): void => {
-    void listener.close();
-    for (const session of sessions) session.abort();
-  };
-  options.signal?.addEventListener("abort", close, { once: true });
-
-  const server: HubServer = {
-    addr: listener.addr,
-    get connections(): number {
-      return sessions.size;
-    },
-    async shutdown(shutdownOptions: { signal?: AbortSignal } = {}): Promise<void> {
-      draining = true;
-      await listener.close();
-      const { signal } = shutdownOptions;
-      if (signal?.aborted) return close();
-      signal?.addEventListener("abort", close, { once: true });
-      try {
-        await Promise.all([...sessions].map((s) => s.drain(signal)));
-        await accepting;
-      } finally {
-        signal?.removeEventListener("abort", close);
-      }
-    },
-    close,
-    async [Symbol.asyncDispose](): Promise<void> {
-      await server.shutdown({ signal: AbortSignal.timeout(SHUTDOWN_BOUND_MS) });
-    },
-  };
-  return server;
+  return serveSessions(listener, (conn) => new Session(conn), state, options.signal);
 }

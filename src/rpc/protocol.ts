@@ -146,13 +146,6 @@ export function decode(frame: Uint8Array): Message {
   return m;
 }
 
-/** Compares two byte strings in time that depends only on their lengths, not their contents. */
-export function sameSecret(a: Uint8Array, b: Uint8Array): boolean {
-  let diff = a.length ^ b.length;
-  for (let i = 0; i < b.length; i++) diff |= (a[i % Math.max(a.length, 1)] ?? 0) ^ b[i]!;
-  return diff === 0;
-}
-
 /**
  * Encodes messages straight into a connection's write batch: a request or reply with a small
  * payload is written there field by field, with no frame allocated for it.

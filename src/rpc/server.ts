@@ -12,11 +12,17 @@ import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
 import { listen, type ListenOptions } from "../transport.ts";
 import {
+  type HandshakeRules,
+  readHello,
+  Refusal,
+  serveSessions,
+  type Session as ServedSession,
+} from "../internal/serving.ts";
+import {
   INVALID,
   type Message,
   MessageEncoding,
   MessageParser,
-  sameSecret,
   Type,
   VERSION,
 } from "./protocol.ts";
@@ -71,16 +77,6 @@ export interface RpcServer extends AsyncDisposable {
 }
 
 const utf8 = new TextEncoder();
-const SHUTDOWN_BOUND_MS = 10_000;
-
-/** The handshake's outcome for a refused client: sent as REFUSED, then the connection closes. */
-class Refusal extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
-}
 
 /**
  * Serves `handler` at `address`: each request a client sends is answered with what the
@@ -123,10 +119,17 @@ export async function serve(
   const listenOptions: ListenOptions = {};
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   const listener = await listen(address, listenOptions);
-  const sessions = new Set<Session>();
-  let draining = false;
+  const state = { sessions: new Set<ServedSession>(), draining: false };
+  const rules: HandshakeRules = {
+    protocol: "RPC",
+    version: VERSION,
+    app,
+    token,
+    appCode: "EPROTOCOL",
+    handshakeTimeout,
+  };
 
-  class Session {
+  class Session implements ServedSession {
     readonly conn: Conn;
     readonly channel: Channel<Message>;
     readonly inflight = new Map<number, Running>();
@@ -178,57 +181,27 @@ export async function serve(
       } finally {
         clearTimeout(this.#idle);
         this.abort(closedError("serve", "connection"));
-        sessions.delete(this);
       }
     }
 
     /** Checks the client's HELLO and welcomes it; returns what came after the HELLO. */
     async #handshake(): Promise<Message[]> {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const first = await Promise.race([
-        this.channel.read(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () => reject(new Refusal("ETIMEDOUT", `No handshake within ${handshakeTimeout} ms`)),
-            handshakeTimeout,
-          );
-        }),
-      ]).finally(() => clearTimeout(timer));
-      if (first === undefined) {
-        throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
-      }
-      const hello = first[0]!;
-      if (hello.type === INVALID) throw new Refusal("EPROTOCOL", hello.error.message);
-      if (hello.type !== Type.HELLO) {
-        throw new Refusal(
-          "EPROTOCOL",
-          "The first message was not a handshake: is this a dockipc RPC client?",
-        );
-      }
-      if (hello.version !== VERSION) {
-        throw new Refusal(
-          "EPROTOCOL",
-          `The client speaks protocol version ${hello.version}; this server speaks ${VERSION}`,
-        );
-      }
-      if (hello.app !== app) {
-        throw new Refusal(
-          "EPROTOCOL",
-          `The client is for app "${hello.app}"; this server is "${app}"`,
-        );
-      }
-      if (token !== undefined && !sameSecret(hello.token, token)) {
-        throw new Refusal("EAUTH", "The client's token is wrong");
-      }
-      if (sessions.size > maxConnections) {
+      const rest = await readHello(this.channel, rules, (m) => {
+        if (m.type === INVALID) return m.error.message;
+        if (m.type !== Type.HELLO) {
+          return "The first message was not a handshake: is this a dockipc RPC client?";
+        }
+        return m;
+      });
+      if (state.sessions.size > maxConnections) {
         throw new Refusal(
           "ECONNREFUSED",
           `The server has reached maxConnections (${maxConnections})`,
         );
       }
-      if (draining) throw new Refusal("ECLOSED", "The server is shutting down");
+      if (state.draining) throw new Refusal("ECLOSED", "The server is shutting down");
       await this.#send({ type: Type.WELCOME, version: VERSION, maxInflight });
-      return first.slice(1);
+      return rest;
     }
 
     #start(id: number, data: Uint8Array): void {
@@ -258,7 +231,7 @@ export async function serve(
 
     async #answer(id: number, data: Uint8Array, request: Running): Promise<void> {
       try {
-        if (draining) {
+        if (state.draining) {
           return this.#send({
             type: Type.ERROR,
             id,
@@ -344,13 +317,14 @@ export async function serve(
     }
 
     /** Aborts every request running and closes the connection. */
-    abort(reason: IpcError): void {
+    abort(reason: IpcError = closedError("serve", "server")): void {
       for (const request of this.inflight.values()) request.abort(reason);
       this.conn.close();
     }
 
     /** Shutdown: tell the client, let what runs finish, send the last replies, then close. */
     async drain(): Promise<void> {
+      // What runs is let finish: the shutdown signal reaches it through abort().
       await this.#send({ type: Type.GOAWAY });
       await this.#drained();
       await this.channel.end().catch(() => {});
@@ -358,44 +332,7 @@ export async function serve(
     }
   }
 
-  const accepting = (async () => {
-    for await (const conn of listener) {
-      const session = new Session(conn);
-      sessions.add(session);
-      void session.run();
-    }
-  })();
-
-  const close = (): void => {
-    void listener.close();
-    for (const session of sessions) session.abort(closedError("serve", "server"));
-  };
-  options.signal?.addEventListener("abort", close, { once: true });
-
-  const server: RpcServer = {
-    addr: listener.addr,
-    get connections(): number {
-      return sessions.size;
-    },
-    async shutdown(shutdownOptions: { signal?: AbortSignal } = {}): Promise<void> {
-      draining = true;
-      await listener.close();
-      const { signal } = shutdownOptions;
-      if (signal?.aborted) return close();
-      signal?.addEventListener("abort", close, { once: true });
-      try {
-        await Promise.all([...sessions].map((s) => s.drain()));
-        await accepting;
-      } finally {
-        signal?.removeEventListener("abort", close);
-      }
-    },
-    close,
-    async [Symbol.asyncDispose](): Promise<void> {
-      await server.shutdown({ signal: AbortSignal.timeout(SHUTDOWN_BOUND_MS) });
-    },
-  };
-  return server;
+  return serveSessions(listener, (conn) => new Session(conn), state, options.signal);
 }
 
 /**
