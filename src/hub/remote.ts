@@ -131,7 +131,7 @@ export class RemoteHub implements PubSub {
   readonly #pending = new Map<number, Pending>();
   readonly #queued: Queued[] = [];
   #pongs: (() => void)[] = [];
-  #flushes: (() => void)[] = [];
+  #flushes: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   #channel: Channel<HubMessage> | undefined;
   #nextId = 0;
   #closed = false;
@@ -284,7 +284,7 @@ export class RemoteHub implements PubSub {
         this.#pongs.shift()?.();
         return;
       case Op.FLUSHED:
-        this.#flushes.shift()?.();
+        this.#flushes.shift()?.resolve();
         return;
       case Op.GOAWAY:
         this.#channel?.close();
@@ -310,7 +310,7 @@ export class RemoteHub implements PubSub {
     for (const p of this.#pending.values()) p.reject(reset());
     this.#pending.clear();
     for (const wake of this.#pongs.splice(0)) wake();
-    for (const wake of this.#flushes.splice(0)) wake();
+    for (const f of this.#flushes.splice(0)) f.reject(reset());
     if (!this.#closed && this.#options.reconnect !== false) {
       this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
     }
@@ -501,14 +501,15 @@ export class RemoteHub implements PubSub {
   /**
    * Resolves once the server has processed everything this client sent before (FLUSH, then
    * FLUSHED): subscriptions made before are in place, publishes made before were delivered.
+   * Rejects with `ECONNRESET` if the connection drops first.
    */
   flush(): Promise<void> {
     const channel = this.#channel;
     if (channel === undefined) {
       return Promise.reject(new IpcError("ECONNRESET", "Cannot flush as the hub is not connected"));
     }
-    return new Promise((resolve) => {
-      this.#flushes.push(resolve);
+    return new Promise((resolve, reject) => {
+      this.#flushes.push({ resolve, reject });
       void channel.send({ op: Op.FLUSH })?.catch(() => {});
     });
   }

@@ -146,7 +146,6 @@ export async function serveHub(
     readonly conn: Conn;
     readonly channel: Channel<HubMessage>;
     readonly remotes = new Map<number, Remote>();
-    #pumps: Promise<void>[] = [];
     /** PUBs waiting for the hub, in arrival order: a queue in an array, `#pubHead` its first. */
     #pubs: (Envelope | undefined)[] = [];
     #pubHead = 0;
@@ -328,7 +327,8 @@ export async function serveHub(
       }
       const remote = new Remote(m.sid, sub, m.credit);
       this.remotes.set(m.sid, remote);
-      this.#pumps.push(this.#pump(remote));
+      // A pump ends when its subscription does, or with the connection (a send then rejects).
+      void this.#pump(remote).catch(() => {});
     }
 
     /**

@@ -209,6 +209,7 @@ describe("serveHub and connectHub", () => {
     await rejectsWith(inflight, "ECONNRESET");
     await until(() => !client.connected, 5000, "the client notices");
     await rejectsWith(client.publish("a.b", "x"), "ETIMEDOUT", /50 ms/);
+    await rejectsWith(client.flush(), "ECONNRESET");
   });
 
   test("a server that stops answering PINGs is taken for dead", async () => {
