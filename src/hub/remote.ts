@@ -134,6 +134,7 @@ export class RemoteHub implements PubSub {
   #flushes: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   #channel: Channel<HubMessage> | undefined;
   #nextId = 0;
+  #lastTopic = "";
   #closed = false;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #reconnecting: Promise<void> | undefined;
@@ -385,7 +386,11 @@ export class RemoteHub implements PubSub {
   publish(topic: string, data: Uint8Array | string, options: PublishOptions = {}): Promise<void> {
     try {
       this.#check("publish");
-      validateTopic(topic);
+      // Most publishers repeat one topic: it is checked once.
+      if (topic !== this.#lastTopic) {
+        validateTopic(topic);
+        this.#lastTopic = topic;
+      }
       const bytes = typeof data === "string" ? utf8.encode(data) : data;
       if (!(bytes instanceof Uint8Array)) {
         throw new TypeError(
