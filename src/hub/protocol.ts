@@ -36,6 +36,10 @@ export const Op = {
 /** The type of the pseudo-message for a frame that does not decode. */
 export const INVALID = 0;
 
+/** The headers of a message without any, shared. */
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+const NO_FIELDS: readonly Uint8Array[] = [];
+
 /** The parts of a published message that travel in PUB, MSG, REQ and RES. */
 export interface Envelope {
   topic: string;
@@ -85,7 +89,7 @@ interface EncodedEnvelope {
   topic: Uint8Array;
   key: Uint8Array | undefined;
   reply: Uint8Array | undefined;
-  headers: Uint8Array[];
+  headers: readonly Uint8Array[];
   size: number;
 }
 
@@ -106,20 +110,21 @@ function encodeEnvelope(env: Envelope): EncodedEnvelope {
   const topic = topicField(env.topic);
   const key = env.key === undefined ? undefined : strField(env.key, "key");
   const reply = env.reply === undefined ? undefined : strField(env.reply, "reply topic");
-  const headers: Uint8Array[] = [];
+  let headers: Uint8Array[] | undefined;
   let size = 1 + 2 + topic.length + 2 + env.data.length;
   if (key) size += 2 + key.length;
   if (reply) size += 2 + reply.length;
   for (const name in env.headers) {
     const n = strField(name, "header name");
     const v = strField(env.headers[name]!, "header value");
-    headers.push(n, v);
+    (headers ??= []).push(n, v);
     size += 4 + n.length + v.length;
   }
-  if (headers.length / 2 > 0xffff) {
-    throw new TypeError(`Cannot send ${headers.length / 2} headers: the limit is 65535`);
+  const fields = headers ?? NO_FIELDS;
+  if (fields.length / 2 > 0xffff) {
+    throw new TypeError(`Cannot send ${fields.length / 2} headers: the limit is 65535`);
   }
-  return { topic, key, reply, headers, size };
+  return { topic, key, reply, headers: fields, size };
 }
 
 function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): void {
@@ -154,8 +159,6 @@ function readTopic(r: WireReader): string {
   lastTopic = { bytes: bytes.slice(), text };
   return text;
 }
-
-const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 
 function readEnvelope(r: WireReader): Envelope {
   const flags = r.u8("flags");

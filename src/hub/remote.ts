@@ -11,6 +11,7 @@ import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay } from "../internal/async.ts";
 import type { ReconnectOptions } from "../rpc/client.ts";
+import { firstRead, tokenBytes } from "../internal/serving.ts";
 import { connect } from "../transport.ts";
 import {
   awaitReply,
@@ -27,6 +28,7 @@ import {
   type HubMessage,
   HubParser,
   INVALID,
+  NO_HEADERS,
   Op,
   VERSION,
 } from "./protocol.ts";
@@ -81,7 +83,6 @@ interface Queued {
 
 const utf8 = new TextEncoder();
 const RESOLVED = Promise.resolve();
-const EMPTY_TOKEN = new Uint8Array(0);
 
 /** A delivered message, from its sequence and envelope. */
 function toMessage(seq: number, env: Envelope): Message {
@@ -181,34 +182,24 @@ export class RemoteHub implements PubSub {
       op: Op.HELLO,
       version: VERSION,
       app: this.#options.app ?? "dockipc",
-      token: token === undefined
-        ? EMPTY_TOKEN
-        : typeof token === "string"
-        ? utf8.encode(token)
-        : token,
+      token: tokenBytes(token),
     });
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const first = await Promise.race([
-      channel.read(),
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () =>
-            reject(
-              new IpcError(
-                "ETIMEDOUT",
-                `Cannot connect to the hub at "${
-                  formatAddress(this.addr)
-                }" as it did not answer the handshake`,
-                { op: "connect" },
-              ),
-            ),
-          this.#options.timeout ?? 5000,
-        );
-      }),
-    ]).catch((err) => {
+    const timeout = this.#options.timeout ?? 5000;
+    const first = await firstRead(
+      channel,
+      timeout,
+      () =>
+        new IpcError(
+          "ETIMEDOUT",
+          `Cannot connect to the hub at "${
+            formatAddress(this.addr)
+          }" as it did not answer the handshake`,
+          { op: "connect" },
+        ),
+    ).catch((err) => {
       conn.close();
       throw err;
-    }).finally(() => clearTimeout(timer));
+    });
     const welcome = first?.[0];
     if (welcome?.op !== Op.WELCOME) {
       conn.close();
@@ -402,7 +393,7 @@ export class RemoteHub implements PubSub {
         env: {
           topic,
           data: bytes,
-          headers: options.headers ?? {},
+          headers: options.headers ?? NO_HEADERS,
           key: options.key,
           reply: options.reply,
         },
@@ -489,7 +480,7 @@ export class RemoteHub implements PubSub {
           op: Op.REQ,
           id,
           timeout,
-          env: { topic, data: bytes, headers: options.headers ?? {}, key: options.key },
+          env: { topic, data: bytes, headers: options.headers ?? NO_HEADERS, key: options.key },
         }, "request").catch((err) => settle(err));
         return () => this.#pending.delete(id);
       });

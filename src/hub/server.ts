@@ -9,6 +9,7 @@ import type { Address } from "../address.ts";
 import { IpcError } from "../errors.ts";
 import {
   type HandshakeRules,
+  listenForClients,
   readHello,
   Refusal,
   serveSessions,
@@ -18,7 +19,7 @@ import { delay } from "../internal/async.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
-import { listen, type ListenOptions } from "../transport.ts";
+import type { ListenOptions } from "../transport.ts";
 import { type Hub, type PublishOptions, RESOLVED } from "./hub.ts";
 import {
   type Envelope,
@@ -62,9 +63,14 @@ export interface HubServer extends AsyncDisposable {
   close(): void;
 }
 
-const utf8 = new TextEncoder();
 /** PUBs a connection may have waiting for the hub before it is read no further. */
 const PUB_QUEUE = 1024;
+
+/** The ERR that reports `err` about `id` (0: the connection); `fallback` when it has no code. */
+function errOf(id: number, err: unknown, fallback = "EPROTOCOL"): HubMessage {
+  const code = err instanceof IpcError || err instanceof Refusal ? err.code : fallback;
+  return { op: Op.ERR, id, code, message: err instanceof Error ? err.message : String(err) };
+}
 
 /** A client's subscription: the hub's subscription and the credit the client granted. */
 class Remote {
@@ -117,14 +123,11 @@ export async function serveHub(
     handshakeTimeout = 5000,
     maxFrameSize,
   } = options;
-  const token = typeof options.token === "string" ? utf8.encode(options.token) : options.token;
   const frameLimit = maxFrameSizeOf(
     "serveHub()",
     maxFrameSize === undefined ? {} : { maxFrameSize },
   );
-  const listenOptions: ListenOptions = {};
-  if (options.mode !== undefined) listenOptions.mode = options.mode;
-  const listener = await listen(address, listenOptions);
+  const { listener, token } = await listenForClients(address, options);
   const state = { sessions: new Set<ServedSession>(), draining: false };
   const rules: HandshakeRules = {
     protocol: "hub",
@@ -155,12 +158,7 @@ export async function serveHub(
     constructor(conn: Conn) {
       this.conn = conn;
       this.channel = new Channel(conn, new HubParser(frameLimit), new HubEncoding(frameLimit), {
-        lastWords: (err): HubMessage => ({
-          op: Op.ERR,
-          id: 0,
-          code: err instanceof IpcError ? err.code : "EPROTOCOL",
-          message: err instanceof Error ? err.message : String(err),
-        }),
+        lastWords: (err) => errOf(0, err),
       });
     }
 
@@ -168,18 +166,15 @@ export async function serveHub(
       try {
         let batch: HubMessage[] | undefined = await this.#handshake();
         while (batch !== undefined) {
-          for (const m of batch) await this.#serve(m);
+          for (const m of batch) {
+            const waiting = this.#serve(m);
+            if (waiting !== undefined) await waiting;
+          }
           batch = await this.channel.read();
         }
         await this.channel.end().catch(() => {});
       } catch (err) {
-        const refusal = err instanceof Refusal
-          ? err
-          : err instanceof IpcError
-          ? new Refusal(err.code, err.message)
-          : new Refusal("EPROTOCOL", String(err));
-        await this.#send({ op: Op.ERR, id: 0, code: refusal.code, message: refusal.message });
-        await this.channel.end().catch(() => {});
+        await this.#refuse(err);
       } finally {
         this.abort();
       }
@@ -192,6 +187,13 @@ export async function serveHub(
       } catch {
         return Promise.resolve();
       }
+    }
+
+    /** Tells the client what is wrong with it (ERR 0), then closes its connection. */
+    async #refuse(err: unknown): Promise<void> {
+      await this.#send(errOf(0, err));
+      await this.channel.end().catch(() => {});
+      this.abort();
     }
 
     /**
@@ -219,11 +221,7 @@ export async function serveHub(
           if (waiting !== undefined) await waiting;
         } catch (err) {
           // A client of ours checks topics first: this one does not speak the protocol.
-          const code = err instanceof IpcError ? err.code : "EPROTOCOL";
-          await this.#send({ op: Op.ERR, id: 0, code, message: (err as Error).message });
-          await this.channel.end().catch(() => {});
-          this.abort();
-          return;
+          return this.#refuse(err);
         }
         if (this.#room !== undefined && this.#pubs.length - this.#pubHead < PUB_QUEUE / 2) {
           const room = this.#room;
@@ -257,15 +255,14 @@ export async function serveHub(
       return rest;
     }
 
-    async #serve(m: HubMessage): Promise<void> {
+    /** Serves one message; a promise only when reading must wait (the PUB queue is full). */
+    #serve(m: HubMessage): Promise<void> | undefined {
       switch (m.op) {
-        case Op.PUB: {
-          const full = this.#publish(m.env);
-          if (full !== undefined) await full;
-          return;
-        }
+        case Op.PUB:
+          return this.#publish(m.env);
         case Op.SUB:
-          return this.#subscribe(m);
+          this.#subscribe(m);
+          return;
         case Op.UNSUB: {
           const remote = this.remotes.get(m.sid);
           this.remotes.delete(m.sid);
@@ -321,8 +318,7 @@ export async function serveHub(
           ...(m.maxBytes === 0 ? {} : { maxBytes: m.maxBytes }),
         });
       } catch (err) {
-        const code = err instanceof IpcError ? err.code : "EPROTOCOL";
-        void this.#send({ op: Op.ERR, id: m.sid, code, message: (err as Error).message });
+        void this.#send(errOf(m.sid, err));
         return;
       }
       const remote = new Remote(m.sid, sub, m.credit);
@@ -350,11 +346,8 @@ export async function serveHub(
           if (next instanceof IpcError || next.done) {
             if (next instanceof IpcError && next.code === "ESLOWCONSUMER") {
               // The "error" policy: this client is too slow, and only it pays for that.
-              const err = { code: next.code, message: next.message };
-              await this.#send({ op: Op.ERR, id: sid, ...err });
-              await this.#send({ op: Op.ERR, id: 0, ...err });
-              await this.channel.end().catch(() => {});
-              this.abort();
+              await this.#send(errOf(sid, next));
+              await this.#refuse(next);
             }
             return;
           }
@@ -377,8 +370,7 @@ export async function serveHub(
         });
         await this.#send({ op: Op.RES, id, seq: reply.seq, env: reply });
       } catch (err) {
-        const code = err instanceof IpcError ? err.code : "EREMOTE";
-        await this.#send({ op: Op.ERR, id, code, message: (err as Error).message });
+        await this.#send(errOf(id, err, "EREMOTE"));
       }
     }
 

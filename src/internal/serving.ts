@@ -8,7 +8,9 @@
 import type { Address } from "../address.ts";
 import type { Channel } from "../frame/channel.ts";
 import type { Conn } from "../runtime/types.ts";
-import type { Listener } from "../transport.ts";
+import { listen, type Listener, type ListenOptions } from "../transport.ts";
+
+const utf8 = new TextEncoder();
 
 /** A refused client: the reason is sent to it (code and message), then the connection closes. */
 export class Refusal extends Error {
@@ -24,6 +26,47 @@ export function sameSecret(a: Uint8Array, b: Uint8Array): boolean {
   let diff = a.length ^ b.length;
   for (let i = 0; i < b.length; i++) diff |= (a[i % Math.max(a.length, 1)] ?? 0) ^ b[i]!;
   return diff === 0;
+}
+
+/**
+ * Binds a server's socket and encodes its token, the start `serve()` and `serveHub()` share.
+ *
+ * @param address Where to listen.
+ * @param options The socket file's mode, and the shared secret as given.
+ */
+export async function listenForClients(
+  address: string | Address,
+  options: Pick<ListenOptions, "mode"> & { token?: string | Uint8Array | undefined },
+): Promise<{ listener: Listener; token: Uint8Array | undefined }> {
+  const listenOptions: ListenOptions = {};
+  if (options.mode !== undefined) listenOptions.mode = options.mode;
+  const token = options.token === undefined ? undefined : tokenBytes(options.token);
+  return { listener: await listen(address, listenOptions), token };
+}
+
+/** A shared secret as bytes: a string as its UTF-8. */
+export function tokenBytes(token: string | Uint8Array | undefined): Uint8Array {
+  return typeof token === "string" ? utf8.encode(token) : token ?? EMPTY;
+}
+
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The messages of the first read on a new connection (undefined if it ended), or the error
+ * `timedOut()` makes once `ms` pass first: both sides of a handshake wait this way.
+ */
+export async function firstRead<T>(
+  channel: Channel<T>,
+  ms: number,
+  timedOut: () => Error,
+): Promise<T[] | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return await Promise.race([
+    channel.read(),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(timedOut()), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** What a server expects of a HELLO. */
@@ -58,16 +101,11 @@ export async function readHello<T>(
   rules: HandshakeRules,
   hello: (m: T) => Hello | string,
 ): Promise<T[]> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const first = await Promise.race([
-    channel.read(),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Refusal("ETIMEDOUT", `No handshake within ${rules.handshakeTimeout} ms`)),
-        rules.handshakeTimeout,
-      );
-    }),
-  ]).finally(() => clearTimeout(timer));
+  const first = await firstRead(
+    channel,
+    rules.handshakeTimeout,
+    () => new Refusal("ETIMEDOUT", `No handshake within ${rules.handshakeTimeout} ms`),
+  );
   if (first === undefined) {
     throw new Refusal("EPROTOCOL", "The connection ended before the handshake");
   }

@@ -10,6 +10,7 @@ import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay } from "../internal/async.ts";
+import { firstRead, tokenBytes } from "../internal/serving.ts";
 import { connect } from "../transport.ts";
 import {
   INVALID,
@@ -494,26 +495,18 @@ class Client implements RpcClient {
         type: Type.HELLO,
         version: VERSION,
         app: this.#options.app ?? "dockipc",
-        token: typeof token === "string" ? utf8.encode(token) : token ?? new Uint8Array(0),
+        token: tokenBytes(token),
       });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const first = await Promise.race([
-        channel.read(),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            reject(
-              new IpcError(
-                "ETIMEDOUT",
-                `Cannot connect to "${this.#label}" as the handshake took over ${timeout} ms`,
-                {
-                  op: "connect",
-                  address: this.#label,
-                },
-              ),
-            );
-          }, timeout);
-        }),
-      ]).finally(() => clearTimeout(timer));
+      const first = await firstRead(
+        channel,
+        timeout,
+        () =>
+          new IpcError(
+            "ETIMEDOUT",
+            `Cannot connect to "${this.#label}" as the handshake took over ${timeout} ms`,
+            { op: "connect", address: this.#label },
+          ),
+      );
       if (first === undefined) {
         throw new IpcError(
           "ECONNRESET",

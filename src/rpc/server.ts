@@ -10,9 +10,10 @@ import { closedError, IpcError } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
-import { listen, type ListenOptions } from "../transport.ts";
+import type { ListenOptions } from "../transport.ts";
 import {
   type HandshakeRules,
+  listenForClients,
   readHello,
   Refusal,
   serveSessions,
@@ -114,11 +115,8 @@ export async function serve(
     maxFrameSize,
     exposeStack = false,
   } = options;
-  const token = typeof options.token === "string" ? utf8.encode(options.token) : options.token;
   const frameLimit = maxFrameSizeOf("serve()", maxFrameSize === undefined ? {} : { maxFrameSize });
-  const listenOptions: ListenOptions = {};
-  if (options.mode !== undefined) listenOptions.mode = options.mode;
-  const listener = await listen(address, listenOptions);
+  const { listener, token } = await listenForClients(address, options);
   const state = { sessions: new Set<ServedSession>(), draining: false };
   const rules: HandshakeRules = {
     protocol: "RPC",

@@ -177,12 +177,12 @@ function newRun(
   };
 }
 
-function positive(name: string, v: number | undefined, fallback: number, min = 1): number {
-  if (v === undefined) return fallback;
+/** Refuses an option that is given but is not a finite number of at least `min`. */
+function atLeast(name: string, v: number | undefined, min: number): void {
+  if (v === undefined) return;
   if (typeof v !== "number" || !Number.isFinite(v) || v < min) {
     throw new RangeError(`Cannot open the log as ${name} must be a number >= ${min}: got ${v}`);
   }
-  return v;
 }
 
 function seqArg(op: string, seq: number): void {
@@ -332,20 +332,20 @@ export class Wal implements AsyncDisposable {
         `Cannot open the log as repair must be "truncate": got ${options.repair}`,
       );
     }
-    positive("segmentSize", options.segmentSize, 0, 4096);
-    positive("maxRecordSize", options.maxRecordSize, 0, 0);
+    atLeast("segmentSize", options.segmentSize, 4096);
+    atLeast("maxRecordSize", options.maxRecordSize, 0);
     if ((options.maxRecordSize ?? 0) > MAX_RECORD) {
       throw new RangeError(
         `Cannot open the log as maxRecordSize must be at most ${MAX_RECORD}: got ${options.maxRecordSize}`,
       );
     }
-    positive("syncInterval", options.syncInterval, 0, 0);
-    positive("pollInterval", options.pollInterval, 0, 1);
-    positive("slowSyncThreshold", options.slowSyncThreshold, 0, 0);
+    atLeast("syncInterval", options.syncInterval, 0);
+    atLeast("pollInterval", options.pollInterval, 1);
+    atLeast("slowSyncThreshold", options.slowSyncThreshold, 0);
     const retention = options.retention ?? {};
-    positive("retention.maxBytes", retention.maxBytes, 0, 1);
-    positive("retention.maxAge", retention.maxAge, 0, 0);
-    positive("retention.maxSegments", retention.maxSegments, 0, 1);
+    atLeast("retention.maxBytes", retention.maxBytes, 1);
+    atLeast("retention.maxAge", retention.maxAge, 0);
+    atLeast("retention.maxSegments", retention.maxSegments, 1);
 
     const rt = await getRuntime();
     const fs = rt.fs;
@@ -622,16 +622,25 @@ export class Wal implements AsyncDisposable {
       this.#ack(target);
     } else if (!this.#syncing) {
       this.#syncing = true;
-      this.#enqueue(async () => {
+      this.#enqueue(() => {
         this.#syncing = false;
-        const target = this.#writtenSeq;
-        if (target <= this.#ackedSeq) return;
-        const t0 = performance.now();
-        await this.#file!.datasync();
-        this.#timed(t0);
-        this.#ack(target);
+        return this.#syncWritten();
       });
     }
+  }
+
+  /**
+   * Syncs what is written, off this thread, and acknowledges it. Runs on the I/O chain. Unless
+   * `always`, nothing is done when all is acknowledged already (which in `"none"` mode does not
+   * mean synced: explicit syncs pass `always`).
+   */
+  async #syncWritten(always = false): Promise<void> {
+    const target = this.#writtenSeq;
+    if (!always && target <= this.#ackedSeq) return;
+    const t0 = performance.now();
+    await this.#file!.datasync();
+    this.#timed(t0);
+    this.#ack(target);
   }
 
   #timed(t0: number): void {
@@ -792,11 +801,7 @@ export class Wal implements AsyncDisposable {
     this.#check("sync");
     await this.#enqueue(async () => {
       await this.#drainRuns();
-      const target = this.#writtenSeq;
-      const t0 = performance.now();
-      await this.#file!.datasync();
-      this.#timed(t0);
-      this.#ack(target);
+      await this.#syncWritten(true);
     });
     if (this.#failed !== undefined) throw this.#failed;
   }
@@ -1142,9 +1147,7 @@ export class Wal implements AsyncDisposable {
     if (this.#failed === undefined) {
       await this.#enqueue(async () => {
         await this.#drainRuns();
-        const target = this.#writtenSeq;
-        await this.#file!.datasync();
-        this.#ack(target);
+        await this.#syncWritten(true);
       });
     }
     clearTimeout(this.#syncTimer);
