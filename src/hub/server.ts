@@ -136,6 +136,8 @@ export async function serveHub(
     token,
     appCode: "EAUTH",
     handshakeTimeout,
+    maxConnections,
+    state,
   };
 
   const publishEnvelope = (env: Envelope): Promise<void> => {
@@ -247,10 +249,6 @@ export async function serveHub(
         }
         return m;
       });
-      if (state.sessions.size > maxConnections) {
-        throw new Refusal("ECONNREFUSED", `The hub has reached maxConnections (${maxConnections})`);
-      }
-      if (state.draining) throw new Refusal("ECLOSED", "The hub server is shutting down");
       await this.#send({ op: Op.WELCOME, version: VERSION });
       return rest;
     }

@@ -79,6 +79,10 @@ export interface HandshakeRules {
   /** The code for a client of another application. */
   appCode: string;
   handshakeTimeout: number;
+  /** Past this many sessions a client is refused with `ECONNREFUSED`. */
+  maxConnections: number;
+  /** The server's sessions, and whether it is shutting down (then `ECLOSED`). */
+  state: { sessions: Set<Session>; draining: boolean };
 }
 
 /** A HELLO, as the two protocols decode it. */
@@ -89,7 +93,8 @@ export interface Hello {
 }
 
 /**
- * Reads a client's first messages and checks the first is a HELLO that `rules` accept; returns
+ * Reads a client's first messages and checks the first is a HELLO that `rules` accept, and that
+ * the server takes another client; returns
  * the HELLO and what came after it, or throws a `Refusal`.
  *
  * @param channel The new connection.
@@ -126,6 +131,13 @@ export async function readHello<T>(
   if (rules.token !== undefined && !sameSecret(h.token, rules.token)) {
     throw new Refusal("EAUTH", "The client's token is wrong");
   }
+  if (rules.state.sessions.size > rules.maxConnections) {
+    throw new Refusal(
+      "ECONNREFUSED",
+      `The server has reached maxConnections (${rules.maxConnections})`,
+    );
+  }
+  if (rules.state.draining) throw new Refusal("ECLOSED", "The server is shutting down");
   return first.slice(1);
 }
 

@@ -125,6 +125,8 @@ export async function serve(
     token,
     appCode: "EPROTOCOL",
     handshakeTimeout,
+    maxConnections,
+    state,
   };
 
   class Session implements ServedSession {
@@ -191,13 +193,6 @@ export async function serve(
         }
         return m;
       });
-      if (state.sessions.size > maxConnections) {
-        throw new Refusal(
-          "ECONNREFUSED",
-          `The server has reached maxConnections (${maxConnections})`,
-        );
-      }
-      if (state.draining) throw new Refusal("ECLOSED", "The server is shutting down");
       await this.#send({ type: Type.WELCOME, version: VERSION, maxInflight });
       return rest;
     }
