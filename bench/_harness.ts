@@ -7,9 +7,9 @@
 
 import { getRuntime } from "../src/runtime/detect.ts";
 import type { ChildProcess, Runtime } from "../src/runtime/types.ts";
-import { command, type RuntimeName } from "../scripts/_runtimes.ts";
+import { command, type RuntimeName, scriptArgs } from "../scripts/_runtimes.ts";
 
-export { scriptArgs } from "../scripts/_runtimes.ts";
+export { scriptArgs };
 
 /** The adapter for this runtime. */
 export const rt: Runtime = await getRuntime();
@@ -111,6 +111,12 @@ export async function webStreamsCeiling(messages: number): Promise<number> {
   return read / ((performance.now() - start) / 1000);
 }
 
+/** `--only TEXT`: run just the workloads whose name contains TEXT (for working on one figure). */
+const ONLY: string | undefined = ((args) => {
+  const i = args.indexOf("--only");
+  return i < 0 ? undefined : args[i + 1];
+})(scriptArgs());
+
 /**
  * Measures every impl `repeats` times with `measure`, rotating their order from one repeat to
  * the next so that drift in the machine's load does not favour one of them. Returns a row per
@@ -122,6 +128,7 @@ export async function rotated(
   repeats: number,
   measure: (impl: string, repeat: number) => Promise<number>,
 ): Promise<Row[]> {
+  if (ONLY !== undefined && !workload.name.includes(ONLY)) return [];
   const byImpl = new Map<string, number[]>(impls.map((impl) => [impl, []]));
   for (let i = 0; i < repeats; i++) {
     for (let j = 0; j < impls.length; j++) {

@@ -72,8 +72,9 @@ export interface WalOptions {
   segmentSize?: number;
   /**
    * Write each segment full of zeros before use (ahead of need, off the append path), so a sync
-   * need not grow the file: about 1.4 times as many syncs per second. Without syncs it would
-   * only double the bytes written. @default {true, except with sync: "none"}
+   * need not grow the file: about 1.4 times as many syncs per second with `"always"`. With
+   * `"batch"` a sync covers many records, and with `"none"` there are none, so there it would
+   * mostly double the bytes written. @default {true with sync: "always", else false}
    */
   preallocate?: boolean;
   /** The largest record accepted, in bytes (at most 2 GiB - 1). @default {16 MiB} */
@@ -81,7 +82,9 @@ export interface WalOptions {
   /**
    * Run `fdatasync` on the calling thread rather than hopping to a worker thread: 92–96 % of C's
    * sync rate instead of 68–73 %, but the event loop waits for the disk during each sync. Turn it
-   * off in a process that must keep answering sockets while the disk is slow. @default {true}
+   * off in a process that must keep answering sockets while the disk is slow. `"batch"` syncs
+   * off the thread by default, so appends keep being written while a sync runs.
+   * @default {true with sync: "always", else false}
    */
   blockingSync?: boolean;
   /**
@@ -156,6 +159,15 @@ const RUN_BYTES = 64 * 1024;
 const MAX_RECORD = 0x7fff_ffff;
 const MODES: readonly SyncMode[] = ["always", "batch", "none"];
 const utf8 = new TextEncoder();
+
+/** Makes room in `run` for `size` more bytes, at least doubling it so growth stays linear. */
+function reserve(run: Run, size: number): void {
+  if (run.len + size <= run.bytes.length) return;
+  const bytes = new Uint8Array(Math.max(run.bytes.length * 2, run.len + size));
+  bytes.set(run.bytes.subarray(0, run.len));
+  run.bytes = bytes;
+  run.words = new Int32Array(bytes.buffer);
+}
 
 function newRun(
   installed: boolean,
@@ -282,8 +294,8 @@ export class Wal implements AsyncDisposable {
     this.#segmentSize = options.segmentSize ?? 64 * MiB;
     this.#maxRecordSize = options.maxRecordSize ?? 16 * MiB;
     this.#syncInterval = options.syncInterval ?? 10;
-    this.#preallocate = options.preallocate ?? this.syncMode !== "none";
-    this.#blockingSync = options.blockingSync ?? true;
+    this.#preallocate = options.preallocate ?? this.syncMode === "always";
+    this.#blockingSync = options.blockingSync ?? this.syncMode === "always";
     this.#retention = options.retention ?? {};
     this.#onSlowSync = options.onSlowSync;
     this.#slowSync = options.slowSyncThreshold ?? 1000;
@@ -471,12 +483,7 @@ export class Wal implements AsyncDisposable {
     if (end + size > this.#segmentSize && end > SEGMENT_HEADER) {
       run = newRun(false, this.#nextSeq, this.#crc, SEGMENT_HEADER, Math.max(RUN_BYTES, size));
       this.#runs.push(run);
-    } else if (run.len + size > run.bytes.length) {
-      const bytes = new Uint8Array(Math.max(run.bytes.length * 2, run.len + size));
-      bytes.set(run.bytes.subarray(0, run.len));
-      run.bytes = bytes;
-      run.words = new Int32Array(bytes.buffer);
-    }
+    } else if (run.len + size > run.bytes.length) reserve(run, size);
     const seq = this.#nextSeq++;
     this.#crc = encodeRecord(run.bytes, run.words, run.len, seq, data, this.#crc);
     run.len += size;
@@ -529,7 +536,13 @@ export class Wal implements AsyncDisposable {
   appendBatch(items: Iterable<Uint8Array | string>): Promise<number[]> {
     try {
       this.#check("append");
-      const list = Array.from(items, (item) => this.#bytes(item));
+      let size = 0;
+      const list = Array.from(items, (item) => {
+        const data = this.#bytes(item);
+        size += recordSize(data.length);
+        return data;
+      });
+      reserve(this.#runs[this.#runs.length - 1]!, size);
       const seqs = list.map((item) => this.#encode(item));
       if (seqs.length === 0) return Promise.resolve([]);
       return this.#wait(seqs[seqs.length - 1]!, seqs);
@@ -570,11 +583,13 @@ export class Wal implements AsyncDisposable {
       this.#fail(err);
       return false;
     }
-    run.pos += run.len;
+    const written = run.len;
+    run.pos += written;
     run.len = 0;
     // The next segment is prepared once this one is half full, in time and not for tiny logs.
     if (this.#prepared === undefined && run.pos > this.#segmentSize / 2) this.#prepareNext();
-    if (run.bytes.length > 16 * RUN_BYTES) {
+    // A buffer grown for a burst is given back once writes no longer need most of it.
+    if (run.bytes.length > 16 * RUN_BYTES && written < run.bytes.length / 4) {
       run.bytes = new Uint8Array(RUN_BYTES);
       run.words = new Int32Array(run.bytes.buffer);
     }
