@@ -3,8 +3,9 @@
  * subscribers read with `for await`, concurrently; after a warm-up quarter off the clock, the
  * clock runs until every subscriber has read every message. Fan-out 1, 4 and 100, each alone and with 10,000 subscriptions that match
  * nothing. Baselines in the same run: `node:events` `EventEmitter` (synchronous: the upper
- * bound), `emittery` (an async event emitter, awaiting each `emit()`), and the Web Streams
- * ceiling of the framing benchmark (one enqueue and one read per message).
+ * bound), `emittery` (an async event emitter, awaiting each `emit()`), the Web Streams
+ * ceiling of the framing benchmark (one enqueue and one read per message), and the floor cost
+ * of `for await` itself: readers iterating the payload from a bare async iterator, no hub.
  *
  * Usage: `<runtime> bench/hub.ts [--repeats N] [--only NAME]`. Every loop is bounded by a count.
  *
@@ -48,6 +49,32 @@ async function hubRun(fanOut: number, unrelated: number): Promise<number> {
   return rate;
 }
 
+/**
+ * The floor of any subscription that is an `AsyncIterable` read with `for await`: `fanOut`
+ * readers, each iterating `n` messages from an iterator that only hands out the payload, with
+ * no hub behind it. No subscription read this way can deliver faster.
+ */
+async function forAwaitFloor(fanOut: number): Promise<number> {
+  const n = messagesFor(fanOut);
+  const source = (): AsyncIterable<Uint8Array> => {
+    let left = n;
+    const iterator: AsyncIterator<Uint8Array> = {
+      next: () =>
+        Promise.resolve(
+          left-- > 0 ? { done: false, value: payload } : { done: true, value: undefined },
+        ),
+    };
+    return { [Symbol.asyncIterator]: () => iterator };
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: fanOut }, async () => {
+    let got = 0;
+    for await (const _ of source()) got++;
+    if (got !== n) throw new Error("lost messages");
+  }));
+  return (n * fanOut) / ((performance.now() - start) / 1000);
+}
+
 function eventEmitterRun(fanOut: number): number {
   const emitter = new EventEmitter();
   emitter.setMaxListeners(0);
@@ -79,6 +106,7 @@ for (const fanOut of [1, 4, 100]) {
     "emittery": [],
     "EventEmitter": [],
     "ceiling": [],
+    "for-await floor": [],
     "hub": [],
     "hub + 10k unrelated": [],
   };
@@ -86,6 +114,7 @@ for (const fanOut of [1, 4, 100]) {
     rates["emittery"]!.push(await emitteryRun(fanOut));
     rates["EventEmitter"]!.push(eventEmitterRun(fanOut));
     rates["ceiling"]!.push(await webStreamsCeiling(messagesFor(fanOut) * fanOut));
+    rates["for-await floor"]!.push(await forAwaitFloor(fanOut));
     rates["hub"]!.push(await hubRun(fanOut, 0));
     rates["hub + 10k unrelated"]!.push(await hubRun(fanOut, 10_000));
   }
@@ -104,6 +133,12 @@ for (const fanOut of [1, 4, 100]) {
   const w = `64 B, fan-out ${fanOut}`;
   const checks: [string, number, number, "min" | "max"][] = [
     [`fan-out ${fanOut}: hub / emittery`, m(w, "hub") / m(w, "emittery"), 3, "min"],
+    [
+      `fan-out ${fanOut}: for-await floor / emittery (the most any for-await reader can reach)`,
+      m(w, "for-await floor") / m(w, "emittery"),
+      3,
+      "min",
+    ],
     [
       `fan-out ${fanOut}: hub / hub with 10k unrelated`,
       m(w, "hub") / m(w, "hub + 10k unrelated"),

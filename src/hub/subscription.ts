@@ -83,6 +83,21 @@ export const END: unique symbol = Symbol("end");
 export const TAKE: unique symbol = Symbol("take");
 
 /**
+ * Subscriptions whose waiting reader has messages to take. They are woken together, once the
+ * code that published has yielded: a publish then costs one microtask however many readers it
+ * reaches, and a reader that wakes finds every message published meanwhile already buffered,
+ * which it takes without waiting again.
+ */
+let toWake: Subscription[] = [];
+const WAKE: unique symbol = Symbol("wake");
+
+function wakeReaders(): void {
+  const subs = toWake;
+  toWake = [];
+  for (const sub of subs) sub[WAKE]();
+}
+
+/**
  * Messages matching a pattern, in publish order, from a bounded buffer.
  *
  * Read it with `for await` (leaving the loop unsubscribes) or through `readable`; use one of
@@ -132,6 +147,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   #reader: Resolve | undefined;
   /** Further readers waiting, when `next()` is called again before it settles. */
   #readers: Resolve[] = [];
+  #wakeQueued = false;
   #ended = false;
   #error: IpcError | undefined;
   #delivered = 0;
@@ -247,15 +263,12 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
    */
   offer(message: Message): Promise<void> | undefined {
     if (this.#ended) return undefined;
-    const reader = this.#reader;
-    if (reader !== undefined) {
-      this.#reader = this.#readers.length > 0 ? this.#readers.shift() : undefined;
-      this.#count(message);
-      reader({ done: false, value: message });
-      return undefined;
-    }
     if (this.#waiting.length === 0 && !this.#full(message)) {
       this.#push(message);
+      if (this.#reader !== undefined && !this.#wakeQueued) {
+        this.#wakeQueued = true;
+        if (toWake.push(this) === 1) queueMicrotask(wakeReaders);
+      }
       return undefined;
     }
     switch (this.#overflow) {
@@ -281,6 +294,16 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
           ),
         );
         return undefined;
+    }
+  }
+
+  /** Hands buffered messages to the readers waiting for them. */
+  [WAKE](): void {
+    this.#wakeQueued = false;
+    while (this.#reader !== undefined && this.#head < this.#items.length) {
+      const reader = this.#reader;
+      this.#reader = this.#readers.length > 0 ? this.#readers.shift() : undefined;
+      reader({ done: false, value: this.#take() });
     }
   }
 
