@@ -6,7 +6,7 @@
  */
 
 import { getRuntime } from "../src/runtime/detect.ts";
-import type { ChildProcess, Runtime } from "../src/runtime/types.ts";
+import type { ChildProcess, Runtime, SpawnOptions } from "../src/runtime/types.ts";
 import { command, type RuntimeName, scriptArgs } from "../scripts/_runtimes.ts";
 
 export { scriptArgs };
@@ -21,16 +21,24 @@ export const rt: Runtime = await getRuntime();
  */
 const CHILD_CPU = rt.env("DOCKIPC_BENCH_CHILD_CPU");
 
+/**
+ * Starts a child process on the children's CPU: the other end of every measurement, ours or a
+ * peer's server, gets the CPU this process does not use.
+ */
+export function spawnChild(
+  cmd: string,
+  args: readonly string[],
+  options: SpawnOptions,
+): ChildProcess {
+  return CHILD_CPU
+    ? rt.spawn("taskset", ["-c", CHILD_CPU, cmd, ...args], options)
+    : rt.spawn(cmd, args, options);
+}
+
 /** Starts `script` under this same runtime, with stdout piped. */
 export function spawnSelf(script: string, args: readonly string[]): ChildProcess {
   const { cmd, args: argv } = command(rt.name as RuntimeName, script, args);
-  if (CHILD_CPU) {
-    return rt.spawn("taskset", ["-c", CHILD_CPU, cmd, ...argv], {
-      stdout: "pipe",
-      stderr: "inherit",
-    });
-  }
-  return rt.spawn(cmd, argv, { stdout: "pipe", stderr: "inherit" });
+  return spawnChild(cmd, argv, { stdout: "pipe", stderr: "inherit" });
 }
 
 /** Reads a child's whole stdout as text. */

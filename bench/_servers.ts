@@ -6,7 +6,8 @@
  * @module
  */
 
-import { rt } from "./_harness.ts";
+import type { ChildProcess } from "../src/runtime/types.ts";
+import { rt, spawnChild } from "./_harness.ts";
 
 /** A started server: where to reach it, and how to stop it. */
 export interface Started {
@@ -26,7 +27,7 @@ async function fromLog(log: string, pattern: RegExp, what: string): Promise<stri
   throw new Error(`${what} did not start within 10 s`);
 }
 
-async function stopped(child: ReturnType<typeof rt.spawn>): Promise<void> {
+async function stopped(child: ChildProcess): Promise<void> {
   child.kill("SIGTERM");
   await child.status;
 }
@@ -34,7 +35,7 @@ async function stopped(child: ReturnType<typeof rt.spawn>): Promise<void> {
 /** `nats-server` on 127.0.0.1 and a port of its choosing; `where` is the port. */
 export async function startNats(dir: string): Promise<Started> {
   const log = `${dir}/nats.log`;
-  const child = rt.spawn("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", log], {
+  const child = spawnChild("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", log], {
     stdout: "null",
     stderr: "null",
   });
@@ -53,7 +54,7 @@ export async function startNats(dir: string): Promise<Started> {
 export async function startRedis(dir: string): Promise<Started> {
   const path = `${dir}/redis.sock`;
   const log = `${dir}/redis.log`;
-  const child = rt.spawn("redis-server", [
+  const child = spawnChild("redis-server", [
     "--port",
     "0",
     "--unixsocket",
