@@ -3,10 +3,14 @@
  * the machine's disk:
  *
  * - appends in `"none"` mode (1 appender awaiting each append, and 64 concurrent appenders),
- *   against the runtime's raw file API writing the same bytes, one `writeSync` per record;
+ *   against the runtime's raw file API writing the same bytes, one `writeSync` per record; and
+ *   the same raw writes with each record's CRC-32C computed first, the ceiling of any log that
+ *   checksums in JavaScript;
  * - appends in `"always"` mode with 1 appender, against `writeSync` + `fdatasync` per record on
  *   a growing file and SQLite in WAL mode with `synchronous=FULL`, one insert per transaction;
- * - `"always"` with 64 concurrent appenders (group commit), as a ratio to 1 appender;
+ * - `"always"` with 64 concurrent appenders (group commit), as a ratio to 1 appender, beside
+ *   raw writes of 64 records at a time each followed by `fdatasync`: the most that 64 appenders
+ *   sharing a sync can reach on this disk;
  * - batches of 1,000 records: `appendBatch` in `"none"` mode (one batch at a time), and in
  *   `"batch"` mode with 64 batches in flight, against SQLite `synchronous=NORMAL`, 1,000 inserts
  *   per transaction;
@@ -18,6 +22,7 @@
  * @module
  */
 
+import { crc32c } from "../src/wal/crc32c.ts";
 import { Wal } from "../src/wal/mod.ts";
 import { printTable, rotated, type Row, rt, scriptArgs } from "./_harness.ts";
 
@@ -58,19 +63,43 @@ async function timed(
 
 const RECORD_OVERHEAD = 16; // the WAL's own header per record, before padding
 
-/** Raw writes of the same bytes the log writes for records of `size` (header and all). */
-async function raw(size: number, sync: boolean): Promise<number> {
+/**
+ * Raw writes of the same bytes the log writes for records of `size` (header and all). With
+ * `checksum`, each record's CRC-32C is computed before its write: the most any log that
+ * checksums its records in JavaScript can do, since no runtime offers a native CRC-32C.
+ */
+async function raw(size: number, sync: boolean, checksum = false): Promise<number> {
   const dir = await freshDir();
   const file = await fs.open(`${dir}/raw`, { write: true, create: true });
   const bytes = new Uint8Array((RECORD_OVERHEAD + size + 7) & ~7);
   let pos = 0;
+  let crc = 0;
   const rate = await timed(sync ? 20_000 : volume(size), sync ? 1500 : 800, () => {
+    if (checksum) crc = crc32c(crc, bytes);
     file.writeSync(bytes, pos);
     pos += bytes.length;
     if (sync) file.datasyncSync();
   });
   await file.close();
   return rate;
+}
+
+/**
+ * Raw group commit: 64 records in one `writeSync`, then one `fdatasync`, over and over; in
+ * records per second. What 64 appenders sharing each sync can reach on this disk at best.
+ */
+async function rawGroup(size: number): Promise<number> {
+  const dir = await freshDir();
+  const file = await fs.open(`${dir}/raw`, { write: true, create: true });
+  const group = new Uint8Array(64 * ((RECORD_OVERHEAD + size + 7) & ~7)).fill(7);
+  let pos = 0;
+  const rate = await timed(2000, 1500, () => {
+    file.writeSync(group, pos);
+    pos += group.length;
+    file.datasyncSync();
+  });
+  await file.close();
+  return rate * 64;
 }
 
 /** Appends with `appenders` concurrent loops, each awaiting its own appends. */
@@ -189,12 +218,12 @@ try {
     rows.push(
       ...await rotated(
         { name: `append, no sync, ${label}`, unit: "MB/s" },
-        ["raw writeSync per record", "wal none ×1", "wal none ×64"],
+        ["raw writeSync per record", "raw + CRC-32C per record", "wal none ×1", "wal none ×64"],
         repeats,
         async (impl) =>
           mb(
             impl.startsWith("raw")
-              ? await raw(size, false)
+              ? await raw(size, false, impl.includes("CRC"))
               : await walAppends(size, "none", impl.endsWith("×1") ? 1 : 64),
           ),
       ),
@@ -211,9 +240,12 @@ try {
       ),
       ...await rotated(
         { name: `group commit, ${label}`, unit: "rec/s" },
-        ["wal always ×1", "wal always ×64"],
+        ["wal always ×1", "wal always ×64", "raw 64 records per fdatasync"],
         repeats,
-        (impl) => walAppends(size, "always", impl.endsWith("×1") ? 1 : 64),
+        (impl) =>
+          impl.startsWith("raw")
+            ? rawGroup(size)
+            : walAppends(size, "always", impl.endsWith("×1") ? 1 : 64),
       ),
       ...await rotated(
         { name: `batches of 1,000, ${label}`, unit: "rec/s" },
