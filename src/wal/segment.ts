@@ -125,12 +125,53 @@ export interface DirLock {
 }
 
 /**
+ * Makes `path` hold `content`, atomically and only if it does not exist: the content is written
+ * under a name of this process's own, then hard-linked into place. Nobody can read `path` half
+ * written. Returns `false` when `path` exists.
+ */
+async function createWith(
+  fs: FileSystem,
+  path: string,
+  content: Uint8Array,
+  pid: number,
+): Promise<boolean> {
+  // Only this process uses this name; one left by a dead process of the same pid is overwritten.
+  const own = `${path}.${pid}.new`;
+  const file = await fs.open(own, { write: true, create: true, truncate: true });
+  try {
+    await file.write(content, 0);
+  } finally {
+    await file.close();
+  }
+  try {
+    await fs.link(own, path);
+    return true;
+  } catch (err) {
+    if (err instanceof IpcError && err.code === "EEXIST") return false;
+    throw err;
+  } finally {
+    await fs.remove(own).catch(() => {});
+  }
+}
+
+/** The pid a lock file names, or `undefined` when it names none (nothing, or not a pid). */
+async function ownerOf(fs: FileSystem, path: string): Promise<number | undefined> {
+  const text = new TextDecoder().decode(await fs.readFile(path)).trim();
+  const pid = Number(text);
+  return text !== "" && Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
+/**
  * Takes the writer's lock on `dir`: a `LOCK` file holding the owner's pid, which every runtime
  * understands, plus an advisory `flock` on it where the runtime has one (Deno). A lock whose pid
- * is no longer running is stale and taken over. Fails with `ELOCKED` naming the holder.
+ * is no longer running is stale and taken over, under a second lock file (`LOCK.takeover`, made
+ * the same exclusive way), so that processes that all found the owner dead cannot all take it.
+ * Lock files need no sync: after a power cut every pid they name is dead. Fails with `ELOCKED`
+ * naming the holder.
  */
 export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise<DirLock> {
   const path = join(dir, "LOCK");
+  const takeover = join(dir, "LOCK.takeover");
   const info = await fs.stat(dir);
   const key = `${info.dev}:${info.ino}`;
   const locked = (holder: string): IpcError =>
@@ -141,42 +182,73 @@ export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise
     );
   if (held.has(key)) throw locked("another Wal in this process");
   const mine = new TextEncoder().encode(`${pid}\n`);
-  for (let attempt = 0; attempt < 3; attempt++) {
-    let file: FileHandle | undefined;
-    try {
-      file = await fs.open(path, { write: true, createNew: true });
-    } catch (err) {
-      if (!(err instanceof IpcError && err.code === "EEXIST")) throw err;
-    }
-    if (file === undefined) {
-      // Someone wrote a lock: keep it when its owner runs, take it over when not.
-      file = await fs.open(path, { read: true, write: true });
-      if (file.tryLock !== undefined && !(await file.tryLock(true))) {
-        await file.close();
-        throw locked("another process");
-      }
-      const text = new TextDecoder().decode(await fs.readFile(path)).trim();
-      const owner = Number(text);
-      if (Number.isInteger(owner) && owner > 0 && owner !== pid && await alive(fs, owner)) {
-        await file.close();
-        throw locked(`process ${owner}`);
-      }
-      await file.truncate(0);
-    } else if (file.tryLock !== undefined && !(await file.tryLock(true))) {
-      await file.close();
-      continue; // created and locked by another at once: look again
-    }
-    await file.write(mine, 0);
-    await file.datasync();
+  const hold = (file: FileHandle): DirLock => {
     held.add(key);
-    const owned = file;
     return {
       async release(): Promise<void> {
         held.delete(key);
         await fs.remove(path).catch(() => {});
-        await owned.close().catch(() => {});
+        await file.close().catch(() => {});
       },
     };
+  };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const created = await createWith(fs, path, mine, pid);
+    let file: FileHandle;
+    try {
+      file = await fs.open(path, { read: true, write: true });
+    } catch (err) {
+      if (err instanceof IpcError && err.code === "ENOENT") continue; // released meanwhile
+      throw err;
+    }
+    try {
+      // Where there is flock, it is held by whoever is looking at the file: a Deno process that
+      // found our pid in it lets go at once.
+      if (file.tryLock !== undefined && !(await tryLockFor(file, created ? 1000 : 0))) {
+        throw locked("another process");
+      }
+      if (created) return hold(file);
+      // Someone's lock: keep it when its owner runs, take it over when not.
+      const owner = await ownerOf(fs, path);
+      if (owner !== undefined && owner !== pid && await alive(fs, owner)) {
+        throw locked(`process ${owner}`);
+      }
+      if (!(await claim(fs, takeover, pid))) throw locked("another process taking it over");
+      try {
+        if (await ownerOf(fs, path) !== owner) { // taken over before our claim: look again
+          await file.close();
+          continue;
+        }
+        await file.truncate(0);
+        await file.write(mine, 0);
+      } finally {
+        await fs.remove(takeover).catch(() => {});
+      }
+      return hold(file);
+    } catch (err) {
+      await file.close().catch(() => {});
+      throw err;
+    }
   }
   throw locked("another process");
+}
+
+/** Takes `LOCK.takeover`, removing one left by a dead process; `false` when a live one has it. */
+async function claim(fs: FileSystem, takeover: string, pid: number): Promise<boolean> {
+  const mine = new TextEncoder().encode(`${pid}\n`);
+  if (await createWith(fs, takeover, mine, pid)) return true;
+  const owner = await ownerOf(fs, takeover).catch(() => undefined);
+  if (owner !== undefined && await alive(fs, owner)) return false;
+  await fs.remove(takeover).catch(() => {});
+  return createWith(fs, takeover, mine, pid);
+}
+
+/** `tryLock`, retried for up to `ms` while another process holds the flock for a moment. */
+async function tryLockFor(file: FileHandle, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (!(await file.tryLock!(true))) {
+    if (Date.now() >= until) return false;
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  return true;
 }

@@ -337,6 +337,29 @@ describe("Wal", () => {
     });
   }
 
+  test("six processes of three runtimes racing for one stale lock: exactly one wins", async () => {
+    for (let round = 0; round < 3; round++) {
+      await using dir = await tempDir();
+      await using gate = await tempDir();
+      // A pid above Linux's largest (2^22) belongs to no process: the lock is stale.
+      writeFileSync(`${dir.path}/LOCK`, `${2 ** 22 + 1}\n`);
+      const contenders = (["deno", "bun", "node", "deno", "bun", "node"] as const).map((runtime) =>
+        spawnFixture(runtime, "wal_locker.ts", [dir.path, `${gate.path}/GO`])
+      );
+      try {
+        for (const c of contenders) assert.equal(await c.line(), "waiting");
+        writeFileSync(`${gate.path}/GO`, "");
+        const outcomes = await Promise.all(contenders.map((c) => c.line()));
+        const winners = outcomes.filter((o) => o.startsWith("locked "));
+        assert.equal(winners.length, 1, `round ${round}: ${outcomes.join(", ")}`);
+        assert.equal(outcomes.filter((o) => o === "ELOCKED").length, 5, outcomes.join(", "));
+        assert.equal(readFileSync(`${dir.path}/LOCK`, "utf8").trim(), winners[0]!.slice(7));
+      } finally {
+        for (const c of contenders) await c[Symbol.asyncDispose]();
+      }
+    }
+  });
+
   test('crash test: 30 SIGKILLs of a writer in "always" mode lose nothing acknowledged', async () => {
     await using dir = await tempDir();
     const random = seeded(7);
