@@ -72,9 +72,10 @@ export interface WalOptions {
   segmentSize?: number;
   /**
    * Write each segment full of zeros before use (ahead of need, off the append path), so a sync
-   * need not grow the file: about 1.4 times as many syncs per second with `"always"`. With
-   * `"batch"` a sync covers many records, and with `"none"` there are none, so there it would
-   * mostly double the bytes written. @default {true with sync: "always", else false}
+   * need not grow the file: about 1.4 times as many syncs per second with `"always"`. Where syncs
+   * are large (64 KiB or more on average in the segment before), or with `"batch"` and `"none"`,
+   * the zeros would mostly double the bytes written, so the next segment is not zero-filled.
+   * @default {true with sync: "always", else false}
    */
   preallocate?: boolean;
   /** The largest record accepted, in bytes (at most 2 GiB - 1). @default {16 MiB} */
@@ -270,6 +271,8 @@ export class Wal implements AsyncDisposable {
   #syncing = false;
   #syncTimer: ReturnType<typeof setTimeout> | undefined;
   #prepared: Promise<string | undefined> | undefined;
+  /** Syncs of the active segment: how large they are decides whether the next is zero-filled. */
+  #segmentSyncs = 0;
   #failed: IpcError | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -421,8 +424,16 @@ export class Wal implements AsyncDisposable {
     return path;
   }
 
-  #prepareNext(): void {
+  /** Prepares the next segment, once the current one is half full at `pos` bytes. */
+  #prepareNext(pos: number): void {
     if (!this.#preallocate) return;
+    // Zeros pay off when syncs are small, as each then finds its blocks already written. When
+    // syncs carry 64 KiB or more each, the disk's bandwidth is the limit, and writing every byte
+    // twice would halve it: the next segment then grows as it is written.
+    if (this.#segmentSyncs > 0 && pos / this.#segmentSyncs >= 64 * 1024) {
+      this.#prepared = Promise.resolve(undefined);
+      return;
+    }
     // A failure here only costs speed: rotation then makes the segment without preallocation.
     this.#prepared = this.#prepare().catch(() => undefined);
   }
@@ -587,7 +598,7 @@ export class Wal implements AsyncDisposable {
     run.pos += written;
     run.len = 0;
     // The next segment is prepared once this one is half full, in time and not for tiny logs.
-    if (this.#prepared === undefined && run.pos > this.#segmentSize / 2) this.#prepareNext();
+    if (this.#prepared === undefined && run.pos > this.#segmentSize / 2) this.#prepareNext(run.pos);
     // A buffer grown for a burst is given back once writes no longer need most of it.
     if (run.bytes.length > 16 * RUN_BYTES && written < run.bytes.length / 4) {
       run.bytes = new Uint8Array(RUN_BYTES);
@@ -634,6 +645,7 @@ export class Wal implements AsyncDisposable {
         return;
       }
       this.#timed(t0);
+      this.#segmentSyncs++;
       this.#ack(target);
     } else if (!this.#syncing) {
       this.#syncing = true;
@@ -655,6 +667,7 @@ export class Wal implements AsyncDisposable {
     const t0 = performance.now();
     await this.#file!.datasync();
     this.#timed(t0);
+    this.#segmentSyncs++;
     this.#ack(target);
   }
 
@@ -742,6 +755,7 @@ export class Wal implements AsyncDisposable {
     this.#file = file;
     this.#filePath = segment.path;
     this.#segments.push(segment);
+    this.#segmentSyncs = 0;
     run.installed = true;
     await this.#applyRetention();
   }

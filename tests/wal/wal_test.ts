@@ -122,6 +122,22 @@ describe("Wal", () => {
     assert.equal(await wal.append("more"), 305);
   });
 
+  test('"always": the next segment is zero-filled after small syncs, not after large ones', async () => {
+    const segmentSize = 256 * 1024;
+    for (const [size, filled] of [[100, true], [96 * 1024, false]] as const) {
+      await using dir = await tempDir();
+      await using wal = await Wal.open(dir.path, { sync: "always", segmentSize });
+      const first = segmentsOf(dir.path)[0]!;
+      assert.equal(statSync(first).size, segmentSize, "the first segment is made at open, filled");
+      let seq = 0;
+      while (segmentsOf(dir.path).length < 2) seq = await wal.append(new Uint8Array(size).fill(1));
+      const second = segmentsOf(dir.path)[1]!;
+      // A filled segment has its full size at once; one that grows has just what was written.
+      assert.equal(statSync(second).size === segmentSize, filled, `${size} B records`);
+      assert.equal((await readAllRecords(wal)).length, seq);
+    }
+  });
+
   for (const sync of ["always", "batch", "none"] as const) {
     for (const blockingSync of [true, false]) {
       test(`"${sync}" mode${blockingSync ? "" : " with async syncs"}: concurrent appends resolve in order`, async () => {
