@@ -213,7 +213,9 @@ export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise
       if (owner !== undefined && owner !== pid && await alive(fs, owner)) {
         throw locked(`process ${owner}`);
       }
-      if (!(await claim(fs, takeover, pid))) throw locked("another process taking it over");
+      if (!(await claim(fs, takeover, mine, pid))) {
+        throw locked("another process taking it over");
+      }
       try {
         if (await ownerOf(fs, path) !== owner) { // taken over before our claim: look again
           await file.close();
@@ -234,8 +236,12 @@ export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise
 }
 
 /** Takes `LOCK.takeover`, removing one left by a dead process; `false` when a live one has it. */
-async function claim(fs: FileSystem, takeover: string, pid: number): Promise<boolean> {
-  const mine = new TextEncoder().encode(`${pid}\n`);
+async function claim(
+  fs: FileSystem,
+  takeover: string,
+  mine: Uint8Array,
+  pid: number,
+): Promise<boolean> {
   if (await createWith(fs, takeover, mine, pid)) return true;
   const owner = await ownerOf(fs, takeover).catch(() => undefined);
   if (owner !== undefined && await alive(fs, owner)) return false;

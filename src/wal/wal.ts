@@ -494,7 +494,7 @@ export class Wal implements AsyncDisposable {
     if (end + size > this.#segmentSize && end > SEGMENT_HEADER) {
       run = newRun(false, this.#nextSeq, this.#crc, SEGMENT_HEADER, Math.max(RUN_BYTES, size));
       this.#runs.push(run);
-    } else if (run.len + size > run.bytes.length) reserve(run, size);
+    } else reserve(run, size);
     const seq = this.#nextSeq++;
     this.#crc = encodeRecord(run.bytes, run.words, run.len, seq, data, this.#crc);
     run.len += size;
