@@ -1,8 +1,9 @@
 /**
  * Runs every benchmark under Deno, Bun and Node 24, one runtime after another (the machine has
  * two cores: runtimes side by side would measure each other). `npm run bench [-- --repeats N]`.
- * Where `taskset` exists, the measuring process runs on CPU 0 and its peer on CPU 1, which makes
- * the figures of two processes far less noisy on a shared machine.
+ * Where `taskset` exists, the measuring process runs on CPU 0 and its peers (our servers and the
+ * peers' servers alike) on CPU 1, which makes the figures of two processes far less noisy on a
+ * shared machine.
  *
  * @module
  */
@@ -26,11 +27,7 @@ const benches = [
 ensureCommands(BENCH_COMMANDS);
 let failed = 0;
 const pin = cpus().length >= 2 && spawnSync("taskset", ["-c", "0", "true"]).status === 0;
-console.log(
-  `machine: ${(await import("node:os")).cpus().length} cpus, ${
-    (await import("node:os")).cpus()[0]?.model
-  }`,
-);
+console.log(`machine: ${cpus().length} cpus, ${cpus()[0]?.model}`);
 for (const bench of benches) {
   for (const runtime of RUNTIMES) {
     const { cmd, args } = command(runtime, `${ROOT}${bench}`, extra);
