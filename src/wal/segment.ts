@@ -124,6 +124,8 @@ export interface DirLock {
   release(): Promise<void>;
 }
 
+let created = 0;
+
 /**
  * Makes `path` hold `content`, atomically and only if it does not exist: the content is written
  * under a name of this process's own, then hard-linked into place. Nobody can read `path` half
@@ -135,8 +137,8 @@ async function createWith(
   content: Uint8Array,
   pid: number,
 ): Promise<boolean> {
-  // Only this process uses this name; one left by a dead process of the same pid is overwritten.
-  const own = `${path}.${pid}.new`;
+  // No other call, in this process or another, uses this name.
+  const own = `${path}.${pid}.${++created}.new`;
   const file = await fs.open(own, { write: true, create: true, truncate: true });
   try {
     await file.write(content, 0);
@@ -171,7 +173,6 @@ async function ownerOf(fs: FileSystem, path: string): Promise<number | undefined
  */
 export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise<DirLock> {
   const path = join(dir, "LOCK");
-  const takeover = join(dir, "LOCK.takeover");
   const info = await fs.stat(dir);
   const key = `${info.dev}:${info.ino}`;
   const locked = (holder: string): IpcError =>
@@ -180,18 +181,37 @@ export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise
       `Cannot open the log in "${dir}" for writing as ${holder} holds its lock file "${path}"`,
       { op: "lock", path },
     );
+  // Taken at once, before any wait, so that two opens in this process cannot both go on.
   if (held.has(key)) throw locked("another Wal in this process");
-  const mine = new TextEncoder().encode(`${pid}\n`);
-  const hold = (file: FileHandle): DirLock => {
-    held.add(key);
-    return {
-      async release(): Promise<void> {
-        held.delete(key);
-        await fs.remove(path).catch(() => {});
-        await file.close().catch(() => {});
-      },
-    };
+  held.add(key);
+  let file: FileHandle;
+  try {
+    file = await lockFile(fs, path, pid, locked);
+  } catch (err) {
+    held.delete(key);
+    throw err;
+  }
+  return {
+    async release(): Promise<void> {
+      held.delete(key);
+      await fs.remove(path).catch(() => {});
+      await file.close().catch(() => {});
+    },
   };
+}
+
+/**
+ * The cross-process part of {@linkcode lockDir}: makes or takes over `LOCK` and returns it open
+ * (and `flock`ed where the runtime can).
+ */
+async function lockFile(
+  fs: FileSystem,
+  path: string,
+  pid: number,
+  locked: (holder: string) => IpcError,
+): Promise<FileHandle> {
+  const takeover = `${path}.takeover`;
+  const mine = new TextEncoder().encode(`${pid}\n`);
   for (let attempt = 0; attempt < 3; attempt++) {
     const created = await createWith(fs, path, mine, pid);
     let file: FileHandle;
@@ -207,7 +227,7 @@ export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise
       if (file.tryLock !== undefined && !(await tryLockFor(file, created ? 1000 : 0))) {
         throw locked("another process");
       }
-      if (created) return hold(file);
+      if (created) return file;
       // Someone's lock: keep it when its owner runs, take it over when not.
       const owner = await ownerOf(fs, path);
       if (owner !== undefined && owner !== pid && await alive(fs, owner)) {
@@ -226,7 +246,7 @@ export async function lockDir(fs: FileSystem, dir: string, pid: number): Promise
       } finally {
         await fs.remove(takeover).catch(() => {});
       }
-      return hold(file);
+      return file;
     } catch (err) {
       await file.close().catch(() => {});
       throw err;

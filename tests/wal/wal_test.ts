@@ -376,6 +376,36 @@ describe("Wal", () => {
     }
   });
 
+  test("two opens of one log at once in one process: one writer, one ELOCKED", async () => {
+    for (const stale of [false, true]) {
+      await using dir = await tempDir();
+      if (stale) writeFileSync(`${dir.path}/LOCK`, `${2 ** 22 + 1}\n`);
+      const results = await Promise.allSettled([Wal.open(dir.path), Wal.open(dir.path)]);
+      const opened = results.filter((r) => r.status === "fulfilled");
+      assert.equal(opened.length, 1, `stale lock: ${stale}`);
+      const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+      assert.equal((refused.reason as IpcError).code, "ELOCKED");
+      await (opened[0] as PromiseFulfilledResult<Wal>).value.close();
+    }
+  });
+
+  test("a takeover left by a dead process is cleared; one by a live process means ELOCKED", async () => {
+    const dead = `${2 ** 22 + 1}\n`; // above Linux's largest pid: no such process
+    await using dir = await tempDir();
+    writeFileSync(`${dir.path}/LOCK`, dead);
+    writeFileSync(`${dir.path}/LOCK.takeover`, `${rt.pid}\n`); // a live process is taking over
+    await rejectsWith(Wal.open(dir.path), "ELOCKED", /another process taking it over/);
+    writeFileSync(`${dir.path}/LOCK.takeover`, dead);
+    {
+      await using wal = await Wal.open(dir.path, { sync: "none" });
+      assert.equal(await wal.append("x"), 1);
+      assert.equal(readFileSync(`${dir.path}/LOCK`, "utf8"), `${rt.pid}\n`);
+      assert.ok(!existsSync(`${dir.path}/LOCK.takeover`), "the takeover lock is gone once done");
+      assert.deepEqual(readdirSync(dir.path).filter((n) => n.includes(".new")), []);
+    }
+    assert.ok(!existsSync(`${dir.path}/LOCK`), "closing releases the lock");
+  });
+
   test('crash test: 30 SIGKILLs of a writer in "always" mode lose nothing acknowledged', async () => {
     await using dir = await tempDir();
     const random = seeded(7);
