@@ -921,7 +921,9 @@ export class Wal implements AsyncDisposable {
    * at `to` or at the last record acknowledged when reading began; with `follow` it waits for
    * new appends as they are acknowledged (on a read-only log, it polls the files). A record
    * whose checksum fails is never returned: the stream errors with `ECORRUPT` instead. Reading
-   * from before {@linkcode Wal.firstSeq} errors with `ENOENT`, since retention removed those.
+   * from before {@linkcode Wal.firstSeq} errors with `ENOENT`, since retention removed those;
+   * so does a reader that falls so far behind that retention removes the records it was coming
+   * to.
    *
    * @example Follow the log
    * ```ts
@@ -1045,6 +1047,9 @@ export class Wal implements AsyncDisposable {
             fresh = false;
             continue;
           }
+          // Retention or truncateBefore removed what follows while this reader was behind.
+          const first = (await this.#currentSegments())[0]?.firstSeq ?? seq;
+          if (first > seq) throw this.#removed(seq, first);
           if (!this.readOnly) {
             throw corrupt(
               scanner.path,
@@ -1093,17 +1098,20 @@ export class Wal implements AsyncDisposable {
     while (i > 0 && segs[i]!.firstSeq > seq) i--;
     const seg = segs[i];
     if (seg === undefined || seq < seg.firstSeq) {
-      throw new IpcError(
-        "ENOENT",
-        `Cannot read the log in "${this.dir}" from seq ${seq} as it starts at ${
-          seg?.firstSeq ?? this.#nextSeq
-        }: earlier records were removed`,
-        { op: "read", path: this.dir },
-      );
+      throw this.#removed(seq, seg?.firstSeq ?? this.#nextSeq);
     }
     const s = await this.#openSegment(seg);
     if (s === undefined) return this.#openAt(seq); // removed meanwhile: look again
     return s;
+  }
+
+  /** The error for a read that reaches records that retention or `truncateBefore` removed. */
+  #removed(seq: number, first: number): IpcError {
+    return new IpcError(
+      "ENOENT",
+      `Cannot read the log in "${this.dir}" from seq ${seq} as it starts at ${first}: earlier records were removed`,
+      { op: "read", path: this.dir },
+    );
   }
 
   /** Opens a segment and checks its header; `undefined` when the file is gone. */

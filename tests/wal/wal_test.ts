@@ -376,6 +376,40 @@ describe("Wal", () => {
     }
   });
 
+  test("a follower that falls behind retention gets ENOENT, read-only or not, never ECORRUPT or a hang", async () => {
+    for (const readOnly of [false, true]) {
+      await using dir = await tempDir();
+      await using wal = await Wal.open(dir.path, {
+        sync: "none",
+        segmentSize: 8192,
+        retention: { maxSegments: 2 },
+      });
+      await wal.appendBatch(Array.from({ length: 50 }, () => new Uint8Array(100)));
+      await using reader = readOnly
+        ? await Wal.open(dir.path, { readOnly: true, pollInterval: 5 })
+        : wal;
+      const records = reader.read({ from: 1, follow: true })[Symbol.asyncIterator]();
+      assert.equal((await records.next()).value?.seq, 1); // its first segment is open now
+      // Enough to fill many segments: the reader's first segment and those after it are removed.
+      for (let i = 0; i < 20; i++) {
+        await wal.appendBatch(Array.from({ length: 100 }, () => new Uint8Array(100)));
+      }
+      let last = 1;
+      await assert.rejects(
+        (async () => {
+          for (let r = await records.next(); !r.done; r = await records.next()) {
+            assert.equal(r.value.seq, ++last, "what it does return is contiguous");
+          }
+        })(),
+        (err: IpcError) =>
+          err.code === "ENOENT" &&
+          new RegExp(`from seq ${last + 1} as it starts at \\d+: earlier records were removed`)
+            .test(err.message),
+        `readOnly: ${readOnly}`,
+      );
+    }
+  });
+
   test("two opens of one log at once in one process: one writer, one ELOCKED", async () => {
     for (const stale of [false, true]) {
       await using dir = await tempDir();
