@@ -376,6 +376,26 @@ describe("Wal", () => {
     }
   });
 
+  test("batches far larger than a segment rotate inside the batch and read back whole", async () => {
+    for (const sync of ["none", "batch", "always"] as const) {
+      await using dir = await tempDir();
+      const record = (seq: number): Uint8Array => new Uint8Array(37 + (seq % 300)).fill(seq & 255);
+      {
+        await using wal = await Wal.open(dir.path, { sync, segmentSize: 8192 });
+        for (let first = 1; first <= 3000; first += 1000) {
+          const items = Array.from({ length: 1000 }, (_, k) => record(first + k));
+          assert.deepEqual(await wal.appendBatch(items), items.map((_, k) => first + k));
+        }
+      }
+      assert.ok(segmentsOf(dir.path).length > 50, "many segments");
+      await using wal = await Wal.open(dir.path, { sync, segmentSize: 8192 });
+      assert.equal(wal.recovery.truncatedBytes, 0);
+      const records = await readAllRecords(wal);
+      assert.equal(records.length, 3000, sync);
+      for (const r of records) assert.deepEqual(r.data, record(r.seq));
+    }
+  });
+
   test("a follower that falls behind retention gets ENOENT, read-only or not, never ECORRUPT or a hang", async () => {
     for (const readOnly of [false, true]) {
       await using dir = await tempDir();
