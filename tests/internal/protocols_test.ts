@@ -1,0 +1,138 @@
+/**
+ * The two wire protocols' decoders against bad bytes: random frames, every truncation and every
+ * single-byte change of valid ones. A decoder either returns a message or throws an `IpcError`
+ * with `EPROTOCOL`, never anything else, so a bad peer costs only its own connection.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import fc from "fast-check";
+import { IpcError } from "../../mod.ts";
+import { decodeHub, encodeHub, type HubMessage, NO_HEADERS, Op } from "../../src/hub/protocol.ts";
+import { decode, encode, type Message, Type } from "../../src/rpc/protocol.ts";
+
+const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs);
+/** An envelope as decoded: absent fields are there, undefined. */
+const env = (topic: string, data: Uint8Array) => ({
+  topic,
+  data,
+  headers: NO_HEADERS,
+  key: undefined,
+  reply: undefined,
+});
+
+const HUB: HubMessage[] = [
+  { op: Op.HELLO, version: 1, app: "app", token: bytes(1, 2, 3) },
+  { op: Op.WELCOME, version: 1 },
+  { op: Op.ERR, id: 7, code: "EPROTOCOL", message: "no" },
+  {
+    op: Op.SUB,
+    sid: 3,
+    buffer: 1024,
+    credit: 256,
+    maxBytes: 0,
+    overflow: "drop-oldest",
+    pattern: "a.*.>",
+    queue: "workers",
+  },
+  { op: Op.UNSUB, sid: 3 },
+  { op: Op.CREDIT, sid: 3, n: 9 },
+  { op: Op.PUB, env: env("a.b", bytes(9, 8)) },
+  {
+    op: Op.MSG,
+    sid: 3,
+    seq: 2 ** 40,
+    env: { topic: "a.b", data: bytes(), headers: { x: "1", y: "ü" }, key: "k", reply: "_r.1" },
+  },
+  { op: Op.REQ, id: 5, timeout: 1000, env: env("q", bytes(1)) },
+  { op: Op.RES, id: 5, seq: 12, env: env("_r.1", bytes(2)) },
+  { op: Op.PING },
+  { op: Op.FLUSHED },
+];
+
+const RPC: Message[] = [
+  { type: Type.HELLO, version: 1, app: "app", token: bytes(4, 5) },
+  { type: Type.WELCOME, version: 1, maxInflight: 64 },
+  { type: Type.REFUSED, code: "EAUTH", message: "bad token" },
+  { type: Type.REQUEST, id: 1, data: bytes(1, 2, 3) },
+  { type: Type.REPLY, id: 1, data: bytes() },
+  { type: Type.ERROR, id: 2, code: "EREMOTE", message: "boom", stack: "at x" },
+  { type: Type.CANCEL, id: 3 },
+  { type: Type.CHUNK, id: 4, data: bytes(7) },
+  { type: Type.END, id: 4 },
+  { type: Type.GOAWAY },
+];
+
+/** Decodes, and says how: a message, or the `IpcError` code; anything else fails the test. */
+function outcome(decoder: (frame: Uint8Array) => unknown, frame: Uint8Array): string {
+  try {
+    decoder(frame);
+    return "message";
+  } catch (err) {
+    if (err instanceof IpcError) {
+      assert.equal(err.code, "EPROTOCOL", err.message);
+      assert.match(err.message, /\w/);
+      return err.code;
+    }
+    throw new Error(`frame [${frame.join(",")}] threw ${String(err)}`);
+  }
+}
+
+for (
+  const [name, decoder, encoder, valid] of [
+    ["hub", decodeHub, encodeHub, HUB],
+    ["rpc", decode, encode, RPC],
+  ] as const
+) {
+  describe(`${name} protocol decoder`, () => {
+    const frames = (valid as readonly unknown[]).map((m) =>
+      (encoder as (m: unknown) => Uint8Array)(m)
+    );
+
+    test("valid messages round-trip", () => {
+      frames.forEach((frame, i) => assert.deepEqual(decoder(frame), valid[i]));
+    });
+
+    test("every truncation and every changed byte of a valid frame: a message or EPROTOCOL", () => {
+      frames.forEach((frame, i) => {
+        const m = valid[i] as object;
+        // Whether the last field is the rest of the frame (a token, a payload): then a shorter
+        // or longer frame can still be a valid message.
+        const restLast = "token" in m || "data" in m || "env" in m;
+        for (let cut = 0; cut < frame.length; cut++) {
+          const got = outcome(decoder, frame.subarray(0, cut));
+          if (!restLast) assert.equal(got, "EPROTOCOL", `${JSON.stringify(m)} cut at ${cut}`);
+        }
+        assert.equal(outcome(decoder, new Uint8Array(0)), "EPROTOCOL", "an empty frame");
+        for (let at = 0; at < frame.length; at++) {
+          for (const value of [0, 1, 0x7f, 0x80, 0xff, frame[at]! ^ 0x40]) {
+            const changed = frame.slice();
+            changed[at] = value;
+            outcome(decoder, changed);
+          }
+        }
+        // A byte after a complete message is refused, unless the last field takes the rest.
+        assert.equal(
+          outcome(decoder, new Uint8Array([...frame, 0])),
+          restLast ? "message" : "EPROTOCOL",
+          JSON.stringify(m),
+        );
+      });
+    });
+
+    test("random frames: a message or EPROTOCOL", () => {
+      fc.assert(
+        fc.property(
+          fc.oneof(
+            fc.uint8Array({ maxLength: 64 }),
+            fc.tuple(fc.integer({ min: 0, max: 20 }), fc.uint8Array({ maxLength: 64 }))
+              .map(([type, rest]) => new Uint8Array([type, ...rest])),
+          ),
+          (frame) => {
+            outcome(decoder, frame);
+          },
+        ),
+        { numRuns: 5000 },
+      );
+    });
+  });
+}
