@@ -114,7 +114,8 @@ export function parseAddress(input: string | Address, options: ParseAddressOptio
  * Writes an address the way {@linkcode parseAddress} reads it.
  *
  * @param address The address.
- * @returns `"unix:PATH"` or `"tcp://HOST:PORT"`, with brackets around an IPv6 host.
+ * @returns `"unix:PATH"` (`"unix://PATH"` when PATH starts with `//`) or `"tcp://HOST:PORT"`,
+ *   with brackets around an IPv6 host.
  *
  * @example Round trip
  * ```ts
@@ -126,7 +127,10 @@ export function parseAddress(input: string | Address, options: ParseAddressOptio
  * ```
  */
 export function formatAddress(address: Address): string {
-  if (address.transport === "unix") return `unix:${address.path}`;
+  if (address.transport === "unix") {
+    // "unix://" starts the URL form, so a path that itself starts with "//" is written in it.
+    return address.path.startsWith("//") ? `unix://${address.path}` : `unix:${address.path}`;
+  }
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
   return `tcp://${host}:${address.port}`;
 }

@@ -1,5 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { type Address, formatAddress, IpcError, parseAddress } from "../mod.ts";
 
 const valid: [string, Address][] = [
@@ -109,6 +110,51 @@ describe("parseAddress()", () => {
 
   test("parseAddress() throws TypeError for a non-string", () => {
     assert.throws(() => parseAddress(42 as unknown as string), TypeError);
+  });
+});
+
+describe("parseAddress() on random input", () => {
+  test("random strings: an address that formats and parses back, or EADDRINVALID", () => {
+    const piece = fc.constantFrom(
+      "unix:",
+      "tcp://",
+      "/",
+      "./",
+      ".sock",
+      ":",
+      "[",
+      "]",
+      "::1",
+      "127.0.0.1",
+      "localhost",
+      "80",
+      "65536",
+      "0",
+      "a",
+      "é",
+      " ",
+      "\u0000",
+      "%",
+      "@",
+    );
+    const input = fc.oneof(
+      fc.string({ maxLength: 40 }),
+      fc.array(piece, { maxLength: 6 }).map((p) => p.join("")),
+    );
+    fc.assert(
+      fc.property(input, (text) => {
+        let address: Address;
+        try {
+          address = parseAddress(text);
+        } catch (err) {
+          assert.ok(err instanceof IpcError, `${JSON.stringify(text)} threw ${String(err)}`);
+          assert.equal(err.code, "EADDRINVALID");
+          return;
+        }
+        assert.deepEqual(parseAddress(formatAddress(address)), address, JSON.stringify(text));
+      }),
+      { numRuns: 5000 },
+    );
   });
 });
 

@@ -105,6 +105,51 @@ describe("topics", () => {
     );
   });
 
+  test("random strings: validateTopic() and validatePattern() accept them or throw ETOPICINVALID", () => {
+    const piece = fc.constantFrom(
+      "a",
+      "é",
+      ".",
+      "*",
+      ">",
+      " ",
+      "-",
+      "_",
+      "\t",
+      "..",
+      "x".repeat(200),
+    );
+    const text = fc.oneof(
+      fc.string({ maxLength: 30 }),
+      fc.array(piece, { maxLength: 8 }).map((p) => p.join("")),
+    );
+    fc.assert(
+      fc.property(text, (s) => {
+        for (const check of [validateTopic, validatePattern]) {
+          try {
+            check(s);
+          } catch (err) {
+            assert.ok(err instanceof IpcError, `${JSON.stringify(s)} threw ${String(err)}`);
+            assert.equal(err.code, "ETOPICINVALID");
+            assert.match(err.message, /Cannot/);
+          }
+        }
+        // A valid topic is also a valid pattern, and matches itself.
+        let topicOk = true;
+        try {
+          validateTopic(s);
+        } catch {
+          topicOk = false;
+        }
+        if (topicOk) {
+          validatePattern(s);
+          assert.ok(topicMatches(s, s), s);
+        }
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
   test("validateTopic() refuses bad topics with ETOPICINVALID saying why", () => {
     const cases: [string, RegExp][] = [
       ["", /it is empty/],
