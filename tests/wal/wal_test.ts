@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import {
   cpSync,
   existsSync,
@@ -374,6 +375,53 @@ describe("Wal", () => {
         for (const c of contenders) await c[Symbol.asyncDispose]();
       }
     }
+  });
+
+  test("200 random damages to a log of several segments: it opens consistent, or fails with ECORRUPT", async () => {
+    await using base = await tempDir();
+    {
+      await using wal = await Wal.open(base.path, {
+        sync: "none",
+        segmentSize: 4096,
+        preallocate: false,
+      });
+      for (let i = 1; i <= 60; i++) await wal.append(new Uint8Array(20 + (i % 50)).fill(i));
+    }
+    const names = segmentsOf(base.path).map((p) => p.slice(base.path.length + 1));
+    const random = seeded(11);
+    const pick = (n: number): number => Math.floor(random() * n);
+    const outcomes = { opened: 0, ECORRUPT: 0 };
+    for (let round = 0; round < 200; round++) {
+      await using dir = await tempDir();
+      for (const n of names) cpSync(`${base.path}/${n}`, `${dir.path}/${n}`);
+      const target = `${dir.path}/${names[pick(names.length)]}`;
+      const bytes = readFileSync(target);
+      const kind = round % 4;
+      if (kind === 0) { for (let k = 0; k <= pick(8); k++) bytes[pick(bytes.length)] = pick(256); }
+      if (kind === 3) bytes.writeUInt32LE(pick(2 ** 32), pick(bytes.length - 8) & ~7); // a length or seq field
+      const damaged = kind === 1
+        ? bytes.subarray(0, pick(bytes.length))
+        : kind === 2
+        ? Buffer.concat([bytes, Buffer.from(Array.from({ length: pick(300) }, () => pick(256)))])
+        : bytes;
+      writeFileSync(target, damaged);
+      try {
+        await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
+        const records = await readAllRecords(wal);
+        assert.equal(records.length, wal.lastSeq - wal.firstSeq + 1, "what opens reads back whole");
+        records.forEach((r, i) => assert.equal(r.seq, wal.firstSeq + i));
+        for (const r of records) {
+          assert.deepEqual(r.data, new Uint8Array(20 + (r.seq % 50)).fill(r.seq));
+        }
+        assert.equal(await wal.append("after"), wal.lastSeq);
+        outcomes.opened++;
+      } catch (err) {
+        assert.ok(err instanceof IpcError, String(err));
+        assert.equal(err.code, "ECORRUPT", err.message);
+        outcomes.ECORRUPT++;
+      }
+    }
+    assert.ok(outcomes.opened > 20 && outcomes.ECORRUPT > 20, JSON.stringify(outcomes));
   });
 
   test("batches far larger than a segment rotate inside the batch and read back whole", async () => {
