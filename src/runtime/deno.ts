@@ -241,6 +241,15 @@ function info(s: Deno.FileInfo): FileInfo {
   };
 }
 
+/** Closes the file of a `DenoFile` dropped unclosed (a log reader left half read, say). */
+const unclosed = new FinalizationRegistry<Deno.FsFile>((file) => {
+  try {
+    file.close();
+  } catch {
+    // closed already
+  }
+});
+
 class DenoFile implements FileHandle {
   #file: Deno.FsFile;
   #path: string;
@@ -250,6 +259,7 @@ class DenoFile implements FileHandle {
   constructor(file: Deno.FsFile, path: string) {
     this.#file = file;
     this.#path = path;
+    unclosed.register(this, file, this);
   }
 
   #run<T>(op: string, run: () => Promise<T>): Promise<T> {
@@ -311,6 +321,7 @@ class DenoFile implements FileHandle {
     this.#run("lock", () => this.#file.tryLock(exclusive));
 
   close(): Promise<void> {
+    unclosed.unregister(this);
     return this.#run("close", () => Promise.resolve(this.#file.close()));
   }
 }

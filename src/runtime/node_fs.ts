@@ -38,6 +38,15 @@ function flags(o: OpenOptions): number {
   return f;
 }
 
+/**
+ * Closes the file of a `NodeFile` dropped unclosed (a log reader left half read, say), quietly.
+ * Left to itself, the runtime would close it at some later garbage collection with a warning on
+ * Node and, on Bun, an uncaught error. The registry holds the handle, so it is closed here first.
+ */
+const unclosed = new FinalizationRegistry<fsp.FileHandle>((handle) => {
+  handle.close().catch(() => {});
+});
+
 class NodeFile implements FileHandle {
   #handle: fsp.FileHandle;
   #path: string;
@@ -46,6 +55,7 @@ class NodeFile implements FileHandle {
   constructor(handle: fsp.FileHandle, path: string) {
     this.#handle = handle;
     this.#path = path;
+    unclosed.register(this, handle, this);
   }
 
   read(buf: Uint8Array, position: number): Promise<number> {
@@ -99,6 +109,7 @@ class NodeFile implements FileHandle {
   }
 
   close(): Promise<void> {
+    unclosed.unregister(this);
     return at("close", this.#path, () => this.#handle.close());
   }
 }
