@@ -44,8 +44,9 @@ export interface ConnectHubOptions {
   /** Milliseconds for connecting and the handshake, each time. @default {5000} */
   timeout?: number;
   /**
-   * How to reconnect after the connection is lost; `false` to stay disconnected (everything
-   * then fails with `ECONNRESET`). @default {{ initialDelay: 50, maxDelay: 2000 }}
+   * How to reconnect after the connection is lost; `false` to stay disconnected. Once the
+   * client stays disconnected (so, or when `maxAttempts` run out), its subscriptions end and
+   * every call fails, with `ECONNRESET`. @default {{ initialDelay: 50, maxDelay: 2000 }}
    */
   reconnect?: ReconnectOptions | false;
   /** Milliseconds a publish waits for a connection during an outage before it fails. @default {5000} */
@@ -137,6 +138,8 @@ export class RemoteHub implements PubSub {
   #nextId = 0;
   #lastTopic = "";
   #closed = false;
+  /** Why the connection is gone for good (reconnect off, or given up), once it is. */
+  #down: string | undefined;
   #pingTimer: ReturnType<typeof setInterval> | undefined;
   #reconnecting: Promise<void> | undefined;
 
@@ -303,9 +306,27 @@ export class RemoteHub implements PubSub {
     this.#pending.clear();
     for (const wake of this.#pongs.splice(0)) wake();
     for (const f of this.#flushes.splice(0)) f.reject(reset());
-    if (!this.#closed && this.#options.reconnect !== false) {
-      this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
+    if (this.#closed) return;
+    if (this.#options.reconnect === false) this.#goDown("was lost, and reconnect is off");
+    else this.#reconnecting ??= this.#reconnect().finally(() => (this.#reconnecting = undefined));
+  }
+
+  /**
+   * The connection is gone for good: what waits for one fails, subscriptions end with
+   * `ECONNRESET` (their readers would otherwise wait forever), and later calls fail at once.
+   */
+  #goDown(why: string): void {
+    this.#down = `the connection to the hub at "${formatAddress(this.addr)}" ${why}`;
+    for (const q of this.#queued.splice(0)) {
+      clearTimeout(q.timer);
+      q.reject(this.#downError("publish"));
     }
+    for (const s of [...this.#subs.values()]) s.sub[END](this.#downError("subscribe"));
+    this.#subs.clear();
+  }
+
+  #downError(op: string): IpcError {
+    return new IpcError("ECONNRESET", `Cannot ${op} as ${this.#down}`, { op });
   }
 
   async #reconnect(): Promise<void> {
@@ -321,11 +342,8 @@ export class RemoteHub implements PubSub {
         // Try again after the next delay.
       }
     }
-    // Out of attempts: what waits for a connection fails now.
-    for (const q of this.#queued.splice(0)) {
-      clearTimeout(q.timer);
-      q.reject(new IpcError("ECONNRESET", "Cannot reach the hub again: gave up reconnecting"));
-    }
+    // Out of attempts: the client stays down.
+    if (!this.#closed) this.#goDown("was lost, and reconnecting gave up");
   }
 
   #ping(): void {
@@ -338,15 +356,14 @@ export class RemoteHub implements PubSub {
 
   #check(op: string): void {
     if (this.#closed) throw closedError(op, "hub client");
+    if (this.#down !== undefined) throw this.#downError(op);
   }
 
   /** Sends, or waits for a connection up to `publishTimeout` when there is none. */
   #send(message: HubMessage, op: string): Promise<void> {
     const channel = this.#channel;
     if (channel !== undefined) return channel.send(message) ?? RESOLVED;
-    if (this.#options.reconnect === false) {
-      return Promise.reject(new IpcError("ECONNRESET", `Cannot ${op} as the hub is not connected`));
-    }
+    if (this.#down !== undefined) return Promise.reject(this.#downError(op));
     const limit = this.#options.publishTimeout ?? 5000;
     return new Promise((resolve, reject) => {
       const q: Queued = {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { connect, listen } from "../../mod.ts";
+import { connect, type IpcError, listen } from "../../mod.ts";
 import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts";
 import { decodeHub, encodeHub, Op, VERSION } from "../../src/hub/protocol.ts";
 import { runtimeName } from "../../src/runtime/detect.ts";
@@ -233,6 +233,32 @@ describe("serveHub and connectHub", () => {
     assert.equal(client.connected, true);
     await until(() => !client.connected, 5000, "the ping times out");
     (await accepted)?.close();
+  });
+
+  test("a client that stays disconnected ends its subscriptions and fails its calls with ECONNRESET", async () => {
+    for (const reconnect of [false, { maxAttempts: 2, initialDelay: 5, maxDelay: 10 }] as const) {
+      const s = await served();
+      await using client = await connectHub(s.path, { reconnect });
+      const sub = client.subscribe("x.>");
+      // Checked from the start: the rejection comes while the hub goes away.
+      const reading = rejectsWith(
+        (async () => {
+          for await (const _ of sub) { /* nothing comes */ }
+        })(),
+        "ECONNRESET",
+        reconnect ? /reconnecting gave up/ : /reconnect is off/,
+      );
+      await client.flush();
+      await s[Symbol.asyncDispose](); // the hub goes away for good
+      await reading;
+      await rejectsWith(
+        client.publish("x.y", "late"),
+        "ECONNRESET",
+        /Cannot publish as the connection/,
+      );
+      await rejectsWith(client.request("x.y", "late"), "ECONNRESET", /Cannot request/);
+      assert.throws(() => client.subscribe("x.z"), (err: IpcError) => err.code === "ECONNRESET");
+    }
   });
 
   test("maxConnections and maxSubscriptions are enforced", async () => {
