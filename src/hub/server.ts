@@ -42,6 +42,17 @@ export interface ServeHubOptions extends Pick<ListenOptions, "mode" | "signal"> 
   maxConnections?: number;
   /** Subscriptions per connection; a SUB past it is refused with ERR. @default {1024} */
   maxSubscriptions?: number;
+  /**
+   * The most messages the hub holds for one remote subscription, whatever `buffer` its client
+   * asks for; past it the subscription's overflow policy applies. This bounds what a client that
+   * stops reading can make the server hold. @default {65536}
+   */
+  maxSubscriptionBuffer?: number;
+  /**
+   * The most payload bytes the hub holds for one remote subscription, whatever `maxBytes` its
+   * client asks for (or none). @default {67108864 (64 MiB)}
+   */
+  maxSubscriptionBytes?: number;
   /** Milliseconds a new connection has to complete its handshake. @default {5000} */
   handshakeTimeout?: number;
   /** The largest frame either way; a client sending a larger one is disconnected. @default {16777216} */
@@ -120,9 +131,18 @@ export async function serveHub(
     app = "dockipc",
     maxConnections = 1024,
     maxSubscriptions = 1024,
+    maxSubscriptionBuffer = 65536,
+    maxSubscriptionBytes = 64 * 1024 * 1024,
     handshakeTimeout = 5000,
     maxFrameSize,
   } = options;
+  for (const [name, v] of Object.entries({ maxSubscriptionBuffer, maxSubscriptionBytes })) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(
+        `Cannot serve the hub as ${name} must be a whole number above 0: got ${v}`,
+      );
+    }
+  }
   const frameLimit = maxFrameSizeOf(
     "serveHub()",
     maxFrameSize === undefined ? {} : { maxFrameSize },
@@ -310,10 +330,12 @@ export async function serveHub(
       let sub: Subscription;
       try {
         sub = hub.subscribe(m.pattern, {
-          buffer: Math.max(1, m.buffer),
+          buffer: Math.min(Math.max(1, m.buffer), maxSubscriptionBuffer),
           overflow: m.overflow,
+          maxBytes: m.maxBytes === 0
+            ? maxSubscriptionBytes
+            : Math.min(m.maxBytes, maxSubscriptionBytes),
           ...(m.queue === undefined ? {} : { queue: m.queue }),
-          ...(m.maxBytes === 0 ? {} : { maxBytes: m.maxBytes }),
         });
       } catch (err) {
         void this.#send(errOf(m.sid, err));

@@ -261,6 +261,36 @@ describe("serveHub and connectHub", () => {
     }
   });
 
+  test("a client that asks for a huge buffer and never reads gets no more than the server's caps", async () => {
+    await using s = await served({ maxSubscriptionBuffer: 100, maxSubscriptionBytes: 10_000 });
+    await assert.rejects(serveHub(s.hub, `${s.path}.2`, { maxSubscriptionBuffer: 0 }), RangeError);
+    const conn = await connect(s.path);
+    const writer = conn.writable.getWriter();
+    const sub = (sid: number, pattern: string): Uint8Array =>
+      encodeHub({
+        op: Op.SUB,
+        sid,
+        buffer: 0xffff_ffff,
+        credit: 0, // nothing may be sent to it, and it reads nothing anyway
+        maxBytes: 0,
+        overflow: "drop-oldest",
+        pattern,
+        queue: undefined,
+      });
+    await writer.write(encodeFramesRaw([hello(), sub(1, "small"), sub(2, "large")]));
+    await until(() => s.hub.stats().subscriptions.length === 2, 5000, "both subscriptions");
+    for (let i = 0; i < 1000; i++) await s.hub.publish("small", "x");
+    for (let i = 0; i < 1000; i++) await s.hub.publish("large", new Uint8Array(500));
+    const [small, large] = s.hub.stats().subscriptions;
+    assert.deepEqual([small?.pending, small?.dropped], [100, 900], "at most 100 messages held");
+    assert.deepEqual(
+      [large?.pending, large?.pendingBytes],
+      [20, 10_000],
+      "at most 10,000 bytes held",
+    );
+    conn.close();
+  });
+
   test("maxConnections and maxSubscriptions are enforced", async () => {
     await using s = await served({ maxConnections: 2, maxSubscriptions: 2 });
     await using a = await connectHub(s.path);
