@@ -330,3 +330,24 @@ export async function acceptedWhileStalled<T>(
 export function walRecord(seq: number): Uint8Array {
   return pattern((seq * 7919) % 300, seq);
 }
+
+/**
+ * Runs `parse` on fuzzed `input`: returns `{ value }` when it accepts the input, `undefined`
+ * when it refuses it with an `IpcError` of `code` whose message says why; anything else it
+ * throws fails the test.
+ */
+export function acceptedOrRefused<T>(
+  code: string,
+  input: unknown,
+  parse: () => T,
+): { value: T } | undefined {
+  try {
+    return { value: parse() };
+  } catch (err) {
+    const shown = input instanceof Uint8Array ? `[${input.join(",")}]` : JSON.stringify(input);
+    assert.ok(err instanceof IpcError, `${shown} threw ${String(err)}`);
+    assert.equal(err.code, code, `${shown}: ${err.message}`);
+    assert.match(err.message, /^Cannot /);
+    return undefined;
+  }
+}
