@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { IpcError } from "../src/errors.ts";
 import { getRuntime } from "../src/runtime/detect.ts";
 import type { ChildProcess, Conn, Runtime } from "../src/runtime/types.ts";
@@ -350,4 +351,12 @@ export function acceptedOrRefused<T>(
     assert.match(err.message, /^Cannot /);
     return undefined;
   }
+}
+
+/** Fuzzing text: any string, or one made of `pieces`, the parts a parser cares about. */
+export function fuzzText(pieces: readonly string[], maxLength: number): fc.Arbitrary<string> {
+  return fc.oneof(
+    fc.string({ maxLength }),
+    fc.array(fc.constantFrom(...pieces), { maxLength: 8 }).map((p) => p.join("")),
+  );
 }
