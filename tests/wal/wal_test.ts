@@ -399,18 +399,29 @@ describe("Wal", () => {
       return listing.split("\n").filter((line) => line !== "").length;
     };
     const before = await open();
-    const dropOne = async (): Promise<void> => {
-      await wal.read().getReader().read(); // one batch read, its file left open, never cancelled
+    // 20 readers that read one batch, leaving their file open, and are never cancelled: held
+    // until counted, so that no collection closes them early, and dropped when this returns.
+    const withReaders = async (): Promise<number> => {
+      const readers: ReadableStreamDefaultReader<unknown>[] = [];
+      for (let i = 0; i < 20; i++) {
+        readers.push(wal.read().getReader());
+        await readers[i]!.read();
+      }
+      return await open();
     };
-    for (let i = 0; i < 20; i++) await dropOne();
-    assert.ok(await open() >= before + 20, "each dropped reader holds a file until collected");
+    const during = await withReaders();
+    // A few descriptors of the runtime's own come and go: the margins are for them.
+    assert.ok(
+      during >= before + 15,
+      `each reader holds its file: ${before} before, ${during} during`,
+    );
     for (let i = 0; i < 3; i++) {
       collectGarbage();
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     // Bun used to throw an uncaught error here for each file, and Node to warn.
     const after = await open();
-    assert.ok(after <= before + 2, `files open: ${before} before, ${after} after`);
+    assert.ok(after <= before + 5, `files open: ${before} before, ${after} after`);
   });
 
   test("200 random damages to a log of several segments: it opens consistent, or fails with ECORRUPT", async () => {
