@@ -74,8 +74,10 @@ export interface HubServer extends AsyncDisposable {
   close(): void;
 }
 
-/** PUBs a connection may have waiting for the hub before it is read no further. */
+/** PUBs a connection may have waiting for the hub before it is read no further... */
 const PUB_QUEUE = 1024;
+/** ...and the payload bytes they may hold. */
+const PUB_QUEUE_BYTES = 16 * 1024 * 1024;
 
 /** The ERR that reports `err` about `id` (0: the connection); `fallback` when it has no code. */
 function errOf(id: number, err: unknown, fallback = "EPROTOCOL"): HubMessage {
@@ -174,6 +176,7 @@ export async function serveHub(
     /** PUBs waiting for the hub, in arrival order: a queue in an array, `#pubHead` its first. */
     #pubs: (Envelope | undefined)[] = [];
     #pubHead = 0;
+    #pubBytes = 0;
     #publisher: Promise<void> | undefined;
     #room: (() => void) | undefined;
 
@@ -221,8 +224,8 @@ export async function serveHub(
     /**
      * Publishes a PUB into the hub, or queues it behind the ones still waiting. The connection
      * goes on being read while a `"block"` subscriber holds publishing up, so that credit
-     * (perhaps from this very client) still gets through; past `PUB_QUEUE` waiting messages it
-     * is read no further, which holds the publisher back.
+     * (perhaps from this very client) still gets through; past `PUB_QUEUE` waiting messages, or
+     * `PUB_QUEUE_BYTES` of their payloads, it is read no further, which holds the publisher back.
      */
     #publish(env: Envelope): Promise<void> | undefined {
       if (this.#publisher === undefined) {
@@ -231,7 +234,10 @@ export async function serveHub(
         return undefined;
       }
       this.#pubs.push(env);
-      if (this.#pubs.length - this.#pubHead < PUB_QUEUE) return undefined;
+      this.#pubBytes += env.data.length;
+      if (this.#pubs.length - this.#pubHead < PUB_QUEUE && this.#pubBytes < PUB_QUEUE_BYTES) {
+        return undefined;
+      }
       return new Promise((resolve) => (this.#room = resolve));
     }
 
@@ -245,7 +251,10 @@ export async function serveHub(
           // A client of ours checks topics first: this one does not speak the protocol.
           return this.#refuse(err);
         }
-        if (this.#room !== undefined && this.#pubs.length - this.#pubHead < PUB_QUEUE / 2) {
+        if (
+          this.#room !== undefined && this.#pubs.length - this.#pubHead < PUB_QUEUE / 2 &&
+          this.#pubBytes < PUB_QUEUE_BYTES / 2
+        ) {
           const room = this.#room;
           this.#room = undefined;
           room();
@@ -253,11 +262,13 @@ export async function serveHub(
         if (this.#pubHead === this.#pubs.length) break;
         const env = this.#pubs[this.#pubHead]!;
         this.#pubs[this.#pubHead++] = undefined;
+        this.#pubBytes -= env.data.length;
         const published = publishEnvelope(env);
         waiting = published === RESOLVED ? undefined : published;
       }
       this.#pubs = [];
       this.#pubHead = 0;
+      this.#pubBytes = 0;
       this.#publisher = undefined;
     }
 

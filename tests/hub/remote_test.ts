@@ -5,6 +5,7 @@ import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts"
 import { decodeHub, encodeHub, Op, VERSION } from "../../src/hub/protocol.ts";
 import { runtimeName } from "../../src/runtime/detect.ts";
 import {
+  acceptedWhileStalled,
   encodeFramesRaw,
   readAll,
   rejectsWith,
@@ -289,6 +290,25 @@ describe("serveHub and connectHub", () => {
       "at most 10,000 bytes held",
     );
     conn.close();
+  });
+
+  test('PUBs held up by a full "block" subscription queue up to 16 MiB, then the client is read no further', async () => {
+    await using s = await served();
+    s.hub.subscribe("big", { buffer: 1, overflow: "block" }); // full after one, never read
+    const conn = await connect(s.path);
+    const writer = conn.writable.getWriter();
+    await writer.write(encodeFramesRaw([hello()]));
+    writer.releaseLock();
+    const size = 64 * 1024;
+    const pub = encodeFramesRaw([
+      encodeHub({ op: Op.PUB, env: { topic: "big", data: new Uint8Array(size), headers: {} } }),
+    ]);
+    const { accepted, writing } = await acceptedWhileStalled(conn.writable, pub, 2000);
+    // 16 MiB queued, plus what the sockets and one read hold: far from 1,024 PUBs (64 MiB).
+    const mib = (accepted * size) / 2 ** 20;
+    assert.ok(mib >= 16 && mib < 32, `${mib} MiB accepted before the server stopped reading`);
+    conn.close();
+    await writing.catch(() => {});
   });
 
   test("maxConnections and maxSubscriptions are enforced", async () => {
