@@ -6,6 +6,7 @@
  */
 
 import { closedError, IpcError } from "../errors.ts";
+import { checkTimeout, MAX_TIMER } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import {
   type Message,
@@ -33,7 +34,10 @@ export interface RequestOptions {
   key?: string;
   /** Rejects with its reason when aborted. */
   signal?: AbortSignal;
-  /** Milliseconds to wait for the reply before rejecting with `ETIMEDOUT`. @default {10000} */
+  /**
+   * Milliseconds to wait for the reply before rejecting with `ETIMEDOUT`; `Infinity` waits as
+   * long as it takes. NaN or a negative number rejects with a `RangeError`. @default {10000}
+   */
   timeout?: number;
 }
 
@@ -177,6 +181,11 @@ export function awaitReply(
   start: (settle: (error: unknown, reply?: Message) => void) => () => void,
 ): Promise<Message> {
   return new Promise<Message>((resolve, reject) => {
+    try {
+      checkTimeout("request", timeout);
+    } catch (err) {
+      return reject(err);
+    }
     let undo: (() => void) | undefined;
     let settled = false;
     const settle = (error: unknown, reply?: Message): void => {
@@ -189,7 +198,8 @@ export function awaitReply(
       else reject(error);
     };
     const onAbort = (): void => settle(signal?.reason);
-    const timer = setTimeout(() => {
+    // Past MAX_TIMER a runtime would fire at once: such a request waits as long as it takes.
+    const timer = ms >= MAX_TIMER ? undefined : setTimeout(() => {
       settle(
         new IpcError(
           "ETIMEDOUT",

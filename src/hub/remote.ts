@@ -496,7 +496,7 @@ export class RemoteHub implements PubSub {
         this.#send({
           op: Op.REQ,
           id,
-          timeout,
+          timeout: Math.min(timeout, 0xffff_ffff), // past a u32, the server's wait is unbounded too
           env: { topic, data: bytes, headers: options.headers ?? NO_HEADERS, key: options.key },
         }, "request").catch((err) => settle(err));
         return () => this.#pending.delete(id);

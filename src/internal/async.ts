@@ -27,6 +27,21 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
   });
 }
 
+/** The longest delay a timer takes: 2^31 - 1 ms, about 24.8 days. Runtimes fire longer ones at once. */
+export const MAX_TIMER = 2 ** 31 - 1;
+
+/**
+ * Checks a `timeout` option, in ms: a number from 0 up. `Infinity`, or anything past
+ * {@linkcode MAX_TIMER}, means no timeout.
+ */
+export function checkTimeout(op: string, ms: number): void {
+  if (typeof ms !== "number" || !(ms >= 0)) {
+    throw new RangeError(
+      `Cannot ${op} as timeout must be a number of ms from 0 up (Infinity for none): got ${ms}`,
+    );
+  }
+}
+
 /** How a retry schedule grows. */
 export interface BackoffOptions {
   /** The first delay's upper bound, in ms. @default {100} */

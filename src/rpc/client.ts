@@ -9,7 +9,7 @@ import { type Address, formatAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
-import { backoff, delay } from "../internal/async.ts";
+import { backoff, checkTimeout, delay, MAX_TIMER } from "../internal/async.ts";
 import { firstRead, tokenBytes } from "../internal/serving.ts";
 import { connect } from "../transport.ts";
 import {
@@ -100,7 +100,10 @@ export interface DialOptions {
 export interface RpcRequestOptions {
   /** Cancels the request: it rejects with the reason and the server's handler sees its signal abort. */
   signal?: AbortSignal;
-  /** Milliseconds before the request fails with `ETIMEDOUT` (and is cancelled on the server). */
+  /**
+   * Milliseconds before the request fails with `ETIMEDOUT` (and is cancelled on the server);
+   * `Infinity` for none. NaN or a negative number is refused with a `RangeError`.
+   */
   timeout?: number;
   /** Safe to send again: if the connection drops while it is in flight, it is resent after reconnecting. */
   idempotent?: boolean;
@@ -368,6 +371,7 @@ class Client implements RpcClient {
   /** Starts a request. */
   #start(data: Uint8Array | string, options: RpcRequestOptions, outlet: Outlet): Call {
     const timeout = options.timeout ?? this.#options.requestTimeout ?? 30_000;
+    checkTimeout("request", timeout);
     const bytes = typeof data === "string" ? utf8.encode(data) : data;
     const call = new Call(this.#newId(), bytes, options, timeout, outlet, this.#hooks, this.#label);
     if (options.signal?.aborted) {
@@ -453,7 +457,11 @@ class Client implements RpcClient {
   #arm(at: number): void {
     clearTimeout(this.#sweep);
     this.#sweepAt = at;
-    this.#sweep = setTimeout(() => this.#expire(), Math.max(0, at - Date.now()));
+    // A deadline past the longest timer is looked at again when that timer fires.
+    this.#sweep = setTimeout(
+      () => this.#expire(),
+      Math.min(MAX_TIMER, Math.max(0, at - Date.now())),
+    );
   }
 
   #expire(): void {

@@ -200,6 +200,23 @@ export function pubsubBehaviour(name: string, make: () => Promise<Made>): void {
     assert.equal(ERROR_HEADER, "dockipc-error");
   });
 
+  test(`${name}: a request with timeout Infinity waits as long as it takes; NaN or a negative one is refused`, async () => {
+    await using made = await make();
+    const { pubsub } = made;
+    pubsub.handle("later", async (m) => {
+      await new Promise((resolve) => setTimeout(resolve, 30));
+      return m.data;
+    });
+    await made.settle();
+    // Runtimes fire a timer past 2^31 - 1 ms at once: these must not time out in 1 ms.
+    for (const timeout of [Infinity, 2 ** 31, 2 ** 40]) {
+      assert.equal(textOf(await pubsub.request("later", "ok", { timeout })), "ok", String(timeout));
+    }
+    for (const timeout of [NaN, -1]) {
+      await assert.rejects(pubsub.request("later", "x", { timeout }), RangeError);
+    }
+  });
+
   test(`${name}: unsubscribe ends iteration; close refuses further calls`, async () => {
     await using made = await make();
     const { pubsub } = made;

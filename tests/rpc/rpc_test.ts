@@ -133,6 +133,25 @@ describe("RPC", () => {
     },
   );
 
+  test(
+    "a timeout past the longest timer waits as long as it takes; NaN or a negative one is refused",
+    T,
+    async () => {
+      await using server = await serve("tcp://127.0.0.1:0", async (request) => {
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        return request;
+      });
+      await using client = await dial(server.addr);
+      for (const timeout of [Infinity, 2 ** 31, 2 ** 40]) {
+        assert.equal(new TextDecoder().decode(await client.request("ok", { timeout })), "ok");
+      }
+      for (const timeout of [NaN, -1]) {
+        await assert.rejects(client.request("x", { timeout }), RangeError);
+        assert.throws(() => client.requestStream("x", { timeout }), RangeError);
+      }
+    },
+  );
+
   test("a client abort mid-request rejects with the reason and aborts the handler", T, async () => {
     let started!: () => void;
     const running = new Promise<void>((resolve) => (started = resolve));
