@@ -18,7 +18,7 @@ import {
   type UnixAddress,
 } from "./address.ts";
 import { IpcError, systemCode } from "./errors.ts";
-import { abortable } from "./internal/async.ts";
+import { abortable, checkTimeout, MAX_TIMER } from "./internal/async.ts";
 import { getRuntime } from "./runtime/detect.ts";
 import type {
   Conn,
@@ -49,7 +49,10 @@ export interface ListenOptions {
 export interface ConnectOptions {
   /** Abandons the attempt: `connect` rejects with the signal's reason. */
   signal?: AbortSignal;
-  /** Rejects with `ETIMEDOUT` after this many milliseconds. @default {no limit} */
+  /**
+   * Rejects with `ETIMEDOUT` after this many milliseconds; `Infinity` for no limit. NaN or a
+   * negative number is refused with a `RangeError`. @default {no limit}
+   */
   timeout?: number;
 }
 
@@ -181,8 +184,12 @@ export async function connect(
       },
     );
   }
+  if (timeout !== undefined) checkTimeout("connect", timeout);
   const runtime = await getRuntime();
-  const timer = timeout === undefined ? undefined : AbortSignal.timeout(timeout);
+  // Past the longest timer (Infinity too) there is no limit: runtimes would fire it at once.
+  const timer = timeout === undefined || timeout >= MAX_TIMER
+    ? undefined
+    : AbortSignal.timeout(timeout);
   const limit = timer && signal ? AbortSignal.any([signal, timer]) : timer ?? signal;
   try {
     return await abortable(runtime.connect(addr), limit, (late) => late.close());

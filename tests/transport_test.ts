@@ -467,6 +467,27 @@ describe("connect()", () => {
     await rejectsWith(connect("tcp://127.0.0.1:99999"), "EADDRINVALID");
   });
 
+  test(
+    "connect() with a timeout past the longest timer, or Infinity, has no limit; NaN or a negative one is refused",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      await using listener = await listen(`${dir.path}/t.sock`);
+      const accepting = (async () => {
+        for await (const conn of listener) conn.close();
+      })().catch(() => {});
+      for (const timeout of [Infinity, 2 ** 31, 2 ** 40]) {
+        const conn = await connect(`${dir.path}/t.sock`, { timeout });
+        conn.close();
+      }
+      for (const timeout of [NaN, -1]) {
+        await assert.rejects(connect(`${dir.path}/t.sock`, { timeout }), RangeError);
+      }
+      await listener.close();
+      await accepting;
+    },
+  );
+
   test("connect() rejects with ETIMEDOUT when the peer does not answer in time", T, async () => {
     await using peer = await unresponsivePort();
     await peer.fill();

@@ -6,7 +6,7 @@
  */
 
 import { closedError, IpcError } from "../errors.ts";
-import { checkTimeout, MAX_TIMER } from "../internal/async.ts";
+import { checkTimeout, later } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import {
   type Message,
@@ -198,8 +198,7 @@ export function awaitReply(
       else reject(error);
     };
     const onAbort = (): void => settle(signal?.reason);
-    // Past MAX_TIMER a runtime would fire at once: such a request waits as long as it takes.
-    const timer = ms >= MAX_TIMER ? undefined : setTimeout(() => {
+    const timer = later(() => {
       settle(
         new IpcError(
           "ETIMEDOUT",

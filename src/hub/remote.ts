@@ -9,7 +9,7 @@ import { type Address, formatAddress, parseAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
-import { backoff, delay } from "../internal/async.ts";
+import { backoff, delay, later } from "../internal/async.ts";
 import type { ReconnectOptions } from "../rpc/client.ts";
 import { firstRead, tokenBytes } from "../internal/serving.ts";
 import { connect } from "../transport.ts";
@@ -79,7 +79,7 @@ interface Queued {
   message: HubMessage;
   resolve: () => void;
   reject: (err: unknown) => void;
-  timer: ReturnType<typeof setTimeout>;
+  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 const utf8 = new TextEncoder();
@@ -349,7 +349,7 @@ export class RemoteHub implements PubSub {
   #ping(): void {
     const channel = this.#channel;
     if (channel === undefined) return;
-    const timer = setTimeout(() => channel.close(), this.#options.pingTimeout ?? 5000);
+    const timer = later(() => channel.close(), this.#options.pingTimeout ?? 5000);
     this.#pongs.push(() => clearTimeout(timer));
     void channel.send({ op: Op.PING })?.catch(() => {});
   }
@@ -370,7 +370,7 @@ export class RemoteHub implements PubSub {
         message,
         resolve,
         reject,
-        timer: setTimeout(() => {
+        timer: later(() => {
           const i = this.#queued.indexOf(q);
           if (i >= 0) this.#queued.splice(i, 1);
           reject(

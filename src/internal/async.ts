@@ -19,7 +19,7 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
       clearTimeout(timer);
       reject(signal?.reason);
     };
-    const timer = setTimeout(() => {
+    const timer = later(() => {
       signal?.removeEventListener("abort", onAbort);
       resolve();
     }, ms);
@@ -29,6 +29,11 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
 
 /** The longest delay a timer takes: 2^31 - 1 ms, about 24.8 days. Runtimes fire longer ones at once. */
 export const MAX_TIMER = 2 ** 31 - 1;
+
+/** `setTimeout`, except that a delay past {@linkcode MAX_TIMER} (`Infinity` too) sets no timer. */
+export function later(run: () => void, ms: number): ReturnType<typeof setTimeout> | undefined {
+  return ms >= MAX_TIMER ? undefined : setTimeout(run, ms);
+}
 
 /**
  * Checks a `timeout` option, in ms: a number from 0 up. `Infinity`, or anything past
@@ -99,6 +104,8 @@ export function deadline<T>(
   ms: number,
   options: { signal?: AbortSignal; onLate?: (value: T) => void; op?: string } = {},
 ): Promise<T> {
+  checkTimeout(options.op ?? "finish", ms);
+  if (ms >= MAX_TIMER) return abortable(promise, options.signal, options.onLate); // no deadline
   const timeout = AbortSignal.timeout(ms);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   return abortable(promise, signal, options.onLate).catch((err: unknown) => {

@@ -9,6 +9,7 @@ import type { Address } from "../address.ts";
 import type { Channel } from "../frame/channel.ts";
 import type { Conn } from "../runtime/types.ts";
 import { listen, type Listener, type ListenOptions } from "../transport.ts";
+import { later } from "./async.ts";
 
 const utf8 = new TextEncoder();
 
@@ -64,7 +65,7 @@ export async function firstRead<T>(
   return await Promise.race([
     channel.read(),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(timedOut()), ms);
+      timer = later(() => reject(timedOut()), ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

@@ -11,6 +11,7 @@ import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
 import type { ListenOptions } from "../transport.ts";
+import { later } from "../internal/async.ts";
 import {
   type HandshakeRules,
   listenForClients,
@@ -306,7 +307,7 @@ export async function serve(
       if (idleTimeout <= 0) return;
       clearTimeout(this.#idle);
       if (this.inflight.size > 0) return;
-      this.#idle = setTimeout(() => this.conn.close(), idleTimeout);
+      this.#idle = later(() => this.conn.close(), idleTimeout);
     }
 
     /** Aborts every request running and closes the connection. */

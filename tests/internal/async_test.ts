@@ -1,6 +1,14 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { abortable, backoff, deadline, deferred, delay } from "../../src/internal/async.ts";
+import {
+  abortable,
+  backoff,
+  deadline,
+  deferred,
+  delay,
+  later,
+  MAX_TIMER,
+} from "../../src/internal/async.ts";
 import { IpcError } from "../../mod.ts";
 import { seeded } from "../_helpers.ts";
 
@@ -92,5 +100,25 @@ describe("abortable()", () => {
   test("abortable() without a signal is the promise itself", () => {
     const p = Promise.resolve(3);
     assert.equal(abortable(p, undefined), p);
+  });
+});
+
+describe("timers past 2^31 - 1 ms", () => {
+  test("deadline() past the longest timer, or Infinity, is no deadline; NaN or a negative one is refused", async () => {
+    const slow = (): Promise<string> =>
+      new Promise((resolve) => setTimeout(() => resolve("ok"), 30));
+    // Runtimes fire such timers at once: these must not time out in 1 ms.
+    for (const ms of [MAX_TIMER, 2 ** 40, Infinity]) assert.equal(await deadline(slow(), ms), "ok");
+    for (const ms of [NaN, -1]) assert.throws(() => deadline(slow(), ms), RangeError);
+  });
+
+  test("later() sets no timer past the longest one, and an ordinary one below it", async () => {
+    assert.equal(later(() => assert.fail("fired"), Infinity), undefined);
+    assert.equal(later(() => assert.fail("fired"), 2 ** 31), undefined);
+    let fired = false;
+    const timer = later(() => (fired = true), 1);
+    assert.notEqual(timer, undefined);
+    await delay(20);
+    assert.ok(fired);
   });
 });
