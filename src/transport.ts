@@ -18,7 +18,7 @@ import {
   type UnixAddress,
 } from "./address.ts";
 import { IpcError, systemCode } from "./errors.ts";
-import { abortable, checkTimeout, MAX_TIMER } from "./internal/async.ts";
+import { abortable, checkTimeout, deadline } from "./internal/async.ts";
 import { getRuntime } from "./runtime/detect.ts";
 import type {
   Conn,
@@ -184,25 +184,20 @@ export async function connect(
       },
     );
   }
+  // Checked before connecting, so that a bad timeout opens nothing.
   if (timeout !== undefined) checkTimeout("connect", timeout);
   const runtime = await getRuntime();
-  // Past the longest timer (Infinity too) there is no limit: runtimes would fire it at once.
-  const timer = timeout === undefined || timeout >= MAX_TIMER
-    ? undefined
-    : AbortSignal.timeout(timeout);
-  const limit = timer && signal ? AbortSignal.any([signal, timer]) : timer ?? signal;
-  try {
-    return await abortable(runtime.connect(addr), limit, (late) => late.close());
-  } catch (err) {
-    if (timer?.aborted && err === timer.reason && !signal?.aborted) {
-      throw new IpcError("ETIMEDOUT", `Cannot connect to "${label}" as ${timeout} ms passed`, {
+  return await deadline(runtime.connect(addr), timeout ?? Infinity, {
+    signal,
+    onLate: (late) => late.close(),
+    op: "connect",
+    timedOut: (cause) =>
+      new IpcError("ETIMEDOUT", `Cannot connect to "${label}" as ${timeout} ms passed`, {
         op: "connect",
         address: label,
-        cause: err,
-      });
-    }
-    throw err;
-  }
+        cause,
+      }),
+  });
 }
 
 /** How long to wait for an existing socket to answer before calling it busy, in ms. */

@@ -102,16 +102,23 @@ export function* backoff(options: BackoffOptions = {}): Generator<number, void, 
 export function deadline<T>(
   promise: Promise<T>,
   ms: number,
-  options: { signal?: AbortSignal; onLate?: (value: T) => void; op?: string } = {},
+  options: {
+    signal?: AbortSignal | undefined;
+    onLate?: (value: T) => void;
+    op?: string;
+    /** The error for running out of time, when the caller has a better one to give. */
+    timedOut?: (cause: unknown) => Error;
+  } = {},
 ): Promise<T> {
-  checkTimeout(options.op ?? "finish", ms);
+  const op = options.op ?? "finish";
+  checkTimeout(op, ms);
   if (ms >= MAX_TIMER) return abortable(promise, options.signal, options.onLate); // no deadline
   const timeout = AbortSignal.timeout(ms);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
   return abortable(promise, signal, options.onLate).catch((err: unknown) => {
     if (err === timeout.reason && !options.signal?.aborted) {
-      const op = options.op ?? "finish";
-      throw new IpcError("ETIMEDOUT", `Cannot ${op} as ${ms} ms passed`, { op, cause: err });
+      throw options.timedOut?.(err) ??
+        new IpcError("ETIMEDOUT", `Cannot ${op} as ${ms} ms passed`, { op, cause: err });
     }
     throw err;
   });

@@ -644,9 +644,7 @@ export class Wal implements AsyncDisposable {
         this.#fail(err);
         return;
       }
-      this.#timed(t0);
-      this.#segmentSyncs++;
-      this.#ack(target);
+      this.#synced(t0, target);
     } else if (!this.#syncing) {
       this.#syncing = true;
       this.#enqueue(() => {
@@ -666,12 +664,11 @@ export class Wal implements AsyncDisposable {
     if (!always && target <= this.#ackedSeq) return;
     const t0 = performance.now();
     await this.#file!.datasync();
-    this.#timed(t0);
-    this.#segmentSyncs++;
-    this.#ack(target);
+    this.#synced(t0, target);
   }
 
-  #timed(t0: number): void {
+  /** After a sync that began at `t0`: reports it if slow, counts it, acknowledges to `target`. */
+  #synced(t0: number, target: number): void {
     const ms = performance.now() - t0;
     if (ms > this.#slowSync && this.#onSlowSync !== undefined) {
       try {
@@ -680,6 +677,8 @@ export class Wal implements AsyncDisposable {
         // A failing hook must not fail the log.
       }
     }
+    this.#segmentSyncs++;
+    this.#ack(target);
   }
 
   /** Runs an async step after the ones before it; a failure fails the log. */
