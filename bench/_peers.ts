@@ -8,17 +8,23 @@
 import { type Conn, connect, listen } from "../mod.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 import type { ChildProcess } from "../src/runtime/types.ts";
-import { stdoutText } from "./_harness.ts";
+import { Meter, stdoutText, type Timed, timedLoop } from "./_harness.ts";
 
 /** One end of a connection, as the workloads drive it. */
 export interface Peer {
-  /** Counts bytes until the peer ends; the time runs from the first byte to the end. */
+  /** Counts bytes until the peer ends; timed from the end of the sender's warm-up (`Meter`). */
   drain(): Promise<{ bytes: number; ms: number }>;
-  /** Writes `chunk` `count` times or until `ms` pass, then ends; returns the writes made. */
+  /**
+   * Writes `chunk` for the warm-up, then `count` times or until `ms` pass, then ends; returns
+   * the writes made.
+   */
   flood(chunk: Uint8Array, count: number, ms: number): Promise<number>;
   /** Sends back whatever arrives, until the peer ends. */
   echo(): Promise<void>;
-  /** Sends `msg` and waits for as many bytes back, `count` times or until `ms` pass. */
+  /**
+   * Sends `msg` and waits for as many bytes back, for the warm-up and then `count` times or until
+   * `ms` pass, which are timed.
+   */
   pingPong(msg: Uint8Array, count: number, ms: number): Promise<{ trips: number; ms: number }>;
   close(): void;
 }
@@ -35,7 +41,17 @@ export interface Impl {
   connect(path: string): Promise<Peer>;
 }
 
-const now = (): number => performance.now();
+/** A ping-pong's figures from its timed loop. */
+const trips = (t: Timed): { trips: number; ms: number } => ({ trips: t.n, ms: t.ms });
+
+/** A flood's writes, warm-up included. */
+const writes = (t: Timed): number => t.warm + t.n;
+
+/** A drain's figures from its meter. */
+const drained = (m: Meter): { bytes: number; ms: number } => {
+  const { units, ms } = m.result();
+  return { bytes: units, ms };
+};
 
 // ---------------------------------------------------------------------------------------------
 // dockipc Conn
@@ -69,25 +85,16 @@ class ConnPeer implements Peer {
 
   async drain(): Promise<{ bytes: number; ms: number }> {
     const read = this.#reader();
-    let bytes = 0;
-    let first = 0;
-    for (let chunk; (chunk = await read());) {
-      if (bytes === 0) first = now();
-      bytes += chunk.byteLength;
-    }
-    return { bytes, ms: now() - first };
+    const meter = new Meter();
+    for (let chunk; (chunk = await read());) meter.add(chunk.byteLength);
+    return drained(meter);
   }
 
   async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
     const writer = this.#conn.writable.getWriter();
-    const end = now() + ms;
-    let n = 0;
-    while (n < count && ((n & 1023) !== 0 || now() < end)) {
-      await writer.write(chunk);
-      n++;
-    }
+    const t = await timedLoop(() => writer.write(chunk), { count, ms, every: 1024 });
     await writer.close();
-    return n;
+    return writes(t);
   }
 
   async echo(): Promise<void> {
@@ -105,21 +112,16 @@ class ConnPeer implements Peer {
   ): Promise<{ trips: number; ms: number }> {
     const read = this.#reader();
     const writer = this.#conn.writable.getWriter();
-    const start = now();
-    const end = start + ms;
-    let trips = 0;
-    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+    const t = await timedLoop(async () => {
       await writer.write(msg);
       for (let got = 0; got < msg.byteLength;) {
         const chunk = await read();
         if (!chunk) throw new Error("peer ended mid ping-pong");
         got += chunk.byteLength;
       }
-      trips++;
-    }
-    const elapsed = now() - start;
+    }, { count, ms });
     await writer.close();
-    return { trips, ms: elapsed };
+    return trips(t);
   }
 
   close(): void {
@@ -167,24 +169,15 @@ class DenoPeer implements Peer {
 
   async drain(): Promise<{ bytes: number; ms: number }> {
     const buf = new Uint8Array(64 * 1024);
-    let bytes = 0;
-    let first = 0;
-    for (let n; (n = await this.#conn.read(buf)) !== null;) {
-      if (bytes === 0) first = now();
-      bytes += n;
-    }
-    return { bytes, ms: now() - first };
+    const meter = new Meter();
+    for (let n; (n = await this.#conn.read(buf)) !== null;) meter.add(n);
+    return drained(meter);
   }
 
   async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
-    const end = now() + ms;
-    let n = 0;
-    while (n < count && ((n & 1023) !== 0 || now() < end)) {
-      await denoWriteAll(this.#conn, chunk);
-      n++;
-    }
+    const t = await timedLoop(() => denoWriteAll(this.#conn, chunk), { count, ms, every: 1024 });
     await this.#conn.closeWrite();
-    return n;
+    return writes(t);
   }
 
   async echo(): Promise<void> {
@@ -201,21 +194,16 @@ class DenoPeer implements Peer {
     ms: number,
   ): Promise<{ trips: number; ms: number }> {
     const buf = new Uint8Array(64 * 1024);
-    const start = now();
-    const end = start + ms;
-    let trips = 0;
-    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+    const t = await timedLoop(async () => {
       await denoWriteAll(this.#conn, msg);
       for (let got = 0; got < msg.byteLength;) {
         const n = await this.#conn.read(buf);
         if (n === null) throw new Error("peer ended mid ping-pong");
         got += n;
       }
-      trips++;
-    }
-    const elapsed = now() - start;
+    }, { count, ms });
     await this.#conn.closeWrite();
-    return { trips, ms: elapsed };
+    return trips(t);
   }
 
   close(): void {
@@ -256,21 +244,19 @@ interface NodeSocket {
 
 /** A promise that resolves when `bytes` more bytes have arrived, fed by data events. */
 class Arrivals {
-  received = 0;
-  first = 0;
+  meter: Meter = new Meter();
   #want = 0;
   #resolve: (() => void) | undefined;
   add(n: number): void {
-    if (this.received === 0) this.first = now();
-    this.received += n;
-    if (this.#resolve && this.received >= this.#want) {
+    this.meter.add(n);
+    if (this.#resolve && this.meter.total >= this.#want) {
       const r = this.#resolve;
       this.#resolve = undefined;
       r();
     }
   }
   until(total: number): Promise<void> | undefined {
-    if (this.received >= total) return undefined;
+    if (this.meter.total >= total) return undefined;
     this.#want = total;
     return new Promise((resolve) => (this.#resolve = resolve));
   }
@@ -285,20 +271,16 @@ class NodePeer implements Peer {
   drain(): Promise<{ bytes: number; ms: number }> {
     const a = new Arrivals();
     this.#s.on("data", (c) => a.add((c as Uint8Array).byteLength));
-    return new Promise((resolve) =>
-      this.#s.once("end", () => resolve({ bytes: a.received, ms: now() - a.first }))
-    );
+    return new Promise((resolve) => this.#s.once("end", () => resolve(drained(a.meter))));
   }
 
   async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
-    const end = now() + ms;
-    let n = 0;
-    while (n < count && ((n & 1023) !== 0 || now() < end)) {
-      if (!this.#s.write(chunk)) await new Promise((r) => this.#s.once("drain", r));
-      n++;
-    }
+    const t = await timedLoop(
+      () => this.#s.write(chunk) ? undefined : new Promise((r) => this.#s.once("drain", r)),
+      { count, ms, every: 1024 },
+    );
     this.#s.end();
-    return n;
+    return writes(t);
   }
 
   echo(): Promise<void> {
@@ -313,17 +295,12 @@ class NodePeer implements Peer {
   ): Promise<{ trips: number; ms: number }> {
     const a = new Arrivals();
     this.#s.on("data", (c) => a.add((c as Uint8Array).byteLength));
-    const start = now();
-    const end = start + ms;
-    let trips = 0;
-    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+    const t = await timedLoop((i) => {
       this.#s.write(msg);
-      await a.until((trips + 1) * msg.byteLength);
-      trips++;
-    }
-    const elapsed = now() - start;
+      return a.until((i + 1) * msg.byteLength);
+    }, { count, ms });
     this.#s.end();
-    return { trips, ms: elapsed };
+    return trips(t);
   }
 
   close(): void {
@@ -413,7 +390,7 @@ class BunPeer implements Peer {
 
   async drain(): Promise<{ bytes: number; ms: number }> {
     await this.#untilEnd();
-    return { bytes: this.arrivals.received, ms: now() - this.arrivals.first };
+    return drained(this.arrivals.meter);
   }
 
   #untilEnd(): Promise<void> {
@@ -432,15 +409,9 @@ class BunPeer implements Peer {
   }
 
   async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
-    const end = now() + ms;
-    let n = 0;
-    while (n < count && ((n & 1023) !== 0 || now() < end)) {
-      const wait = this.#write(chunk);
-      if (wait) await wait;
-      n++;
-    }
+    const t = await timedLoop(() => this.#write(chunk), { count, ms, every: 1024 });
     this.socket.shutdown();
-    return n;
+    return writes(t);
   }
 
   async echo(): Promise<void> {
@@ -454,18 +425,13 @@ class BunPeer implements Peer {
     count: number,
     ms: number,
   ): Promise<{ trips: number; ms: number }> {
-    const start = now();
-    const end = start + ms;
-    let trips = 0;
-    while (trips < count && ((trips & 255) !== 0 || now() < end)) {
+    const t = await timedLoop(async (i) => {
       const wait = this.#write(msg);
       if (wait) await wait;
-      await this.arrivals.until((trips + 1) * msg.byteLength);
-      trips++;
-    }
-    const elapsed = now() - start;
+      await this.arrivals.until((i + 1) * msg.byteLength);
+    }, { count, ms });
     this.socket.shutdown();
-    return { trips, ms: elapsed };
+    return trips(t);
   }
 
   close(): void {

@@ -4,9 +4,13 @@
  *
  * - one-way 64 B and 4 KiB frames: the child writes frames (payload bytes 0..3 a big-endian
  *   sequence number) with Web Streams backpressure (`desiredSize`, `ready`); this process reads
- *   every frame, checks its length and sequence, and times from the first frame to the end. The
- *   raw child writes the same frames pre-encoded, 64 KiB per write, and nothing parses them;
+ *   every frame, checks its length and sequence, and times from the end of the warm-up to the
+ *   end. The raw child writes the same frames pre-encoded, 64 KiB per write, and nothing parses
+ *   them;
  * - ping-pong 64 B: the child sends one frame and waits for it back; this process echoes.
+ *
+ * Every measurement across processes follows `WARM_MS` (3 s) of the same workload off the clock,
+ * baseline included: the figures are steady state, as in a long-lived connection.
  *
  * In this process alone, over a pre-built 64 MiB buffer of 64 B frames in 64 KiB chunks: the
  * decoder's core (a callback per frame), `FrameDecoderStream` read frame by frame, and the
@@ -27,6 +31,7 @@ import { FrameParser } from "../src/frame/codec.ts";
 import { implFor, serveOnce } from "./_peers.ts";
 import {
   median,
+  Meter,
   printTable,
   rotated,
   type Row,
@@ -34,6 +39,7 @@ import {
   scriptArgs,
   spawnSelf,
   stdoutText,
+  timedLoop,
   webStreamsCeiling,
 } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
@@ -126,32 +132,24 @@ async function framedChild(w: Workload, path: string, impl: string): Promise<unk
   const io = ios[impl]!(await connect(path));
   if (w.kind === "ping-pong") {
     const frame = new Uint8Array(w.size);
-    const start = performance.now();
-    const end = start + LIMIT_MS;
-    let trips = 0;
-    while (trips < w.count && ((trips & 255) !== 0 || performance.now() < end)) {
-      io.send(stamp(frame, trips));
+    const { n: trips, ms } = await timedLoop(async (i) => {
+      io.send(stamp(frame, i));
       const got = await io.read();
       if (got?.[0]?.length !== w.size) throw new Error("bad echo");
-      trips++;
-    }
-    const ms = performance.now() - start;
+    }, { count: w.count, ms: LIMIT_MS });
     await io.end();
     io.close();
     return { trips, ms };
   }
   // A pool of frames, reused once the writer has long taken them (it holds at most a few).
   const pool = Array.from({ length: 4096 }, () => new Uint8Array(w.size));
-  const end = performance.now() + LIMIT_MS;
-  let seq = 0;
-  while (seq < w.count && ((seq & 4095) !== 0 || performance.now() < end)) {
-    const wait = io.send(stamp(pool[seq & 4095]!, seq));
-    if (wait) await wait;
-    seq++;
-  }
+  const { warm, n } = await timedLoop(
+    (seq) => io.send(stamp(pool[seq & 4095]!, seq)),
+    { count: w.count, ms: LIMIT_MS, every: 4096 },
+  );
   await io.end();
   io.close();
-  return { frames: seq };
+  return { frames: warm + n };
 }
 
 /** This process's side of a framed workload: returns the rate. */
@@ -162,9 +160,9 @@ async function framedParent(w: Workload, io: FrameIo): Promise<number> {
     return NaN;
   }
   let seq = 0;
-  let first = 0;
+  const meter = new Meter();
   for (let batch; (batch = await io.read());) {
-    if (seq === 0) first = performance.now();
+    meter.add(batch.length);
     for (const f of batch) {
       if (f.length !== w.size || ((f[0]! << 24 | f[1]! << 16 | f[2]! << 8 | f[3]!) >>> 0) !== seq) {
         throw new Error(`frame ${seq} is wrong`);
@@ -172,8 +170,8 @@ async function framedParent(w: Workload, io: FrameIo): Promise<number> {
       seq++;
     }
   }
-  const seconds = (performance.now() - first) / 1000;
-  return w.unit === "frames/s" ? seq / seconds : (seq * (w.size + 4)) / 1e6 / seconds;
+  const { units: frames, ms } = meter.result();
+  return w.unit === "frames/s" ? frames / (ms / 1000) : (frames * (w.size + 4)) / 1e6 / (ms / 1000);
 }
 
 /** One measurement over a unix socket between this process and a child. */

@@ -9,7 +9,8 @@
  * Peers in the same run: NATS core (`nats-server` from Debian on loopback TCP, the official
  * `nats` client, `publish()` then a `flush()` every 1,000 messages) and Redis 7 pub/sub
  * (`redis-server` from Debian on a unix socket, the `redis` client, 1,000 `PUBLISH` commands
- * pipelined at a time). Redis has no request/reply. Every loop is bounded by a count.
+ * pipelined at a time). Redis has no request/reply. Every loop is bounded by a count and every
+ * measurement follows `WARM_MS` of the same workload off the clock.
  *
  * Usage: `<runtime> bench/hub_remote.ts [--repeats N]`.
  *
@@ -18,7 +19,16 @@
 
 import { Buffer } from "node:buffer";
 import { connectHub, Hub, type RemoteHub, serveHub } from "../src/hub/mod.ts";
-import { printTable, rotated, type Row, rt, scriptArgs, spawnSelf } from "./_harness.ts";
+import {
+  printTable,
+  rotated,
+  type Row,
+  rt,
+  scriptArgs,
+  spawnSelf,
+  timedLoop,
+  WARM_MS,
+} from "./_harness.ts";
 import { natsConnect, type NatsLike, type Started, startNats, startRedis } from "./_servers.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -44,35 +54,43 @@ async function redisClient(path: string): Promise<RedisLike> {
   return client;
 }
 
-/** Resolves after `n` calls of the returned function, or rejects after `ms`. */
-function counter(n: number, ms: number): { hit: () => void; done: Promise<void> } {
-  let left = n;
-  let resolve!: () => void;
-  let reject!: (e: Error) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  const timer = setTimeout(() => reject(new Error(`${left} of ${n} never arrived`)), ms);
-  return {
-    hit: () => {
-      if (--left === 0) {
-        clearTimeout(timer);
-        resolve();
-      }
-    },
-    done,
+/** Counts deliveries. */
+class Deliveries {
+  got = 0;
+  #want = Infinity;
+  #resolve: (() => void) | undefined;
+  hit = (): void => {
+    if (++this.got === this.#want) this.#resolve!();
   };
+  /** Resolves once `total` deliveries have arrived; rejects after `ms`. */
+  until(total: number, ms: number): Promise<void> {
+    if (this.got >= total) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#want = Infinity;
+        reject(new Error(`${total - this.got} of ${total} never arrived`));
+      }, ms);
+      this.#want = total;
+      this.#resolve = () => {
+        clearTimeout(timer);
+        this.#want = Infinity;
+        resolve();
+      };
+    });
+  }
 }
 
-/** Deliveries per second: one publisher, `fanOut` subscribers, `n` messages. */
+/**
+ * Deliveries per second: one publisher, `fanOut` subscribers, `n` messages timed after
+ * `WARM_MS` of the same untimed.
+ */
 async function fanOut(
   impl: string,
   where: string,
   fanOutCount: number,
   n: number,
 ): Promise<number> {
-  const received = counter(n * fanOutCount, 60_000);
+  const received = new Deliveries();
   let publish: (i: number) => Promise<unknown> | void;
   let close: () => Promise<unknown>;
   if (impl === "dockipc hub") {
@@ -122,12 +140,17 @@ async function fanOut(
     };
     close = () => Promise.all([...subs, pub].map((c) => c.quit()));
   }
+  let i = 0;
+  const burst = async (k: number): Promise<void> => {
+    for (const stop = i + k; i < stop; i++) {
+      const p = publish(i);
+      if (p !== undefined) await p;
+    }
+    await received.until(i * fanOutCount, 60_000);
+  };
+  for (const warmEnd = performance.now() + WARM_MS; performance.now() < warmEnd;) await burst(1000);
   const start = performance.now();
-  for (let i = 0; i < n; i++) {
-    const p = publish(i);
-    if (p !== undefined) await p;
-  }
-  await received.done;
+  await burst(n);
   const rate = (n * fanOutCount) / ((performance.now() - start) / 1000);
   await close();
   return rate;
@@ -153,15 +176,8 @@ async function requests(impl: string, where: string, inFlight: number): Promise<
     call = () => requester.request("bench.echo", payload, { timeout: 10_000 });
     close = () => Promise.all([responder.drain(), requester.drain()]);
   }
-  let trips = 0;
-  const start = performance.now();
-  await Promise.all(Array.from({ length: inFlight }, async () => {
-    while (trips < count && performance.now() - start < 3000) {
-      await call();
-      trips++;
-    }
-  }));
-  const rate = trips / ((performance.now() - start) / 1000);
+  const { n, ms } = await timedLoop(call, { count, ms: 3000, lanes: inFlight, every: 64 });
+  const rate = n / (ms / 1000);
   await close();
   return rate;
 }

@@ -5,6 +5,9 @@
  * The peer is NATS request/reply: `nats-server` from Debian on loopback TCP, the official `nats`
  * client in both processes. Also: this server's RSS growth with 1,000 idle client connections.
  *
+ * Every timed loop follows `WARM_MS` (3 s) of the same calls off the clock, baseline and peers
+ * included: the figures are steady state.
+ *
  * Usage: `<runtime> bench/rpc.ts [--repeats N]`. Every loop is bounded by a count and by time.
  *
  * @module
@@ -13,7 +16,16 @@
 import { natsConnect, startNats } from "./_servers.ts";
 import { connect, framed, listen } from "../mod.ts";
 import { dial, serve } from "../src/rpc/mod.ts";
-import { median, printTable, type Row, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+import {
+  median,
+  printTable,
+  type Row,
+  rt,
+  scriptArgs,
+  spawnSelf,
+  stdoutText,
+  timedLoop,
+} from "./_harness.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
 const LIMIT_MS = 1000;
@@ -21,22 +33,13 @@ const COUNT = 200_000;
 const args = scriptArgs();
 const payload = new Uint8Array(64);
 
-/** Runs `call` with `inFlight` calls outstanding, for `COUNT` calls or `LIMIT_MS`. */
+/** Runs `call` with `inFlight` calls outstanding, after the warm-up for `COUNT` calls or `LIMIT_MS`. */
 async function pump(
   inFlight: number,
   call: () => Promise<unknown>,
 ): Promise<{ trips: number; ms: number }> {
-  const start = performance.now();
-  const end = start + LIMIT_MS;
-  let trips = 0;
-  const lane = async (): Promise<void> => {
-    while (trips < COUNT && ((trips & 255) !== 0 || performance.now() < end)) {
-      await call();
-      trips++;
-    }
-  };
-  await Promise.all(Array.from({ length: inFlight }, lane));
-  return { trips, ms: performance.now() - start };
+  const { n, ms } = await timedLoop(call, { count: COUNT, ms: LIMIT_MS, lanes: inFlight });
+  return { trips: n, ms };
 }
 
 if (args[0] === "client") {

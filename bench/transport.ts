@@ -3,11 +3,14 @@
  * the runtime's own socket API (the baseline), alternating, in the same run.
  *
  * - one-way 64 B and 4 KiB: the child writes (awaiting each write), this process reads and
- *   times from the first byte to the end;
+ *   times from the end of the warm-up to the end;
  * - `conn` reads with a BYOB reader into one reused buffer, as the raw code does; `conn-default`
  *   reads with a default reader, which hands out a fresh chunk per read;
  * - ping-pong 64 B: the child sends 64 bytes and waits for them back, one in flight; this
  *   process echoes.
+ *
+ * Every measurement follows `WARM_MS` (3 s) of the same workload off the clock, baseline
+ * included: the figures are steady state, as in a long-lived connection.
  *
  * Usage: `<runtime> bench/transport.ts [--repeats N] [--only NAME] [--json]`; `npm run bench` runs it under
  * all three runtimes. Every loop is bounded by a count and by time.
