@@ -35,10 +35,27 @@ export function spawnChild(
     : rt.spawn(cmd, args, options);
 }
 
-/** Starts `script` under this same runtime, with stdout piped. */
-export function spawnSelf(script: string, args: readonly string[]): ChildProcess {
+/**
+ * Starts `script` under this same runtime, with stdout piped: on the children's CPU, or with
+ * `here` on this process's own, for a measuring side that needs a fresh process of its own.
+ */
+export function spawnSelf(
+  script: string,
+  args: readonly string[],
+  { here = false }: { here?: boolean } = {},
+): ChildProcess {
   const { cmd, args: argv } = command(rt.name as RuntimeName, script, args);
-  return spawnChild(cmd, argv, { stdout: "pipe", stderr: "inherit" });
+  const options: SpawnOptions = { stdout: "pipe", stderr: "inherit" };
+  return here ? rt.spawn(cmd, argv, options) : spawnChild(cmd, argv, options);
+}
+
+/** Runs `script` here (see `spawnSelf`) and returns the JSON it prints; fails if it fails. */
+export async function runSelf(script: string, args: readonly string[]): Promise<unknown> {
+  const child = spawnSelf(script, args, { here: true });
+  const out = await stdoutText(child);
+  const status = await child.status;
+  if (!status.success) throw new Error(`${script} ${args.join(" ")} failed: ${status.code}`);
+  return JSON.parse(out);
 }
 
 /** Reads a child's whole stdout as text. */

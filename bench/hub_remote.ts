@@ -1,10 +1,10 @@
 /**
  * The hub across processes, 64 B messages. A hub server runs in a child process of the same
  * runtime on a unix socket (`serveHub`); the publisher and the subscribers are clients
- * (`connectHub`) in this process, each on its own connection. Workloads: 1 publisher → 1
- * subscriber and → 4 subscribers (messages delivered per second, the publisher awaiting each
- * `publish()`, subscriptions with `"block"`, so nothing is dropped), and request/reply round
- * trips per second with 1 and 64 requests in flight.
+ * (`connectHub`) in a fresh child process per measurement, each on its own connection.
+ * Workloads: 1 publisher → 1 subscriber and → 4 subscribers (messages delivered per second, the
+ * publisher awaiting each `publish()`, subscriptions with `"block"`, so nothing is dropped), and
+ * request/reply round trips per second with 1 and 64 requests in flight.
  *
  * Peers in the same run: NATS core (`nats-server` from Debian on loopback TCP, the official
  * `nats` client, `publish()` then a `flush()` every 1,000 messages) and Redis 7 pub/sub
@@ -18,12 +18,14 @@
  */
 
 import { Buffer } from "node:buffer";
+import process from "node:process";
 import { connectHub, Hub, type RemoteHub, serveHub } from "../src/hub/mod.ts";
 import {
   printTable,
   rotated,
   type Row,
   rt,
+  runSelf,
   scriptArgs,
   spawnSelf,
   timedLoop,
@@ -32,6 +34,16 @@ import {
 import { natsConnect, type NatsLike, type Started, startNats, startRedis } from "./_servers.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
+
+/**
+ * One measurement, its clients in a fresh process on this process's CPU. Each impl's clients
+ * then start from an empty heap: measured in one process, the garbage of the Redis and NATS
+ * clients (a heap past 1 GB) made the next measurement pay for major collections of up to
+ * 2.9 s, on a CPU where V8's collector has no second core to run on.
+ */
+async function measure(clientArgs: string[]): Promise<number> {
+  return ((await runSelf(SCRIPT, ["client", ...clientArgs])) as { rate: number }).rate;
+}
 const args = scriptArgs();
 const payload = new Uint8Array(64);
 const TOPIC = "bench.x";
@@ -185,6 +197,14 @@ async function requests(impl: string, where: string, inFlight: number): Promise<
 if (args[0] === "server") {
   await serveHub(new Hub(), args[1]!);
   console.log("ready");
+} else if (args[0] === "client") {
+  // One measurement: [kind, impl, where, fan-out count or in flight, messages].
+  const [, kind, impl, where, k, n] = args as [string, string, string, string, string, string?];
+  const rate = kind === "fanout"
+    ? await fanOut(impl, where, Number(k), Number(n))
+    : await requests(impl, where, Number(k));
+  console.log(JSON.stringify({ rate }));
+  process.exit(0); // a peer's client may keep a timer of its own
 } else {
   const repeats = Number(args[args.indexOf("--repeats") + 1] || 3);
   const dir = await rt.fs.makeTempDir("dk-hubbench-");
@@ -207,7 +227,7 @@ if (args[0] === "server") {
           { name: `pub/sub ${name}, 64 B`, unit: "msg/s" },
           ["NATS", "Redis", "dockipc hub"],
           repeats,
-          (impl) => fanOut(impl, where(impl), count, n),
+          (impl) => measure(["fanout", impl, where(impl), String(count), String(n)]),
         ),
       );
     }
@@ -217,7 +237,7 @@ if (args[0] === "server") {
           { name: `request/reply, ${inFlight} in flight`, unit: "rt/s" },
           ["NATS", "dockipc hub"],
           repeats,
-          (impl) => requests(impl, where(impl), inFlight),
+          (impl) => measure(["requests", impl, where(impl), String(inFlight)]),
         ),
       );
     }
