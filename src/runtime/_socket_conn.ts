@@ -77,6 +77,8 @@ export class SocketConn implements Conn {
   #resolveClosed!: () => void;
   /** Where a default reader's bytes land, for a `readInto` socket. */
   #scratch: Uint8Array | undefined;
+  /** The socket is paused: the reader has `READ_HIGH_WATER_MARK` bytes waiting unread. */
+  #paused = false;
 
   /**
    * @param driver The runtime's socket.
@@ -98,7 +100,7 @@ export class SocketConn implements Conn {
       start: (controller) => {
         this.#rc = controller;
       },
-      pull: pullInto ? (controller) => this.#pullInto(controller) : () => this.#driver.resume(),
+      pull: pullInto ? (controller) => this.#pullInto(controller) : () => this.#resume(),
       cancel: () => this.close(),
       // Reading only when asked lets every read go straight into the reader's buffer.
     }, { highWaterMark: pullInto ? 0 : READ_HIGH_WATER_MARK }) as ReadableStream<Uint8Array>;
@@ -123,7 +125,20 @@ export class SocketConn implements Conn {
       chunk = chunk.slice();
     }
     this.#rc.enqueue(chunk);
-    if ((this.#rc.desiredSize ?? 0) <= 0) this.#driver.pause();
+    if (!this.#paused && (this.#rc.desiredSize ?? 0) <= 0) {
+      this.#paused = true;
+      this.#driver.pause();
+    }
+  }
+
+  /**
+   * The reader wants more: resumes a paused socket. The stream asks on every read, and a
+   * runtime's resume is not free (a native call in Bun), so only a paused socket is resumed.
+   */
+  #resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#driver.resume();
   }
 
   /** Called by the adapter when the peer ends its sending direction. */
