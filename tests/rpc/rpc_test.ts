@@ -134,6 +134,33 @@ describe("RPC", () => {
   );
 
   test(
+    "timeouts still fire after the client went idle, whatever the timeouts of earlier requests",
+    T,
+    async () => {
+      // "hang" is answered never: its handler ends when the client's timeout cancels it.
+      await using server = await serve(
+        "tcp://127.0.0.1:0",
+        (request, { signal }: RpcContext) =>
+          text.decode(request) === "hang"
+            ? new Promise<never>((_, reject) => signal.addEventListener("abort", reject))
+            : request,
+      );
+      await using client = await dial(server.addr);
+      // Finished requests leave the shared timer armed for their deadlines, long or short.
+      assert.equal(text.decode(await client.request("a", { timeout: 60_000 })), "a");
+      await rejectsWith(client.request("hang", { timeout: 40 }), "ETIMEDOUT", /within 40 ms/);
+      assert.equal(text.decode(await client.request("b", { timeout: 30 })), "b");
+      // The timer set for that one fires with nothing left to expire; later ones still time out.
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      await rejectsWith(client.request("hang", { timeout: 40 }), "ETIMEDOUT", /within 40 ms/);
+      const slow = client.request("hang", { timeout: 80 });
+      const quick = client.request("c", { timeout: 60_000 });
+      assert.equal(text.decode(await quick), "c");
+      await rejectsWith(slow, "ETIMEDOUT", /within 80 ms/);
+    },
+  );
+
+  test(
     "a timeout past the longest timer waits as long as it takes; NaN or a negative one is refused",
     T,
     async () => {
