@@ -6,7 +6,7 @@
  */
 
 import { closedError, IpcError } from "../errors.ts";
-import { checkTimeout, later } from "../internal/async.ts";
+import { checkTimeout, Deadlines, type Expiring, MAX_TIMER } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import {
   type Message,
@@ -168,6 +168,9 @@ export interface PubSub extends AsyncDisposable {
   close(): void | Promise<void>;
 }
 
+/** The timeouts of every request of every hub in this process, on one timer. */
+const deadlines = new Deadlines();
+
 /**
  * The body of `request()` in either hub: `start(settle)` sends the request and arranges for
  * `settle` to receive the reply, and returns what undoes that; the promise rejects with
@@ -191,24 +194,27 @@ export function awaitReply(
     const settle = (error: unknown, reply?: Message): void => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      deadlines.delete(timing);
       signal?.removeEventListener("abort", onAbort);
       undo?.();
       if (reply !== undefined) resolve(reply);
       else reject(error);
     };
     const onAbort = (): void => settle(signal?.reason);
-    const timer = later(() => {
-      settle(
-        new IpcError(
-          "ETIMEDOUT",
-          `Cannot request "${topic}" as no reply came within ${timeout} ms`,
-          {
-            op: "request",
-          },
+    const timing: Expiring = {
+      deadline: ms >= MAX_TIMER ? Infinity : Date.now() + ms,
+      expire: () =>
+        settle(
+          new IpcError(
+            "ETIMEDOUT",
+            `Cannot request "${topic}" as no reply came within ${timeout} ms`,
+            {
+              op: "request",
+            },
+          ),
         ),
-      );
-    }, ms);
+    };
+    deadlines.add(timing);
     signal?.addEventListener("abort", onAbort, { once: true });
     const undoStart = start(settle);
     if (settled) undoStart(); // settled while starting

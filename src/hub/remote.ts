@@ -12,6 +12,7 @@ import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay, later } from "../internal/async.ts";
 import type { ReconnectOptions } from "../rpc/client.ts";
 import { firstRead, tokenBytes } from "../internal/serving.ts";
+import { refTimer } from "../runtime/detect.ts";
 import { connect } from "../transport.ts";
 import {
   awaitReply,
@@ -164,7 +165,7 @@ export class RemoteHub implements PubSub {
     const interval = options.pingInterval ?? 10_000;
     remote.#pingTimer = setInterval(() => remote.#ping(), interval);
     // A liveness timer must not keep a process alive on its own.
-    (remote.#pingTimer as { unref?: () => void }).unref?.();
+    refTimer(remote.#pingTimer, false);
     return remote;
   }
 

@@ -9,7 +9,7 @@ import { type Address, formatAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
-import { backoff, checkTimeout, delay, MAX_TIMER } from "../internal/async.ts";
+import { backoff, checkTimeout, Deadlines, delay } from "../internal/async.ts";
 import { firstRead, tokenBytes } from "../internal/serving.ts";
 import { connect } from "../transport.ts";
 import {
@@ -304,13 +304,11 @@ class Client implements RpcClient {
   #queued: Call[] = [];
   #nextId = 0;
   /** Every request not yet settled, sent or waiting for a connection, for timeouts. */
-  readonly #live = new Set<Call>();
-  #sweep: ReturnType<typeof setTimeout> | undefined;
-  #sweepAt = Infinity;
+  readonly #deadlines = new Deadlines();
   readonly #hooks: CallHooks = {
     finished: (call) => {
       this.#pending.delete(call.id);
-      this.#unwatch(call);
+      this.#deadlines.delete(call);
       if (this.#queued.length > 0) this.#pump();
     },
     sent: (call) => this.#pending.get(call.id) === call,
@@ -359,7 +357,7 @@ class Client implements RpcClient {
     const err = closedError("request", "client");
     for (const p of [...this.#pending.values()]) p.fail(err);
     this.#failQueued(err);
-    this.#disarm();
+    this.#deadlines.clear();
     this.#session?.channel.close();
     this.#session = undefined;
   }
@@ -379,7 +377,7 @@ class Client implements RpcClient {
       queueMicrotask(() => call.handleEvent());
       return call;
     }
-    this.#watch(call);
+    this.#deadlines.add(call);
     this.#submit(call);
     return call;
   }
@@ -435,51 +433,6 @@ class Client implements RpcClient {
     const queued = this.#queued;
     this.#queued = [];
     for (const call of queued) call.fail(err);
-  }
-
-  /**
-   * Timeouts share one timer, set for the earliest deadline: a timer per request would cost
-   * more than the rest of a small request. It stays armed when no request is left while a
-   * connection is up (which keeps the process alive anyway): setting and clearing it for each
-   * request, one at a time, cost a fifth of a round trip on Deno. A later request's deadline
-   * is usually past the timer's, so it needs no timer of its own.
-   */
-  #watch(pending: Call): void {
-    this.#live.add(pending);
-    if (pending.deadline < this.#sweepAt) this.#arm(pending.deadline);
-  }
-
-  #unwatch(pending: Call): void {
-    this.#live.delete(pending);
-    if (this.#live.size === 0 && this.#session === undefined) this.#disarm();
-  }
-
-  #disarm(): void {
-    clearTimeout(this.#sweep);
-    this.#sweep = undefined;
-    this.#sweepAt = Infinity;
-  }
-
-  #arm(at: number): void {
-    clearTimeout(this.#sweep);
-    this.#sweepAt = at;
-    // A deadline past the longest timer is looked at again when that timer fires.
-    this.#sweep = setTimeout(
-      () => this.#expire(),
-      Math.min(MAX_TIMER, Math.max(0, at - Date.now())),
-    );
-  }
-
-  #expire(): void {
-    this.#sweep = undefined;
-    this.#sweepAt = Infinity;
-    const now = Date.now();
-    let next = Infinity;
-    for (const p of [...this.#live]) {
-      if (p.deadline <= now) p.expire();
-      else if (p.deadline < next) next = p.deadline;
-    }
-    if (next < Infinity && this.#live.size > 0) this.#arm(next);
   }
 
   #write(message: Message): void {
@@ -609,7 +562,6 @@ class Client implements RpcClient {
     session.channel.close();
     if (this.#session !== session) return;
     this.#session = undefined;
-    if (this.#live.size === 0) this.#disarm();
     if (this.#closed) return;
     const resend = this.#options.reconnect !== undefined && this.#options.reconnect !== false;
     for (const p of [...this.#pending.values()]) {

@@ -9,6 +9,8 @@ import type { Runtime, RuntimeName } from "./types.ts";
 
 interface DenoLike {
   build: { os: string };
+  refTimer(id: number): void;
+  unrefTimer(id: number): void;
 }
 interface ProcessLike {
   platform: string;
@@ -30,6 +32,22 @@ export function platform(): string {
   if (typeof Deno !== "undefined") return Deno.build.os;
   if (typeof process !== "undefined") return process.platform;
   return "linux";
+}
+
+/**
+ * Sets whether `timer` keeps the process alive (a new timer does). Deno's timers are numbers,
+ * which `Deno.refTimer` takes; Node's and Bun's are objects with `ref()` and `unref()`.
+ */
+export function refTimer(timer: ReturnType<typeof setTimeout>, keepAlive: boolean): void {
+  if (typeof timer === "number") {
+    if (typeof Deno === "undefined") return;
+    if (keepAlive) Deno.refTimer(timer);
+    else Deno.unrefTimer(timer);
+    return;
+  }
+  const t = timer as { ref?: () => void; unref?: () => void };
+  if (keepAlive) t.ref?.();
+  else t.unref?.();
 }
 
 let loading: Promise<Runtime> | undefined;

@@ -4,13 +4,15 @@ import {
   abortable,
   backoff,
   deadline,
+  Deadlines,
   deferred,
   delay,
+  type Expiring,
   later,
   MAX_TIMER,
 } from "../../src/internal/async.ts";
 import { IpcError } from "../../mod.ts";
-import { seeded } from "../_helpers.ts";
+import { RUNTIMES, seeded, spawnFixture } from "../_helpers.ts";
 
 describe("delay()", () => {
   test("delay() resolves after the time passes", async () => {
@@ -121,4 +123,79 @@ describe("timers past 2^31 - 1 ms", () => {
     await delay(20);
     assert.ok(fired);
   });
+});
+
+describe("Deadlines", () => {
+  /** An operation that records its expiry in `log`. */
+  const op = (name: string, ms: number, log: string[]): Expiring => ({
+    deadline: Date.now() + ms,
+    expire: () => void log.push(name),
+  });
+
+  test("expires operations in deadline order, and none that was deleted", async () => {
+    const deadlines = new Deadlines();
+    const log: string[] = [];
+    const ops = [op("c", 90, log), op("a", 30, log), op("gone", 40, log), op("b", 60, log)];
+    for (const o of ops) deadlines.add(o);
+    deadlines.delete(ops[2]!);
+    await delay(200);
+    assert.deepEqual(log, ["a", "b", "c"]);
+  });
+
+  test("an operation added after a long-lived one, or after going idle, still expires", async () => {
+    const deadlines = new Deadlines();
+    const log: string[] = [];
+    const long = op("long", 60_000, log);
+    deadlines.add(long); // the timer is set for a minute from now
+    deadlines.add(op("short", 30, log)); // and set again, earlier
+    await delay(80);
+    deadlines.delete(long);
+    // Idle now; the next ones arm the timer again, or hold it.
+    const late = op("late", 40, log);
+    deadlines.add(late);
+    deadlines.add(op("later", 60, log));
+    await delay(150);
+    assert.deepEqual(log, ["short", "late", "later"]);
+    deadlines.clear();
+  });
+
+  test("an operation never expires with an Infinity deadline; clear() forgets the rest", async () => {
+    const deadlines = new Deadlines();
+    const log: string[] = [];
+    deadlines.add({ deadline: Infinity, expire: () => void log.push("never") });
+    deadlines.add(op("cleared", 20, log));
+    deadlines.clear();
+    await delay(60);
+    assert.deepEqual(log, []);
+  });
+
+  test("expire() may add operations, which expire in turn", async () => {
+    const deadlines = new Deadlines();
+    const log: string[] = [];
+    deadlines.add({
+      deadline: Date.now() + 20,
+      expire: () => {
+        log.push("first");
+        deadlines.add(op("second", 20, log));
+      },
+    });
+    deadlines.add(op("third", 200, log));
+    await delay(300);
+    assert.deepEqual(log, ["first", "second", "third"]);
+  });
+
+  for (const runtime of RUNTIMES) {
+    test(`on ${runtime}, its timer keeps the process alive only while an operation waits`, {
+      timeout: 120_000,
+    }, async () => {
+      // Idle: were the 10-minute timer holding the process, this would time the test out.
+      await using idle = spawnFixture(runtime, "deadlines.ts", ["idle"]);
+      assert.equal(await idle.line(), "idle");
+      assert.equal((await idle.status).code, 0);
+      // Pending: were it not holding the process, the process would end first and say nothing.
+      await using pending = spawnFixture(runtime, "deadlines.ts", ["pending"]);
+      assert.equal(await pending.line(), "expired");
+      assert.equal((await pending.status).code, 0);
+    });
+  }
 });
