@@ -22,11 +22,28 @@ export interface Peer {
   /** Sends back whatever arrives, until the peer ends. */
   echo(): Promise<void>;
   /**
-   * Sends `msg` and waits for as many bytes back, for the warm-up and then `count` times or until
-   * `ms` pass, which are timed.
+   * A round trip: sends `msg` and waits for as many bytes back. One per peer, made before the
+   * first trip.
    */
-  pingPong(msg: Uint8Array, count: number, ms: number): Promise<{ trips: number; ms: number }>;
+  tripper(msg: Uint8Array): () => Promise<void> | undefined;
+  /** Ends the sending direction after the trips. */
+  shutdown(): Promise<void> | undefined;
   close(): void;
+}
+
+/**
+ * Round trips of `msg` over `peer`: the warm-up, then `count` or until `ms` pass, which are
+ * timed; then the sending direction ends.
+ */
+export async function pingPong(
+  peer: Peer,
+  msg: Uint8Array,
+  count: number,
+  ms: number,
+): Promise<{ trips: number; ms: number }> {
+  const t = await timedLoop(peer.tripper(msg), { count, ms });
+  await peer.shutdown();
+  return { trips: t.n, ms: t.ms };
 }
 
 /** A listening socket of the benchmark. */
@@ -40,9 +57,6 @@ export interface Impl {
   listen(path: string): Promise<Server>;
   connect(path: string): Promise<Peer>;
 }
-
-/** A ping-pong's figures from its timed loop. */
-const trips = (t: Timed): { trips: number; ms: number } => ({ trips: t.n, ms: t.ms });
 
 /** A flood's writes, warm-up included. */
 const writes = (t: Timed): number => t.warm + t.n;
@@ -62,6 +76,7 @@ type Read = () => Promise<Uint8Array | undefined>;
 class ConnPeer implements Peer {
   #conn: Conn;
   #byob: boolean;
+  #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   constructor(conn: Conn, byob: boolean) {
     this.#conn = conn;
     this.#byob = byob;
@@ -105,23 +120,21 @@ class ConnPeer implements Peer {
     await writer.close();
   }
 
-  async pingPong(
-    msg: Uint8Array,
-    count: number,
-    ms: number,
-  ): Promise<{ trips: number; ms: number }> {
+  tripper(msg: Uint8Array): () => Promise<void> {
     const read = this.#reader();
-    const writer = this.#conn.writable.getWriter();
-    const t = await timedLoop(async () => {
+    const writer = this.#writer = this.#conn.writable.getWriter();
+    return async () => {
       await writer.write(msg);
       for (let got = 0; got < msg.byteLength;) {
         const chunk = await read();
         if (!chunk) throw new Error("peer ended mid ping-pong");
         got += chunk.byteLength;
       }
-    }, { count, ms });
-    await writer.close();
-    return trips(t);
+    };
+  }
+
+  shutdown(): Promise<void> | undefined {
+    return this.#writer?.close();
   }
 
   close(): void {
@@ -188,22 +201,20 @@ class DenoPeer implements Peer {
     await this.#conn.closeWrite();
   }
 
-  async pingPong(
-    msg: Uint8Array,
-    count: number,
-    ms: number,
-  ): Promise<{ trips: number; ms: number }> {
+  tripper(msg: Uint8Array): () => Promise<void> {
     const buf = new Uint8Array(64 * 1024);
-    const t = await timedLoop(async () => {
+    return async () => {
       await denoWriteAll(this.#conn, msg);
       for (let got = 0; got < msg.byteLength;) {
         const n = await this.#conn.read(buf);
         if (n === null) throw new Error("peer ended mid ping-pong");
         got += n;
       }
-    }, { count, ms });
-    await this.#conn.closeWrite();
-    return trips(t);
+    };
+  }
+
+  shutdown(): Promise<void> {
+    return this.#conn.closeWrite();
   }
 
   close(): void {
@@ -288,19 +299,18 @@ class NodePeer implements Peer {
     return new Promise((resolve) => this.#s.once("end", () => resolve()));
   }
 
-  async pingPong(
-    msg: Uint8Array,
-    count: number,
-    ms: number,
-  ): Promise<{ trips: number; ms: number }> {
+  tripper(msg: Uint8Array): () => Promise<void> | undefined {
     const a = new Arrivals();
     this.#s.on("data", (c) => a.add((c as Uint8Array).byteLength));
-    const t = await timedLoop((i) => {
+    let sent = 0;
+    return () => {
       this.#s.write(msg);
-      return a.until((i + 1) * msg.byteLength);
-    }, { count, ms });
+      return a.until(sent += msg.byteLength);
+    };
+  }
+
+  shutdown(): undefined {
     this.#s.end();
-    return trips(t);
   }
 
   close(): void {
@@ -420,18 +430,17 @@ class BunPeer implements Peer {
     this.socket.shutdown();
   }
 
-  async pingPong(
-    msg: Uint8Array,
-    count: number,
-    ms: number,
-  ): Promise<{ trips: number; ms: number }> {
-    const t = await timedLoop(async (i) => {
+  tripper(msg: Uint8Array): () => Promise<void> {
+    let sent = 0;
+    return async () => {
       const wait = this.#write(msg);
       if (wait) await wait;
-      await this.arrivals.until((i + 1) * msg.byteLength);
-    }, { count, ms });
+      await this.arrivals.until(sent += msg.byteLength);
+    };
+  }
+
+  shutdown(): undefined {
     this.socket.shutdown();
-    return trips(t);
   }
 
   close(): void {

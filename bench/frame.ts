@@ -28,7 +28,7 @@
 
 import { type Conn, connect, frameChannel, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
-import { implFor, serveOnce } from "./_peers.ts";
+import { implFor, pingPong, serveOnce } from "./_peers.ts";
 import {
   median,
   Meter,
@@ -207,7 +207,7 @@ async function rawChild(w: Workload, path: string): Promise<unknown> {
     const writes = await peer.flood(batch, Math.ceil(w.count / framesPerBatch), LIMIT_MS);
     result = { frames: writes * framesPerBatch };
   } else {
-    result = await peer.pingPong(encodedBatch(w.size).subarray(0, w.size + 4), w.count, LIMIT_MS);
+    result = await pingPong(peer, encodedBatch(w.size).subarray(0, w.size + 4), w.count, LIMIT_MS);
   }
   await new Promise((r) => setTimeout(r, 50));
   peer.close();

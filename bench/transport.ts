@@ -18,12 +18,26 @@
  * @module
  */
 
-import { implFor, serveOnce } from "./_peers.ts";
-import { printTable, rotated, type Row, rt, scriptArgs, spawnSelf } from "./_harness.ts";
+import { implFor, pingPong, serveOnce } from "./_peers.ts";
+import {
+  median,
+  printTable,
+  rotated,
+  type Row,
+  rt,
+  scriptArgs,
+  spawnSelf,
+  stdoutText,
+  WARM_MS,
+} from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
 const LIMIT_MS = 1000;
+/** The name of the paired workload; `--only` with a part of it runs just that. */
+const PAIRED = "paired ping-pong 64 B";
+/** Round trips per block of the paired workload. */
+const PAIRED_BLOCK = 250;
 
 interface Workload {
   name: string;
@@ -42,7 +56,19 @@ const WORKLOADS: Workload[] = [
 const args = scriptArgs();
 const runtime = rt.name as RuntimeName;
 
-if (args[0] === "peer") {
+if (args[0] === "paired") {
+  // The child of the paired ping-pong: one connection to each server, blocks of trips in turn.
+  const [, impl, rawPath, connPath] = args as [string, string, string, string];
+  const raw = await (await implFor("raw", runtime)).connect(rawPath);
+  const conn = await (await implFor(impl, runtime)).connect(connPath);
+  const msg = new Uint8Array(64).fill(1);
+  console.log(JSON.stringify({ ratios: await pairedRatios(raw.tripper(msg), conn.tripper(msg)) }));
+  await raw.shutdown();
+  await conn.shutdown();
+  await new Promise((r) => setTimeout(r, 50));
+  raw.close();
+  conn.close();
+} else if (args[0] === "peer") {
   // The child: connect, then write or ping, and report.
   const [, kind, impl, path, size, count] = args;
   const peer = await (await implFor(impl!, runtime)).connect(path!);
@@ -51,7 +77,7 @@ if (args[0] === "peer") {
     const writes = await peer.flood(chunk, Number(count), LIMIT_MS);
     console.log(JSON.stringify({ writes }));
   } else {
-    console.log(JSON.stringify(await peer.pingPong(chunk, Number(count), LIMIT_MS)));
+    console.log(JSON.stringify(await pingPong(peer, chunk, Number(count), LIMIT_MS)));
   }
   // Let the stream end reach the other side before exiting.
   await new Promise((r) => setTimeout(r, 50));
@@ -71,9 +97,82 @@ if (args[0] === "peer") {
       ),
     );
   }
+  const paired: { impl: string; ratios: number[] }[] = [];
+  if (PAIRED.includes(only)) {
+    for (const impl of ["conn", "conn-default"]) {
+      const ratios: number[] = [];
+      for (let i = 0; i < repeats; i++) ratios.push(...await pairedOnce(impl, `${dir}/p${i}`));
+      paired.push({ impl, ratios });
+    }
+  }
   await rt.fs.remove(dir, { recursive: true });
-  if (args.includes("--json")) console.log(JSON.stringify({ runtime, version: rt.version, rows }));
-  else printTable(rows, "raw");
+  if (args.includes("--json")) {
+    console.log(JSON.stringify({ runtime, version: rt.version, rows, paired }));
+  } else {
+    printTable(rows, "raw");
+    if (paired.length > 0) {
+      console.log(`\n| ${PAIRED}: Conn ÷ raw | median | middle half | blocks |`);
+      console.log("|---|---|---|---|");
+      for (const { impl, ratios } of paired) {
+        const s = [...ratios].sort((a, b) => a - b);
+        const q = (f: number): string => s[Math.floor(f * (s.length - 1))]!.toFixed(2);
+        console.log(`| ${impl} | ${median(s).toFixed(2)} | ${q(0.25)}–${q(0.75)} | ${s.length} |`);
+      }
+    }
+  }
+}
+
+/**
+ * One paired ping-pong: this process echoes on two sockets, raw and `impl`; the child makes
+ * round trips on both in turn and returns the ratios of their rates.
+ */
+async function pairedOnce(impl: string, prefix: string): Promise<number[]> {
+  const rawServer = await (await implFor("raw", runtime)).listen(`${prefix}raw.sock`);
+  const connServer = await (await implFor(impl, runtime)).listen(`${prefix}conn.sock`);
+  const child = spawnSelf(SCRIPT, ["paired", impl, `${prefix}raw.sock`, `${prefix}conn.sock`]);
+  const report = stdoutText(child);
+  const peers = [await rawServer.accept(), await connServer.accept()];
+  await Promise.all(peers.map((p) => p.echo()));
+  const { ratios } = JSON.parse(await report) as { ratios: number[] };
+  await child.status;
+  for (const p of peers) p.close();
+  await rawServer.close();
+  await connServer.close();
+  return ratios;
+}
+
+/**
+ * The paired measurement: blocks of `PAIRED_BLOCK` round trips on the raw connection (`a`) and
+ * on the `Conn` (`b`) in the order a b b a, each quartet giving one ratio of `b`'s rate to
+ * `a`'s. Drift in the machine's speed, which moves whole runs by ±10 % here, then falls on both
+ * alike. After `WARM_MS` of the same off the clock; for `LIMIT_MS` × 3 and at least 16 quartets.
+ */
+async function pairedRatios(
+  a: () => Promise<void> | undefined,
+  b: () => Promise<void> | undefined,
+): Promise<number[]> {
+  const block = async (trip: () => Promise<void> | undefined): Promise<number> => {
+    const start = performance.now();
+    for (let k = 0; k < PAIRED_BLOCK; k++) {
+      const wait = trip();
+      if (wait) await wait;
+    }
+    return performance.now() - start;
+  };
+  for (const warmEnd = performance.now() + WARM_MS; performance.now() < warmEnd;) {
+    await block(a);
+    await block(b);
+  }
+  const ratios: number[] = [];
+  const end = performance.now() + LIMIT_MS * 3;
+  while (ratios.length < 16 || (performance.now() < end && ratios.length < 10_000)) {
+    const a1 = await block(a);
+    const b1 = await block(b);
+    const b2 = await block(b);
+    const a2 = await block(a);
+    ratios.push((a1 + a2) / (b1 + b2));
+  }
+  return ratios;
 }
 
 /** One measurement: listen here, start the writing or pinging child, return its rate. */
