@@ -255,3 +255,28 @@ export class Meter {
       : { units: this.total - this.#markTotal, ms: now - this.#markAt };
   }
 }
+
+/** Counts what arrives (bytes, messages), fed by events; `until()` waits for a total. */
+export class Arrivals {
+  /** Times what arrives after the sender's warm-up. */
+  meter: Meter = new Meter();
+  #want = 0;
+  #resolve: (() => void) | undefined;
+
+  /** Counts `n` more arrived. */
+  add(n: number): void {
+    this.meter.add(n);
+    if (this.#resolve && this.meter.total >= this.#want) {
+      const r = this.#resolve;
+      this.#resolve = undefined;
+      r();
+    }
+  }
+
+  /** Undefined once `total` have arrived, else a promise that resolves then. */
+  until(total: number): Promise<void> | undefined {
+    if (this.meter.total >= total) return undefined;
+    this.#want = total;
+    return new Promise((resolve) => (this.#resolve = resolve));
+  }
+}

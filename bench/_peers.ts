@@ -8,7 +8,7 @@
 import { type Conn, connect, listen } from "../mod.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 import type { ChildProcess } from "../src/runtime/types.ts";
-import { Meter, stdoutText, type Timed, timedLoop } from "./_harness.ts";
+import { Arrivals, Meter, stdoutText, type Timed, timedLoop } from "./_harness.ts";
 
 /** One end of a connection, as the workloads drive it. */
 export interface Peer {
@@ -251,26 +251,6 @@ interface NodeSocket {
   on(e: string, f: (x?: unknown) => void): void;
   once(e: string, f: (x?: unknown) => void): void;
   removeListener(e: string, f: (x?: unknown) => void): void;
-}
-
-/** A promise that resolves when `bytes` more bytes have arrived, fed by data events. */
-class Arrivals {
-  meter: Meter = new Meter();
-  #want = 0;
-  #resolve: (() => void) | undefined;
-  add(n: number): void {
-    this.meter.add(n);
-    if (this.#resolve && this.meter.total >= this.#want) {
-      const r = this.#resolve;
-      this.#resolve = undefined;
-      r();
-    }
-  }
-  until(total: number): Promise<void> | undefined {
-    if (this.meter.total >= total) return undefined;
-    this.#want = total;
-    return new Promise((resolve) => (this.#resolve = resolve));
-  }
 }
 
 class NodePeer implements Peer {

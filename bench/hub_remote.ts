@@ -20,7 +20,9 @@
 import { Buffer } from "node:buffer";
 import process from "node:process";
 import { connectHub, Hub, type RemoteHub, serveHub } from "../src/hub/mod.ts";
+import { deadline } from "../src/internal/async.ts";
 import {
+  Arrivals,
   printTable,
   rotated,
   type Row,
@@ -66,32 +68,6 @@ async function redisClient(path: string): Promise<RedisLike> {
   return client;
 }
 
-/** Counts deliveries. */
-class Deliveries {
-  got = 0;
-  #want = Infinity;
-  #resolve: (() => void) | undefined;
-  hit = (): void => {
-    if (++this.got === this.#want) this.#resolve!();
-  };
-  /** Resolves once `total` deliveries have arrived; rejects after `ms`. */
-  until(total: number, ms: number): Promise<void> {
-    if (this.got >= total) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#want = Infinity;
-        reject(new Error(`${total - this.got} of ${total} never arrived`));
-      }, ms);
-      this.#want = total;
-      this.#resolve = () => {
-        clearTimeout(timer);
-        this.#want = Infinity;
-        resolve();
-      };
-    });
-  }
-}
-
 /**
  * Deliveries per second: one publisher, `fanOut` subscribers, `n` messages timed after
  * `WARM_MS` of the same untimed.
@@ -102,7 +78,8 @@ async function fanOut(
   fanOutCount: number,
   n: number,
 ): Promise<number> {
-  const received = new Deliveries();
+  const received = new Arrivals();
+  const hit = (): void => received.add(1);
   let publish: (i: number) => Promise<unknown> | void;
   let close: () => Promise<unknown>;
   if (impl === "dockipc hub") {
@@ -111,7 +88,7 @@ async function fanOut(
     for (const c of subs) {
       const sub = c.subscribe(TOPIC, { buffer: 4096 });
       void (async () => {
-        for await (const _ of sub) received.hit();
+        for await (const _ of sub) hit();
       })();
       await c.flush();
     }
@@ -122,7 +99,7 @@ async function fanOut(
     const subs: NatsLike[] = [];
     for (let i = 0; i < fanOutCount; i++) {
       const nc = await natsConnect(where);
-      nc.subscribe(TOPIC, { callback: () => received.hit() });
+      nc.subscribe(TOPIC, { callback: () => hit() });
       await nc.flush();
       subs.push(nc);
     }
@@ -136,7 +113,7 @@ async function fanOut(
     const subs: RedisLike[] = [];
     for (let i = 0; i < fanOutCount; i++) {
       const c = await redisClient(where);
-      await c.subscribe(TOPIC, () => received.hit(), true);
+      await c.subscribe(TOPIC, () => hit(), true);
       subs.push(c);
     }
     const pub = await redisClient(where);
@@ -158,7 +135,8 @@ async function fanOut(
       const p = publish(i);
       if (p !== undefined) await p;
     }
-    await received.until(i * fanOutCount, 60_000);
+    const arrived = received.until(i * fanOutCount);
+    if (arrived) await deadline(arrived, 60_000, { op: "wait for every delivery" });
   };
   for (const warmEnd = performance.now() + WARM_MS; performance.now() < warmEnd;) await burst(1000);
   const start = performance.now();
