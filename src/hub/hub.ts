@@ -6,7 +6,7 @@
  */
 
 import { closedError, IpcError } from "../errors.ts";
-import { checkTimeout, Deadlines, type Expiring, MAX_TIMER } from "../internal/async.ts";
+import { checkTimeout, deadlineAfter, Deadlines, type Expiring } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import {
   type Message,
@@ -202,7 +202,7 @@ export function awaitReply(
     };
     const onAbort = (): void => settle(signal?.reason);
     const timing: Expiring = {
-      deadline: ms >= MAX_TIMER ? Infinity : Date.now() + ms,
+      deadline: deadlineAfter(ms),
       expire: () =>
         settle(
           new IpcError(

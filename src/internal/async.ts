@@ -36,6 +36,14 @@ export function later(run: () => void, ms: number): ReturnType<typeof setTimeout
   return ms >= MAX_TIMER ? undefined : setTimeout(run, ms);
 }
 
+/**
+ * The `Date.now()` time `ms` from now, for {@linkcode Expiring}: `Infinity` for a delay past
+ * {@linkcode MAX_TIMER}, which means no limit, as for {@linkcode later}.
+ */
+export function deadlineAfter(ms: number): number {
+  return ms >= MAX_TIMER ? Infinity : Date.now() + ms;
+}
+
 /** What {@linkcode Deadlines} times out. */
 export interface Expiring {
   /** When it times out, as a `Date.now()` time; `Infinity` for never. */

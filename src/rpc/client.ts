@@ -9,7 +9,7 @@ import { type Address, formatAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
-import { backoff, checkTimeout, Deadlines, delay } from "../internal/async.ts";
+import { backoff, checkTimeout, deadlineAfter, Deadlines, delay } from "../internal/async.ts";
 import { firstRead, tokenBytes } from "../internal/serving.ts";
 import { connect } from "../transport.ts";
 import {
@@ -163,7 +163,7 @@ class Call {
   readonly id: number;
   readonly data: Uint8Array;
   readonly idempotent: boolean;
-  /** When it times out, in `Date.now()` milliseconds. */
+  /** When it times out, in `Date.now()` milliseconds; `Infinity` for never. */
   readonly deadline: number;
   readonly #timeout: number;
   readonly #signal: AbortSignal | undefined;
@@ -186,7 +186,7 @@ class Call {
     this.data = data;
     this.idempotent = options.idempotent ?? false;
     this.#timeout = timeout;
-    this.deadline = Date.now() + timeout;
+    this.deadline = deadlineAfter(timeout);
     this.#signal = options.signal;
     this.#outlet = outlet;
     this.#hooks = hooks;
