@@ -8,6 +8,7 @@
  */
 
 import { closedError } from "../errors.ts";
+import { type ByteIo, byteIo } from "../runtime/_socket_conn.ts";
 import type { Conn } from "../runtime/types.ts";
 import { BATCH_BYTES, BurstTimer, type Decoder, type Encoder } from "./_codec.ts";
 
@@ -34,10 +35,11 @@ export interface ChannelHooks<T = unknown> {
 export class Channel<T> {
   readonly conn: Conn;
   readonly #decoder: Decoder<T>;
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #io: ByteIo;
   readonly #sink: BatchSink<T>;
   readonly #hooks: ChannelHooks<T>;
-  #failed = false;
+  /** What failed the channel: later reads throw it. */
+  #failure: { error: unknown } | undefined;
   #closing = false;
   #ended = false;
   /** Bad input met after some messages of the same chunk: thrown by the next `read()`. */
@@ -54,8 +56,8 @@ export class Channel<T> {
     this.conn = conn;
     this.#decoder = decoder;
     this.#hooks = hooks;
-    this.#reader = conn.readable.getReader();
-    this.#sink = new BatchSink(encoder, conn.writable.getWriter(), () => hooks.writeEnded?.());
+    this.#io = byteIo(conn);
+    this.#sink = new BatchSink(encoder, this.#io, () => hooks.writeEnded?.());
   }
 
   /**
@@ -69,23 +71,28 @@ export class Channel<T> {
       throw this.#badInput.error;
     }
     if (this.#ended) return undefined;
+    // After a failure the connection is closed, or drained by `fail()` alone.
+    if (this.#failure !== undefined) {
+      if (this.#closing) return undefined;
+      throw this.#failure.error;
+    }
     const out: T[] = [];
     const emit = (value: T): void => void out.push(value);
     while (out.length === 0) {
-      let read: ReadableStreamReadResult<Uint8Array>;
+      let chunk: Uint8Array | null;
       try {
-        read = await this.#reader.read();
+        chunk = await this.#io.read();
       } catch (err) {
         this.fail(err, false);
         throw err;
       }
       try {
-        if (read.done) {
+        if (chunk === null) {
           this.#ended = true;
           if (!this.#closing) this.#decoder.end(emit);
           return out.length > 0 ? out : undefined;
         }
-        this.#decoder.push(read.value, emit);
+        this.#decoder.push(chunk, emit);
       } catch (err) {
         if (out.length > 0) {
           this.#badInput = { error: err };
@@ -148,8 +155,8 @@ export class Channel<T> {
    * most. After a broken connection or `close()` there is nothing to save.
    */
   fail(err: unknown, flush: boolean): void {
-    if (this.#failed) return;
-    this.#failed = true;
+    if (this.#failure !== undefined) return;
+    this.#failure = { error: err };
     const last = flush ? this.#hooks.lastWords?.(err) : undefined;
     if (last !== undefined) void this.send(last)?.catch(() => {});
     this.#sink.stop(err);
@@ -161,7 +168,11 @@ export class Channel<T> {
     const timer = setTimeout(() => this.conn.close(), FLUSH_GRACE_MS);
     void (async () => {
       await this.#sink.close().catch(() => {});
-      while (!(await this.#reader.read().catch(() => ({ done: true }))).done);
+      try {
+        while ((await this.#io.read()) !== null);
+      } catch {
+        // The connection failed: there is nothing left to drain.
+      }
     })().finally(() => {
       clearTimeout(timer);
       this.conn.close();
@@ -178,7 +189,7 @@ export class Channel<T> {
  */
 class BatchSink<T> {
   readonly #encoder: Encoder<T>;
-  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #io: ByteIo;
   readonly #timer = new BurstTimer(() => this.#burstEnded());
   /** The batch being filled: it starts small and doubles as bursts need, up to 64 KiB. */
   #buf = new Uint8Array(FIRST_BATCH_BYTES);
@@ -198,11 +209,11 @@ class BatchSink<T> {
 
   constructor(
     encoder: Encoder<T>,
-    writer: WritableStreamDefaultWriter<Uint8Array>,
+    io: ByteIo,
     onEnded: () => void,
   ) {
     this.#encoder = encoder;
-    this.#writer = writer;
+    this.#io = io;
     this.#onEnded = onEnded;
   }
 
@@ -238,12 +249,12 @@ class BatchSink<T> {
 
   async close(): Promise<void> {
     await this.flush();
-    await this.#writer.close();
+    await this.#io.end();
     this.#onEnded();
   }
 
   abort(reason: unknown): Promise<void> {
-    return this.#writer.abort(reason);
+    return this.#io.abort(reason);
   }
 
   /** The value did not fit the room left, or is large enough to be written by reference. */
@@ -264,7 +275,7 @@ class BatchSink<T> {
       return this.#refuse(err);
     }
     await this.flush();
-    for (const chunk of chunks) await this.#writer.write(chunk);
+    for (const chunk of chunks) await this.#io.write(chunk);
   }
 
   /** A refused message: nothing of it was written, and what was accepted before still goes out. */
@@ -300,18 +311,25 @@ class BatchSink<T> {
     this.#spare = undefined;
     this.#len = 0;
     this.#due = false;
-    this.#inflight = this.#writer.write(chunk).then(() => {
-      this.#spare = sent;
-      this.#inflight = undefined;
-      if (this.#due && this.#len > 0) this.#send();
-    }, (err: unknown) => {
-      this.#inflight = undefined;
-      this.#len = 0;
-      if (!this.#failed) {
-        this.#failed = true;
-        this.#error = err;
-      }
-    });
+    const written = this.#io.write(chunk);
+    // Taken at once (the usual case): the buffer is free again, with no promise made.
+    if (written === undefined) this.#spare = sent;
+    else this.#inflight = written.then(() => this.#written(sent), (err) => this.#writeFailed(err));
+  }
+
+  #written(sent: Uint8Array<ArrayBuffer>): void {
+    this.#spare = sent;
+    this.#inflight = undefined;
+    if (this.#due && this.#len > 0) this.#send();
+  }
+
+  #writeFailed(err: unknown): void {
+    this.#inflight = undefined;
+    this.#len = 0;
+    if (!this.#failed) {
+      this.#failed = true;
+      this.#error = err;
+    }
   }
 
   #throwIfFailed(): void {

@@ -52,6 +52,52 @@ const READ_HIGH_WATER_MARK = 64 * 1024;
 const READ_SIZE = 64 * 1024;
 /** Where that scratch buffer starts: see `#pullInto`. */
 const FIRST_READ_SIZE = 4 * 1024;
+/** The largest arena direct reads of a `readInto` socket share: see `#readArena`. */
+const MAX_ARENA = 256 * 1024;
+
+/**
+ * A connection's bytes as calls rather than streams: what a `Channel` drives a connection with.
+ * One read at a time, and one write at a time (the next once the last has resolved).
+ */
+export interface ByteIo {
+  /**
+   * The next bytes read, which the caller may keep (nothing writes to them again), or null
+   * once the peer has ended. Throws or rejects once the connection failed.
+   */
+  read(): Uint8Array | null | Promise<Uint8Array | null>;
+  /**
+   * Writes `chunk`: undefined once the connection has taken it, so the caller may reuse it, or
+   * a promise that resolves then (backpressure), or rejects once the connection failed.
+   */
+  write(chunk: Uint8Array): Promise<void> | undefined;
+  /** Ends the sending direction after everything written so far. */
+  end(): Promise<void>;
+  /** Closes the connection at once. */
+  abort(reason: unknown): Promise<void>;
+}
+
+/**
+ * The bytes of `conn` as calls. A connection of ours is driven directly: each read and write
+ * skips a stream operation (a promise, a queue, a buffer transfer), and a `readInto` socket reads
+ * into a shared arena instead of fresh memory per read. Any other `Conn` is driven through its
+ * streams. Either way its streams are locked from then on.
+ */
+export function byteIo(conn: Conn): ByteIo {
+  if (conn instanceof SocketConn) return conn.direct();
+  const reader = conn.readable.getReader();
+  const writer = conn.writable.getWriter();
+  return {
+    read: async () => {
+      const { done, value } = await reader.read();
+      return done ? null : value;
+    },
+    // A stream may hold on to a chunk after its write resolved (an in-memory pipe does, until
+    // it is read), and the caller reuses it then: the stream gets its own copy.
+    write: (chunk) => writer.write(chunk.slice()),
+    end: () => writer.close(),
+    abort: (reason) => writer.abort(reason),
+  };
+}
 
 /** A connected socket as a pair of Web Streams; see `Conn` for the contract. */
 export class SocketConn implements Conn {
@@ -79,6 +125,25 @@ export class SocketConn implements Conn {
   #scratch: Uint8Array | undefined;
   /** The socket is paused: the reader has `READ_HIGH_WATER_MARK` bytes waiting unread. */
   #paused = false;
+  /** Driven by calls (`direct()`), the streams locked and unused. */
+  #direct = false;
+  /** What failed the reading direction, for direct reads. */
+  #readError: IpcError | undefined;
+  /** What ended the writing direction, for direct writes. */
+  #writeError: IpcError | undefined;
+  /** Direct reads, event sockets: chunks read ahead, their bytes, and a read that waits. */
+  #chunks: Uint8Array[] = [];
+  #chunkBytes = 0;
+  #waiter:
+    | { resolve: (chunk: Uint8Array | null) => void; reject: (err: unknown) => void }
+    | undefined;
+  /** Direct reads, event sockets: the stream's reader, while it may hold bytes read before. */
+  #backlog: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  /** Direct reads, `readInto` sockets: the arena read into, where its free part starts, its size. */
+  #arena: Uint8Array | undefined;
+  #at = 0;
+  #arenaSize = FIRST_READ_SIZE;
+  #reading = false;
 
   /**
    * @param driver The runtime's socket.
@@ -121,6 +186,21 @@ export class SocketConn implements Conn {
    */
   onData(chunk: Uint8Array): void {
     if (this.#readDone) return;
+    if (this.#direct) {
+      const waiter = this.#waiter;
+      if (waiter !== undefined) {
+        this.#waiter = undefined;
+        waiter.resolve(chunk);
+        return;
+      }
+      this.#chunks.push(chunk);
+      this.#chunkBytes += chunk.byteLength;
+      if (!this.#paused && this.#chunkBytes >= READ_HIGH_WATER_MARK) {
+        this.#paused = true;
+        this.#driver.pause();
+      }
+      return;
+    }
     if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
       chunk = chunk.slice();
     }
@@ -175,10 +255,108 @@ export class SocketConn implements Conn {
     if (n === view.length && n < READ_SIZE) this.#scratch = new Uint8Array(n * 2);
   }
 
+  /**
+   * Switches to direct calls (see `byteIo`): locks both streams, which are not used again
+   * except to hand out bytes they had already read.
+   */
+  direct(): ByteIo {
+    const reader = this.readable.getReader();
+    this.writable.getWriter();
+    this.#direct = true;
+    if (this.#driver.readInto === undefined) this.#backlog = reader;
+    return {
+      read: this.#driver.readInto === undefined
+        ? () => this.#readEvents()
+        : () => this.#readArena(),
+      write: (chunk) => this.#writeDone ? Promise.reject(this.#writeFailure()) : this.#write(chunk),
+      end: () => {
+        if (this.#writeDone) return Promise.reject(this.#writeFailure());
+        this.#endWrite();
+        return Promise.resolve();
+      },
+      abort: () => {
+        this.close();
+        return Promise.resolve();
+      },
+    };
+  }
+
+  #writeFailure(): IpcError {
+    return this.#writeError ?? closedError("write", "connection");
+  }
+
+  /** A direct read once reading has ended: null, or what failed it. */
+  #readEnded(): null {
+    if (this.#readError !== undefined) throw this.#readError;
+    return null;
+  }
+
+  /** A direct read of an event socket: a chunk read ahead, or the next one to arrive. */
+  #readEvents(): Uint8Array | null | Promise<Uint8Array | null> {
+    if (this.#backlog !== undefined) {
+      // Bytes the stream read before the switch come first; its queue is full until drained.
+      const size = this.#rc.desiredSize;
+      if (size === null || size < READ_HIGH_WATER_MARK) {
+        return this.#backlog.read().then(({ done, value }) => done ? null : value);
+      }
+      this.#backlog = undefined;
+    }
+    if (this.#readError !== undefined) throw this.#readError;
+    const chunk = this.#chunks.shift();
+    if (chunk !== undefined) {
+      this.#chunkBytes -= chunk.byteLength;
+      if (this.#paused && this.#chunkBytes < READ_HIGH_WATER_MARK) this.#resume();
+      return chunk;
+    }
+    if (this.#readDone) return this.#readEnded();
+    if (this.#waiter !== undefined) throw new TypeError("Cannot read as a read is in progress");
+    this.#resume();
+    return new Promise((resolve, reject) => (this.#waiter = { resolve, reject }));
+  }
+
+  /**
+   * A direct read of a `readInto` socket, into the free part of an arena that later reads go on
+   * filling: one allocation serves many reads, and nothing is ever written twice, so every chunk
+   * handed out stays the reader's. The arena starts at 4 KiB and doubles, up to 256 KiB, while
+   * reads fill the room they are given: an idle connection holds 4 KiB.
+   */
+  async #readArena(): Promise<Uint8Array | null> {
+    if (this.#readDone) return this.#readEnded();
+    if (this.#reading) throw new TypeError("Cannot read as a read is in progress");
+    let arena = this.#arena;
+    if (arena === undefined || arena.length - this.#at < this.#arenaSize >> 2) {
+      arena = this.#arena = new Uint8Array(this.#arenaSize);
+      this.#at = 0;
+    }
+    const view = arena.subarray(this.#at, Math.min(arena.length, this.#at + READ_SIZE));
+    let n: number | null;
+    this.#reading = true;
+    try {
+      n = await this.#driver.readInto!(view);
+    } catch (err) {
+      this.onError(err);
+      this.#endReadable();
+      return this.#readEnded();
+    } finally {
+      this.#reading = false;
+    }
+    if (this.#readDone) return this.#readEnded();
+    if (n === null) {
+      this.onEnd();
+      return null;
+    }
+    this.#at += n;
+    if (n === view.length && this.#arenaSize < MAX_ARENA) this.#arenaSize *= 2;
+    return view.subarray(0, n);
+  }
+
   /** Ends the readable, releasing a BYOB read that waits (it resolves as done). */
   #endReadable(): void {
     if (this.#readDone) return;
     this.#readDone = true;
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.resolve(null);
     try {
       this.#rc.close();
       this.#rc.byobRequest?.respond(0);
@@ -265,6 +443,7 @@ export class SocketConn implements Conn {
 
   /** Errors the sending direction, and the receiving one if it is still open. */
   #fail(error: IpcError): void {
+    this.#writeError ??= error;
     this.#writeDone = true;
     this.#wc.error(error);
     const reject = this.#drainReject;
@@ -273,6 +452,12 @@ export class SocketConn implements Conn {
     reject?.(error);
     if (!this.#readDone) {
       this.#readDone = true;
+      this.#readError = error;
+      this.#chunks = [];
+      this.#chunkBytes = 0;
+      const waiter = this.#waiter;
+      this.#waiter = undefined;
+      waiter?.reject(error);
       this.#rc.error(error);
     }
   }

@@ -19,6 +19,7 @@ import {
   rejectsWith,
   rt,
   RUNTIMES,
+  seeded,
   seededFrames,
   spawnFixture,
   tempDir,
@@ -333,7 +334,102 @@ describe("frameChannel()", () => {
       await a.closed;
     },
   );
+
+  test("frameChannel() keeps every frame intact while later reads go on", T, async () => {
+    // Frames come out as views of the memory they were read into: nothing may write there
+    // again, however many reads follow and however the bytes are chunked.
+    await using p = await pair();
+    const random = seeded(11);
+    const frames = Array.from(
+      { length: 4000 },
+      (_, i) => new Uint8Array(Math.floor(random() * 1500)).fill(i),
+    );
+    const bytes = encodeFramesRaw(frames);
+    const sending = (async () => {
+      const writer = p.server.writable.getWriter();
+      for (let at = 0; at < bytes.length;) {
+        const n = 1 + Math.floor(random() * 70_000);
+        await writer.write(bytes.slice(at, at + n));
+        at += n;
+      }
+      await writer.close();
+    })();
+    const c = frameChannel(p.client);
+    const kept: Uint8Array[] = [];
+    for (let batch; (batch = await c.read());) kept.push(...batch);
+    await sending;
+    assert.equal(kept.length, frames.length);
+    for (let i = 0; i < frames.length; i++) assert.deepEqual(kept[i], frames[i], `frame ${i}`);
+  });
+
+  test("frameChannel() made late reads first what the connection had read already", T, async () => {
+    // Node and Bun read ahead as soon as a connection opens, into the connection's stream; a
+    // channel made later must deliver those bytes before its own reads, then the rest.
+    await using p = await pair();
+    const frames = Array.from({ length: 300 }, (_, i) => new Uint8Array(1000).fill(i));
+    const sending = sendRaw(p.server, encodeFramesRaw(frames));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const c = frameChannel(p.client);
+    const got: Uint8Array[] = [];
+    for (let batch; (batch = await c.read());) got.push(...batch);
+    await sending;
+    assert.deepEqual(got, frames);
+    assert.equal(await c.read(), undefined);
+  });
+
+  test(
+    "frameChannel() drives any Conn, not only the library's own, through its streams",
+    T,
+    async () => {
+      const [left, right] = memoryConns();
+      const a = frameChannel(left);
+      const b = frameChannel(right);
+      assert.ok(left.readable.locked && left.writable.locked);
+      const frames = seededFrames(500, 5);
+      const echo = (async () => {
+        for (let batch; (batch = await b.read());) for (const f of batch) await b.send(f);
+        await b.end();
+      })();
+      // In-memory streams buffer almost nothing: send and read at once.
+      const sending = (async () => {
+        for (const f of frames) await a.send(f);
+        await a.end();
+      })();
+      const back: Uint8Array[] = [];
+      for (let batch; (batch = await a.read());) back.push(...batch);
+      await Promise.all([sending, echo]);
+      assert.deepEqual(back, frames);
+    },
+  );
 });
+
+/** Two `Conn`s joined by in-memory streams, as a user might build one for tests. */
+function memoryConns(): [Conn, Conn] {
+  const there = new TransformStream<Uint8Array, Uint8Array>();
+  const back = new TransformStream<Uint8Array, Uint8Array>();
+  const end = (
+    readable: ReadableStream<Uint8Array>,
+    writable: WritableStream<Uint8Array>,
+  ): Conn => {
+    const addr = { transport: "unix", path: "" } as const;
+    return {
+      readable,
+      writable,
+      localAddr: addr,
+      remoteAddr: addr,
+      closed: Promise.resolve(),
+      close(): void {
+        readable.cancel().catch(() => {});
+        writable.abort().catch(() => {});
+      },
+      [Symbol.asyncDispose](): Promise<void> {
+        this.close();
+        return this.closed;
+      },
+    };
+  };
+  return [end(back.readable, there.writable), end(there.readable, back.writable)];
+}
 
 describe("lines()", () => {
   /** A line server: answers each line with its upper case, and "BYE" on "quit". */
