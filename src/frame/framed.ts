@@ -18,7 +18,9 @@ import { LineEncoding, LineParser, type LineStreamOptions, maxLineLengthOf } fro
  * `readable` yields each message the peer sent and ends when the peer stops writing. Cancelling
  * it (as `break` in a `for await` loop does) stops reading without dropping what is still to be
  * written: the connection closes once `writable` is closed as well. A message
- * is the reader's to keep (see `FrameDecoderStream` for when a frame is a view). If the peer
+ * is the reader's to keep. A frame is usually a view of the memory the connection read it into,
+ * which nothing writes to again: keeping one keeps that memory (up to 256 KiB) alive, so
+ * `slice()` a small frame you keep for long. If the peer
  * sends bad input (an oversize length, a truncated frame, an overlong line, bytes that are not
  * UTF-8), the `IpcError` surfaces on `readable` after the messages that came before it, new
  * writes reject with it, what was already accepted for writing is sent, and the connection is
