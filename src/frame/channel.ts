@@ -265,6 +265,8 @@ class BatchSink<T> {
     const n = this.#encoder.encode(value, this.#buf, 0);
     if (n >= 0) {
       this.#len = n;
+      // The writer was held back by us, not quiet: what it writes next joins this batch.
+      this.#quiet = false;
       this.#timer.touch();
       return;
     }

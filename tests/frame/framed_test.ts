@@ -401,6 +401,28 @@ describe("frameChannel()", () => {
       assert.deepEqual(back, frames);
     },
   );
+  test("frameChannel() keeps batching a burst that waits for room", T, async () => {
+    // A writer held back by backpressure has not stopped: once let through, its next frames
+    // must join a full batch, not leave one by one as after a real pause.
+    const sizes: number[] = [];
+    const slow = new WritableStream<Uint8Array>({
+      write: (chunk) =>
+        new Promise((resolve) => {
+          sizes.push(chunk.length);
+          setTimeout(resolve, 2);
+        }),
+    });
+    const [conn] = memoryConns();
+    const c = frameChannel({ ...conn, writable: slow });
+    for (let i = 0; i < 5000; i++) {
+      const wait = c.send(new Uint8Array(100));
+      if (wait) await wait;
+    }
+    await c.end();
+    assert.equal(sizes.reduce((a, b) => a + b, 0), 5000 * 104);
+    const middle = sizes.slice(1, -1);
+    assert.ok(middle.length > 0 && middle.every((n) => n > 32 * 1024), `chunks: ${sizes}`);
+  });
 });
 
 /** Two `Conn`s joined by in-memory streams, as a user might build one for tests. */
