@@ -64,6 +64,34 @@ describe(`Runtime.fs on ${rt.name}`, () => {
     assert.equal(text(await rt.fs.readFile(path)), "0123xx67");
   });
 
+  test("positional calls land at their positions in any order, sequential or not", async () => {
+    // Deno has no pwrite: a positional call is a seek, skipped when the file offset is known
+    // to be there already. Every mix of order, reads, writes and truncation must still land.
+    await using dir = await tempDir();
+    const path = `${dir.path}/p`;
+    const f = await rt.fs.open(path, { write: true, create: true });
+    f.writeSync(bytes("abcd"), 0);
+    f.writeSync(bytes("efgh"), 4);
+    await f.write(bytes("XY"), 2);
+    await f.write(bytes("ZZ"), 6);
+    const head = new Uint8Array(3);
+    assert.equal(await f.read(head, 1), 3);
+    assert.equal(text(head), "bXY");
+    f.writeSync(bytes("12"), 8);
+    f.writeSync(bytes("q"), 4);
+    const ten = new Uint8Array(10);
+    assert.equal(await f.read(ten, 0), 10);
+    assert.equal(text(ten), "abXYqfZZ12");
+    await f.truncate(7);
+    f.writeSync(bytes("end"), 10);
+    const all = new Uint8Array(16);
+    assert.equal(await f.read(all, 0), 13);
+    assert.equal(text(all.subarray(0, 7)), "abXYqfZ");
+    assert.deepEqual([...all.subarray(7, 10)], [0, 0, 0], "a hole where truncate cut");
+    assert.equal(text(all.subarray(10, 13)), "end");
+    await f.close();
+  });
+
   test("createNew fails with EEXIST and open of a missing file with ENOENT, naming the path", async () => {
     await using dir = await tempDir();
     const path = `${dir.path}/x`;
