@@ -94,6 +94,7 @@ export function human(n: number): string {
  * is one of `baseline`).
  */
 export function printTable(rows: readonly Row[], baseline: string | readonly string[]): void {
+  if (rows.length === 0) return;
   const baselines: readonly string[] = typeof baseline === "string" ? [baseline] : baseline;
   console.log(
     `\n${rt.name} ${rt.version} on ${rt.platform}; median of ${
@@ -220,6 +221,60 @@ export async function timedLoop(
   };
   await Promise.all(Array.from({ length: lanes }, lane));
   return { n: i - warm, ms: performance.now() - start, warm };
+}
+
+/** Round trips per block of a paired measurement. */
+const PAIRED_BLOCK = 250;
+
+/**
+ * A paired measurement, for ratios that drift cannot move: blocks of `PAIRED_BLOCK` round trips
+ * on the baseline (`a`) and on the implementation measured (`b`) in the order a b b a, each
+ * quartet giving one ratio of `b`'s rate to `a`'s. Drift in the machine's speed, which moves
+ * whole runs by ±10 % here, then falls on both alike. After `WARM_MS` of the same off the clock;
+ * for `ms` and at least 16 quartets.
+ */
+export async function pairedRatios(
+  a: () => Promise<unknown> | undefined,
+  b: () => Promise<unknown> | undefined,
+  ms: number,
+): Promise<number[]> {
+  const block = async (trip: () => Promise<unknown> | undefined): Promise<number> => {
+    const start = performance.now();
+    for (let k = 0; k < PAIRED_BLOCK; k++) {
+      const wait = trip();
+      if (wait) await wait;
+    }
+    return performance.now() - start;
+  };
+  for (const warmEnd = performance.now() + WARM_MS; performance.now() < warmEnd;) {
+    await block(a);
+    await block(b);
+  }
+  const ratios: number[] = [];
+  const end = performance.now() + ms;
+  while (ratios.length < 16 || (performance.now() < end && ratios.length < 10_000)) {
+    const a1 = await block(a);
+    const b1 = await block(b);
+    const b2 = await block(b);
+    const a2 = await block(a);
+    ratios.push((a1 + a2) / (b1 + b2));
+  }
+  return ratios;
+}
+
+/** Prints paired ratios per implementation: the median, the middle half and the count. */
+export function printPaired(
+  title: string,
+  paired: readonly { impl: string; ratios: number[] }[],
+): void {
+  if (paired.length === 0) return;
+  console.log(`\n| ${title} | median | middle half | blocks |`);
+  console.log("|---|---|---|---|");
+  for (const { impl, ratios } of paired) {
+    const s = [...ratios].sort((a, b) => a - b);
+    const q = (f: number): string => s[Math.floor(f * (s.length - 1))]!.toFixed(2);
+    console.log(`| ${impl} | ${median(s).toFixed(2)} | ${q(0.25)}–${q(0.75)} | ${s.length} |`);
+  }
 }
 
 /**

@@ -7,7 +7,10 @@
  *   every frame, checks its length and sequence, and times from the end of the warm-up to the
  *   end. The raw child writes the same frames pre-encoded, 64 KiB per write, and nothing parses
  *   them;
- * - ping-pong 64 B: the child sends one frame and waits for it back; this process echoes.
+ * - ping-pong 64 B: the child sends one frame and waits for it back; this process echoes;
+ * - paired ping-pong 64 B: one child makes round trips on a raw connection and on a framed one
+ *   in turn (blocks a b b a, see `pairedRatios`), so that drift in the machine's speed, which
+ *   moves separate runs by ±10 % or more here, cannot move the ratio.
  *
  * Every measurement across processes follows `WARM_MS` (3 s) of the same workload off the clock,
  * baseline included: the figures are steady state, as in a long-lived connection.
@@ -32,6 +35,8 @@ import { implFor, pingPong, serveOnce } from "./_peers.ts";
 import {
   median,
   Meter,
+  pairedRatios,
+  printPaired,
   printTable,
   rotated,
   type Row,
@@ -61,6 +66,9 @@ const WORKLOADS: Workload[] = [
   { name: "one-way 4 KiB frames", kind: "one-way", size: 4096, count: 1_000_000, unit: "MB/s" },
   { name: "ping-pong 64 B frames", kind: "ping-pong", size: 64, count: 200_000, unit: "rt/s" },
 ];
+const PING_PONG = WORKLOADS[2]!;
+/** The name of the paired workload; `--only` with a part of it runs just that. */
+const PAIRED = "paired ping-pong 64 B frames";
 
 const args = scriptArgs();
 const runtime = rt.name as RuntimeName;
@@ -259,7 +267,25 @@ async function decodeStream(chunks: readonly Uint8Array[]): Promise<number> {
 
 // ---------------------------------------------------------------------------------------------
 
-if (args[0] === "peer") {
+if (args[0] === "paired") {
+  // The child of the paired ping-pong: a raw connection and a framed one, blocks of trips in turn.
+  const [, impl, rawPath, framedPath] = args as [string, string, string, string];
+  const raw = await (await implFor("raw", runtime)).connect(rawPath);
+  const io = ios[impl]!(await connect(framedPath));
+  const frame = new Uint8Array(PING_PONG.size);
+  const framedTrip = async (): Promise<void> => {
+    io.send(frame);
+    if ((await io.read())?.[0]?.length !== PING_PONG.size) throw new Error("bad echo");
+  };
+  const rawMsg = encodedBatch(PING_PONG.size).subarray(0, PING_PONG.size + 4);
+  const ratios = await pairedRatios(raw.tripper(rawMsg), framedTrip, LIMIT_MS * 3);
+  console.log(JSON.stringify({ ratios }));
+  await raw.shutdown();
+  await io.end();
+  await new Promise((r) => setTimeout(r, 50));
+  raw.close();
+  io.close();
+} else if (args[0] === "peer") {
   const [, name, impl, path] = args;
   const w = WORKLOADS.find((x) => x.name === name)!;
   const result = impl === "raw" ? await rawChild(w, path!) : await framedChild(w, path!, impl!);
@@ -279,7 +305,6 @@ if (args[0] === "peer") {
       ),
     );
   }
-  await rt.fs.remove(dir, { recursive: true });
   const inProcess = "decode 64 MiB of 64 B frames, in-process";
   if (inProcess.includes(only)) {
     const chunks = prebuiltChunks();
@@ -297,15 +322,52 @@ if (args[0] === "peer") {
       rows.push({ workload: inProcess, impl, unit: "frames/s", rates: r });
     }
   }
+  const paired: { impl: string; ratios: number[] }[] = [];
+  if (PAIRED.includes(only)) {
+    for (const impl of ["framed", "channel"]) {
+      const ratios: number[] = [];
+      for (let i = 0; i < repeats; i++) ratios.push(...await pairedOnce(impl, `${dir}/p${i}`));
+      paired.push({ impl, ratios });
+    }
+  }
+  await rt.fs.remove(dir, { recursive: true });
   printTable(rows, ["raw", "ceiling"]);
-  printTargets(rows);
+  printPaired(`${PAIRED}: ÷ raw`, paired);
+  printTargets(rows, paired);
+}
+
+/**
+ * One paired ping-pong: this process echoes on a raw socket and on a framed one; the child makes
+ * round trips on both in turn and returns the ratios of their rates.
+ */
+async function pairedOnce(impl: string, prefix: string): Promise<number[]> {
+  const rawServer = await (await implFor("raw", runtime)).listen(`${prefix}raw.sock`);
+  await using listener = await listen(`${prefix}framed.sock`);
+  const child = spawnSelf(SCRIPT, ["paired", impl, `${prefix}raw.sock`, `${prefix}framed.sock`]);
+  const report = stdoutText(child);
+  const rawPeer = await rawServer.accept();
+  const io = ios[impl]!(await listener.accept());
+  await Promise.all([rawPeer.echo(), framedParent(PING_PONG, io)]);
+  const { ratios } = JSON.parse(await report) as { ratios: number[] };
+  await child.status;
+  rawPeer.close();
+  io.close();
+  await rawServer.close();
+  return ratios;
 }
 
 /** The issue's targets, each as a ratio of medians from this run. */
-function printTargets(rows: readonly Row[]): void {
+function printTargets(
+  rows: readonly Row[],
+  paired: readonly { impl: string; ratios: number[] }[],
+): void {
   const m = (workload: string, impl: string): number => {
     const row = rows.find((r) => r.workload.startsWith(workload) && r.impl === impl);
     return row ? median(row.rates) : NaN;
+  };
+  const p = (impl: string): number => {
+    const ratios = paired.find((x) => x.impl === impl)?.ratios;
+    return ratios ? median(ratios) : NaN;
   };
   const targets = [
     [
@@ -315,6 +377,7 @@ function printTargets(rows: readonly Row[]): void {
     ],
     ["4 KiB one-way framed / raw", m("one-way 4 KiB", "framed") / m("one-way 4 KiB", "raw"), 0.8],
     ["64 B ping-pong framed / raw", m("ping-pong", "framed") / m("ping-pong", "raw"), 0.9],
+    ["64 B ping-pong framed / raw, paired", p("framed"), 0.9],
     ["decoder core, M frames/s", m("decode", "decoder core") / 1e6, 15],
     // The batch-level API, for comparison with the same goals.
     [
@@ -328,6 +391,7 @@ function printTargets(rows: readonly Row[]): void {
       0.8,
     ],
     ["64 B ping-pong frameChannel / raw", m("ping-pong", "channel") / m("ping-pong", "raw"), 0.9],
+    ["64 B ping-pong frameChannel / raw, paired", p("channel"), 0.9],
   ] as const;
   console.log("\n| target | this run | goal | |\n|---|---|---|---|");
   for (const [name, value, goal] of targets) {

@@ -20,7 +20,8 @@
 
 import { implFor, pingPong, serveOnce } from "./_peers.ts";
 import {
-  median,
+  pairedRatios,
+  printPaired,
   printTable,
   rotated,
   type Row,
@@ -28,7 +29,6 @@ import {
   scriptArgs,
   spawnSelf,
   stdoutText,
-  WARM_MS,
 } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
@@ -36,8 +36,6 @@ const SCRIPT = new URL(import.meta.url).pathname;
 const LIMIT_MS = 1000;
 /** The name of the paired workload; `--only` with a part of it runs just that. */
 const PAIRED = "paired ping-pong 64 B";
-/** Round trips per block of the paired workload. */
-const PAIRED_BLOCK = 250;
 
 interface Workload {
   name: string;
@@ -62,7 +60,11 @@ if (args[0] === "paired") {
   const raw = await (await implFor("raw", runtime)).connect(rawPath);
   const conn = await (await implFor(impl, runtime)).connect(connPath);
   const msg = new Uint8Array(64).fill(1);
-  console.log(JSON.stringify({ ratios: await pairedRatios(raw.tripper(msg), conn.tripper(msg)) }));
+  console.log(
+    JSON.stringify({
+      ratios: await pairedRatios(raw.tripper(msg), conn.tripper(msg), LIMIT_MS * 3),
+    }),
+  );
   await raw.shutdown();
   await conn.shutdown();
   await new Promise((r) => setTimeout(r, 50));
@@ -110,15 +112,7 @@ if (args[0] === "paired") {
     console.log(JSON.stringify({ runtime, version: rt.version, rows, paired }));
   } else {
     printTable(rows, "raw");
-    if (paired.length > 0) {
-      console.log(`\n| ${PAIRED}: Conn ÷ raw | median | middle half | blocks |`);
-      console.log("|---|---|---|---|");
-      for (const { impl, ratios } of paired) {
-        const s = [...ratios].sort((a, b) => a - b);
-        const q = (f: number): string => s[Math.floor(f * (s.length - 1))]!.toFixed(2);
-        console.log(`| ${impl} | ${median(s).toFixed(2)} | ${q(0.25)}–${q(0.75)} | ${s.length} |`);
-      }
-    }
+    printPaired(`${PAIRED}: Conn ÷ raw`, paired);
   }
 }
 
@@ -138,40 +132,6 @@ async function pairedOnce(impl: string, prefix: string): Promise<number[]> {
   for (const p of peers) p.close();
   await rawServer.close();
   await connServer.close();
-  return ratios;
-}
-
-/**
- * The paired measurement: blocks of `PAIRED_BLOCK` round trips on the raw connection (`a`) and
- * on the `Conn` (`b`) in the order a b b a, each quartet giving one ratio of `b`'s rate to
- * `a`'s. Drift in the machine's speed, which moves whole runs by ±10 % here, then falls on both
- * alike. After `WARM_MS` of the same off the clock; for `LIMIT_MS` × 3 and at least 16 quartets.
- */
-async function pairedRatios(
-  a: () => Promise<void> | undefined,
-  b: () => Promise<void> | undefined,
-): Promise<number[]> {
-  const block = async (trip: () => Promise<void> | undefined): Promise<number> => {
-    const start = performance.now();
-    for (let k = 0; k < PAIRED_BLOCK; k++) {
-      const wait = trip();
-      if (wait) await wait;
-    }
-    return performance.now() - start;
-  };
-  for (const warmEnd = performance.now() + WARM_MS; performance.now() < warmEnd;) {
-    await block(a);
-    await block(b);
-  }
-  const ratios: number[] = [];
-  const end = performance.now() + LIMIT_MS * 3;
-  while (ratios.length < 16 || (performance.now() < end && ratios.length < 10_000)) {
-    const a1 = await block(a);
-    const b1 = await block(b);
-    const b2 = await block(b);
-    const a2 = await block(a);
-    ratios.push((a1 + a2) / (b1 + b2));
-  }
   return ratios;
 }
 
