@@ -262,11 +262,29 @@ export async function pairedRatios(
   return ratios;
 }
 
+/** Paired ratios of one implementation against its baseline. */
+export interface Paired {
+  impl: string;
+  ratios: number[];
+}
+
+/** Paired measurements of each of `impls`, `repeats` times each: `once` makes one. */
+export async function pairedRuns(
+  impls: readonly string[],
+  repeats: number,
+  once: (impl: string, i: number) => Promise<number[]>,
+): Promise<Paired[]> {
+  const paired: Paired[] = [];
+  for (const impl of impls) {
+    const ratios: number[] = [];
+    for (let i = 0; i < repeats; i++) ratios.push(...await once(impl, i));
+    paired.push({ impl, ratios });
+  }
+  return paired;
+}
+
 /** Prints paired ratios per implementation: the median, the middle half and the count. */
-export function printPaired(
-  title: string,
-  paired: readonly { impl: string; ratios: number[] }[],
-): void {
+export function printPaired(title: string, paired: readonly Paired[]): void {
   if (paired.length === 0) return;
   console.log(`\n| ${title} | median | middle half | blocks |`);
   console.log("|---|---|---|---|");

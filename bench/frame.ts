@@ -35,7 +35,9 @@ import { implFor, pingPong, serveOnce } from "./_peers.ts";
 import {
   median,
   Meter,
+  type Paired,
   pairedRatios,
+  pairedRuns,
   printPaired,
   printTable,
   rotated,
@@ -322,14 +324,13 @@ if (args[0] === "paired") {
       rows.push({ workload: inProcess, impl, unit: "frames/s", rates: r });
     }
   }
-  const paired: { impl: string; ratios: number[] }[] = [];
-  if (PAIRED.includes(only)) {
-    for (const impl of ["framed", "channel"]) {
-      const ratios: number[] = [];
-      for (let i = 0; i < repeats; i++) ratios.push(...await pairedOnce(impl, `${dir}/p${i}`));
-      paired.push({ impl, ratios });
-    }
-  }
+  const paired = PAIRED.includes(only)
+    ? await pairedRuns(
+      ["framed", "channel"],
+      repeats,
+      (impl, i) => pairedOnce(impl, `${dir}/p${i}`),
+    )
+    : [];
   await rt.fs.remove(dir, { recursive: true });
   printTable(rows, ["raw", "ceiling"]);
   printPaired(`${PAIRED}: ÷ raw`, paired);
@@ -359,7 +360,7 @@ async function pairedOnce(impl: string, prefix: string): Promise<number[]> {
 /** The issue's targets, each as a ratio of medians from this run. */
 function printTargets(
   rows: readonly Row[],
-  paired: readonly { impl: string; ratios: number[] }[],
+  paired: readonly Paired[],
 ): void {
   const m = (workload: string, impl: string): number => {
     const row = rows.find((r) => r.workload.startsWith(workload) && r.impl === impl);

@@ -21,6 +21,7 @@
 import { implFor, pingPong, serveOnce } from "./_peers.ts";
 import {
   pairedRatios,
+  pairedRuns,
   printPaired,
   printTable,
   rotated,
@@ -99,14 +100,13 @@ if (args[0] === "paired") {
       ),
     );
   }
-  const paired: { impl: string; ratios: number[] }[] = [];
-  if (PAIRED.includes(only)) {
-    for (const impl of ["conn", "conn-default"]) {
-      const ratios: number[] = [];
-      for (let i = 0; i < repeats; i++) ratios.push(...await pairedOnce(impl, `${dir}/p${i}`));
-      paired.push({ impl, ratios });
-    }
-  }
+  const paired = PAIRED.includes(only)
+    ? await pairedRuns(
+      ["conn", "conn-default"],
+      repeats,
+      (impl, i) => pairedOnce(impl, `${dir}/p${i}`),
+    )
+    : [];
   await rt.fs.remove(dir, { recursive: true });
   if (args.includes("--json")) {
     console.log(JSON.stringify({ runtime, version: rt.version, rows, paired }));
