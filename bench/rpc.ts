@@ -5,6 +5,10 @@
  * The peer is NATS request/reply: `nats-server` from Debian on loopback TCP, the official `nats`
  * client in both processes. Also: this server's RSS growth with 1,000 idle client connections.
  *
+ * With 1 in flight the ratios to framed ping-pong and to NATS are also measured paired: one
+ * child alternates blocks of RPC round trips with blocks of the baseline's (`pairedRatios`), so
+ * drift in the machine's speed falls on both alike.
+ *
  * Every timed loop follows `WARM_MS` (3 s) of the same calls off the clock, baseline and peers
  * included: the figures are steady state.
  *
@@ -15,10 +19,12 @@
 
 import process from "node:process";
 import { natsConnect, startNats } from "./_servers.ts";
-import { connect, framed, listen } from "../mod.ts";
+import { connect, framed, listen, type Listener } from "../mod.ts";
 import { dial, serve } from "../src/rpc/mod.ts";
 import {
   median,
+  pairedRatios,
+  printPaired,
   printTable,
   type Row,
   rt,
@@ -43,6 +49,15 @@ async function pump(
   return { trips: n, ms };
 }
 
+/** The framed ping-pong baseline's server: echoes on the next connection until the peer ends. */
+async function echoFramed(listener: Listener): Promise<void> {
+  const conn = framed(await listener.accept());
+  const writer = conn.writable.getWriter();
+  for await (const frame of conn.readable) writer.write(frame);
+  await writer.close().catch(() => {});
+  conn.close();
+}
+
 if (args[0] === "client") {
   // The child: [kind, where, inFlight] → prints { trips, ms }.
   const [, kind, where, inFlight = "1"] = args;
@@ -57,6 +72,29 @@ if (args[0] === "client") {
     });
     await writer.close();
     conn.close();
+  } else if (kind === "paired") {
+    // [paired, framed path, rpc path, NATS address]: round trips on each baseline and on RPC in
+    // turn (see `pairedRatios`), so that drift cannot move the ratios.
+    const [, , framedPath, rpcPath, natsWhere] = args as [string, string, string, string, string];
+    const conn = framed(await connect(framedPath));
+    const writer = conn.writable.getWriter();
+    const reader = conn.readable.getReader();
+    const client = await dial(rpcPath);
+    const nc = await natsConnect(natsWhere);
+    const rpcTrip = (): Promise<unknown> => client.request(payload);
+    const framedTrip = async (): Promise<void> => {
+      writer.write(payload);
+      await reader.read();
+    };
+    const natsTrip = (): Promise<unknown> => nc.request("bench.echo", payload, { timeout: 10_000 });
+    result = {
+      framed: await pairedRatios(framedTrip, rpcTrip, LIMIT_MS * 3),
+      nats: await pairedRatios(natsTrip, rpcTrip, LIMIT_MS * 3),
+    };
+    await writer.close();
+    conn.close();
+    client.close();
+    await nc.drain();
   } else if (kind === "rpc") {
     const client = await dial(where!);
     result = await pump(Number(inFlight), () => client.request(payload));
@@ -145,13 +183,7 @@ if (args[0] === "client") {
       if (inFlight === 1) {
         const path = `${dir}/f${r}.sock`;
         await using listener = await listen(path);
-        const served = (async () => {
-          const conn = framed(await listener.accept());
-          const writer = conn.writable.getWriter();
-          for await (const frame of conn.readable) writer.write(frame);
-          await writer.close().catch(() => {});
-          conn.close();
-        })();
+        const served = echoFramed(listener);
         runs["framed ping-pong"]!.push(await rate("framed", path, 1));
         await served;
       }
@@ -166,6 +198,27 @@ if (args[0] === "client") {
     }
   }
   printTable(rows, ["framed ping-pong", "dockipc rpc"]);
+
+  // Paired, 1 in flight: one child alternates RPC with each baseline, block by block.
+  const pairs = { framed: [] as number[], nats: [] as number[] };
+  for (let r = 0; r < repeats; r++) {
+    const framedPath = `${dir}/pf${r}.sock`;
+    const rpcPath = `${dir}/pr${r}.sock`;
+    await using listener = await listen(framedPath);
+    await using _server = await serve(rpcPath, (request) => request);
+    const child = spawnSelf(SCRIPT, ["client", "paired", framedPath, rpcPath, natsPort]);
+    const report = stdoutText(child);
+    await echoFramed(listener);
+    const got = JSON.parse(await report) as typeof pairs;
+    await child.status;
+    pairs.framed.push(...got.framed);
+    pairs.nats.push(...got.nats);
+  }
+  const paired = [
+    { impl: "rpc ÷ framed ping-pong", ratios: pairs.framed },
+    { impl: "rpc ÷ NATS request", ratios: pairs.nats },
+  ];
+  printPaired("paired, 1 in flight", paired);
 
   // RSS of this server process with 1,000 idle clients connected, from one child.
   const path = `${dir}/idle.sock`;
@@ -195,8 +248,10 @@ if (args[0] === "client") {
   const many = "64 B requests, 64 in flight";
   const targets: [string, number, number][] = [
     ["1 in flight / framed ping-pong", m(one, "dockipc rpc") / m(one, "framed ping-pong"), 0.85],
+    ["1 in flight / framed ping-pong, paired", median(pairs.framed), 0.85],
     ["64 in flight / 1 in flight", m(many, "dockipc rpc") / m(one, "dockipc rpc"), 5],
     ["rpc / NATS request, 1 in flight", m(one, "dockipc rpc") / m(one, "NATS request"), 3],
+    ["rpc / NATS request, 1 in flight, paired", median(pairs.nats), 3],
     ["rpc / NATS request, 64 in flight", m(many, "dockipc rpc") / m(many, "NATS request"), 3],
     ["rpc / node-ipc, 1 in flight", m(one, "dockipc rpc") / m(one, "node-ipc"), 1.5],
     ["rpc / node-ipc, 64 in flight", m(many, "dockipc rpc") / m(many, "node-ipc"), 1.5],
