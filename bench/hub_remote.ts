@@ -6,6 +6,9 @@
  * publisher awaiting each `publish()`, subscriptions with `"block"`, so nothing is dropped), and
  * request/reply round trips per second with 1 and 64 requests in flight.
  *
+ * Request/reply with 1 in flight is also measured paired against NATS: one child alternates
+ * blocks of the hub's round trips with blocks of NATS's (`pairedRatios`).
+ *
  * Peers in the same run: NATS core (`nats-server` from Debian on loopback TCP, the official
  * `nats` client, `publish()` then a `flush()` every 1,000 messages) and Redis 7 pub/sub
  * (`redis-server` from Debian on a unix socket, the `redis` client, 1,000 `PUBLISH` commands
@@ -23,6 +26,10 @@ import { connectHub, Hub, type RemoteHub, serveHub } from "../src/hub/mod.ts";
 import { deadline } from "../src/internal/async.ts";
 import {
   Arrivals,
+  type Paired,
+  pairedRatios,
+  pairedRuns,
+  printPaired,
   printTable,
   rotated,
   type Row,
@@ -146,30 +153,51 @@ async function fanOut(
   return rate;
 }
 
-/** Request/reply round trips per second with `inFlight` outstanding. */
-async function requests(impl: string, where: string, inFlight: number): Promise<number> {
-  const count = inFlight === 1 ? 20_000 : 100_000;
-  let call: () => Promise<unknown>;
-  let close: () => Promise<unknown>;
+/** A responder and a requester of `impl`, each on its own connection: one call is a round trip. */
+async function requester(
+  impl: string,
+  where: string,
+): Promise<{ call: () => Promise<unknown>; close: () => Promise<unknown> }> {
   if (impl === "dockipc hub") {
     const responder = await connectHub(where);
     responder.handle("bench.echo", (m) => m.data);
     await responder.flush();
     const requester = await connectHub(where);
-    call = () => requester.request("bench.echo", payload);
-    close = () => Promise.all([responder.close(), requester.close()]);
-  } else {
-    const responder = await natsConnect(where);
-    responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
-    await responder.flush();
-    const requester = await natsConnect(where);
-    call = () => requester.request("bench.echo", payload, { timeout: 10_000 });
-    close = () => Promise.all([responder.drain(), requester.drain()]);
+    return {
+      call: () => requester.request("bench.echo", payload),
+      close: () => Promise.all([responder.close(), requester.close()]),
+    };
   }
+  const responder = await natsConnect(where);
+  responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
+  await responder.flush();
+  const requester = await natsConnect(where);
+  return {
+    call: () => requester.request("bench.echo", payload, { timeout: 10_000 }),
+    close: () => Promise.all([responder.drain(), requester.drain()]),
+  };
+}
+
+/** Request/reply round trips per second with `inFlight` outstanding. */
+async function requests(impl: string, where: string, inFlight: number): Promise<number> {
+  const count = inFlight === 1 ? 20_000 : 100_000;
+  const { call, close } = await requester(impl, where);
   const { n, ms } = await timedLoop(call, { count, ms: 3000, lanes: inFlight, every: 64 });
   const rate = n / (ms / 1000);
   await close();
   return rate;
+}
+
+/**
+ * Request/reply with 1 in flight, paired: blocks of NATS round trips and of the hub's in turn
+ * (`pairedRatios`), so drift in the machine's speed falls on both alike. The hub's rate ÷ NATS's.
+ */
+async function pairedRequests(hubWhere: string, natsWhere: string): Promise<number[]> {
+  const hub = await requester("dockipc hub", hubWhere);
+  const nats = await requester("NATS", natsWhere);
+  const ratios = await pairedRatios(nats.call, hub.call, 3000);
+  await Promise.all([hub.close(), nats.close()]);
+  return ratios;
 }
 
 if (args[0] === "server") {
@@ -178,6 +206,11 @@ if (args[0] === "server") {
 } else if (args[0] === "client") {
   // One measurement: [kind, impl, where, fan-out count or in flight, messages].
   const [, kind, impl, where, k, n] = args as [string, string, string, string, string, string?];
+  if (kind === "paired") {
+    // [paired, hub address, NATS address]
+    console.log(JSON.stringify({ ratios: await pairedRequests(impl, where) }));
+    process.exit(0);
+  }
   const rate = kind === "fanout"
     ? await fanOut(impl, where, Number(k), Number(n))
     : await requests(impl, where, Number(k));
@@ -190,6 +223,7 @@ if (args[0] === "server") {
   const server = spawnSelf(SCRIPT, ["server", hubPath]);
   const started: Started[] = [];
   const rows: Row[] = [];
+  const paired: Paired[] = [];
   try {
     const lines = server.stdout!.pipeThrough(new TextDecoderStream()).getReader();
     if (!(await lines.read()).value?.startsWith("ready")) throw new Error("the hub did not start");
@@ -219,6 +253,12 @@ if (args[0] === "server") {
         ),
       );
     }
+    paired.push(
+      ...await pairedRuns(["dockipc hub ÷ NATS"], repeats, async () => {
+        const out = await runSelf(SCRIPT, ["client", "paired", hubPath, nats.where]);
+        return (out as { ratios: number[] }).ratios;
+      }),
+    );
   } finally {
     server.kill("SIGTERM");
     await server.status;
@@ -226,4 +266,5 @@ if (args[0] === "server") {
     await rt.fs.remove(dir, { recursive: true });
   }
   printTable(rows, "NATS");
+  printPaired("request/reply, 1 in flight, paired", paired);
 }
