@@ -39,8 +39,9 @@ interface BunSocket {
 }
 
 interface BunHandlers {
+  binaryType: "arraybuffer";
   open(socket: BunSocket): void;
-  data(socket: BunSocket, data: Uint8Array): void;
+  data(socket: BunSocket, data: ArrayBuffer): void;
   drain(socket: BunSocket): void;
   end(socket: BunSocket): void;
   close(socket: BunSocket, err?: Error): void;
@@ -137,10 +138,10 @@ class BunDriver implements SocketDriver {
 function handlers(onOpen: (socket: BunSocket) => void): BunHandlers {
   return {
     open: onOpen,
-    data: (socket, data) => {
-      // Bun hands a fresh Buffer per call; a plain Uint8Array view makes `slice()` copy.
-      socket.data?.onData(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-    },
+    // An ArrayBuffer per read: a Buffer (the default) makes JSC build its ArrayBuffer on first
+    // use of `.buffer`, which every view of the bytes needs; here it exists from the start.
+    binaryType: "arraybuffer",
+    data: (socket, data) => socket.data?.onData(new Uint8Array(data)),
     drain: (socket) => socket.data?.onDrain(),
     end: (socket) => socket.data?.onEnd(),
     close: (socket) => socket.data?.onClose(),
