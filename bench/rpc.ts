@@ -58,54 +58,59 @@ async function echoFramed(listener: Listener): Promise<void> {
   conn.close();
 }
 
+/** A client of one kind ("framed", "rpc" or "nats") at `where`: one call is a round trip. */
+async function caller(
+  kind: string,
+  where: string,
+): Promise<{ call: () => Promise<unknown>; close: () => Promise<unknown> }> {
+  if (kind === "framed") {
+    const conn = framed(await connect(where));
+    const writer = conn.writable.getWriter();
+    const reader = conn.readable.getReader();
+    return {
+      call: () => {
+        writer.write(payload);
+        return reader.read();
+      },
+      close: async () => {
+        await writer.close();
+        conn.close();
+      },
+    };
+  }
+  if (kind === "rpc") {
+    const client = await dial(where);
+    return { call: () => client.request(payload), close: () => Promise.resolve(client.close()) };
+  }
+  const nc = await natsConnect(where);
+  return {
+    call: () => nc.request("bench.echo", payload, { timeout: 10_000 }),
+    close: () => nc.drain(),
+  };
+}
+
 if (args[0] === "client") {
   // The child: [kind, where, inFlight] → prints { trips, ms }.
   const [, kind, where, inFlight = "1"] = args;
   let result: unknown;
-  if (kind === "framed") {
-    const conn = framed(await connect(where!));
-    const writer = conn.writable.getWriter();
-    const reader = conn.readable.getReader();
-    result = await pump(1, async () => {
-      writer.write(payload);
-      await reader.read();
-    });
-    await writer.close();
-    conn.close();
+  if (kind === "framed" || kind === "rpc" || kind === "nats") {
+    const { call, close } = await caller(kind, where!);
+    result = await pump(kind === "framed" ? 1 : Number(inFlight), call);
+    await close();
   } else if (kind === "paired") {
     // [paired, framed path, rpc path, NATS address]: round trips on each baseline and on RPC in
     // turn (see `pairedRatios`), so that drift cannot move the ratios.
     const [, , framedPath, rpcPath, natsWhere] = args as [string, string, string, string, string];
-    const conn = framed(await connect(framedPath));
-    const writer = conn.writable.getWriter();
-    const reader = conn.readable.getReader();
-    const client = await dial(rpcPath);
-    const nc = await natsConnect(natsWhere);
-    const rpcTrip = (): Promise<unknown> => client.request(payload);
-    const framedTrip = async (): Promise<void> => {
-      writer.write(payload);
-      await reader.read();
-    };
-    const natsTrip = (): Promise<unknown> => nc.request("bench.echo", payload, { timeout: 10_000 });
+    const [framedC, rpcC, natsC] = [
+      await caller("framed", framedPath),
+      await caller("rpc", rpcPath),
+      await caller("nats", natsWhere),
+    ];
     result = {
-      framed: await pairedRatios(framedTrip, rpcTrip, LIMIT_MS * 3),
-      nats: await pairedRatios(natsTrip, rpcTrip, LIMIT_MS * 3),
+      framed: await pairedRatios(framedC.call, rpcC.call, LIMIT_MS * 3),
+      nats: await pairedRatios(natsC.call, rpcC.call, LIMIT_MS * 3),
     };
-    await writer.close();
-    conn.close();
-    client.close();
-    await nc.drain();
-  } else if (kind === "rpc") {
-    const client = await dial(where!);
-    result = await pump(Number(inFlight), () => client.request(payload));
-    client.close();
-  } else if (kind === "nats") {
-    const nc = await natsConnect(where!);
-    result = await pump(
-      Number(inFlight),
-      () => nc.request("bench.echo", payload, { timeout: 10_000 }),
-    );
-    await nc.drain();
+    for (const c of [framedC, rpcC, natsC]) await c.close();
   } else if (kind === "node-ipc") {
     const ipc = await nodeIpc(where!, "cli");
     const client = await new Promise<NodeIpcSocket>((resolve) => {

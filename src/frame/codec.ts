@@ -232,9 +232,9 @@ export class FrameEncoderStream extends TransformStream<Uint8Array, Uint8Array> 
  *
  * Any chunking of the input works. Ownership: a frame that lies whole inside one input chunk
  * comes out as a view of that chunk (a plain `Uint8Array`), without a copy; a frame split
- * across chunks comes out in a buffer of its own. The decoder never touches a frame again once handed out,
- * so the reader owns it, but a view keeps its whole input chunk alive: `slice()` a small frame
- * you keep for long. Writers must not modify a chunk after writing it.
+ * across chunks comes out in a buffer of its own. The decoder never touches a frame again once
+ * handed out, so the reader owns it, but a view keeps its whole input chunk alive: `slice()` a
+ * small frame you keep for long. Writers must not modify a chunk after writing it.
  *
  * Bad input errors the stream with an `IpcError`: a length above `maxFrameSize` is
  * `EFRAMETOOLARGE`, refused before anything is allocated for it; input that ends inside a

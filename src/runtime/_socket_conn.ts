@@ -195,20 +195,21 @@ export class SocketConn implements Conn {
       }
       this.#chunks.push(chunk);
       this.#chunkBytes += chunk.byteLength;
-      if (!this.#paused && this.#chunkBytes >= READ_HIGH_WATER_MARK) {
-        this.#paused = true;
-        this.#driver.pause();
-      }
+      if (this.#chunkBytes >= READ_HIGH_WATER_MARK) this.#pause();
       return;
     }
     if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
       chunk = chunk.slice();
     }
     this.#rc.enqueue(chunk);
-    if (!this.#paused && (this.#rc.desiredSize ?? 0) <= 0) {
-      this.#paused = true;
-      this.#driver.pause();
-    }
+    if ((this.#rc.desiredSize ?? 0) <= 0) this.#pause();
+  }
+
+  /** The reader has `READ_HIGH_WATER_MARK` bytes waiting: further bytes stay in the kernel. */
+  #pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#driver.pause();
   }
 
   /**

@@ -271,16 +271,25 @@ class DenoFile implements FileHandle {
     unclosed.register(this, file, this);
   }
 
-  /** Moves the file offset to `position`, unless it is known to be there already. */
-  #seekSync(position: number): void {
-    if (this.#offset !== position) this.#file.seekSync(position, Deno.SeekMode.Start);
+  /**
+   * Starts a call at `position`, or at the offset without one: seeks there unless the offset is
+   * known to be there already, and returns where the call starts (undefined if unknown). The
+   * offset is unknown until the call ends (`#moved`).
+   */
+  #startSync(position: number | undefined): number | undefined {
+    const from = position ?? this.#offset;
+    const seek = position !== undefined && position !== this.#offset;
     this.#offset = undefined;
+    if (seek) this.#file.seekSync(position, Deno.SeekMode.Start);
+    return from;
   }
 
-  async #seek(position: number): Promise<void> {
-    const known = this.#offset === position;
+  async #start(position: number | undefined): Promise<number | undefined> {
+    const from = position ?? this.#offset;
+    const seek = position !== undefined && position !== this.#offset;
     this.#offset = undefined;
-    if (!known) await this.#file.seek(position, Deno.SeekMode.Start);
+    if (seek) await this.#file.seek(position, Deno.SeekMode.Start);
+    return from;
   }
 
   /** After a positional call moved `n` bytes from `position`: where the offset now is. */
@@ -296,7 +305,7 @@ class DenoFile implements FileHandle {
 
   read(buf: Uint8Array, position: number): Promise<number> {
     return this.#run("read", async () => {
-      await this.#seek(position);
+      await this.#start(position);
       const n = (await this.#file.read(buf)) ?? 0;
       this.#moved(position, n);
       return n;
@@ -305,9 +314,7 @@ class DenoFile implements FileHandle {
 
   write(data: Uint8Array, position?: number): Promise<void> {
     return this.#run("write", async () => {
-      const from = position ?? this.#offset;
-      if (position !== undefined) await this.#seek(position);
-      this.#offset = undefined;
+      const from = await this.#start(position);
       let off = 0;
       while (off < data.byteLength) off += await this.#file.write(data.subarray(off));
       if (from !== undefined) this.#moved(from, off);
@@ -316,9 +323,7 @@ class DenoFile implements FileHandle {
 
   writeSync(data: Uint8Array, position?: number): void {
     try {
-      const from = position ?? this.#offset;
-      if (position !== undefined) this.#seekSync(position);
-      this.#offset = undefined;
+      const from = this.#startSync(position);
       let off = 0;
       while (off < data.byteLength) off += this.#file.writeSync(data.subarray(off));
       if (from !== undefined) this.#moved(from, off);
