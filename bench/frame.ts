@@ -31,6 +31,7 @@
 
 import { type Conn, connect, frameChannel, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
+import { view } from "../src/internal/wire.ts";
 import { implFor, pingPong, serveOnce } from "./_peers.ts";
 import {
   median,
@@ -242,10 +243,10 @@ function decodeCore(chunks: readonly Uint8Array[]): number {
   };
   // A first pass over the input, off the clock: steady state, as everywhere here. (JSC takes
   // longer than V8 to reach its top tier: after an eighth of a pass Bun still ran at 9 M/s.)
-  const warm = new FrameParser(16 * 1024 * 1024);
+  const warm = new FrameParser(16 * 1024 * 1024, view);
   for (const chunk of chunks) warm.push(chunk, count);
   frames = 0;
-  const parser = new FrameParser(16 * 1024 * 1024);
+  const parser = new FrameParser(16 * 1024 * 1024, view);
   const start = performance.now();
   for (const chunk of chunks) parser.push(chunk, count);
   parser.end();

@@ -97,11 +97,19 @@ export class FrameEncoding implements Encoder<Uint8Array> {
 }
 
 /**
- * The frame format's decoder: hands out a frame that lies whole in one chunk as a view into
- * that chunk, and assembles a split frame in a buffer of exactly its size.
+ * Makes a decoder's value from one frame: its `length` bytes in `bytes` from `start`. `view`
+ * hands out the bytes themselves; a protocol decodes its message in place, with no view of the
+ * whole frame made first.
  */
-export class FrameParser implements Decoder<Uint8Array> {
+export type FrameTaker<T> = (bytes: Uint8Array, start: number, length: number) => T;
+
+/**
+ * The frame format's decoder: takes a frame that lies whole in one chunk in place (with `view`,
+ * a view into that chunk), and assembles a split frame in a buffer of exactly its size.
+ */
+export class FrameParser<T> implements Decoder<T> {
   readonly #max: number;
+  readonly #take: FrameTaker<T>;
   /** Stream bytes consumed before the current chunk, for error messages. */
   #offset = 0;
   /** A prefix split across chunks: its bytes so far. */
@@ -111,15 +119,21 @@ export class FrameParser implements Decoder<Uint8Array> {
   #payload: Uint8Array | undefined;
   #filled = 0;
 
-  constructor(maxFrameSize: number) {
+  /**
+   * @param maxFrameSize The largest length accepted.
+   * @param take Makes each value from its frame's bytes, e.g. `view`.
+   */
+  constructor(maxFrameSize: number, take: FrameTaker<T>) {
     this.#max = maxFrameSize;
+    this.#take = take;
   }
 
-  push(chunk: Uint8Array, emit: (frame: Uint8Array) => void): void {
+  push(chunk: Uint8Array, emit: (value: T) => void): void {
     const end = chunk.length;
     let pos = this.#prefixLength > 0 || this.#payload !== undefined ? this.#resume(chunk, emit) : 0;
-    // The fast path: whole frames inside the chunk, each handed out as a view, no copy.
+    // The fast path: whole frames inside the chunk, each taken in place, no copy.
     const max = this.#max;
+    const take = this.#take;
     while (end - pos >= PREFIX) {
       const size = readUint32(chunk, pos);
       if (size > max) this.#refuse(size, pos);
@@ -132,7 +146,7 @@ export class FrameParser implements Decoder<Uint8Array> {
         return;
       }
       pos = start + size;
-      emit(view(chunk, start, size));
+      emit(take(chunk, start, size));
     }
     if (pos < end) {
       this.#prefix.set(chunk.subarray(pos));
@@ -159,7 +173,7 @@ export class FrameParser implements Decoder<Uint8Array> {
   }
 
   /** Completes a frame split across chunks; returns where the rest of `chunk` starts. */
-  #resume(chunk: Uint8Array, emit: (frame: Uint8Array) => void): number {
+  #resume(chunk: Uint8Array, emit: (value: T) => void): number {
     let pos = 0;
     if (this.#payload === undefined) {
       const take = Math.min(PREFIX - this.#prefixLength, chunk.length);
@@ -180,7 +194,7 @@ export class FrameParser implements Decoder<Uint8Array> {
     pos += take;
     if (this.#filled === payload.length) {
       this.#payload = undefined;
-      emit(payload);
+      emit(this.#take(payload, 0, payload.length));
     }
     return pos;
   }
@@ -263,7 +277,7 @@ export class FrameDecoderStream extends TransformStream<Uint8Array, Uint8Array> 
   constructor(options: FrameStreamOptions = {}) {
     super(
       decoderTransformer(
-        new FrameParser(maxFrameSizeOf("FrameDecoderStream", options)),
+        new FrameParser(maxFrameSizeOf("FrameDecoderStream", options), view),
         "FrameDecoderStream",
       ),
     );

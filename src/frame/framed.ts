@@ -7,6 +7,7 @@
 
 import type { Conn } from "../runtime/types.ts";
 import type { Decoder, Encoder } from "./_codec.ts";
+import { view } from "../internal/wire.ts";
 import { Channel } from "./channel.ts";
 import { FrameEncoding, FrameParser, type FrameStreamOptions, maxFrameSizeOf } from "./codec.ts";
 import { LineEncoding, LineParser, type LineStreamOptions, maxLineLengthOf } from "./lines.ts";
@@ -77,7 +78,7 @@ export interface FramedConn<T> extends AsyncDisposable {
  */
 export function framed(conn: Conn, options: FrameStreamOptions = {}): FramedConn<Uint8Array> {
   const max = maxFrameSizeOf("framed()", options);
-  return join(conn, new FrameParser(max), new FrameEncoding(max));
+  return join(conn, new FrameParser(max, view), new FrameEncoding(max));
 }
 
 /**
@@ -222,7 +223,7 @@ export interface FrameChannel extends AsyncDisposable {
  */
 export function frameChannel(conn: Conn, options: FrameStreamOptions = {}): FrameChannel {
   const max = maxFrameSizeOf("frameChannel()", options);
-  const channel = new Channel(conn, new FrameParser(max), new FrameEncoding(max));
+  const channel = new Channel(conn, new FrameParser(max, view), new FrameEncoding(max));
   return {
     read: () => channel.read(),
     send: (frame) => channel.send(frame),

@@ -6,9 +6,9 @@
  */
 
 import type { IpcError } from "../errors.ts";
-import { COPY_BELOW, type Decoder, type Encoder } from "../frame/_codec.ts";
+import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
 import { FrameEncoding, FrameParser } from "../frame/codec.ts";
-import { strField, WireReader, WireWriter } from "../internal/wire.ts";
+import { type LastString, strField, WireReader, WireWriter } from "../internal/wire.ts";
 import type { OverflowPolicy } from "./subscription.ts";
 
 /** The protocol version this code speaks. */
@@ -77,7 +77,7 @@ export type HubMessage =
   /** Answered with FLUSHED once every message sent before it has been processed. */
   | { op: typeof Op.FLUSH }
   | { op: typeof Op.FLUSHED }
-  /** Not on the wire: how `HubParser` hands over a frame it could not decode. */
+  /** Not on the wire: how `hubParser()` hands over a frame it could not decode. */
   | { op: typeof INVALID; error: IpcError };
 
 const OVERFLOW: readonly OverflowPolicy[] = ["block", "drop-oldest", "drop-newest", "error"];
@@ -140,30 +140,12 @@ function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): voi
 }
 
 /** The topic decoded last, and its bytes: a stream of messages mostly repeats its topic. */
-let lastTopic = { bytes: new Uint8Array(0), text: "" };
-
-function readTopic(r: WireReader): string {
-  const bytes = r.strBytes("topic");
-  const last = lastTopic.bytes;
-  if (bytes.length === last.length && bytes.length > 0) {
-    let same = true;
-    for (let i = 0; i < bytes.length; i++) {
-      if (bytes[i] !== last[i]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return lastTopic.text;
-  }
-  const text = r.decode(bytes, "topic");
-  lastTopic = { bytes: bytes.slice(), text };
-  return text;
-}
+const lastTopic: LastString = { bytes: new Uint8Array(0), text: "" };
 
 function readEnvelope(r: WireReader): Envelope {
   const flags = r.u8("flags");
   if (flags & ~(HAS_KEY | HAS_REPLY)) throw r.bad(`its flags ${flags} are unknown`);
-  const topic = readTopic(r);
+  const topic = r.strRepeated("topic", lastTopic);
   const key = flags & HAS_KEY ? r.str("key") : undefined;
   const reply = flags & HAS_REPLY ? r.str("reply topic") : undefined;
   const count = (r.u8("header count") << 8) | r.u8("header count");
@@ -270,12 +252,20 @@ function tokenSize(m: HubMessage): number {
   return 0;
 }
 
-/** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
-export function decodeHub(frame: Uint8Array): HubMessage {
-  const r = new WireReader(frame, "hub");
-  if (frame.length === 0) throw r.bad("the frame is empty");
+/**
+ * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
+ * anything malformed or unknown.
+ */
+export function decodeHub(
+  bytes: Uint8Array,
+  start = 0,
+  length: number = bytes.length - start,
+): HubMessage {
+  const r = new WireReader(bytes, "hub", start, length);
+  if (length === 0) throw r.bad("the frame is empty");
+  const op = bytes[start]!;
   let m: HubMessage;
-  switch (frame[0]) {
+  switch (op) {
     case Op.HELLO:
       m = { op: Op.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
       break;
@@ -330,10 +320,10 @@ export function decodeHub(frame: Uint8Array): HubMessage {
     case Op.GOAWAY:
     case Op.FLUSH:
     case Op.FLUSHED:
-      m = { op: frame[0] };
+      m = { op: op };
       break;
     default:
-      throw r.bad(`its type ${frame[0]} is unknown`);
+      throw r.bad(`its type ${op} is unknown`);
   }
   r.end();
   return m;
@@ -372,27 +362,16 @@ export class HubEncoding implements Encoder<HubMessage> {
   }
 }
 
-/** Decodes frames into messages; a frame that does not decode comes out as INVALID. */
-export class HubParser implements Decoder<HubMessage> {
-  readonly #frames: FrameParser;
-
-  constructor(maxFrameSize: number) {
-    this.#frames = new FrameParser(maxFrameSize);
+/** Decodes one frame in place; a frame that does not decode comes out as INVALID. */
+function takeHub(bytes: Uint8Array, start: number, length: number): HubMessage {
+  try {
+    return decodeHub(bytes, start, length);
+  } catch (err) {
+    return { op: INVALID, error: err as IpcError };
   }
+}
 
-  push(chunk: Uint8Array, emit: (message: HubMessage) => void): void {
-    this.#frames.push(chunk, (frame) => {
-      let message: HubMessage;
-      try {
-        message = decodeHub(frame);
-      } catch (err) {
-        message = { op: INVALID, error: err as IpcError };
-      }
-      emit(message);
-    });
-  }
-
-  end(): void {
-    this.#frames.end();
-  }
+/** The decoder of a hub connection: frames, each decoded in place into a message. */
+export function hubParser(maxFrameSize: number): FrameParser<HubMessage> {
+  return new FrameParser(maxFrameSize, takeHub);
 }

@@ -27,7 +27,7 @@ import {
   type Envelope,
   HubEncoding,
   type HubMessage,
-  HubParser,
+  hubParser,
   INVALID,
   NO_HEADERS,
   Op,
@@ -178,7 +178,7 @@ export class RemoteHub implements PubSub {
   async #attach(conn: Awaited<ReturnType<typeof connect>>): Promise<void> {
     const channel = new Channel(
       conn,
-      new HubParser(this.#frameLimit),
+      hubParser(this.#frameLimit),
       new HubEncoding(this.#frameLimit),
     );
     const token = this.#options.token;

@@ -25,7 +25,7 @@ import {
   type Envelope,
   HubEncoding,
   type HubMessage,
-  HubParser,
+  hubParser,
   INVALID,
   Op,
   VERSION,
@@ -182,7 +182,7 @@ export async function serveHub(
 
     constructor(conn: Conn) {
       this.conn = conn;
-      this.channel = new Channel(conn, new HubParser(frameLimit), new HubEncoding(frameLimit), {
+      this.channel = new Channel(conn, hubParser(frameLimit), new HubEncoding(frameLimit), {
         lastWords: (err) => errOf(0, err),
       });
     }

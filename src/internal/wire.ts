@@ -21,19 +21,32 @@ export function view(bytes: Uint8Array, start: number, length: number): Uint8Arr
   return new Uint8Array(bytes.buffer, bytes.byteOffset + start, length);
 }
 
+/** The last text a string field decoded to, and its bytes: see `WireReader.strRepeated`. */
+export interface LastString {
+  bytes: Uint8Array;
+  text: string;
+}
+
 /** Reads fields from one frame, from the byte after its type. */
 export class WireReader {
-  readonly #frame: Uint8Array;
+  readonly #bytes: Uint8Array;
   readonly #protocol: string;
-  #at = 1;
+  readonly #length: number;
+  readonly #end: number;
+  #at: number;
 
   /**
-   * @param frame The message's bytes, type byte first.
+   * @param bytes Holds the message's bytes, type byte first, from `start`.
    * @param protocol Named in errors: "Cannot read <protocol> message as …".
+   * @param start Where the message starts in `bytes`.
+   * @param length The message's length.
    */
-  constructor(frame: Uint8Array, protocol: string) {
-    this.#frame = frame;
+  constructor(bytes: Uint8Array, protocol: string, start = 0, length = bytes.length - start) {
+    this.#bytes = bytes;
     this.#protocol = protocol;
+    this.#length = length;
+    this.#at = start + 1;
+    this.#end = start + length;
   }
 
   /** The error for a malformed message. */
@@ -45,19 +58,19 @@ export class WireReader {
   }
 
   #need(n: number, what: string): void {
-    if (this.#at + n > this.#frame.length) {
-      throw this.bad(`its ${what} runs past the end of the ${this.#frame.length}-byte frame`);
+    if (this.#at + n > this.#end) {
+      throw this.bad(`its ${what} runs past the end of the ${this.#length}-byte frame`);
     }
   }
 
   u8(what: string): number {
     this.#need(1, what);
-    return this.#frame[this.#at++]!;
+    return this.#bytes[this.#at++]!;
   }
 
   u32(what: string): number {
     this.#need(4, what);
-    const f = this.#frame;
+    const f = this.#bytes;
     const at = this.#at;
     this.#at += 4;
     return ((f[at]! << 24) | (f[at + 1]! << 16) | (f[at + 2]! << 8) | f[at + 3]!) >>> 0;
@@ -72,22 +85,43 @@ export class WireReader {
   }
 
   str(what: string): string {
-    return this.decode(this.strBytes(what), what);
+    const n = this.#strLength(what);
+    this.#at += n;
+    return this.#decode(view(this.#bytes, this.#at - n, n), what);
   }
 
-  /** A string field's bytes, not yet decoded. */
-  strBytes(what: string): Uint8Array {
+  /**
+   * A string field that mostly repeats (a topic): compared in place with `last`, and decoded,
+   * `last` then updated, only when it differs. That saves a view and a decode per message.
+   */
+  strRepeated(what: string, last: LastString): string {
+    const n = this.#strLength(what);
+    const bytes = this.#bytes;
+    const at = this.#at;
+    this.#at += n;
+    const prev = last.bytes;
+    if (n === prev.length) {
+      let i = 0;
+      while (i < n && bytes[at + i] === prev[i]) i++;
+      if (i === n) return last.text;
+    }
+    const copy = bytes.slice(at, at + n);
+    last.text = this.#decode(copy, what);
+    last.bytes = copy;
+    return last.text;
+  }
+
+  /** Reads a string field's length and checks that its bytes follow; returns the length. */
+  #strLength(what: string): number {
     this.#need(2, `${what} length`);
-    const n = (this.#frame[this.#at]! << 8) | this.#frame[this.#at + 1]!;
+    const n = (this.#bytes[this.#at]! << 8) | this.#bytes[this.#at + 1]!;
     this.#at += 2;
     this.#need(n, what);
-    const bytes = view(this.#frame, this.#at, n);
-    this.#at += n;
-    return bytes;
+    return n;
   }
 
   /** Decodes a string field's bytes, refusing anything that is not UTF-8. */
-  decode(bytes: Uint8Array, what: string): string {
+  #decode(bytes: Uint8Array, what: string): string {
     try {
       return text.decode(bytes);
     } catch (err) {
@@ -97,15 +131,15 @@ export class WireReader {
 
   /** Everything after the fields read so far. */
   rest(): Uint8Array {
-    const out = view(this.#frame, this.#at, this.#frame.length - this.#at);
-    this.#at = this.#frame.length;
+    const out = view(this.#bytes, this.#at, this.#end - this.#at);
+    this.#at = this.#end;
     return out;
   }
 
   /** Refuses bytes left after the last field. */
   end(): void {
-    if (this.#at !== this.#frame.length) {
-      throw this.bad(`${this.#frame.length - this.#at} bytes follow its last field`);
+    if (this.#at !== this.#end) {
+      throw this.bad(`${this.#end - this.#at} bytes follow its last field`);
     }
   }
 }

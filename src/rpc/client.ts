@@ -16,7 +16,7 @@ import {
   INVALID,
   type Message,
   MessageEncoding,
-  MessageParser,
+  messageParser,
   Type,
   VERSION,
 } from "./protocol.ts";
@@ -453,7 +453,7 @@ class Client implements RpcClient {
     );
     const channel = new Channel(
       await connect(this.#address, connectOptions),
-      new MessageParser(limit),
+      messageParser(limit),
       new MessageEncoding(limit),
     );
     try {

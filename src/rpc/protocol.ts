@@ -7,7 +7,7 @@
  */
 
 import type { IpcError } from "../errors.ts";
-import { COPY_BELOW, type Decoder, type Encoder } from "../frame/_codec.ts";
+import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
 import { FrameEncoding, FrameParser, writeUint32 } from "../frame/codec.ts";
 import { WireReader } from "../internal/wire.ts";
 
@@ -43,7 +43,7 @@ export type Message =
   | { type: typeof Type.CHUNK; id: number; data: Uint8Array }
   | { type: typeof Type.END; id: number }
   | { type: typeof Type.GOAWAY }
-  /** Not on the wire: how `MessageParser` hands over a frame it could not decode. */
+  /** Not on the wire: how `messageParser()` hands over a frame it could not decode. */
   | { type: typeof INVALID; error: IpcError };
 
 const utf8 = new TextEncoder();
@@ -103,12 +103,20 @@ export function encode(m: Message): Uint8Array {
   }
 }
 
-/** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
-export function decode(frame: Uint8Array): Message {
-  const r = new WireReader(frame, "RPC");
-  if (frame.length === 0) throw r.bad("the frame is empty");
+/**
+ * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
+ * anything malformed or unknown.
+ */
+export function decode(
+  bytes: Uint8Array,
+  start = 0,
+  length: number = bytes.length - start,
+): Message {
+  const r = new WireReader(bytes, "RPC", start, length);
+  if (length === 0) throw r.bad("the frame is empty");
+  const type = bytes[start]!;
   let m: Message;
-  switch (frame[0]) {
+  switch (type) {
     case Type.HELLO:
       m = { type: Type.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
       break;
@@ -121,7 +129,7 @@ export function decode(frame: Uint8Array): Message {
     case Type.REQUEST:
     case Type.REPLY:
     case Type.CHUNK:
-      m = { type: frame[0], id: r.u32("id"), data: r.rest() };
+      m = { type: type, id: r.u32("id"), data: r.rest() };
       break;
     case Type.ERROR:
       m = {
@@ -134,13 +142,13 @@ export function decode(frame: Uint8Array): Message {
       break;
     case Type.CANCEL:
     case Type.END:
-      m = { type: frame[0], id: r.u32("id") };
+      m = { type: type, id: r.u32("id") };
       break;
     case Type.GOAWAY:
       m = { type: Type.GOAWAY };
       break;
     default:
-      throw r.bad(`its type ${frame[0]} is unknown`);
+      throw r.bad(`its type ${type} is unknown`);
   }
   r.end();
   return m;
@@ -182,28 +190,16 @@ export class MessageEncoding implements Encoder<Message> {
   }
 }
 
-/** Decodes frames into messages. */
-export class MessageParser implements Decoder<Message> {
-  readonly #frames: FrameParser;
-
-  constructor(maxFrameSize: number) {
-    this.#frames = new FrameParser(maxFrameSize);
+/** Decodes one frame in place; a frame that does not decode comes out as INVALID. */
+function takeMessage(bytes: Uint8Array, start: number, length: number): Message {
+  try {
+    return decode(bytes, start, length);
+  } catch (err) {
+    return { type: INVALID, error: err as IpcError };
   }
+}
 
-  /** A frame that does not decode comes out as an INVALID message: the receiver decides. */
-  push(chunk: Uint8Array, emit: (message: Message) => void): void {
-    this.#frames.push(chunk, (frame) => {
-      let message: Message;
-      try {
-        message = decode(frame);
-      } catch (err) {
-        message = { type: INVALID, error: err as IpcError };
-      }
-      emit(message);
-    });
-  }
-
-  end(): void {
-    this.#frames.end();
-  }
+/** The decoder of an RPC connection: frames, each decoded in place into a message. */
+export function messageParser(maxFrameSize: number): FrameParser<Message> {
+  return new FrameParser(maxFrameSize, takeMessage);
 }

@@ -24,7 +24,7 @@ import {
   INVALID,
   type Message,
   MessageEncoding,
-  MessageParser,
+  messageParser,
   Type,
   VERSION,
 } from "./protocol.ts";
@@ -142,7 +142,7 @@ export async function serve(
       this.conn = conn;
       this.channel = new Channel(
         conn,
-        new MessageParser(frameLimit),
+        messageParser(frameLimit),
         new MessageEncoding(frameLimit),
       );
     }

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import fc from "fast-check";
 import { FrameDecoderStream, FrameEncoderStream, IpcError } from "../../mod.ts";
 import { FrameParser } from "../../src/frame/codec.ts";
+import { view } from "../../src/internal/wire.ts";
 import { concat, encodeFramesRaw, rejectsWith, splitAt, transformAll } from "../_helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -121,7 +122,7 @@ describe("FrameEncoderStream and FrameDecoderStream", () => {
       const prefix = new native(4);
       new DataView(prefix.buffer).setUint32(0, length);
       for (const chunks of [[prefix], [prefix.subarray(0, 1), prefix.subarray(1)]]) {
-        const parser = new FrameParser(16 * MiB);
+        const parser = new FrameParser(16 * MiB, view);
         globalThis.Uint8Array = CountingUint8Array as Uint8ArrayConstructor;
         let err: unknown;
         try {

@@ -109,6 +109,31 @@ for (
       });
     });
 
+    test("decoded in place among other bytes, a frame reads only its own", () => {
+      const inPlace = decoder as (bytes: Uint8Array, start: number, length: number) => unknown;
+      const alone = (frame: Uint8Array): unknown => {
+        try {
+          return decoder(frame);
+        } catch (err) {
+          return (err as Error).message;
+        }
+      };
+      frames.forEach((frame) => {
+        for (let cut = 0; cut <= frame.length; cut++) {
+          // The frame, whole or cut short, between bytes that would read as more fields.
+          const around = new Uint8Array(3 + cut + 40).fill(0x01);
+          around.set(frame.subarray(0, cut), 3);
+          let got: unknown;
+          try {
+            got = inPlace(around, 3, cut);
+          } catch (err) {
+            got = (err as Error).message;
+          }
+          assert.deepEqual(got, alone(frame.subarray(0, cut)), `cut at ${cut}`);
+        }
+      });
+    });
+
     test("random frames: a message or EPROTOCOL", () => {
       fc.assert(
         fc.property(
@@ -126,3 +151,26 @@ for (
     });
   });
 }
+
+describe("hub protocol decoder: the repeated-topic cache", () => {
+  test("a topic that differs from the last, even by one byte or in bad UTF-8, is read afresh", () => {
+    const pub = (topic: string): Uint8Array => encodeHub({ op: Op.PUB, env: env(topic, bytes(1)) });
+    const topicOf = (frame: Uint8Array): string => {
+      const m = decodeHub(frame);
+      assert.equal(m.op, Op.PUB);
+      return (m as { env: { topic: string } }).env.topic;
+    };
+    for (const topic of ["a.b", "a.c", "a.b", "a.b", "b.b", "", "x", "a.bc", "a.b"]) {
+      assert.equal(topicOf(pub(topic)), topic);
+    }
+    const bad = pub("a.b");
+    bad[bad.indexOf(0x62)] = 0xff; // "a.\xff": same length as the cached "a.b", not UTF-8
+    assert.throws(() => decodeHub(bad), (err: Error & { code?: string }) => {
+      assert.equal(err.code, "EPROTOCOL");
+      assert.match(err.message, /topic is not valid UTF-8/);
+      return true;
+    });
+    assert.equal(topicOf(pub("a.b")), "a.b");
+    assert.equal(topicOf(pub("a.d")), "a.d");
+  });
+});
