@@ -7,7 +7,7 @@
 
 import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, FrameParser } from "../frame/codec.ts";
+import { FrameEncoding, FrameParser, writeUint32 } from "../frame/codec.ts";
 import { type LastString, strField, WireReader, WireWriter } from "../internal/wire.ts";
 import type { OverflowPolicy } from "./subscription.ts";
 
@@ -239,17 +239,26 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
 /** Encodes a message as one frame's payload. */
 export function encodeHub(m: HubMessage): Uint8Array {
   const env = "env" in m ? encodeEnvelope(m.env) : undefined;
-  // Generous for the small control messages; exact for envelopes.
-  const size = env ? 1 + fixedSize(m) + env.size : 1 + 16 + 3 * 2 + 4096 * 3 + tokenSize(m);
-  const buf = new Uint8Array(size);
+  const buf = new Uint8Array(sizeBound(m, env));
   return buf.subarray(0, writeMessage(m, buf, 0, env));
 }
 
-function tokenSize(m: HubMessage): number {
-  if (m.op === Op.HELLO) return m.token.length + 3 * m.app.length;
-  if (m.op === Op.SUB) return 3 * (m.pattern.length + (m.queue?.length ?? 0));
-  if (m.op === Op.ERR) return 3 * m.code.length;
-  return 0;
+/**
+ * The size of a message's payload: exact with an envelope, else at most this, counting 3 bytes
+ * for each UTF-16 unit of a string.
+ */
+function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
+  if (env !== undefined) return 1 + fixedSize(m) + env.size;
+  switch (m.op) {
+    case Op.HELLO:
+      return 1 + 4 + 2 + 3 * m.app.length + m.token.length;
+    case Op.ERR:
+      return 1 + 4 + 2 + 3 * m.code.length + 2 + 3 * Math.min(m.message.length, 4096);
+    case Op.SUB:
+      return 1 + 16 + 1 + 2 + 3 * m.pattern.length + 2 + 3 * (m.queue?.length ?? 0);
+    default:
+      return 1 + 8;
+  }
 }
 
 /**
@@ -330,8 +339,8 @@ export function decodeHub(
 }
 
 /**
- * Encodes messages straight into a connection's write batch: a MSG or PUB is written there
- * field by field, with no frame of its own allocated.
+ * Encodes messages straight into a connection's write batch, field by field, with no frame of
+ * their own allocated; only a payload large enough to write by reference goes apart.
  */
 export class HubEncoding implements Encoder<HubMessage> {
   readonly #max: number;
@@ -343,18 +352,17 @@ export class HubEncoding implements Encoder<HubMessage> {
   }
 
   encode(m: HubMessage, buf: Uint8Array, at: number): number {
-    // Control messages, and payloads large enough to write by reference, take a frame of their own.
-    if (!("env" in m) || m.env.data.length >= COPY_BELOW) {
+    // A payload large enough to write by reference takes a frame of its own.
+    if ("env" in m && m.env.data.length >= COPY_BELOW) {
       return this.#frames.encode(encodeHub(m), buf, at);
     }
-    const env = encodeEnvelope(m.env);
-    const size = 1 + fixedSize(m) + env.size;
-    if (size > this.#max) return this.#frames.encode(encodeHub(m), buf, at); // refuses it
-    if (at + 4 + size > buf.length) return -1;
-    const w = new WireWriter(buf, at);
-    w.u32(size);
-    writeMessage(m, buf, at + 4, env);
-    return 4 + size;
+    const env = "env" in m ? encodeEnvelope(m.env) : undefined;
+    const bound = sizeBound(m, env);
+    if (bound > this.#max) return this.#frames.encode(encodeHub(m), buf, at); // refuses it
+    if (at + 4 + bound > buf.length) return -1;
+    const end = writeMessage(m, buf, at + 4, env);
+    writeUint32(buf, at, end - at - 4);
+    return end - at;
   }
 
   encodeAlone(m: HubMessage): Uint8Array[] {

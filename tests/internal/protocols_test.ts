@@ -6,8 +6,24 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import { decodeHub, encodeHub, type HubMessage, NO_HEADERS, Op } from "../../src/hub/protocol.ts";
-import { decode, encode, type Message, Type } from "../../src/rpc/protocol.ts";
+import {
+  decodeHub,
+  encodeHub,
+  HubEncoding,
+  type HubMessage,
+  hubParser,
+  NO_HEADERS,
+  Op,
+} from "../../src/hub/protocol.ts";
+import {
+  decode,
+  encode,
+  type Message,
+  MessageEncoding,
+  messageParser,
+  Type,
+} from "../../src/rpc/protocol.ts";
+import type { Decoder, Encoder } from "../../src/frame/_codec.ts";
 import { acceptedOrRefused } from "../_helpers.ts";
 
 const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs);
@@ -68,9 +84,9 @@ function outcome(decoder: (frame: Uint8Array) => unknown, frame: Uint8Array): st
 }
 
 for (
-  const [name, decoder, encoder, valid] of [
-    ["hub", decodeHub, encodeHub, HUB],
-    ["rpc", decode, encode, RPC],
+  const [name, decoder, encoder, valid, batchEncoder, parser] of [
+    ["hub", decodeHub, encodeHub, HUB, (max: number) => new HubEncoding(max), hubParser],
+    ["rpc", decode, encode, RPC, (max: number) => new MessageEncoding(max), messageParser],
   ] as const
 ) {
   describe(`${name} protocol decoder`, () => {
@@ -130,6 +146,37 @@ for (
             got = (err as Error).message;
           }
           assert.deepEqual(got, alone(frame.subarray(0, cut)), `cut at ${cut}`);
+        }
+      });
+    });
+
+    test("written into a write batch at any offset, each message is one frame that decodes back", () => {
+      const batch = batchEncoder(1024) as Encoder<unknown>;
+      valid.forEach((m, i) => {
+        const frame = frames[i]!;
+        for (const at of [0, 5]) {
+          const buf = new Uint8Array(at + 4 + frame.length + 64).fill(0xaa);
+          assert.equal(batch.encode(m, buf, at), 4 + frame.length, JSON.stringify(m));
+          assert.deepEqual(buf.subarray(at + 4, at + 4 + frame.length), frame);
+          const out: unknown[] = [];
+          (parser(1024) as Decoder<unknown>).push(
+            buf.subarray(at, at + 4 + frame.length),
+            (v) => out.push(v),
+          );
+          assert.deepEqual(out, [m]);
+          // No room (a string's room is counted at 3 bytes a unit): -1, and nothing written.
+          const small = new Uint8Array(at + 4 + frame.length - 1).fill(0xaa);
+          assert.equal(batch.encode(m, small, at), -1);
+          assert.ok(small.every((b) => b === 0xaa));
+        }
+        // Over the frame limit: refused before anything is written.
+        if (frame.length > 4) {
+          const buf = new Uint8Array(64).fill(0xaa);
+          assert.throws(
+            () => (batchEncoder(4) as Encoder<unknown>).encode(m, buf, 0),
+            (err: Error & { code?: string }) => err.code === "EFRAMETOOLARGE",
+          );
+          assert.ok(buf.every((b) => b === 0xaa));
         }
       });
     });
