@@ -10,6 +10,7 @@ import { checkTimeout, deadlineAfter, Deadlines, type Expiring } from "../intern
 import { HashRing } from "./_ring.ts";
 import {
   type Message,
+  NO_HEADERS,
   type SubscribeOptions,
   Subscription,
   type SubscriptionStats,
@@ -100,7 +101,6 @@ const OTHER_TOPICS = "(other)";
 /** Routes cached at most; the cache starts over past that. */
 const MAX_ROUTES = 4096;
 
-const EMPTY_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const EMPTY = new Uint8Array(0);
 /** What `publish()` returns when every subscription took the message at once: compare to it. */
 export const RESOLVED: Promise<void> = Promise.resolve();
@@ -306,7 +306,7 @@ export class Hub implements PubSub {
       const message: Message = {
         topic,
         data: bytes,
-        headers: options?.headers ?? EMPTY_HEADERS,
+        headers: options?.headers ?? NO_HEADERS,
         seq: ++this.#seq,
         key: options?.key,
         reply: options?.reply,

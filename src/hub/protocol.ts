@@ -9,7 +9,7 @@ import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
 import { FrameEncoding, FrameParser, writeUint32 } from "../frame/codec.ts";
 import { type LastString, strField, WireReader, WireWriter } from "../internal/wire.ts";
-import type { OverflowPolicy } from "./subscription.ts";
+import { NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
 /** The protocol version this code speaks. */
 export const VERSION = 1;
@@ -36,8 +36,6 @@ export const Op = {
 /** The type of the pseudo-message for a frame that does not decode. */
 export const INVALID = 0;
 
-/** The headers of a message without any, shared. */
-export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 const NO_FIELDS: readonly Uint8Array[] = [];
 
 /** The parts of a published message that travel in PUB, MSG, REQ and RES. */
@@ -84,34 +82,46 @@ const OVERFLOW: readonly OverflowPolicy[] = ["block", "drop-oldest", "drop-newes
 const HAS_KEY = 1;
 const HAS_REPLY = 2;
 
-/** An envelope's string fields, encoded once, and its size on the wire. */
+/** An envelope's fields but its payload, encoded once, and their size on the wire. */
 interface EncodedEnvelope {
   topic: Uint8Array;
   key: Uint8Array | undefined;
   reply: Uint8Array | undefined;
   headers: readonly Uint8Array[];
+  /** The bytes of the fields above, with their lengths and the flags: all but the payload. */
   size: number;
 }
 
-/** Topics seen lately, encoded: most traffic reuses a few topics. */
-const topics = new Map<string, Uint8Array>();
+/**
+ * Envelopes of a topic alone (no key, reply or headers), encoded, by topic: most traffic
+ * repeats a few topics and nothing else.
+ */
+const plainEnvelopes = new Map<string, EncodedEnvelope>();
 
-function topicField(topic: string): Uint8Array {
-  let bytes = topics.get(topic);
-  if (bytes === undefined) {
-    if (topics.size >= 1024) topics.clear();
-    bytes = strField(topic, "topic");
-    topics.set(topic, bytes);
+function plainEnvelope(topic: string): EncodedEnvelope {
+  let e = plainEnvelopes.get(topic);
+  if (e === undefined) {
+    if (plainEnvelopes.size >= 1024) plainEnvelopes.clear();
+    const bytes = strField(topic, "topic");
+    e = {
+      topic: bytes,
+      key: undefined,
+      reply: undefined,
+      headers: NO_FIELDS,
+      size: 1 + 2 + bytes.length + 2,
+    };
+    plainEnvelopes.set(topic, e);
   }
-  return bytes;
+  return e;
 }
 
 function encodeEnvelope(env: Envelope): EncodedEnvelope {
-  const topic = topicField(env.topic);
+  const plain = plainEnvelope(env.topic);
+  if (env.key === undefined && env.reply === undefined && env.headers === NO_HEADERS) return plain;
   const key = env.key === undefined ? undefined : strField(env.key, "key");
   const reply = env.reply === undefined ? undefined : strField(env.reply, "reply topic");
   let headers: Uint8Array[] | undefined;
-  let size = 1 + 2 + topic.length + 2 + env.data.length;
+  let size = plain.size;
   if (key) size += 2 + key.length;
   if (reply) size += 2 + reply.length;
   for (const name in env.headers) {
@@ -124,7 +134,7 @@ function encodeEnvelope(env: Envelope): EncodedEnvelope {
   if (fields.length / 2 > 0xffff) {
     throw new TypeError(`Cannot send ${fields.length / 2} headers: the limit is 65535`);
   }
-  return { topic, key, reply, headers: fields, size };
+  return { topic: plain.topic, key, reply, headers: fields, size };
 }
 
 function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): void {
@@ -248,7 +258,7 @@ export function encodeHub(m: HubMessage): Uint8Array {
  * for each UTF-16 unit of a string.
  */
 function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
-  if (env !== undefined) return 1 + fixedSize(m) + env.size;
+  if ("env" in m) return 1 + fixedSize(m) + env!.size + m.env.data.length;
   switch (m.op) {
     case Op.HELLO:
       return 1 + 4 + 2 + 3 * m.app.length + m.token.length;

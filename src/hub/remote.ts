@@ -29,11 +29,16 @@ import {
   type HubMessage,
   hubParser,
   INVALID,
-  NO_HEADERS,
   Op,
   VERSION,
 } from "./protocol.ts";
-import { END, type Message, type SubscribeOptions, Subscription } from "./subscription.ts";
+import {
+  END,
+  type Message,
+  NO_HEADERS,
+  type SubscribeOptions,
+  Subscription,
+} from "./subscription.ts";
 import { validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of {@linkcode connectHub}. */

@@ -23,6 +23,9 @@ export interface Message {
   readonly reply?: string | undefined;
 }
 
+/** The headers of a message published without any: one frozen empty object, shared. */
+export const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
+
 /**
  * What a full subscription does with a new message:
  * - `"block"`: the publisher waits until the subscriber has read enough (backpressure);

@@ -12,9 +12,9 @@ import {
   HubEncoding,
   type HubMessage,
   hubParser,
-  NO_HEADERS,
   Op,
 } from "../../src/hub/protocol.ts";
+import { NO_HEADERS } from "../../src/hub/subscription.ts";
 import {
   decode,
   encode,
