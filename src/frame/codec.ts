@@ -205,6 +205,25 @@ export class FrameParser<T> implements Decoder<T> {
 }
 
 /**
+ * The decoder of a message protocol over frames: each frame is decoded in place by `decode`,
+ * and one that does not decode comes out as `invalid(error)`, for the receiver to act on
+ * (refuse the peer) after the messages before it.
+ */
+export function messageFrames<T>(
+  maxFrameSize: number,
+  decode: FrameTaker<T>,
+  invalid: (error: IpcError) => T,
+): FrameParser<T> {
+  return new FrameParser(maxFrameSize, (bytes, start, length) => {
+    try {
+      return decode(bytes, start, length);
+    } catch (err) {
+      return invalid(err as IpcError);
+    }
+  });
+}
+
+/**
  * Encodes each written payload as one frame: a 4-byte big-endian length, then the payload.
  *
  * Frames written in one burst (writes queued without waiting in between) are coalesced into

@@ -7,7 +7,7 @@
 
 import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, FrameParser, writeUint32 } from "../frame/codec.ts";
+import { FrameEncoding, type FrameParser, messageFrames, writeUint32 } from "../frame/codec.ts";
 import { type LastString, strField, WireReader, WireWriter } from "../internal/wire.ts";
 import { NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
@@ -339,7 +339,7 @@ export function decodeHub(
     case Op.GOAWAY:
     case Op.FLUSH:
     case Op.FLUSHED:
-      m = { op: op };
+      m = { op };
       break;
     default:
       throw r.bad(`its type ${op} is unknown`);
@@ -380,16 +380,7 @@ export class HubEncoding implements Encoder<HubMessage> {
   }
 }
 
-/** Decodes one frame in place; a frame that does not decode comes out as INVALID. */
-function takeHub(bytes: Uint8Array, start: number, length: number): HubMessage {
-  try {
-    return decodeHub(bytes, start, length);
-  } catch (err) {
-    return { op: INVALID, error: err as IpcError };
-  }
-}
-
 /** The decoder of a hub connection: frames, each decoded in place into a message. */
 export function hubParser(maxFrameSize: number): FrameParser<HubMessage> {
-  return new FrameParser(maxFrameSize, takeHub);
+  return messageFrames(maxFrameSize, decodeHub, (error) => ({ op: INVALID, error }));
 }

@@ -8,7 +8,7 @@
 
 import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, FrameParser, writeUint32 } from "../frame/codec.ts";
+import { FrameEncoding, type FrameParser, messageFrames, writeUint32 } from "../frame/codec.ts";
 import { WireReader } from "../internal/wire.ts";
 
 /** The protocol version this code speaks. */
@@ -129,7 +129,7 @@ export function decode(
     case Type.REQUEST:
     case Type.REPLY:
     case Type.CHUNK:
-      m = { type: type, id: r.u32("id"), data: r.rest() };
+      m = { type, id: r.u32("id"), data: r.rest() };
       break;
     case Type.ERROR:
       m = {
@@ -142,7 +142,7 @@ export function decode(
       break;
     case Type.CANCEL:
     case Type.END:
-      m = { type: type, id: r.u32("id") };
+      m = { type, id: r.u32("id") };
       break;
     case Type.GOAWAY:
       m = { type: Type.GOAWAY };
@@ -190,16 +190,7 @@ export class MessageEncoding implements Encoder<Message> {
   }
 }
 
-/** Decodes one frame in place; a frame that does not decode comes out as INVALID. */
-function takeMessage(bytes: Uint8Array, start: number, length: number): Message {
-  try {
-    return decode(bytes, start, length);
-  } catch (err) {
-    return { type: INVALID, error: err as IpcError };
-  }
-}
-
 /** The decoder of an RPC connection: frames, each decoded in place into a message. */
 export function messageParser(maxFrameSize: number): FrameParser<Message> {
-  return new FrameParser(maxFrameSize, takeMessage);
+  return messageFrames(maxFrameSize, decode, (error) => ({ type: INVALID, error }));
 }
