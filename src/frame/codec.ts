@@ -205,22 +205,21 @@ export class FrameParser<T> implements Decoder<T> {
 }
 
 /**
- * The decoder of a message protocol over frames: each frame is decoded in place by `decode`,
- * and one that does not decode comes out as `invalid(error)`, for the receiver to act on
- * (refuse the peer) after the messages before it.
+ * The taker of a message protocol over frames: decodes each frame in place with `decode`, and
+ * turns a frame that does not decode into `invalid(error)`, for the receiver to act on (refuse
+ * the peer) after the messages before it. Make one per protocol and share it between parsers.
  */
-export function messageFrames<T>(
-  maxFrameSize: number,
+export function decodeOrInvalid<T>(
   decode: FrameTaker<T>,
   invalid: (error: IpcError) => T,
-): FrameParser<T> {
-  return new FrameParser(maxFrameSize, (bytes, start, length) => {
+): FrameTaker<T> {
+  return (bytes, start, length) => {
     try {
       return decode(bytes, start, length);
     } catch (err) {
       return invalid(err as IpcError);
     }
-  });
+  };
 }
 
 /**

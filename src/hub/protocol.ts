@@ -7,7 +7,13 @@
 
 import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, type FrameParser, messageFrames, writeUint32 } from "../frame/codec.ts";
+import {
+  decodeOrInvalid,
+  FrameEncoding,
+  FrameParser,
+  type FrameTaker,
+  writeUint32,
+} from "../frame/codec.ts";
 import { type LastString, strField, WireReader, WireWriter } from "../internal/wire.ts";
 import { NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
@@ -380,7 +386,13 @@ export class HubEncoding implements Encoder<HubMessage> {
   }
 }
 
+/** Decodes a frame in place into a message; one that does not decode, into INVALID. */
+const takeHub: FrameTaker<HubMessage> = decodeOrInvalid(
+  decodeHub,
+  (error) => ({ op: INVALID, error }),
+);
+
 /** The decoder of a hub connection: frames, each decoded in place into a message. */
 export function hubParser(maxFrameSize: number): FrameParser<HubMessage> {
-  return messageFrames(maxFrameSize, decodeHub, (error) => ({ op: INVALID, error }));
+  return new FrameParser(maxFrameSize, takeHub);
 }

@@ -8,7 +8,13 @@
 
 import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import { FrameEncoding, type FrameParser, messageFrames, writeUint32 } from "../frame/codec.ts";
+import {
+  decodeOrInvalid,
+  FrameEncoding,
+  FrameParser,
+  type FrameTaker,
+  writeUint32,
+} from "../frame/codec.ts";
 import { WireReader } from "../internal/wire.ts";
 
 /** The protocol version this code speaks. */
@@ -190,7 +196,13 @@ export class MessageEncoding implements Encoder<Message> {
   }
 }
 
+/** Decodes a frame in place into a message; one that does not decode, into INVALID. */
+const takeMessage: FrameTaker<Message> = decodeOrInvalid(
+  decode,
+  (error) => ({ type: INVALID, error }),
+);
+
 /** The decoder of an RPC connection: frames, each decoded in place into a message. */
 export function messageParser(maxFrameSize: number): FrameParser<Message> {
-  return messageFrames(maxFrameSize, decode, (error) => ({ type: INVALID, error }));
+  return new FrameParser(maxFrameSize, takeMessage);
 }
