@@ -287,8 +287,7 @@ export function decodeHub(
   length: number = bytes.length - start,
 ): HubMessage {
   const r = new WireReader(bytes, "hub", start, length);
-  if (length === 0) throw r.bad("the frame is empty");
-  const op = bytes[start]!;
+  const op = r.type();
   let m: HubMessage;
   switch (op) {
     case Op.HELLO:

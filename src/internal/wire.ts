@@ -49,6 +49,12 @@ export class WireReader {
     this.#end = start + length;
   }
 
+  /** The message's type byte, its first; throws `EPROTOCOL` for an empty frame. */
+  type(): number {
+    if (this.#length === 0) throw this.bad("the frame is empty");
+    return this.#bytes[this.#at - 1]!;
+  }
+
   /** The error for a malformed message. */
   bad(why: string, cause?: unknown): IpcError {
     return new IpcError("EPROTOCOL", `Cannot read ${this.#protocol} message as ${why}`, {

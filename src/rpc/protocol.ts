@@ -119,8 +119,7 @@ export function decode(
   length: number = bytes.length - start,
 ): Message {
   const r = new WireReader(bytes, "RPC", start, length);
-  if (length === 0) throw r.bad("the frame is empty");
-  const type = bytes[start]!;
+  const type = r.type();
   let m: Message;
   switch (type) {
     case Type.HELLO:
