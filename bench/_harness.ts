@@ -262,6 +262,12 @@ export async function pairedRatios(
   return ratios;
 }
 
+/** A client that makes one round trip per `call()`: for `timedLoop` and `pairedRatios`. */
+export interface Caller {
+  call(): Promise<unknown>;
+  close(): Promise<unknown>;
+}
+
 /** Paired ratios of one implementation against its baseline. */
 export interface Paired {
   impl: string;

@@ -27,6 +27,7 @@ import { connectHub, Hub, type RemoteHub, serveHub } from "../src/hub/mod.ts";
 import { deadline } from "../src/internal/async.ts";
 import {
   Arrivals,
+  type Caller,
   type Paired,
   pairedRatios,
   pairedRuns,
@@ -167,7 +168,7 @@ async function fanOut(
 async function requester(
   impl: string,
   where: string,
-): Promise<{ call: () => Promise<unknown>; close: () => Promise<unknown> }> {
+): Promise<Caller> {
   if (impl === "dockipc hub") {
     const responder = await connectHub(where);
     responder.handle("bench.echo", (m) => m.data);

@@ -22,6 +22,7 @@ import { natsConnect, startNats } from "./_servers.ts";
 import { connect, framed, listen, type Listener } from "../mod.ts";
 import { dial, serve } from "../src/rpc/mod.ts";
 import {
+  type Caller,
   median,
   pairedRatios,
   printPaired,
@@ -62,7 +63,7 @@ async function echoFramed(listener: Listener): Promise<void> {
 async function caller(
   kind: string,
   where: string,
-): Promise<{ call: () => Promise<unknown>; close: () => Promise<unknown> }> {
+): Promise<Caller> {
   if (kind === "framed") {
     const conn = framed(await connect(where));
     const writer = conn.writable.getWriter();
