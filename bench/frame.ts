@@ -152,10 +152,13 @@ async function framedChild(w: Workload, path: string, impl: string): Promise<unk
     io.close();
     return { trips, ms };
   }
-  // A pool of frames, reused once the writer has long taken them (it holds at most a few).
-  const pool = Array.from({ length: 4096 }, () => new Uint8Array(w.size));
+  // A pool of frames, 64 KiB in all like the raw child's one buffer, so that both senders read
+  // their bytes from the cache. A frame is reused once the writer has long taken it (it holds
+  // at most a few); one reused too soon would fail the parent's sequence check.
+  const mask = Math.max(16, CHUNK / w.size) - 1;
+  const pool = Array.from({ length: mask + 1 }, () => new Uint8Array(w.size));
   const { warm, n } = await timedLoop(
-    (seq) => io.send(stamp(pool[seq & 4095]!, seq)),
+    (seq) => io.send(stamp(pool[seq & mask]!, seq)),
     { count: w.count, ms: LIMIT_MS, every: 4096 },
   );
   await io.end();
