@@ -140,9 +140,14 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   readonly #overflow: OverflowPolicy;
   readonly #detach: (sub: Subscription) => void;
   #resolveClosed!: () => void;
-  /** Buffered messages: a queue in an array, `#head` its first. */
+  /**
+   * Buffered messages: `#items[#head]` to `#items[#tail - 1]`. The array is kept and refilled
+   * from the start whenever it empties, which with readers that keep up is after every message;
+   * it never grows past twice the buffer (plus messages too large for `maxBytes` alone).
+   */
   #items: (Message | undefined)[] = [];
   #head = 0;
+  #tail = 0;
   #pendingBytes = 0;
   /** Publishers waiting under `"block"`, in publish order. */
   #waiting: Waiting[] = [];
@@ -211,7 +216,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
 
   /** Reads the next message; `{ done: true }` once unsubscribed. */
   next(): Promise<IteratorResult<Message>> {
-    if (this.#head < this.#items.length) {
+    if (this.#head < this.#tail) {
       return Promise.resolve({ done: false, value: this.#take() });
     }
     if (this.#error !== undefined) return Promise.reject(this.#error);
@@ -254,7 +259,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
       delivered: this.#delivered,
       bytes: this.#bytes,
       dropped: this.#dropped,
-      pending: this.#items.length - this.#head + this.#waiting.length,
+      pending: this.#tail - this.#head + this.#waiting.length,
       pendingBytes: this.#pendingBytes,
     };
   }
@@ -281,14 +286,14 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
         this.#dropped++;
         return undefined;
       case "drop-oldest":
-        while (this.#head < this.#items.length && this.#full(message)) {
+        while (this.#head < this.#tail && this.#full(message)) {
           this.#pendingBytes -= this.#shift().data.length;
           this.#dropped++;
         }
         this.#push(message);
         return undefined;
       case "error":
-        this.#dropped += this.#items.length - this.#head + 1;
+        this.#dropped += this.#tail - this.#head + 1;
         this.#end(
           new IpcError(
             "ESLOWCONSUMER",
@@ -303,7 +308,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   /** Hands buffered messages to the readers waiting for them. */
   [WAKE](): void {
     this.#wakeQueued = false;
-    while (this.#reader !== undefined && this.#head < this.#items.length) {
+    while (this.#reader !== undefined && this.#head < this.#tail) {
       const reader = this.#reader;
       this.#reader = this.#readers.length > 0 ? this.#readers.shift() : undefined;
       reader({ done: false, value: this.#take() });
@@ -311,22 +316,30 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   }
 
   #full(message: Message): boolean {
-    const pending = this.#items.length - this.#head;
+    const pending = this.#tail - this.#head;
     return pending >= this.#buffer ||
       (pending > 0 && this.#pendingBytes + message.data.length > this.#maxBytes);
   }
 
   #push(message: Message): void {
-    this.#items.push(message);
+    this.#items[this.#tail++] = message;
     this.#pendingBytes += message.data.length;
   }
 
   #shift(): Message {
-    const message = this.#items[this.#head]!;
-    this.#items[this.#head++] = undefined;
-    // Compact once the consumed front is most of the array: amortised O(1) per message.
-    if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
+    const items = this.#items;
+    const message = items[this.#head]!;
+    items[this.#head++] = undefined;
+    if (this.#head === this.#tail) {
+      this.#head = this.#tail = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#tail) {
+      // Move the rest to the front once the consumed part is most of it: amortised O(1).
+      items.copyWithin(0, this.#head, this.#tail).fill(
+        undefined,
+        this.#tail - this.#head,
+        this.#tail,
+      );
+      this.#tail -= this.#head;
       this.#head = 0;
     }
     return message;
@@ -357,7 +370,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
    */
   [TAKE](max: number): Message[] {
     const out: Message[] = [];
-    while (out.length < max && this.#head < this.#items.length) out.push(this.#take());
+    while (out.length < max && this.#head < this.#tail) out.push(this.#take());
     return out;
   }
 
@@ -371,7 +384,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     this.#ended = true;
     this.#error = error;
     this.#items = [];
-    this.#head = 0;
+    this.#head = this.#tail = 0;
     this.#pendingBytes = 0;
     for (const waiting of this.#waiting) waiting.resolve();
     this.#waiting = [];

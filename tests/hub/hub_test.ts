@@ -92,6 +92,37 @@ describe("Hub", () => {
     assert.deepEqual(await drainBuffered(sub), ["7", "8", "9"]);
   });
 
+  test("a buffer that empties, fills, and moves its backlog to the front keeps every message in order", async () => {
+    await using hub = new Hub();
+    const sub = hub.subscribe("t", { buffer: 4000 });
+    const oldest = hub.subscribe("t", { buffer: 1500, overflow: "drop-oldest" });
+    const got: number[] = [];
+    const read = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) got.push(Number(textOf((await sub.next()).value)));
+    };
+    let next = 0;
+    const publish = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) await hub.publish("t", String(next++));
+    };
+    // Emptied after every message, then a backlog read far enough to be moved to the front
+    // (3,000 in, 2,000 out), then more on top of what is left, then all of it.
+    for (let i = 0; i < 50; i++) await publish(1).then(() => read(1));
+    await publish(3000);
+    await read(2000);
+    assert.equal(sub.stats().pending, 1000);
+    await publish(2500);
+    assert.equal(sub.stats().pending, 3500);
+    await read(3500);
+    await publish(10);
+    await read(10);
+    assert.deepEqual(got, Array.from({ length: next }, (_, i) => i));
+    assert.equal(sub.stats().pending, 0);
+    // The drop-oldest one kept the newest 1,500 of the same 5,560, in order.
+    assert.equal(oldest.stats().dropped, next - 1500);
+    const kept = (await drainBuffered(oldest)).map(Number);
+    assert.deepEqual(kept, Array.from({ length: 1500 }, (_, i) => next - 1500 + i));
+  });
+
   test("maxBytes bounds the buffered payload bytes, and one large message still fits alone", async () => {
     await using hub = new Hub();
     const sub = hub.subscribe("t", { maxBytes: 10, overflow: "drop-newest" });
