@@ -142,8 +142,8 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   #resolveClosed!: () => void;
   /**
    * Buffered messages: `#items[#head]` to `#items[#tail - 1]`. The array is kept and refilled
-   * from the start whenever it empties, which with readers that keep up is after every message;
-   * it never grows past twice the buffer (plus messages too large for `maxBytes` alone).
+   * from the start whenever it empties, which with readers that keep up is after every message.
+   * Its length stays under the larger of `buffer + 1024` and `2 * buffer`.
    */
   #items: (Message | undefined)[] = [];
   #head = 0;
