@@ -23,15 +23,7 @@ import {
   type PubSub,
   type RequestOptions,
 } from "./hub.ts";
-import {
-  type Envelope,
-  HubEncoding,
-  type HubMessage,
-  hubParser,
-  INVALID,
-  Op,
-  VERSION,
-} from "./protocol.ts";
+import { HubEncoding, type HubMessage, hubParser, INVALID, Op, VERSION } from "./protocol.ts";
 import {
   END,
   type Message,
@@ -90,18 +82,6 @@ interface Queued {
 
 const utf8 = new TextEncoder();
 const RESOLVED = Promise.resolve();
-
-/** A delivered message, from its sequence and envelope. */
-function toMessage(seq: number, env: Envelope): Message {
-  return {
-    topic: env.topic,
-    data: env.data,
-    headers: env.headers,
-    seq,
-    key: env.key,
-    reply: env.reply,
-  };
-}
 
 function ipcError(code: string, message: string, op: string): IpcError {
   return new IpcError(code as IpcErrorCode, message, { op });
@@ -253,13 +233,13 @@ export class RemoteHub implements PubSub {
       case Op.MSG: {
         const s = this.#subs.get(m.sid);
         if (s === undefined) return; // unsubscribed while it travelled
-        void s.sub.offer(toMessage(m.seq, m.env));
+        void s.sub.offer(m.env);
         return;
       }
       case Op.RES: {
         const p = this.#pending.get(m.id);
         this.#pending.delete(m.id);
-        p?.resolve(toMessage(m.seq, m.env));
+        p?.resolve(m.env);
         return;
       }
       case Op.ERR: {

@@ -386,7 +386,7 @@ export async function serveHub(
         }
         for (const message of batch) {
           remote.credit--;
-          const sending = this.channel.send({ op: Op.MSG, sid, seq: message.seq, env: message });
+          const sending = this.channel.send({ op: Op.MSG, sid, env: message });
           if (sending !== undefined) await sending;
         }
       }
@@ -399,7 +399,7 @@ export async function serveHub(
           ...(timeout === 0 ? {} : { timeout }),
           ...(env.key === undefined ? {} : { key: env.key }),
         });
-        await this.#send({ op: Op.RES, id, seq: reply.seq, env: reply });
+        await this.#send({ op: Op.RES, id, env: reply });
       } catch (err) {
         await this.#send(errOf(id, err, "EREMOTE"));
       }

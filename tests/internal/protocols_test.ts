@@ -27,11 +27,12 @@ import type { Decoder, Encoder } from "../../src/frame/_codec.ts";
 import { acceptedOrRefused } from "../_helpers.ts";
 
 const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs);
-/** An envelope as decoded: absent fields are there, undefined. */
-const env = (topic: string, data: Uint8Array) => ({
+/** An envelope as decoded: absent fields are there, undefined; a published one has seq 0. */
+const env = (topic: string, data: Uint8Array, seq = 0) => ({
   topic,
   data,
   headers: NO_HEADERS,
+  seq,
   key: undefined,
   reply: undefined,
 });
@@ -56,11 +57,17 @@ const HUB: HubMessage[] = [
   {
     op: Op.MSG,
     sid: 3,
-    seq: 2 ** 40,
-    env: { topic: "a.b", data: bytes(), headers: { x: "1", y: "ü" }, key: "k", reply: "_r.1" },
+    env: {
+      topic: "a.b",
+      data: bytes(),
+      headers: { x: "1", y: "ü" },
+      seq: 2 ** 40,
+      key: "k",
+      reply: "_r.1",
+    },
   },
   { op: Op.REQ, id: 5, timeout: 1000, env: env("q", bytes(1)) },
-  { op: Op.RES, id: 5, seq: 12, env: env("_r.1", bytes(2)) },
+  { op: Op.RES, id: 5, env: env("_r.1", bytes(2), 12) },
   { op: Op.PING },
   { op: Op.FLUSHED },
 ];
@@ -219,5 +226,55 @@ describe("hub protocol decoder: the repeated-topic cache", () => {
     });
     assert.equal(topicOf(pub("a.b")), "a.b");
     assert.equal(topicOf(pub("a.d")), "a.d");
+  });
+});
+
+describe("hub protocol decoder: the plain-message path", () => {
+  /** What decoding gives: the message, or the error's code and message. */
+  const result = (frame: Uint8Array): unknown => {
+    try {
+      return decodeHub(frame);
+    } catch (err) {
+      const { code, message } = err as Error & { code?: string };
+      return { code, message };
+    }
+  };
+  /** Decodes with the topic cache holding `topic` first: "a.b" takes the plain path. */
+  const after = (topic: string, frame: Uint8Array): unknown => {
+    decodeHub(encodeHub({ op: Op.PUB, env: env(topic, bytes()) }));
+    return result(frame);
+  };
+  const plain = [
+    encodeHub({ op: Op.PUB, env: env("a.b", bytes(1, 2, 3)) }),
+    encodeHub({ op: Op.MSG, sid: 7, env: env("a.b", bytes(9), 2 ** 53 - 1) }),
+    encodeHub({ op: Op.MSG, sid: 2 ** 32 - 1, env: env("a.b", bytes(), 2 ** 32 + 5) }),
+  ];
+
+  test("every truncation and changed byte reads as the full decoder reads it", () => {
+    for (const frame of plain) {
+      assert.deepEqual(after("a.b", frame), after("x.y", frame));
+      for (let cut = 0; cut < frame.length; cut++) {
+        const short = frame.subarray(0, cut);
+        assert.deepEqual(after("a.b", short), after("x.y", short), `cut at ${cut}`);
+      }
+      for (let at = 0; at < frame.length; at++) {
+        for (const value of [0, 1, 0x20, 0x62, 0x7f, 0x80, 0xff, frame[at]! ^ 0x40]) {
+          const changed = frame.slice();
+          changed[at] = value;
+          assert.deepEqual(after("a.b", changed), after("x.y", changed), `${at} = ${value}`);
+        }
+      }
+    }
+  });
+
+  test("a sequence above 2^53 is refused on either path", () => {
+    const frame = plain[1]!.slice();
+    frame[5] = 0x00;
+    frame[6] = 0x20; // seq's high word 0x200000: 2^53
+    for (const topic of ["a.b", "x.y"]) {
+      const got = after(topic, frame) as { code: string; message: string };
+      assert.equal(got.code, "EPROTOCOL");
+      assert.match(got.message, /seq is above 2\^53/);
+    }
   });
 });
