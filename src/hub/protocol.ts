@@ -45,15 +45,6 @@ export const INVALID = 0;
 
 const NO_FIELDS: readonly Uint8Array[] = [];
 
-/** The parts of a published message that travel in PUB, MSG, REQ and RES. */
-export interface Envelope {
-  topic: string;
-  data: Uint8Array;
-  headers: Readonly<Record<string, string>>;
-  key?: string | undefined;
-  reply?: string | undefined;
-}
-
 /** A decoded message. */
 export type HubMessage =
   | { op: typeof Op.HELLO; version: number; app: string; token: Uint8Array }
@@ -72,10 +63,13 @@ export type HubMessage =
   }
   | { op: typeof Op.UNSUB; sid: number }
   | { op: typeof Op.CREDIT; sid: number; n: number }
-  | { op: typeof Op.PUB; env: Envelope }
-  /** A delivery: its envelope is the message itself, as the subscriber gets it. */
+  /**
+   * The envelope of PUB, MSG, REQ and RES is a message as the subscriber gets it, all but its
+   * `seq` on the wire for MSG and RES. A published one (PUB, REQ) has `seq` 0: the hub sets it.
+   */
+  | { op: typeof Op.PUB; env: Message }
   | { op: typeof Op.MSG; sid: number; env: Message }
-  | { op: typeof Op.REQ; id: number; timeout: number; env: Envelope }
+  | { op: typeof Op.REQ; id: number; timeout: number; env: Message }
   | { op: typeof Op.RES; id: number; env: Message }
   | { op: typeof Op.PING }
   | { op: typeof Op.PONG }
@@ -123,7 +117,7 @@ function plainEnvelope(topic: string): EncodedEnvelope {
   return e;
 }
 
-function encodeEnvelope(env: Envelope): EncodedEnvelope {
+function encodeEnvelope(env: Message): EncodedEnvelope {
   const plain = plainEnvelope(env.topic);
   if (env.key === undefined && env.reply === undefined && env.headers === NO_HEADERS) return plain;
   const key = env.key === undefined ? undefined : strField(env.key, "key");
@@ -160,10 +154,7 @@ function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): voi
 /** The topic decoded last, and its bytes: a stream of messages mostly repeats its topic. */
 const lastTopic: LastString = { bytes: new Uint8Array(0), text: "" };
 
-/**
- * Reads an envelope as a `Message` with sequence `seq`: what a delivery hands the subscriber
- * as it is. A published envelope (PUB, REQ) has no sequence yet and takes 0.
- */
+/** Reads an envelope, as a message with sequence `seq`. */
 function readEnvelope(r: WireReader, seq: number): Message {
   const flags = r.u8("flags");
   if (flags & ~(HAS_KEY | HAS_REPLY)) throw r.bad(`its flags ${flags} are unknown`);

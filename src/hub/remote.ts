@@ -397,6 +397,7 @@ export class RemoteHub implements PubSub {
           topic,
           data: bytes,
           headers: options.headers ?? NO_HEADERS,
+          seq: 0,
           key: options.key,
           reply: options.reply,
         },
@@ -483,7 +484,14 @@ export class RemoteHub implements PubSub {
           op: Op.REQ,
           id,
           timeout: Math.min(timeout, 0xffff_ffff), // past a u32, the server's wait is unbounded too
-          env: { topic, data: bytes, headers: options.headers ?? NO_HEADERS, key: options.key },
+          env: {
+            topic,
+            data: bytes,
+            headers: options.headers ?? NO_HEADERS,
+            seq: 0,
+            key: options.key,
+            reply: undefined,
+          },
         }, "request").catch((err) => settle(err));
         return () => this.#pending.delete(id);
       });

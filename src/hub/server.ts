@@ -20,17 +20,9 @@ import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import type { Conn } from "../runtime/types.ts";
 import type { ListenOptions } from "../transport.ts";
-import { type Hub, type PublishOptions, RESOLVED } from "./hub.ts";
-import {
-  type Envelope,
-  HubEncoding,
-  type HubMessage,
-  hubParser,
-  INVALID,
-  Op,
-  VERSION,
-} from "./protocol.ts";
-import { type Subscription, TAKE } from "./subscription.ts";
+import { type Hub, PUBLISH, RESOLVED } from "./hub.ts";
+import { HubEncoding, type HubMessage, hubParser, INVALID, Op, VERSION } from "./protocol.ts";
+import { type Message, type Subscription, TAKE } from "./subscription.ts";
 
 /** Options of {@linkcode serveHub}. */
 export interface ServeHubOptions extends Pick<ListenOptions, "mode" | "signal"> {
@@ -162,19 +154,12 @@ export async function serveHub(
     state,
   };
 
-  const publishEnvelope = (env: Envelope): Promise<void> => {
-    const options: PublishOptions = { headers: env.headers };
-    if (env.key !== undefined) options.key = env.key;
-    if (env.reply !== undefined) options.reply = env.reply;
-    return hub.publish(env.topic, env.data, options);
-  };
-
   class Session implements ServedSession {
     readonly conn: Conn;
     readonly channel: Channel<HubMessage>;
     readonly remotes = new Map<number, Remote>();
     /** PUBs waiting for the hub, in arrival order: a queue in an array, `#pubHead` its first. */
-    #pubs: (Envelope | undefined)[] = [];
+    #pubs: (Message | undefined)[] = [];
     #pubHead = 0;
     #pubBytes = 0;
     #publisher: Promise<void> | undefined;
@@ -227,9 +212,9 @@ export async function serveHub(
      * (perhaps from this very client) still gets through; past `PUB_QUEUE` waiting messages, or
      * `PUB_QUEUE_BYTES` of their payloads, it is read no further, which holds the publisher back.
      */
-    #publish(env: Envelope): Promise<void> | undefined {
+    #publish(env: Message): Promise<void> | undefined {
       if (this.#publisher === undefined) {
-        const published = publishEnvelope(env);
+        const published = hub[PUBLISH](env);
         if (published !== RESOLVED) this.#publisher = this.#publishAll(published);
         return undefined;
       }
@@ -263,7 +248,7 @@ export async function serveHub(
         const env = this.#pubs[this.#pubHead]!;
         this.#pubs[this.#pubHead++] = undefined;
         this.#pubBytes -= env.data.length;
-        const published = publishEnvelope(env);
+        const published = hub[PUBLISH](env);
         waiting = published === RESOLVED ? undefined : published;
       }
       this.#pubs = [];
@@ -392,7 +377,7 @@ export async function serveHub(
       }
     }
 
-    async #request(id: number, timeout: number, env: Envelope): Promise<void> {
+    async #request(id: number, timeout: number, env: Message): Promise<void> {
       try {
         const reply = await hub.request(env.topic, env.data, {
           headers: env.headers,

@@ -301,7 +301,10 @@ describe("serveHub and connectHub", () => {
     writer.releaseLock();
     const size = 64 * 1024;
     const pub = encodeFramesRaw([
-      encodeHub({ op: Op.PUB, env: { topic: "big", data: new Uint8Array(size), headers: {} } }),
+      encodeHub({
+        op: Op.PUB,
+        env: { topic: "big", data: new Uint8Array(size), headers: {}, seq: 0 },
+      }),
     ]);
     const { accepted, writing } = await acceptedWhileStalled(conn.writable, pub, 2000);
     const written = writing.catch(() => {}); // it fails once the connection closes, below
