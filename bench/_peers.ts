@@ -19,8 +19,11 @@ export interface Peer {
    * the writes made.
    */
   flood(chunk: Uint8Array, count: number, ms: number): Promise<number>;
-  /** Sends back whatever arrives, until the peer ends. */
-  echo(): Promise<void>;
+  /**
+   * Sends whatever arrives on to `to`, until the peer ends, then ends `to`'s sending direction:
+   * back to the peer by default, or to another peer of the same kind (a relay).
+   */
+  echo(to?: Peer): Promise<void>;
   /**
    * A round trip: sends `msg` and waits for as many bytes back. One per peer, made before the
    * first trip.
@@ -112,9 +115,9 @@ class ConnPeer implements Peer {
     return writes(t);
   }
 
-  async echo(): Promise<void> {
+  async echo(to: Peer = this): Promise<void> {
     const read = this.#reader();
-    const writer = this.#conn.writable.getWriter();
+    const writer = (to as ConnPeer).#conn.writable.getWriter();
     // Reusing the read buffer is safe: a write resolves once dockipc no longer needs the bytes.
     for (let chunk; (chunk = await read());) await writer.write(chunk);
     await writer.close();
@@ -193,12 +196,13 @@ class DenoPeer implements Peer {
     return writes(t);
   }
 
-  async echo(): Promise<void> {
+  async echo(to: Peer = this): Promise<void> {
+    const out = (to as DenoPeer).#conn;
     const buf = new Uint8Array(64 * 1024);
     for (let n; (n = await this.#conn.read(buf)) !== null;) {
-      await denoWriteAll(this.#conn, buf.subarray(0, n));
+      await denoWriteAll(out, buf.subarray(0, n));
     }
-    await this.#conn.closeWrite();
+    await out.closeWrite();
   }
 
   tripper(msg: Uint8Array): () => Promise<void> {
@@ -274,8 +278,8 @@ class NodePeer implements Peer {
     return writes(t);
   }
 
-  echo(): Promise<void> {
-    this.#s.pipe(this.#s);
+  echo(to: Peer = this): Promise<void> {
+    this.#s.pipe((to as NodePeer).#s);
     return new Promise((resolve) => this.#s.once("end", () => resolve()));
   }
 
@@ -404,10 +408,11 @@ class BunPeer implements Peer {
     return writes(t);
   }
 
-  async echo(): Promise<void> {
-    this.onData = (chunk) => void this.#write(chunk);
+  async echo(to: Peer = this): Promise<void> {
+    const out = to as BunPeer;
+    this.onData = (chunk) => void out.#write(chunk);
     await this.#untilEnd();
-    this.socket.shutdown();
+    out.socket.shutdown();
   }
 
   tripper(msg: Uint8Array): () => Promise<void> {

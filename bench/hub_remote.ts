@@ -10,6 +10,11 @@
  * Request/reply with 1 in flight is also measured paired against NATS: one child alternates
  * blocks of the hub's round trips with blocks of NATS's (`pairedRatios`).
  *
+ * Its ceiling in the same run: a raw relay, a child process that writes each connection's bytes
+ * on to the other through the runtime's own socket API (`relay()`). A round trip through it
+ * takes the hub's four hops between processes and does nothing else, so no hub, ours or NATS,
+ * can beat it at 1 in flight.
+ *
  * Peers in the same run: NATS core (`nats-server` from Debian on loopback TCP, the official
  * `nats` client, `publish()` then a `flush()` every 1,000 messages) and Redis 7 pub/sub
  * (`redis-server` from Debian on a unix socket, the `redis` client, 1,000 `PUBLISH` commands
@@ -42,6 +47,8 @@ import {
   timedLoop,
   WARM_MS,
 } from "./_harness.ts";
+import type { RuntimeName } from "../scripts/_runtimes.ts";
+import { implFor } from "./_peers.ts";
 import { natsConnect, type NatsLike, type Started, startNats, startRedis } from "./_servers.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -56,6 +63,9 @@ async function measure(clientArgs: string[]): Promise<number> {
   return ((await runSelf(SCRIPT, ["client", ...clientArgs])) as { rate: number }).rate;
 }
 const args = scriptArgs();
+/** The ceiling of request/reply through a third process: see `relay()`. */
+const RELAY = "raw relay";
+const RESOLVED = Promise.resolve();
 const payload = new Uint8Array(64);
 const TOPIC = "bench.x";
 
@@ -169,6 +179,24 @@ async function requester(
   impl: string,
   where: string,
 ): Promise<Caller> {
+  if (impl === RELAY) {
+    // The runtime's own sockets, one message in flight: the requester's bytes go through the
+    // relay process to the responder, which sends them back the same way.
+    const raw = await implFor("raw", rt.name as RuntimeName);
+    const requester = await raw.connect(where);
+    const responder = await raw.connect(where);
+    const echoing = responder.echo();
+    const trip = requester.tripper(payload);
+    return {
+      call: () => trip() ?? RESOLVED,
+      close: async () => {
+        await requester.shutdown();
+        await echoing;
+        requester.close();
+        responder.close();
+      },
+    };
+  }
   if (impl === "dockipc hub") {
     const responder = await connectHub(where);
     responder.handle("bench.echo", (m) => m.data);
@@ -200,26 +228,46 @@ async function requests(impl: string, where: string, inFlight: number): Promise<
 }
 
 /**
- * Request/reply with 1 in flight, paired: blocks of NATS round trips and of the hub's in turn
- * (`pairedRatios`), so drift in the machine's speed falls on both alike. The hub's rate ÷ NATS's.
+ * Request/reply with 1 in flight, paired: blocks of NATS round trips and of `impl`'s in turn
+ * (`pairedRatios`), so drift in the machine's speed falls on both alike. `impl`'s rate ÷ NATS's.
  */
-async function pairedRequests(hubWhere: string, natsWhere: string): Promise<number[]> {
-  const hub = await requester("dockipc hub", hubWhere);
+async function pairedRequests(impl: string, where: string, natsWhere: string): Promise<number[]> {
+  const measured = await requester(impl, where);
   const nats = await requester("NATS", natsWhere);
-  const ratios = await pairedRatios(nats.call, hub.call, 3000);
-  await Promise.all([hub.close(), nats.close()]);
+  const ratios = await pairedRatios(nats.call, measured.call, 3000);
+  await Promise.all([measured.close(), nats.close()]);
   return ratios;
+}
+
+/**
+ * The relay: the fewest steps a request/reply through a third process can take, as a ceiling
+ * for the hub and NATS. Connections come in pairs (requester, then responder), and each side's
+ * bytes are written on to the other by the runtime's own socket API.
+ */
+async function relay(path: string): Promise<void> {
+  const server = await (await implFor("raw", rt.name as RuntimeName)).listen(path);
+  console.log("ready");
+  for (;;) {
+    const a = await server.accept();
+    const b = await server.accept();
+    void Promise.all([a.echo(b), b.echo(a)]).finally(() => {
+      a.close();
+      b.close();
+    });
+  }
 }
 
 if (args[0] === "server") {
   await serveHub(new Hub(), args[1]!);
   console.log("ready");
+} else if (args[0] === "relay") {
+  await relay(args[1]!);
 } else if (args[0] === "client") {
   // One measurement: [kind, impl, where, fan-out count or in flight, messages].
   const [, kind, impl, where, k, n] = args as [string, string, string, string, string, string?];
   if (kind === "paired") {
-    // [paired, hub address, NATS address]
-    console.log(JSON.stringify({ ratios: await pairedRequests(impl, where) }));
+    // [paired, impl, its address, NATS address]
+    console.log(JSON.stringify({ ratios: await pairedRequests(impl, where, k) }));
     process.exit(0);
   }
   const rate = kind === "fanout"
@@ -231,19 +279,30 @@ if (args[0] === "server") {
   const repeats = Number(args[args.indexOf("--repeats") + 1] || 3);
   const dir = await rt.fs.makeTempDir("dk-hubbench-");
   const hubPath = `${dir}/hub.sock`;
+  const relayPath = `${dir}/relay.sock`;
   const server = spawnSelf(SCRIPT, ["server", hubPath]);
+  const relayServer = spawnSelf(SCRIPT, ["relay", relayPath]);
   const started: Started[] = [];
   const rows: Row[] = [];
   const paired: Paired[] = [];
   try {
-    const lines = server.stdout!.pipeThrough(new TextDecoderStream()).getReader();
-    if (!(await lines.read()).value?.startsWith("ready")) throw new Error("the hub did not start");
+    for (const [child, name] of [[server, "the hub"], [relayServer, "the relay"]] as const) {
+      const lines = child.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+      if (!(await lines.read()).value?.startsWith("ready")) {
+        throw new Error(`${name} did not start`);
+      }
+    }
     const nats = await startNats(dir);
     started.push(nats);
     const redis = await startRedis(dir);
     started.push(redis);
-    const where = (impl: string): string =>
-      impl === "dockipc hub" ? hubPath : impl === "NATS" ? nats.where : redis.where;
+    const paths: Record<string, string> = {
+      "dockipc hub": hubPath,
+      [RELAY]: relayPath,
+      NATS: nats.where,
+      Redis: redis.where,
+    };
+    const where = (impl: string): string => paths[impl]!;
     for (const [name, count, n] of [["1 → 1", 1, 4_000_000], ["1 → 4", 4, 1_000_000]] as const) {
       rows.push(
         ...await rotated(
@@ -258,24 +317,27 @@ if (args[0] === "server") {
       rows.push(
         ...await rotated(
           { name: `request/reply, ${inFlight} in flight`, unit: "rt/s" },
-          ["NATS", "dockipc hub"],
+          // The relay's one-at-a-time round trips are a ceiling for 1 in flight only.
+          inFlight === 1 ? ["NATS", RELAY, "dockipc hub"] : ["NATS", "dockipc hub"],
           repeats,
           (impl) => measure(["requests", impl, where(impl), String(inFlight)]),
         ),
       );
     }
     paired.push(
-      ...await pairedRuns(["dockipc hub ÷ NATS"], repeats, async () => {
-        const out = await runSelf(SCRIPT, ["client", "paired", hubPath, nats.where]);
+      ...await pairedRuns(["dockipc hub", RELAY], repeats, async (impl) => {
+        const out = await runSelf(SCRIPT, ["client", "paired", impl, where(impl), nats.where]);
         return (out as { ratios: number[] }).ratios;
       }),
     );
   } finally {
-    server.kill("SIGTERM");
-    await server.status;
+    for (const child of [server, relayServer]) {
+      child.kill("SIGTERM");
+      await child.status;
+    }
     for (const peer of started) await peer.stop();
     await rt.fs.remove(dir, { recursive: true });
   }
   printTable(rows, "NATS");
-  printPaired("request/reply, 1 in flight, paired", paired);
+  printPaired("request/reply, 1 in flight, paired: ÷ NATS", paired);
 }
