@@ -6,7 +6,13 @@
  */
 
 import { closedError, IpcError } from "../errors.ts";
-import { checkTimeout, deadlineAfter, Deadlines, type Expiring } from "../internal/async.ts";
+import {
+  checkTimeout,
+  deadlineAfter,
+  Deadlines,
+  type Expiring,
+  isThenable,
+} from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import {
   type Message,
@@ -233,18 +239,22 @@ export function handleWith(
   options: HandleOptions,
 ): Subscription {
   const sub = pubsub.subscribe(pattern, options);
+  // A handler that answers at once and a reply taken at once are not awaited: each await
+  // would cost microtasks, and replies made fewer microtasks apart leave in one socket write.
   void (async () => {
     for await (const request of sub) {
       let reply: Uint8Array | string | void = undefined;
       let headers: Record<string, string> | undefined;
       try {
-        reply = await handler(request);
+        const answer = handler(request);
+        reply = isThenable(answer) ? await answer : answer;
       } catch (err) {
         headers = { [ERROR_HEADER]: err instanceof Error ? err.message : String(err) };
       }
       if (request.reply !== undefined) {
         const replyOptions: PublishOptions = headers === undefined ? {} : { headers };
-        await pubsub.publish(request.reply, reply ?? EMPTY, replyOptions).catch(() => {});
+        const sent = pubsub.publish(request.reply, reply ?? EMPTY, replyOptions);
+        if (sent !== RESOLVED) await sent.catch(() => {});
       }
     }
   })().catch(() => {}); // the subscription ended with an error: nothing more to answer

@@ -22,6 +22,7 @@ import {
   type PublishOptions,
   type PubSub,
   type RequestOptions,
+  RESOLVED,
 } from "./hub.ts";
 import { HubEncoding, type HubMessage, hubParser, INVALID, Op, VERSION } from "./protocol.ts";
 import {
@@ -81,7 +82,6 @@ interface Queued {
 }
 
 const utf8 = new TextEncoder();
-const RESOLVED = Promise.resolve();
 
 function ipcError(code: string, message: string, op: string): IpcError {
   return new IpcError(code as IpcErrorCode, message, { op });

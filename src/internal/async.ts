@@ -31,6 +31,11 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
 /** The longest delay a timer takes: 2^31 - 1 ms, about 24.8 days. Runtimes fire longer ones at once. */
 export const MAX_TIMER = 2 ** 31 - 1;
 
+/** Whether `value` is a promise or any other thenable: what `await` would wait for. */
+export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as PromiseLike<T> | undefined)?.then === "function";
+}
+
 /** `setTimeout`, except that a delay past {@linkcode MAX_TIMER} (`Infinity` too) sets no timer. */
 export function later(run: () => void, ms: number): ReturnType<typeof setTimeout> | undefined {
   return ms >= MAX_TIMER ? undefined : setTimeout(run, ms);

@@ -184,8 +184,18 @@ export function pubsubBehaviour(name: string, make: () => Promise<Made>): void {
       throw new Error("division by zero");
     });
     pubsub.handle("math.slow", () => new Promise(() => {}));
+    pubsub.handle("math.async", async (m) => String(Number(textOf(await Promise.resolve(m))) + 1));
+    pubsub.handle("math.rejects", () => Promise.reject(new Error("async failure")));
+    // A thenable that is not a Promise is awaited as `await` would.
+    pubsub.handle("math.thenable", (m) =>
+      ({
+        then: (resolve: (v: string) => void) => resolve(`then ${textOf(m)}`),
+      }) as unknown as Promise<string>);
     await made.settle();
     assert.equal(textOf(await pubsub.request("math.double", "21")), "42");
+    assert.equal(textOf(await pubsub.request("math.async", "41")), "42");
+    assert.equal(textOf(await pubsub.request("math.thenable", "x")), "then x");
+    await rejectsWith(pubsub.request("math.rejects", "1"), "EREMOTE", /async failure/);
     const replies = await Promise.all(
       Array.from({ length: 50 }, (_, i) => pubsub.request("math.double", String(i))),
     );
