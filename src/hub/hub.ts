@@ -113,6 +113,17 @@ export const RESOLVED: Promise<void> = Promise.resolve();
 
 /** The key of the method that publishes a message built elsewhere; not exported to users. */
 export const PUBLISH: unique symbol = Symbol("publish");
+
+/** A message to publish: its `seq` is 0 until the hub that takes it sets one. */
+export function unsequenced(
+  topic: string,
+  data: Uint8Array,
+  headers: Readonly<Record<string, string>> | undefined,
+  key: string | undefined,
+  reply: string | undefined,
+): Message {
+  return { topic, data, headers: headers ?? NO_HEADERS, seq: 0, key, reply };
+}
 const utf8 = new TextEncoder();
 
 interface TopicCounters {
@@ -315,14 +326,9 @@ export class Hub implements PubSub {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
-      return this[PUBLISH]({
-        topic,
-        data: bytes,
-        headers: options?.headers ?? NO_HEADERS,
-        seq: 0,
-        key: options?.key,
-        reply: options?.reply,
-      });
+      return this[PUBLISH](
+        unsequenced(topic, bytes, options?.headers, options?.key, options?.reply),
+      );
     } catch (err) {
       return Promise.reject(err);
     }

@@ -23,15 +23,10 @@ import {
   type PubSub,
   type RequestOptions,
   RESOLVED,
+  unsequenced,
 } from "./hub.ts";
 import { HubEncoding, type HubMessage, hubParser, INVALID, Op, VERSION } from "./protocol.ts";
-import {
-  END,
-  type Message,
-  NO_HEADERS,
-  type SubscribeOptions,
-  Subscription,
-} from "./subscription.ts";
+import { END, type Message, type SubscribeOptions, Subscription } from "./subscription.ts";
 import { validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of {@linkcode connectHub}. */
@@ -391,17 +386,8 @@ export class RemoteHub implements PubSub {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
-      return this.#send({
-        op: Op.PUB,
-        env: {
-          topic,
-          data: bytes,
-          headers: options.headers ?? NO_HEADERS,
-          seq: 0,
-          key: options.key,
-          reply: options.reply,
-        },
-      }, "publish");
+      const env = unsequenced(topic, bytes, options.headers, options.key, options.reply);
+      return this.#send({ op: Op.PUB, env }, "publish");
     } catch (err) {
       return Promise.reject(err);
     }
@@ -484,14 +470,7 @@ export class RemoteHub implements PubSub {
           op: Op.REQ,
           id,
           timeout: Math.min(timeout, 0xffff_ffff), // past a u32, the server's wait is unbounded too
-          env: {
-            topic,
-            data: bytes,
-            headers: options.headers ?? NO_HEADERS,
-            seq: 0,
-            key: options.key,
-            reply: undefined,
-          },
+          env: unsequenced(topic, bytes, options.headers, options.key, undefined),
         }, "request").catch((err) => settle(err));
         return () => this.#pending.delete(id);
       });
