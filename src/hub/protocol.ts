@@ -152,7 +152,7 @@ function writeEnvelope(w: WireWriter, e: EncodedEnvelope, data: Uint8Array): voi
 }
 
 /** The topic decoded last, and its bytes: a stream of messages mostly repeats its topic. */
-const lastTopic: LastString = { bytes: new Uint8Array(0), text: "" };
+const lastTopic: LastString = { bytes: new Uint8Array(64), length: 0, text: "" };
 
 /** Reads an envelope, as a message with sequence `seq`. */
 function readEnvelope(r: WireReader, seq: number): Message {
@@ -297,7 +297,7 @@ function decodePlain(bytes: Uint8Array, start: number, end: number): HubMessage 
   if (op !== Op.MSG && op !== Op.PUB) return undefined;
   const flags = op === Op.MSG ? start + 13 : start + 1; // after MSG's sid and seq
   const topic = lastTopic.bytes;
-  const n = topic.length;
+  const n = lastTopic.length;
   const headerCount = flags + 3 + n;
   if (
     headerCount + 2 > end || bytes[flags] !== 0 || bytes[flags + 1] !== n >>> 8 ||

@@ -214,7 +214,9 @@ describe("hub protocol decoder: the repeated-topic cache", () => {
       assert.equal(m.op, Op.PUB);
       return (m as { env: { topic: string } }).env.topic;
     };
-    for (const topic of ["a.b", "a.c", "a.b", "a.b", "b.b", "", "x", "a.bc", "a.b"]) {
+    const long = `t.${"x".repeat(200)}`; // past the cache's first buffer, and past short ASCII
+    const topics = ["a.b", "a.c", "a.b", "a.b", "b.b", "", "x", "a.bc", "a.b", long, "a.b", long];
+    for (const topic of [...topics, "ü.ß", "a.b", "ü.ß", `${long}.ü`, long, "a.b"]) {
       assert.equal(topicOf(pub(topic)), topic);
     }
     const bad = pub("a.b");
