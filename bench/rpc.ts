@@ -2,6 +2,8 @@
  * RPC benchmark: 64 B requests between two processes over a unix socket, the server in this
  * process and the client in a child. Round trips per second with 1 request in flight and with
  * 64; the baseline in the same run is framed ping-pong (a `framed()` echo, one frame in flight).
+ * Raw ping-pong (the runtime's own socket API, as in the transport bench) is the ceiling of any
+ * request/response with 1 in flight: the targets against NATS and node-ipc are set beside it.
  * The peer is NATS request/reply: `nats-server` from Debian on loopback TCP, the official `nats`
  * client in both processes. Also: this server's RSS growth with 1,000 idle client connections.
  *
@@ -18,6 +20,8 @@
  */
 
 import process from "node:process";
+import type { RuntimeName } from "../scripts/_runtimes.ts";
+import { implFor } from "./_peers.ts";
 import { natsConnect, startNats } from "./_servers.ts";
 import { connect, framed, listen, type Listener } from "../mod.ts";
 import { dial, serve } from "../src/rpc/mod.ts";
@@ -40,6 +44,8 @@ const LIMIT_MS = 1000;
 const COUNT = 200_000;
 const args = scriptArgs();
 const payload = new Uint8Array(64);
+const runtime = rt.name as RuntimeName;
+const RESOLVED = Promise.resolve();
 
 /** Runs `call` with `inFlight` calls outstanding, after the warm-up for `COUNT` calls or `LIMIT_MS`. */
 async function pump(
@@ -59,11 +65,34 @@ async function echoFramed(listener: Listener): Promise<void> {
   conn.close();
 }
 
-/** A client of one kind ("framed", "rpc" or "nats") at `where`: one call is a round trip. */
+/** Raw ping-pong's server: the runtime's own API echoes on the next connection. */
+async function echoRaw(path: string): Promise<{ done: Promise<void> }> {
+  const server = await (await implFor("raw", runtime)).listen(path);
+  const done = (async () => {
+    const peer = await server.accept();
+    await peer.echo();
+    peer.close();
+    await server.close();
+  })();
+  return { done };
+}
+
+/** A client of one kind ("raw", "framed", "rpc" or "nats") at `where`: one call is a round trip. */
 async function caller(
   kind: string,
   where: string,
 ): Promise<Caller> {
+  if (kind === "raw") {
+    const peer = await (await implFor("raw", runtime)).connect(where);
+    const trip = peer.tripper(payload);
+    return {
+      call: () => trip() ?? RESOLVED,
+      close: async () => {
+        await peer.shutdown();
+        peer.close();
+      },
+    };
+  }
   if (kind === "framed") {
     const conn = framed(await connect(where));
     const writer = conn.writable.getWriter();
@@ -94,9 +123,10 @@ if (args[0] === "client") {
   // The child: [kind, where, inFlight] → prints { trips, ms }.
   const [, kind, where, inFlight = "1"] = args;
   let result: unknown;
-  if (kind === "framed" || kind === "rpc" || kind === "nats") {
+  if (kind === "raw" || kind === "framed" || kind === "rpc" || kind === "nats") {
     const { call, close } = await caller(kind, where!);
-    result = await pump(kind === "framed" ? 1 : Number(inFlight), call);
+    const oneAtATime = kind === "raw" || kind === "framed";
+    result = await pump(oneAtATime ? 1 : Number(inFlight), call);
     await close();
   } else if (kind === "paired") {
     // [paired, framed path, rpc path, NATS address]: round trips on each baseline and on RPC in
@@ -180,6 +210,7 @@ if (args[0] === "client") {
   for (const inFlight of [1, 64]) {
     const workload = `64 B requests, ${inFlight} in flight`;
     const runs: Record<string, number[]> = {
+      "raw ping-pong": [],
       "framed ping-pong": [],
       "dockipc rpc": [],
       "NATS request": [],
@@ -187,6 +218,10 @@ if (args[0] === "client") {
     };
     for (let r = 0; r < repeats; r++) {
       if (inFlight === 1) {
+        const rawPath = `${dir}/raw${r}.sock`;
+        const echoing = await echoRaw(rawPath);
+        runs["raw ping-pong"]!.push(await rate("raw", rawPath, 1));
+        await echoing.done;
         const path = `${dir}/f${r}.sock`;
         await using listener = await listen(path);
         const served = echoFramed(listener);
@@ -260,6 +295,16 @@ if (args[0] === "client") {
     ["rpc / NATS request, 1 in flight, paired", median(pairs.nats), 3],
     ["rpc / NATS request, 64 in flight", m(many, "dockipc rpc") / m(many, "NATS request"), 3],
     ["rpc / node-ipc, 1 in flight", m(one, "dockipc rpc") / m(one, "node-ipc"), 1.5],
+    [
+      "ceiling: raw ping-pong / node-ipc, 1 in flight",
+      m(one, "raw ping-pong") / m(one, "node-ipc"),
+      1.5,
+    ],
+    [
+      "ceiling: raw ping-pong / NATS request, 1 in flight",
+      m(one, "raw ping-pong") / m(one, "NATS request"),
+      3,
+    ],
     ["rpc / node-ipc, 64 in flight", m(many, "dockipc rpc") / m(many, "node-ipc"), 1.5],
   ];
   console.log("\n| target | this run | goal | |\n|---|---|---|---|");
