@@ -23,6 +23,10 @@
  * `channel` rows run the same workloads through `frameChannel()`, the batch-level API: a read
  * returns every frame of a socket read, a send encodes into the batch with no stream operation.
  *
+ * On Deno the one-way workloads also run raw reads into fresh memory (`RAW_FRESH`): the most any
+ * reader can reach that hands out frames it never writes over, where the raw baseline reuses one
+ * buffer.
+ *
  * Usage: `<runtime> bench/frame.ts [--repeats N] [--only NAME]`; `npm run bench` runs it under
  * all three runtimes. Every loop is bounded by a count and by time.
  *
@@ -32,7 +36,7 @@
 import { type Conn, connect, frameChannel, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
 import { view } from "../src/internal/wire.ts";
-import { implFor, pingPong, serveOnce } from "./_peers.ts";
+import { implFor, pingPong, RAW_FRESH, serveOnce } from "./_peers.ts";
 import {
   median,
   Meter,
@@ -191,7 +195,7 @@ async function framedParent(w: Workload, io: FrameIo): Promise<number> {
 /** One measurement over a unix socket between this process and a child. */
 async function once(w: Workload, impl: string, path: string): Promise<number> {
   const child = (): ReturnType<typeof spawnSelf> => spawnSelf(SCRIPT, ["peer", w.name, impl, path]);
-  if (impl !== "raw") {
+  if (impl !== "raw" && impl !== RAW_FRESH) {
     await using listener = await listen(path);
     const proc = child();
     const report = stdoutText(proc);
@@ -203,7 +207,7 @@ async function once(w: Workload, impl: string, path: string): Promise<number> {
     conn.close();
     return rate;
   }
-  const measured = await serveOnce("raw", runtime, path, w.kind, child);
+  const measured = await serveOnce(impl, runtime, path, w.kind, child);
   if ("trips" in measured) return measured.trips / (measured.ms / 1000);
   const seconds = measured.ms / 1000;
   return w.unit === "frames/s"
@@ -294,7 +298,8 @@ if (args[0] === "paired") {
 } else if (args[0] === "peer") {
   const [, name, impl, path] = args;
   const w = WORKLOADS.find((x) => x.name === name)!;
-  const result = impl === "raw" ? await rawChild(w, path!) : await framedChild(w, path!, impl!);
+  const raw = impl === "raw" || impl === RAW_FRESH;
+  const result = raw ? await rawChild(w, path!) : await framedChild(w, path!, impl!);
   console.log(JSON.stringify(result));
 } else {
   const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
@@ -305,7 +310,9 @@ if (args[0] === "paired") {
     rows.push(
       ...await rotated(
         w,
-        ["raw", "framed", "channel"],
+        runtime === "deno" && w.kind === "one-way"
+          ? ["raw", RAW_FRESH, "framed", "channel"]
+          : ["raw", "framed", "channel"],
         repeats,
         (impl, i) => once(w, impl, `${dir}/f${i}${impl}.sock`),
       ),
@@ -397,6 +404,12 @@ function printTargets(
     ],
     ["64 B ping-pong frameChannel / raw", m("ping-pong", "channel") / m("ping-pong", "raw"), 0.9],
     ["64 B ping-pong frameChannel / raw, paired", p("channel"), 0.9],
+    // Deno only: the most a reader of frames it hands out can reach.
+    [
+      "ceiling: 4 KiB one-way raw into fresh memory / raw",
+      m("one-way 4 KiB", RAW_FRESH) / m("one-way 4 KiB", "raw"),
+      0.8,
+    ],
   ] as const;
   console.log("\n| target | this run | goal | |\n|---|---|---|---|");
   for (const [name, value, goal] of targets) {
