@@ -6,7 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { view } from "../internal/wire.ts";
+import { readUint32, view } from "../internal/wire.ts";
 import {
   checkLimit,
   COPY_BELOW,
@@ -57,12 +57,6 @@ export function writeUint32(buf: Uint8Array, at: number, n: number): void {
   buf[at + 1] = n >>> 16;
   buf[at + 2] = n >>> 8;
   buf[at + 3] = n;
-}
-
-/** Reads the 4-byte big-endian unsigned integer at `at`: a length prefix, an RPC id. */
-export function readUint32(bytes: Uint8Array, at: number): number {
-  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>>
-    0;
 }
 
 /** The frame format's encoder; {@linkcode FrameEncoderStream} and `framed()` drive it. */

@@ -12,10 +12,18 @@ import {
   FrameEncoding,
   FrameParser,
   type FrameTaker,
-  readUint32,
   writeUint32,
 } from "../frame/codec.ts";
-import { type LastString, strField, view, WireReader, WireWriter } from "../internal/wire.ts";
+import {
+  type LastString,
+  readUint32,
+  readUint53,
+  repeats,
+  strField,
+  view,
+  WireReader,
+  WireWriter,
+} from "../internal/wire.ts";
 import { type Message, NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
 /** The protocol version this code speaks. */
@@ -296,20 +304,14 @@ function decodePlain(bytes: Uint8Array, start: number, end: number): HubMessage 
   const op = bytes[start];
   if (op !== Op.MSG && op !== Op.PUB) return undefined;
   const flags = op === Op.MSG ? start + 13 : start + 1; // after MSG's sid and seq
-  const topic = lastTopic.bytes;
-  const n = lastTopic.length;
+  const n = (bytes[flags + 1]! << 8) | bytes[flags + 2]!;
   const headerCount = flags + 3 + n;
   if (
-    headerCount + 2 > end || bytes[flags] !== 0 || bytes[flags + 1] !== n >>> 8 ||
-    bytes[flags + 2] !== (n & 0xff) || bytes[headerCount] !== 0 || bytes[headerCount + 1] !== 0
+    headerCount + 2 > end || bytes[flags] !== 0 || !repeats(lastTopic, bytes, flags + 3, n) ||
+    bytes[headerCount] !== 0 || bytes[headerCount + 1] !== 0
   ) return undefined;
-  for (let i = 0; i < n; i++) if (bytes[flags + 3 + i] !== topic[i]) return undefined;
-  let seq = 0;
-  if (op === Op.MSG) {
-    const high = readUint32(bytes, start + 5);
-    if (high >= 0x20_0000) return undefined; // above 2^53: refused by `decodeAny`
-    seq = high * 0x1_0000_0000 + readUint32(bytes, start + 9);
-  }
+  const seq = op === Op.MSG ? readUint53(bytes, start + 5) : 0;
+  if (seq < 0) return undefined; // 2^53 or more: refused by `decodeAny`
   const data = view(bytes, headerCount + 2, end - headerCount - 2);
   const env: Message = {
     topic: lastTopic.text,

@@ -30,6 +30,29 @@ export function view(bytes: Uint8Array, start: number, length: number): Uint8Arr
   return new Uint8Array(lastView.buffer, lastView.offset + start, length);
 }
 
+/** Reads the 4-byte big-endian unsigned integer at `at`: a length prefix, an id. */
+export function readUint32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) | bytes[at + 3]!) >>>
+    0;
+}
+
+/**
+ * Reads the 8-byte big-endian unsigned integer at `at`; -1 when it is 2^53 or more, which a
+ * number does not hold exactly.
+ */
+export function readUint53(bytes: Uint8Array, at: number): number {
+  const high = readUint32(bytes, at);
+  return high >= 0x20_0000 ? -1 : high * HIGH + readUint32(bytes, at + 4);
+}
+
+/** Whether the `n` bytes of `bytes` at `at` are the text `last` holds. */
+export function repeats(last: LastString, bytes: Uint8Array, at: number, n: number): boolean {
+  if (n !== last.length) return false;
+  const prev = last.bytes;
+  for (let i = 0; i < n; i++) if (bytes[at + i] !== prev[i]) return false;
+  return true;
+}
+
 /** The bytes `view()` was last given, with their buffer and offset. */
 const lastView: { bytes: Uint8Array | undefined; buffer: ArrayBufferLike; offset: number } = {
   bytes: undefined,
@@ -100,18 +123,17 @@ export class WireReader {
 
   u32(what: string): number {
     this.#need(4, what);
-    const f = this.#bytes;
-    const at = this.#at;
     this.#at += 4;
-    return ((f[at]! << 24) | (f[at + 1]! << 16) | (f[at + 2]! << 8) | f[at + 3]!) >>> 0;
+    return readUint32(this.#bytes, this.#at - 4);
   }
 
   /** A u64 that must hold an integer below 2^53. */
   u64(what: string): number {
-    const high = this.u32(what);
-    const low = this.u32(what);
-    if (high >= 0x20_0000) throw this.bad(`its ${what} is above 2^53`);
-    return high * HIGH + low;
+    this.#need(8, what);
+    this.#at += 8;
+    const n = readUint53(this.#bytes, this.#at - 8);
+    if (n < 0) throw this.bad(`its ${what} is above 2^53`);
+    return n;
   }
 
   str(what: string): string {
@@ -129,14 +151,10 @@ export class WireReader {
     const bytes = this.#bytes;
     const at = this.#at;
     this.#at += n;
-    let prev = last.bytes;
-    if (n === last.length) {
-      let i = 0;
-      while (i < n && bytes[at + i] === prev[i]) i++;
-      if (i === n) return last.text;
-    }
+    if (repeats(last, bytes, at, n)) return last.text;
     // Decoded first: a field that is not UTF-8 leaves `last` as it was.
     const text = this.#decode(at, n, what);
+    let prev = last.bytes;
     if (prev.length < n) prev = last.bytes = new Uint8Array(Math.max(n, 2 * prev.length));
     for (let i = 0; i < n; i++) prev[i] = bytes[at + i]!;
     last.length = n;
