@@ -262,9 +262,12 @@ export async function pairedRatios(
   return ratios;
 }
 
-/** A client that makes one round trip per `call()`: for `timedLoop` and `pairedRatios`. */
+/**
+ * A client that makes one round trip per `call()`: for `timedLoop` and `pairedRatios`. A call
+ * that finished at once may return undefined, as those do.
+ */
 export interface Caller {
-  call(): Promise<unknown>;
+  call(): Promise<unknown> | undefined;
   close(): Promise<unknown>;
 }
 

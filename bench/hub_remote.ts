@@ -65,7 +65,6 @@ async function measure(clientArgs: string[]): Promise<number> {
 const args = scriptArgs();
 /** The ceiling of request/reply through a third process: see `relay()`. */
 const RELAY = "raw relay";
-const RESOLVED = Promise.resolve();
 const payload = new Uint8Array(64);
 const TOPIC = "bench.x";
 
@@ -188,7 +187,7 @@ async function requester(
     const echoing = responder.echo();
     const trip = requester.tripper(payload);
     return {
-      call: () => trip() ?? RESOLVED,
+      call: trip,
       close: async () => {
         await requester.shutdown();
         await echoing;
