@@ -7,6 +7,7 @@
  */
 
 import { IpcError } from "../errors.ts";
+import { BurstTimer } from "../internal/async.ts";
 
 /** Splits a byte stream into values; one instance per stream, as it keeps partial input. */
 export interface Decoder<T> {
@@ -34,49 +35,6 @@ export const BATCH_BYTES = 64 * 1024;
 
 /** Payloads from this size on are written by reference rather than copied into a batch. */
 export const COPY_BELOW = 16 * 1024;
-
-/**
- * Microtasks without a new value after which a batch is handed on. Web Streams take one or two
- * microtasks between two writes queued in the same turn (measured on Deno, Bun and Node), so
- * three quiet ones mean the writer has stopped for now. Waiting costs microtasks, never a timer.
- */
-const QUIET_TICKS = 3;
-
-/**
- * Calls `onQuiet` once `touch()` has not been called for a few microtasks: the end of a burst
- * of writes. No timer and no promise is made per value: one flag per `touch()`.
- */
-export class BurstTimer {
-  readonly #onQuiet: () => void;
-  #touched = false;
-  #armed = false;
-  #quiet = 0;
-
-  constructor(onQuiet: () => void) {
-    this.#onQuiet = onQuiet;
-  }
-
-  touch(): void {
-    this.#touched = true;
-    if (!this.#armed) {
-      this.#armed = true;
-      this.#quiet = 0;
-      queueMicrotask(this.#tick);
-    }
-  }
-
-  #tick = (): void => {
-    if (this.#touched) {
-      this.#touched = false;
-      this.#quiet = 0;
-    } else if (++this.#quiet >= QUIET_TICKS) {
-      this.#armed = false;
-      this.#onQuiet();
-      return;
-    }
-    queueMicrotask(this.#tick);
-  };
-}
 
 /** A `Transformer` that decodes with `decoder`: the body of the decoder streams. */
 export function decoderTransformer<T>(

@@ -10,7 +10,8 @@
 import { closedError } from "../errors.ts";
 import { type ByteIo, byteIo } from "../runtime/_socket_conn.ts";
 import type { Conn } from "../runtime/types.ts";
-import { BATCH_BYTES, BurstTimer, type Decoder, type Encoder } from "./_codec.ts";
+import { BurstTimer } from "../internal/async.ts";
+import { BATCH_BYTES, type Decoder, type Encoder } from "./_codec.ts";
 
 /** The first size of a connection's write batch: an idle connection holds two of these. */
 const FIRST_BATCH_BYTES = 2048;

@@ -8,7 +8,8 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { atPath as at, systemError } from "../errors.ts";
 import { delay } from "../internal/async.ts";
-import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
+import { SocketConn } from "./_socket_conn.ts";
+import { DenoDriver } from "./deno_driver.ts";
 import type {
   ChildProcess,
   Conn,
@@ -21,141 +22,6 @@ import type {
   Runtime,
   SpawnOptions,
 } from "./types.ts";
-
-/**
- * Bytes accepted ahead of the socket. A write smaller than `COPY_BELOW` is copied into a staging
- * buffer and its promise settles at once while fewer than this are waiting; writes made while a
- * `conn.write` is in flight go out together in one. This is what Node's own socket buffer does,
- * and it saves an op round trip per small write.
- */
-const SEND_BUFFER = 64 * 1024;
-const COPY_BELOW = 16 * 1024;
-const FIRST_STAGING = 4 * 1024;
-
-/** A run of bytes waiting to be written: a staging buffer of ours, or a caller's large chunk. */
-interface Segment {
-  buf: Uint8Array;
-  len: number;
-  /** True for a staging buffer (small writes are appended to it); false for a caller's chunk. */
-  staging: boolean;
-}
-
-class DenoDriver implements SocketDriver {
-  blocked = false;
-  #conn: Deno.Conn;
-  #sink!: SocketConn;
-  #closed = false;
-  #queue: Segment[] = [];
-  /** A staging buffer already written out, kept for the next one. */
-  #spare: Uint8Array | undefined;
-  #queued = 0;
-  /** A caller's chunk, not copied, is waiting or in flight: its write may not settle yet. */
-  #borrowed = 0;
-  #flushing = false;
-  #shutdown = false;
-  #finish = false;
-
-  constructor(conn: Deno.Conn) {
-    this.#conn = conn;
-  }
-
-  attach(sink: SocketConn): void {
-    this.#sink = sink;
-  }
-
-  send(chunk: Uint8Array): number {
-    const len = chunk.byteLength;
-    const last = this.#queue[this.#queue.length - 1];
-    if (len >= COPY_BELOW) {
-      this.#queue.push({ buf: chunk, len, staging: false });
-      this.#borrowed++;
-    } else if (last?.staging && last.buf.byteLength - last.len >= len) {
-      last.buf.set(chunk, last.len);
-      last.len += len;
-    } else {
-      // Staging starts small and doubles when a burst outgrows it, so an idle connection
-      // holds 4 KiB, a busy one 64 KiB.
-      const grown = last?.staging ? Math.min(last.buf.byteLength * 2, SEND_BUFFER) : FIRST_STAGING;
-      let buf = this.#spare;
-      if (buf === undefined || buf.byteLength < Math.max(len, grown)) {
-        buf = new Uint8Array(Math.max(grown, len, buf?.byteLength ?? 0));
-      }
-      this.#spare = undefined;
-      buf.set(chunk);
-      this.#queue.push({ buf, len, staging: true });
-    }
-    this.#queued += len;
-    this.#updateBlocked();
-    if (!this.#flushing) void this.#flush();
-    return len;
-  }
-
-  #updateBlocked(): void {
-    this.blocked = this.#borrowed > 0 || this.#queued >= SEND_BUFFER;
-  }
-
-  async #flush(): Promise<void> {
-    this.#flushing = true;
-    try {
-      for (let seg = this.#queue.shift(); seg; seg = this.#queue.shift()) {
-        const bytes = seg.buf.subarray(0, seg.len);
-        let off = await this.#conn.write(bytes);
-        while (off < seg.len) off += await this.#conn.write(bytes.subarray(off));
-        this.#queued -= seg.len;
-        if (seg.staging) this.#spare = seg.buf; // written out: free to fill again
-        else this.#borrowed--;
-        if (this.blocked) {
-          this.#updateBlocked();
-          if (!this.blocked) this.#sink.onDrain();
-        }
-      }
-      if (this.#shutdown) await this.#conn.closeWrite();
-      if (this.#finish) this.destroy();
-    } catch (err) {
-      if (!this.#closed) this.#sink.onError(err);
-    } finally {
-      this.#flushing = false;
-    }
-  }
-
-  /** Reads go straight into the reader's buffer; the readable pulls only when it wants more. */
-  async readInto(view: Uint8Array): Promise<number | null> {
-    if (this.#closed) return null;
-    try {
-      return await this.#conn.read(view);
-    } catch (err) {
-      if (this.#closed) return null; // closed here while the read waited
-      throw err;
-    }
-  }
-
-  pause(): void {}
-  resume(): void {}
-
-  shutdown(): void {
-    this.#shutdown = true;
-    if (!this.#flushing) {
-      this.#conn.closeWrite().catch((err) => this.#closed || this.#sink.onError(err));
-    }
-  }
-
-  finish(): void {
-    this.#finish = true;
-    if (!this.#flushing) this.destroy();
-  }
-
-  destroy(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#queue = [];
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the runtime.
-    }
-    queueMicrotask(() => this.#sink.onClose());
-  }
-}
 
 function toAddress(addr: Deno.Addr): Address {
   if (addr.transport === "unix" || addr.transport === "unixpacket") {
