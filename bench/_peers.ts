@@ -76,38 +76,17 @@ const drained = (m: Meter): { bytes: number; ms: number } => {
 // ---------------------------------------------------------------------------------------------
 // dockipc Conn
 
-/** Reads a whole chunk of the peer's bytes: into `buf` with a BYOB reader, else fresh. */
-type Read = () => Promise<Uint8Array | undefined>;
-
 class ConnPeer implements Peer {
   #conn: Conn;
-  #byob: boolean;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  constructor(conn: Conn, byob: boolean) {
+  constructor(conn: Conn) {
     this.#conn = conn;
-    this.#byob = byob;
-  }
-
-  /** The read call this peer uses: a BYOB reader that reuses one buffer, or a default reader. */
-  #reader(): Read {
-    if (this.#byob) {
-      const reader = this.#conn.readable.getReader({ mode: "byob" });
-      let buf = new Uint8Array(64 * 1024);
-      return async () => {
-        // At the end a BYOB read gives back an empty view with done: the buffer, returned.
-        const { value, done } = await reader.read(buf);
-        if (value) buf = new Uint8Array(value.buffer);
-        return done ? undefined : value;
-      };
-    }
-    const reader = this.#conn.readable.getReader();
-    return async () => (await reader.read()).value;
   }
 
   async drain(): Promise<{ bytes: number; ms: number }> {
-    const read = this.#reader();
     const meter = new Meter();
-    for (let chunk; (chunk = await read());) meter.add(chunk.byteLength);
+    const reader = this.#conn.readable.getReader();
+    for (let r; !(r = await reader.read()).done;) meter.add(r.value.byteLength);
     return drained(meter);
   }
 
@@ -119,22 +98,21 @@ class ConnPeer implements Peer {
   }
 
   async echo(to: Peer = this): Promise<void> {
-    const read = this.#reader();
+    const reader = this.#conn.readable.getReader();
     const writer = (to as ConnPeer).#conn.writable.getWriter();
-    // Reusing the read buffer is safe: a write resolves once dockipc no longer needs the bytes.
-    for (let chunk; (chunk = await read());) await writer.write(chunk);
+    for (let r; !(r = await reader.read()).done;) await writer.write(r.value);
     await writer.close();
   }
 
   tripper(msg: Uint8Array): () => Promise<void> {
-    const read = this.#reader();
+    const reader = this.#conn.readable.getReader();
     const writer = this.#writer = this.#conn.writable.getWriter();
     return async () => {
       await writer.write(msg);
       for (let got = 0; got < msg.byteLength;) {
-        const chunk = await read();
-        if (!chunk) throw new Error("peer ended mid ping-pong");
-        got += chunk.byteLength;
+        const { value } = await reader.read();
+        if (!value) throw new Error("peer ended mid ping-pong");
+        got += value.byteLength;
       }
     };
   }
@@ -148,16 +126,16 @@ class ConnPeer implements Peer {
   }
 }
 
-function connImpl(byob: boolean): Impl {
+function connImpl(): Impl {
   return {
     async listen(path): Promise<Server> {
       const listener = await listen(path);
       return {
-        accept: async () => new ConnPeer(await listener.accept(), byob),
+        accept: async () => new ConnPeer(await listener.accept()),
         close: () => listener.close(),
       };
     },
-    connect: async (path) => new ConnPeer(await connect(path), byob),
+    connect: async (path) => new ConnPeer(await connect(path)),
   };
 }
 
@@ -505,12 +483,11 @@ function bunImpl(): Impl {
 /**
  * The implementation named `impl` for this runtime: "raw" (the runtime's API), `RAW_FRESH` (the
  * same, reading into fresh memory: differs on Deno only, where raw reads reuse one buffer, while
- * Bun's and Node's reads always arrive in memory of their own), "conn" (dockipc, reading with a
- * BYOB reader into one reused buffer) or "conn default" (a default reader: a fresh chunk per read).
+ * Bun's and Node's reads always arrive in memory of their own) or "conn" (dockipc's `Conn`, read
+ * with a default reader and written with a writer).
  */
 export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl> {
-  if (impl === "conn") return connImpl(true);
-  if (impl === "conn-default") return connImpl(false);
+  if (impl === "conn") return connImpl();
   if (runtime === "deno") return denoImpl(impl === RAW_FRESH);
   if (runtime === "bun") return bunImpl();
   return await nodeImpl();

@@ -4,8 +4,10 @@
  *
  * - one-way 64 B and 4 KiB: the child writes (awaiting each write), this process reads and
  *   times from the end of the warm-up to the end;
- * - `conn` reads with a BYOB reader into one reused buffer, as the raw code does; `conn-default`
- *   reads with a default reader, which hands out a fresh chunk per read;
+ * - `conn` reads with a default reader, which hands out chunks that are the reader's to keep.
+ *   Deno's raw reads reuse one buffer, which a reader that hands out its chunks cannot; on Deno
+ *   the one-way workloads also run raw reads into fresh memory (`RAW_FRESH`), as context. Bun's
+ *   and Node's raw reads already arrive in memory of their own;
  * - ping-pong 64 B: the child sends 64 bytes and waits for them back, one in flight; this
  *   process echoes.
  *
@@ -18,7 +20,7 @@
  * @module
  */
 
-import { implFor, pingPong, serveOnce } from "./_peers.ts";
+import { implFor, pingPong, RAW_FRESH, serveOnce } from "./_peers.ts";
 import {
   pairedRatios,
   pairedRuns,
@@ -94,7 +96,7 @@ if (args[0] === "paired") {
     rows.push(
       ...await rotated(
         w,
-        ["raw", "conn", "conn-default"],
+        runtime === "deno" && w.kind === "one-way" ? ["raw", RAW_FRESH, "conn"] : ["raw", "conn"],
         repeats,
         (impl, i) => once(w, impl, `${dir}/b${i}${impl}.sock`),
       ),
@@ -102,7 +104,7 @@ if (args[0] === "paired") {
   }
   const paired = PAIRED.includes(only)
     ? await pairedRuns(
-      ["conn", "conn-default"],
+      ["conn"],
       repeats,
       (impl, i) => pairedOnce(impl, `${dir}/p${i}`),
     )

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { type Conn, connect, IpcError, listen, type Listener } from "../mod.ts";
 import {
   acceptedWhileStalled,
+  concat,
   echoMismatch,
   pattern,
   readAll,
@@ -126,28 +127,42 @@ for (const transport of ["unix", "tcp"] as const) {
       },
     );
 
-    test(`Conn over ${transport}: a BYOB reader reads into its own reused buffer`, T, async () => {
-      await using dir = await tempDir();
-      await using listener = await listen(where(dir.path));
-      void echo(listener);
-      const conn = await connect(listener.addr);
-      const data = pattern(1 << 20, 5);
-      const writing = writeChunked(conn, data, 5);
-      const reader = conn.readable.getReader({ mode: "byob" });
-      const out = new Uint8Array(data.byteLength);
-      let buf = new Uint8Array(1000);
-      let got = 0;
-      while (true) {
-        const { value, done } = await reader.read(buf);
-        if (done) break;
-        out.set(value, got);
-        got += value.byteLength;
-        buf = new Uint8Array(value.buffer); // the same memory, handed back
-      }
-      await writing;
-      assert.equal(got, data.byteLength);
-      assert.equal(sameBytes(out, data), undefined);
-    });
+    test(
+      `Conn over ${transport}: a chunk read stays as it was while later ones arrive`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(where(dir.path));
+        void echo(listener);
+        const conn = await connect(listener.addr);
+        const data = pattern(1 << 20, 5);
+        const writing = writeChunked(conn, data, 5);
+        const chunks: Uint8Array[] = [];
+        const copies: Uint8Array[] = [];
+        for await (const chunk of conn.readable) {
+          chunks.push(chunk);
+          copies.push(chunk.slice());
+        }
+        await writing;
+        // Each chunk is checked against its copy made on arrival, after all the reads after it.
+        const changed = chunks.findIndex((chunk, i) => sameBytes(chunk, copies[i]!) !== undefined);
+        assert.equal(changed, -1, `chunk ${changed} changed after it was read`);
+        assert.equal(sameBytes(concat(chunks), data), undefined);
+      },
+    );
+
+    test(
+      `Conn over ${transport}: readable is not a byte stream, so a BYOB reader is refused`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(where(dir.path));
+        await using conn = await connect(listener.addr);
+        assert.throws(() => conn.readable.getReader({ mode: "byob" }), TypeError);
+        const reader = conn.readable.getReader(); // not locked by the refused attempt
+        reader.releaseLock();
+      },
+    );
 
     test(
       `Conn over ${transport}: the peer's readable ends on writable.close() and the other way stays open`,

@@ -17,15 +17,15 @@ import type { Conn } from "./types.ts";
  */
 export interface SocketDriver {
   /**
-   * Reads into `view`, resolving with the count read, or `null` once the peer has ended. With
-   * it the readable reads straight into the buffer of a BYOB reader.
+   * Reads into `view`, resolving with the count read, or `null` once the peer has ended. May
+   * reject once the connection was closed here, which is not reported as a failure.
    */
   readInto?(view: Uint8Array): Promise<number | null>;
   /**
-   * Hands `chunk` to the socket and returns how many bytes it took: all of them for a runtime
-   * that buffers (Node, Deno), perhaps fewer for one that does not (Bun).
+   * Takes all of `chunk`: copied, or kept until written, in which case `blocked` says so. The
+   * caller may reuse it once `blocked` is false.
    */
-  send(chunk: Uint8Array): number;
+  send(chunk: Uint8Array): void;
   /** True while the writer must wait for `onDrain` before sending more. */
   readonly blocked: boolean;
   /** Stop reading from the socket, leaving further bytes in the kernel. */
@@ -48,11 +48,10 @@ export interface SocketDriver {
  * the backlog in the kernel, where the peer's writes then wait.
  */
 const READ_HIGH_WATER_MARK = 64 * 1024;
-/** For a default reader of a `readInto` socket: the most one read takes. */
+/** For a `readInto` socket: the most one read takes. */
 const READ_SIZE = 64 * 1024;
-/** Where that scratch buffer starts: see `#pullInto`. */
-const FIRST_READ_SIZE = 4 * 1024;
-/** The largest arena direct reads of a `readInto` socket share: see `#readArena`. */
+/** The arenas a `readInto` socket reads into, smallest and largest: see `#readArena`. */
+const FIRST_ARENA = 4 * 1024;
 const MAX_ARENA = 256 * 1024;
 
 /**
@@ -78,8 +77,7 @@ export interface ByteIo {
 
 /**
  * The bytes of `conn` as calls. A connection of ours is driven directly: each read and write
- * skips a stream operation (a promise, a queue, a buffer transfer), and a `readInto` socket reads
- * into a shared arena instead of fresh memory per read. Any other `Conn` is driven through its
+ * skips a stream operation (a promise and a queue). Any other `Conn` is driven through its
  * streams. Either way its streams are locked from then on.
  */
 export function byteIo(conn: Conn): ByteIo {
@@ -109,20 +107,16 @@ export class SocketConn implements Conn {
 
   #driver: SocketDriver;
   #label: string;
-  #rc!: ReadableByteStreamController;
+  #rc!: ReadableStreamDefaultController<Uint8Array>;
   #wc!: WritableStreamDefaultController;
   #readDone = false;
   #writeDone = false;
   #closing = false;
   #finishing = false;
   #destroyed = false;
-  /** The unsent tail of a chunk the socket only partly took. */
-  #rest: Uint8Array | undefined;
   #drainResolve: (() => void) | undefined;
   #drainReject: ((err: unknown) => void) | undefined;
   #resolveClosed!: () => void;
-  /** Where a default reader's bytes land, for a `readInto` socket. */
-  #scratch: Uint8Array | undefined;
   /** The socket is paused: the reader has `READ_HIGH_WATER_MARK` bytes waiting unread. */
   #paused = false;
   /** Driven by calls (`direct()`), the streams locked and unused. */
@@ -139,10 +133,10 @@ export class SocketConn implements Conn {
     | undefined;
   /** Direct reads, event sockets: the stream's reader, while it may hold bytes read before. */
   #backlog: ReadableStreamDefaultReader<Uint8Array> | undefined;
-  /** Direct reads, `readInto` sockets: the arena read into, where its free part starts, its size. */
+  /** `readInto` sockets: the arena read into, where its free part starts, its size. */
   #arena: Uint8Array | undefined;
   #at = 0;
-  #arenaSize = FIRST_READ_SIZE;
+  #arenaSize = FIRST_ARENA;
   #reading = false;
 
   /**
@@ -157,18 +151,23 @@ export class SocketConn implements Conn {
     this.remoteAddr = remoteAddr;
     this.#label = label;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
-    // A byte stream: a BYOB reader (`getReader({ mode: "byob" })`) gets the bytes in its own
-    // buffer, which it can reuse; reading into fresh memory for every chunk is what costs most.
+    // Not a byte stream: a read of a byte stream costs two to eight times as much in every
+    // runtime (each chunk's buffer is transferred, a BYOB read's twice), which in a ping-pong is
+    // a tenth of the round trip. Chunks are never written to again, so nothing needs a transfer.
+    // A `readInto` socket reads only when asked; an event socket reads ahead up to a bound.
     const pullInto = driver.readInto !== undefined;
-    this.readable = new ReadableStream({
-      type: "bytes",
-      start: (controller) => {
-        this.#rc = controller;
+    this.readable = new ReadableStream<Uint8Array>(
+      {
+        start: (controller) => {
+          this.#rc = controller;
+        },
+        pull: pullInto ? (controller) => this.#pullArena(controller) : () => this.#resume(),
+        cancel: () => this.close(),
       },
-      pull: pullInto ? (controller) => this.#pullInto(controller) : () => this.#resume(),
-      cancel: () => this.close(),
-      // Reading only when asked lets every read go straight into the reader's buffer.
-    }, { highWaterMark: pullInto ? 0 : READ_HIGH_WATER_MARK }) as ReadableStream<Uint8Array>;
+      pullInto
+        ? { highWaterMark: 0 }
+        : { highWaterMark: READ_HIGH_WATER_MARK, size: (chunk) => chunk.byteLength },
+    );
     this.writable = new WritableStream<Uint8Array>({
       start: (controller) => {
         this.#wc = controller;
@@ -179,11 +178,7 @@ export class SocketConn implements Conn {
     });
   }
 
-  /**
-   * Called by the adapter with each chunk read. The chunk's buffer is transferred to the reader,
-   * so it must not be shared with anything else; a chunk that is a view of a larger buffer is
-   * copied first.
-   */
+  /** Called by the adapter with each chunk read, which is the reader's from then on. */
   onData(chunk: Uint8Array): void {
     if (this.#readDone) return;
     if (this.#direct) {
@@ -197,9 +192,6 @@ export class SocketConn implements Conn {
       this.#chunkBytes += chunk.byteLength;
       if (this.#chunkBytes >= READ_HIGH_WATER_MARK) this.#pause();
       return;
-    }
-    if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
-      chunk = chunk.slice();
     }
     this.#rc.enqueue(chunk);
     if ((this.#rc.desiredSize ?? 0) <= 0) this.#pause();
@@ -228,32 +220,10 @@ export class SocketConn implements Conn {
     this.#finishIfDone();
   }
 
-  async #pullInto(controller: ReadableByteStreamController): Promise<void> {
-    // A BYOB reader's buffer is read into directly. For a default reader the bytes land in a
-    // reused scratch buffer and leave as an exact-size copy: cheaper than a fresh 64 KiB buffer
-    // per read (autoAllocateChunkSize), which costs several microseconds in every runtime. The
-    // scratch starts small and doubles whenever a read fills it, up to 64 KiB: an idle
-    // connection, whose read waits in it, holds 4 KiB rather than 64.
-    const request = controller.byobRequest;
-    const view = request
-      ? (request.view as Uint8Array)
-      : this.#scratch ??= new Uint8Array(FIRST_READ_SIZE);
-    let n: number | null;
-    try {
-      n = await this.#driver.readInto!(view);
-    } catch (err) {
-      this.onError(err);
-      this.#endReadable();
-      return;
-    }
-    if (this.#readDone) return;
-    if (n === null) return this.onEnd();
-    if (request) {
-      request.respond(n);
-      return;
-    }
-    controller.enqueue(view.slice(0, n));
-    if (n === view.length && n < READ_SIZE) this.#scratch = new Uint8Array(n * 2);
+  /** The readable wants a chunk: one read of a `readInto` socket. */
+  async #pullArena(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    const chunk = await this.#readArena();
+    if (chunk !== null) controller.enqueue(chunk);
   }
 
   /**
@@ -316,7 +286,7 @@ export class SocketConn implements Conn {
   }
 
   /**
-   * A direct read of a `readInto` socket, into the free part of an arena that later reads go on
+   * A read of a `readInto` socket, into the free part of an arena that later reads go on
    * filling: one allocation serves many reads, and nothing is ever written twice, so every chunk
    * handed out stays the reader's. The arena starts at 4 KiB and doubles, up to 256 KiB, while
    * reads fill the room they are given: an idle connection holds 4 KiB.
@@ -351,7 +321,7 @@ export class SocketConn implements Conn {
     return view.subarray(0, n);
   }
 
-  /** Ends the readable, releasing a BYOB read that waits (it resolves as done). */
+  /** Ends the readable: a read that waits resolves as done. */
   #endReadable(): void {
     if (this.#readDone) return;
     this.#readDone = true;
@@ -360,23 +330,13 @@ export class SocketConn implements Conn {
     waiter?.resolve(null);
     try {
       this.#rc.close();
-      this.#rc.byobRequest?.respond(0);
     } catch {
       // The reader cancelled the stream, which is what brought us here.
     }
   }
 
-  /** Called by the adapter when the socket can take more bytes. */
+  /** Called by the driver when it is no longer `blocked`. */
   onDrain(): void {
-    let rest = this.#rest;
-    while (rest) {
-      const taken = this.#driver.send(rest);
-      if (taken < rest.byteLength) {
-        this.#rest = rest.subarray(Math.max(taken, 0));
-        return;
-      }
-      rest = this.#rest = undefined;
-    }
     if (this.#driver.blocked) return;
     const resolve = this.#drainResolve;
     this.#drainResolve = this.#drainReject = undefined;
@@ -426,10 +386,9 @@ export class SocketConn implements Conn {
       );
     }
     if (chunk.byteLength === 0) return undefined;
-    const taken = this.#driver.send(chunk);
-    // The fast path: the socket took everything, so no promise is made for this write.
-    if (taken === chunk.byteLength && !this.#driver.blocked) return undefined;
-    this.#rest = taken < chunk.byteLength ? chunk.subarray(Math.max(taken, 0)) : undefined;
+    this.#driver.send(chunk);
+    // The fast path: the driver is done with the chunk, so no promise is made for this write.
+    if (!this.#driver.blocked) return undefined;
     return new Promise((resolve, reject) => {
       this.#drainResolve = resolve;
       this.#drainReject = reject;
@@ -449,7 +408,6 @@ export class SocketConn implements Conn {
     this.#wc.error(error);
     const reject = this.#drainReject;
     this.#drainResolve = this.#drainReject = undefined;
-    this.#rest = undefined;
     reject?.(error);
     if (!this.#readDone) {
       this.#readDone = true;

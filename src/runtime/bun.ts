@@ -2,8 +2,8 @@
  * The Bun adapter: `Bun.listen`/`Bun.connect` natively (not `node:net`), `Bun.spawn`, and files
  * through Bun's native `node:fs`.
  *
- * Bun's `socket.write()` takes what the kernel takes and buffers nothing; `SocketConn` keeps the
- * rest and sends it on `drain`.
+ * Bun's `socket.write()` takes what the kernel takes and buffers nothing; the driver stages small
+ * writes (`StagingDriver`), keeps the rest of a partial write and sends it on `drain`.
  *
  * @module
  */
@@ -12,7 +12,8 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { systemError } from "../errors.ts";
 import { nodeFs } from "./node_fs.ts";
-import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
+import { SocketConn } from "./_socket_conn.ts";
+import { StagingDriver } from "./_staging.ts";
 import type {
   ChildProcess,
   Conn,
@@ -24,7 +25,7 @@ import type {
 
 /** The part of Bun's socket this adapter uses. */
 interface BunSocket {
-  data: SocketConn | undefined;
+  data: BunDriver | undefined;
   write(data: Uint8Array): number;
   pause(): void;
   resume(): void;
@@ -104,16 +105,41 @@ interface BunProcessLike {
 declare const Bun: BunLike;
 declare const process: BunProcessLike;
 
-class BunDriver implements SocketDriver {
-  readonly blocked = false;
+class BunDriver extends StagingDriver {
   #socket: BunSocket;
+  /** A partial write waits for `drain`: resolves it with the count taken. */
+  #writable: (() => void) | undefined;
 
   constructor(socket: BunSocket) {
+    super();
     this.#socket = socket;
   }
 
-  send(chunk: Uint8Array): number {
-    return this.#socket.write(chunk);
+  /** The connection's socket events go to `SocketConn`. */
+  get conn(): SocketConn {
+    return this.sink;
+  }
+
+  protected write(bytes: Uint8Array): number | Promise<number> {
+    const n = this.#socket.write(bytes);
+    if (n >= bytes.byteLength) return n;
+    // The kernel is full: the rest goes once Bun reports `drain`.
+    return new Promise((resolve) => (this.#writable = () => resolve(Math.max(n, 0))));
+  }
+
+  protected writeNow(bytes: Uint8Array): number {
+    return Math.max(this.#socket.write(bytes), 0);
+  }
+
+  /** Bun's `drain`: the socket takes bytes again. */
+  onWritable(): void {
+    const writable = this.#writable;
+    this.#writable = undefined;
+    writable?.();
+  }
+
+  protected closeWrite(): void {
+    this.#socket.shutdown();
   }
   pause(): void {
     this.#socket.pause();
@@ -121,15 +147,10 @@ class BunDriver implements SocketDriver {
   resume(): void {
     this.#socket.resume();
   }
-  shutdown(): void {
-    this.#socket.shutdown();
-  }
-  finish(): void {
-    // Bun buffers nothing of ours: every byte was taken by the kernel before the last write
-    // resolved, so closing now loses nothing.
+  protected release(): void {
     this.#socket.end();
   }
-  destroy(): void {
+  protected close(): void {
     this.#socket.terminate();
   }
 }
@@ -141,18 +162,20 @@ function handlers(onOpen: (socket: BunSocket) => void): BunHandlers {
     // An ArrayBuffer per read: a Buffer (the default) makes JSC build its ArrayBuffer on first
     // use of `.buffer`, which every view of the bytes needs; here it exists from the start.
     binaryType: "arraybuffer",
-    data: (socket, data) => socket.data?.onData(new Uint8Array(data)),
-    drain: (socket) => socket.data?.onDrain(),
-    end: (socket) => socket.data?.onEnd(),
-    close: (socket) => socket.data?.onClose(),
-    error: (socket, err) => socket.data?.onError(err),
+    data: (socket, data) => socket.data?.conn.onData(new Uint8Array(data)),
+    drain: (socket) => socket.data?.onWritable(),
+    end: (socket) => socket.data?.conn.onEnd(),
+    close: (socket) => socket.data?.conn.onClose(),
+    error: (socket, err) => socket.data?.conn.onError(err),
   };
 }
 
 function attach(socket: BunSocket, local: Address, remote: Address, label: string): SocketConn {
   if (local.transport === "tcp") socket.setNoDelay(true);
-  const conn = new SocketConn(new BunDriver(socket), local, remote, label);
-  socket.data = conn;
+  const driver = new BunDriver(socket);
+  const conn = new SocketConn(driver, local, remote, label);
+  driver.attach(conn);
+  socket.data = driver;
   return conn;
 }
 

@@ -9,7 +9,7 @@ import { formatAddress } from "../address.ts";
 import { atPath as at, systemError } from "../errors.ts";
 import { delay } from "../internal/async.ts";
 import { SocketConn } from "./_socket_conn.ts";
-import { DenoDriver } from "./deno_driver.ts";
+import { StagingDriver } from "./_staging.ts";
 import type {
   ChildProcess,
   Conn,
@@ -22,6 +22,53 @@ import type {
   Runtime,
   SpawnOptions,
 } from "./types.ts";
+
+/** A Deno socket as a `SocketDriver`. */
+class DenoDriver extends StagingDriver {
+  #conn: Deno.Conn;
+
+  constructor(conn: Deno.Conn) {
+    super();
+    this.#conn = conn;
+  }
+
+  protected write(bytes: Uint8Array): Promise<number> {
+    return this.#conn.write(bytes);
+  }
+
+  /** Deno's writes are ops, never synchronous. */
+  protected writeNow(): number {
+    return 0;
+  }
+
+  protected closeWrite(): Promise<void> {
+    return this.#conn.closeWrite();
+  }
+
+  /**
+   * One `conn.read`, its promise handed on as it is. A read that waits when the socket is
+   * closed here rejects; `SocketConn` knows the close was its own and ends reading quietly.
+   */
+  readInto(view: Uint8Array): Promise<number | null> {
+    return this.closed ? Promise.resolve(null) : this.#conn.read(view);
+  }
+
+  pause(): void {}
+  resume(): void {}
+
+  protected release(): void {
+    this.destroy();
+  }
+
+  protected close(): void {
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the runtime.
+    }
+    queueMicrotask(() => this.sink.onClose());
+  }
+}
 
 function toAddress(addr: Deno.Addr): Address {
   if (addr.transport === "unix" || addr.transport === "unixpacket") {

@@ -49,7 +49,7 @@ class NodeDriver implements SocketDriver {
     return this.#needDrain || this.#flushed < this.#waitFor;
   }
 
-  send(chunk: Uint8Array): number {
+  send(chunk: Uint8Array): void {
     const socket = this.#socket;
     // Node keeps a reference to what it cannot write at once. A small chunk that will queue is
     // copied; any other chunk Node still holds keeps its write pending until it is flushed.
@@ -57,7 +57,6 @@ class NodeDriver implements SocketDriver {
     this.#issued++;
     this.#needDrain = !socket.write(data, this.#onFlushed);
     if (data === chunk && socket.writableLength > 0) this.#waitFor = this.#issued;
-    return chunk.byteLength;
   }
 
   /** One callback for every write, so no closure is made per write. */

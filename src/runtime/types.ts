@@ -17,9 +17,10 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
  * the peer stops writing, and errors with `ECONNRESET` when the peer vanishes mid-stream. A chunk
  * belongs to the reader once read: no one writes into it again.
  *
- * `readable` is a byte stream: `getReader({ mode: "byob" })` reads into a buffer of yours, which
- * you can reuse from read to read (the fastest way to read); a default reader gets a fresh
- * chunk per read, which is yours to keep.
+ * `readable` is a plain stream of chunks, not a byte stream: a read of a byte stream costs several
+ * times as much in every runtime, since each chunk's buffer is transferred. A BYOB reader is
+ * therefore refused. A chunk may be a view of a larger buffer holding earlier chunks of the same
+ * connection; that memory is never written to again.
  *
  * Writing: a `writable` write resolves once dockipc no longer needs the chunk: its bytes are in
  * the kernel, or in a bounded copy of dockipc's own (at most 64 KiB ahead of the socket). So

@@ -1,7 +1,7 @@
 /**
- * The socket driver of the Deno adapter: Deno's socket calls (`conn.read`, `conn.write`) behind
- * `SocketDriver`, with the staging of small writes. Apart from `deno.ts` so that its logic can be
- * tested with a stand-in socket on every runtime.
+ * `StagingDriver`: the sending half of a `SocketDriver` for a runtime whose socket buffers
+ * nothing of ours (Deno's `conn.write`, Bun's `socket.write`). Small writes are copied into a
+ * staging buffer and settle at once; a burst of them goes out in one socket write.
  *
  * @module
  */
@@ -9,21 +9,14 @@
 import { BurstTimer } from "../internal/async.ts";
 import type { SocketConn, SocketDriver } from "./_socket_conn.ts";
 
-/** The calls of a `Deno.Conn` the driver makes. */
-export interface DenoSocket {
-  read(p: Uint8Array): Promise<number | null>;
-  write(p: Uint8Array): Promise<number>;
-  closeWrite(): Promise<void>;
-  close(): void;
-}
-
 /**
  * Bytes accepted ahead of the socket. A write smaller than `COPY_BELOW` is copied into a staging
- * buffer and its promise settles at once while fewer than this are waiting. The first write
- * after a quiet spell goes out at once; the writes of a burst that follows it are staged and go
- * out together, in one `conn.write`, when the burst ends or the staging buffer is full. Deno
- * completes a socket write within a microtask or two, faster than a stream's next write comes,
- * so without waiting for the burst every write would still be an op and a syscall of its own.
+ * buffer and settles at once while fewer than this are waiting. The first write after a quiet
+ * spell goes out at once, so a lone request or reply is not held back; the writes of a burst
+ * that follows it are staged and go out together, in one socket write, when the burst ends or a
+ * staging buffer is full. Writing whenever the socket is idle is not enough: a socket write
+ * completes within a microtask or two, before a stream's next write comes, so every small write
+ * would still be a syscall of its own.
  */
 const SEND_BUFFER = 64 * 1024;
 const COPY_BELOW = 16 * 1024;
@@ -37,12 +30,16 @@ interface Segment {
   staging: boolean;
 }
 
-/** A Deno socket as a `SocketDriver`. */
-export class DenoDriver implements SocketDriver {
+/**
+ * The sending half shared by the Deno and Bun drivers. A subclass says how bytes reach its
+ * socket (`write`, `closeWrite`), how the socket is let go (`release`, `close`), and reads.
+ */
+export abstract class StagingDriver implements SocketDriver {
   blocked = false;
-  #conn: DenoSocket;
-  #sink!: SocketConn;
-  #closed = false;
+  /** The connection this driver reports to. */
+  protected sink!: SocketConn;
+  /** The socket was closed here: nothing more is written, failures are not reported. */
+  protected closed = false;
   #queue: Segment[] = [];
   /** A staging buffer already written out, kept for the next one. */
   #spare: Uint8Array | undefined;
@@ -59,15 +56,42 @@ export class DenoDriver implements SocketDriver {
     if (!this.#flushing && this.#queue.length > 0) void this.#flush();
   });
 
-  constructor(conn: DenoSocket) {
-    this.#conn = conn;
-  }
+  /**
+   * Sends `bytes`, returning how many the socket took, or a promise of that count. Fewer than
+   * all is fine: the rest is written next, so a socket that is full should return its count
+   * once it can take more.
+   */
+  protected abstract write(bytes: Uint8Array): number | Promise<number>;
+  /**
+   * Sends what of `bytes` the socket takes at once, without holding on to them, and returns the
+   * count: 0 for a socket whose writes are not synchronous.
+   */
+  protected abstract writeNow(bytes: Uint8Array): number;
+  /** Ends the sending direction; everything written has been handed to the socket. */
+  protected abstract closeWrite(): void | Promise<void>;
+  /** Lets go of the socket once both directions have ended and everything is written. */
+  protected abstract release(): void;
+  /** Closes the socket now; the subclass reports `onClose` to the sink. */
+  protected abstract close(): void;
+
+  abstract pause(): void;
+  abstract resume(): void;
 
   attach(sink: SocketConn): void {
-    this.#sink = sink;
+    this.sink = sink;
   }
 
-  send(chunk: Uint8Array): number {
+  send(chunk: Uint8Array): void {
+    if (this.#quiet && this.#queue.length === 0 && !this.#flushing) {
+      // A lone write to an idle socket that writes synchronously goes straight out, uncopied.
+      const n = this.writeNow(chunk);
+      if (n > 0) {
+        this.#quiet = false;
+        this.#burst.touch();
+        if (n === chunk.byteLength) return;
+        chunk = chunk.subarray(n);
+      }
+    }
     const len = chunk.byteLength;
     const last = this.#queue[this.#queue.length - 1];
     if (len >= COPY_BELOW) {
@@ -93,7 +117,6 @@ export class DenoDriver implements SocketDriver {
     if (!this.#flushing && this.#due()) void this.#flush();
     this.#quiet = false;
     this.#burst.touch();
-    return len;
   }
 
   /**
@@ -115,45 +138,39 @@ export class DenoDriver implements SocketDriver {
       while (this.#queue.length > 0 && this.#due()) {
         const seg = this.#queue.shift()!;
         const bytes = seg.buf.subarray(0, seg.len);
-        let off = await this.#conn.write(bytes);
-        while (off < seg.len) off += await this.#conn.write(bytes.subarray(off));
+        for (let off = 0; off < seg.len;) {
+          const sent = this.write(off === 0 ? bytes : bytes.subarray(off));
+          off += typeof sent === "number" ? sent : await sent;
+        }
         this.#queued -= seg.len;
         if (seg.staging) this.#spare = seg.buf; // written out: free to fill again
         else this.#borrowed--;
         if (this.blocked) {
           this.#updateBlocked();
-          if (!this.blocked) this.#sink.onDrain();
+          if (!this.blocked) this.sink.onDrain();
         }
       }
-      if (this.#shutdown) await this.#conn.closeWrite();
-      if (this.#finish) this.destroy();
+      if (this.#shutdown) await this.closeWrite();
+      if (this.#finish) this.release();
     } catch (err) {
-      if (!this.#closed) this.#sink.onError(err);
+      if (!this.closed) this.sink.onError(err);
     } finally {
       this.#flushing = false;
     }
   }
 
-  /** Reads go straight into the reader's buffer; the readable pulls only when it wants more. */
-  async readInto(view: Uint8Array): Promise<number | null> {
-    if (this.#closed) return null;
-    try {
-      return await this.#conn.read(view);
-    } catch (err) {
-      if (this.#closed) return null; // closed here while the read waited
-      throw err;
-    }
-  }
-
-  pause(): void {}
-  resume(): void {}
-
   shutdown(): void {
     this.#shutdown = true;
+    if (this.#flushing) return;
     if (this.#queue.length > 0) {
-      if (!this.#flushing) void this.#flush();
-    } else if (!this.#flushing) {
-      this.#conn.closeWrite().catch((err) => this.#closed || this.#sink.onError(err));
+      void this.#flush();
+      return;
+    }
+    try {
+      const ending = this.closeWrite();
+      if (ending) ending.catch((err) => this.closed || this.sink.onError(err));
+    } catch (err) {
+      if (!this.closed) this.sink.onError(err);
     }
   }
 
@@ -161,18 +178,13 @@ export class DenoDriver implements SocketDriver {
     this.#finish = true;
     if (this.#flushing) return;
     if (this.#queue.length > 0) void this.#flush();
-    else this.destroy();
+    else this.release();
   }
 
   destroy(): void {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.closed) return;
+    this.closed = true;
     this.#queue = [];
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the runtime.
-    }
-    queueMicrotask(() => this.#sink.onClose());
+    this.close();
   }
 }
