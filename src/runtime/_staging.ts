@@ -1,7 +1,6 @@
 /**
- * `StagingDriver`: the sending half of a `SocketDriver` for a runtime whose socket buffers
- * nothing of ours (Deno's `conn.write`, Bun's `socket.write`). Small writes are copied into a
- * staging buffer and settle at once; a burst of them goes out in one socket write.
+ * `StagingDriver`: the sending half of the `SocketDriver` of every runtime. Small writes are
+ * copied into a staging buffer and settle at once; a burst of them goes out in one socket write.
  *
  * @module
  */
@@ -31,8 +30,9 @@ interface Segment {
 }
 
 /**
- * The sending half shared by the Deno and Bun drivers. A subclass says how bytes reach its
- * socket (`write`, `closeWrite`), how the socket is let go (`release`, `close`), and reads.
+ * The sending half shared by the Deno, Bun and Node drivers. A subclass says how bytes reach its
+ * socket (`write`, `writeNow`, `closeWrite`), how the socket is let go (`release`, `close`), and
+ * how it reads.
  */
 export abstract class StagingDriver implements SocketDriver {
   blocked = false;
@@ -63,8 +63,8 @@ export abstract class StagingDriver implements SocketDriver {
    */
   protected abstract write(bytes: Uint8Array): number | Promise<number>;
   /**
-   * Sends what of `bytes` the socket takes at once, without holding on to them, and returns the
-   * count: 0 for a socket whose writes are not synchronous.
+   * Sends what of `bytes` the socket takes at once and returns the count: 0 for a socket whose
+   * writes are not synchronous. A socket that keeps a reference to bytes it took calls `hold`.
    */
   protected abstract writeNow(bytes: Uint8Array): number;
   /** Ends the sending direction; everything written has been handed to the socket. */
@@ -79,6 +79,20 @@ export abstract class StagingDriver implements SocketDriver {
 
   attach(sink: SocketConn): void {
     this.sink = sink;
+  }
+
+  /**
+   * For `writeNow`: the socket took bytes but keeps a reference to them until `flushed`
+   * resolves. The write waits for it, as for a large chunk written from the caller's memory.
+   */
+  protected hold(flushed: Promise<void>): void {
+    this.#borrowed++;
+    this.#updateBlocked();
+    void flushed.then(() => {
+      this.#borrowed--;
+      this.#updateBlocked();
+      if (!this.blocked) this.sink.onDrain();
+    });
   }
 
   send(chunk: Uint8Array): void {

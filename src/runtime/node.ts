@@ -12,7 +12,8 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { systemError } from "../errors.ts";
 import { nodeFs } from "./node_fs.ts";
-import { SocketConn, type SocketDriver } from "./_socket_conn.ts";
+import { SocketConn } from "./_socket_conn.ts";
+import { StagingDriver } from "./_staging.ts";
 import type {
   ChildProcess,
   ChildStatus,
@@ -23,67 +24,71 @@ import type {
   SpawnOptions,
 } from "./types.ts";
 
-/** A write smaller than this that Node would have to queue is copied, so the caller may reuse it. */
-const COPY_BELOW = 16 * 1024;
-
-class NodeDriver implements SocketDriver {
+class NodeDriver extends StagingDriver {
   #socket: Socket;
-  #sink!: SocketConn;
-  /** Node's buffer is over its high-water mark: wait for "drain". */
-  #needDrain = false;
   /** Writes handed to Node, and how many of them it has flushed to the kernel. */
   #issued = 0;
-  #flushed = 0;
-  /** Node holds a caller's chunk until the write with this number is flushed. */
-  #waitFor = 0;
+  #done = 0;
+  /** Writes Node could not finish at once, in order: their numbers, and whom to tell. */
+  #waiting: { n: number; flushed: () => void }[] = [];
 
   constructor(socket: Socket) {
+    super();
     this.#socket = socket;
   }
 
-  attach(sink: SocketConn): void {
-    this.#sink = sink;
+  /**
+   * Hands `bytes` to Node. Node writes what the kernel takes at once and keeps a reference to
+   * the rest, so the bytes count as taken only once Node has flushed them (its callback).
+   */
+  protected write(bytes: Uint8Array): number | Promise<number> {
+    this.#hand(bytes);
+    if (this.#socket.writableLength === 0) return bytes.byteLength;
+    return this.#flushed().then(() => bytes.byteLength);
   }
 
-  get blocked(): boolean {
-    return this.#needDrain || this.#flushed < this.#waitFor;
+  /**
+   * A write to an idle socket goes straight to Node, uncopied. If Node keeps part of it, the
+   * write waits until Node has flushed it.
+   */
+  protected writeNow(bytes: Uint8Array): number {
+    if (this.#socket.writableLength !== 0) return 0;
+    this.#hand(bytes);
+    if (this.#socket.writableLength !== 0) this.hold(this.#flushed());
+    return bytes.byteLength;
   }
 
-  send(chunk: Uint8Array): void {
-    const socket = this.#socket;
-    // Node keeps a reference to what it cannot write at once. A small chunk that will queue is
-    // copied; any other chunk Node still holds keeps its write pending until it is flushed.
-    const data = socket.writableLength > 0 && chunk.byteLength < COPY_BELOW ? chunk.slice() : chunk;
+  #hand(bytes: Uint8Array): void {
     this.#issued++;
-    this.#needDrain = !socket.write(data, this.#onFlushed);
-    if (data === chunk && socket.writableLength > 0) this.#waitFor = this.#issued;
+    this.#socket.write(bytes, this.#onFlushed);
   }
 
-  /** One callback for every write, so no closure is made per write. */
+  /** Resolves once Node has flushed the last write handed to it. */
+  #flushed(): Promise<void> {
+    return new Promise((flushed) => this.#waiting.push({ n: this.#issued, flushed }));
+  }
+
+  /** One callback for every write, in order, so no closure is made per write. */
   #onFlushed = (): void => {
-    this.#flushed++;
-    if (this.#flushed === this.#waitFor) this.#sink.onDrain();
+    this.#done++;
+    const waiting = this.#waiting;
+    while (waiting.length > 0 && waiting[0]!.n <= this.#done) waiting.shift()!.flushed();
   };
 
-  drained(): void {
-    this.#needDrain = false;
-    this.#sink.onDrain();
+  protected closeWrite(): void {
+    this.#socket.end();
   }
-
   pause(): void {
     this.#socket.pause();
   }
   resume(): void {
     this.#socket.resume();
   }
-  shutdown(): void {
-    this.#socket.end();
-  }
-  finish(): void {
+  protected release(): void {
     // Nothing to do: once both directions have ended and Node has flushed what it buffered,
     // the socket destroys itself and emits "close". destroy() now would drop that buffer.
   }
-  destroy(): void {
+  protected close(): void {
     this.#socket.destroy();
   }
 }
@@ -98,7 +103,6 @@ function wrap(socket: Socket, localAddr: Address, remoteAddr: Address, label: st
     conn.onData(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
   });
   socket.on("end", () => conn.onEnd());
-  socket.on("drain", () => driver.drained());
   socket.on("error", (err) => conn.onError(err));
   socket.on("close", () => conn.onClose());
   return conn;

@@ -10,13 +10,15 @@ type Call = { write: Uint8Array } | "closeWrite" | "release" | "close";
 
 /**
  * A socket that records its calls. A write takes every byte at once: synchronously like Bun's
- * (`sync`), or through a promise like Deno's. With `hold` set, writes take nothing until
+ * (`sync`), or through a promise like Deno's. With `stall` set, writes take nothing until
  * `release()`; with `room` set, a write takes at most that many bytes.
  */
 class StandIn extends StagingDriver {
   calls: Call[] = [];
-  hold = false;
+  stall = false;
   room = Infinity;
+  /** Set: `writeNow` takes every byte but keeps them until this resolves. */
+  keeps: Promise<void> | undefined;
   #held: (() => void)[] = [];
 
   readonly sync: boolean;
@@ -27,7 +29,7 @@ class StandIn extends StagingDriver {
   }
 
   protected write(p: Uint8Array): number | Promise<number> {
-    if (this.hold) {
+    if (this.stall) {
       return new Promise((resolve) => this.#held.push(() => resolve(this.write(p) as number)));
     }
     const n = Math.min(p.byteLength, this.room);
@@ -35,7 +37,13 @@ class StandIn extends StagingDriver {
     return this.sync ? n : Promise.resolve(n);
   }
   protected writeNow(p: Uint8Array): number {
-    return this.sync && !this.hold ? this.write(p) as number : 0;
+    if (this.keeps !== undefined) {
+      // Like Node: takes everything, but holds on to it until flushed.
+      this.calls.push({ write: p.slice() });
+      this.hold(this.keeps);
+      return p.byteLength;
+    }
+    return this.sync && !this.stall ? this.write(p) as number : 0;
   }
   protected closeWrite(): void {
     this.calls.push("closeWrite");
@@ -50,8 +58,8 @@ class StandIn extends StagingDriver {
   resume(): void {}
 
   /** Lets the writes held so far, and later ones, take bytes. */
-  unhold(): void {
-    this.hold = false;
+  unstall(): void {
+    this.stall = false;
     for (const done of this.#held.splice(0)) done();
   }
   get writes(): Uint8Array[] {
@@ -110,21 +118,21 @@ for (const sync of [false, true]) {
 
     test("a large chunk is written from the caller's memory and settles once written", async () => {
       const socket = new StandIn(sync);
-      socket.hold = true;
+      socket.stall = true;
       const writer = connOver(socket).writable.getWriter();
       const big = pattern(32 * 1024, 3);
       let settled = false;
       const writing = writer.write(big).then(() => (settled = true));
       await settle();
       assert.equal(settled, false, "settled before the socket wrote it");
-      socket.unhold();
+      socket.unstall();
       await writing;
       assert.deepEqual(socket.writes, [big]);
     });
 
     test("small writes wait once 64 KiB is staged, and go on once it is written", async () => {
       const socket = new StandIn(sync);
-      socket.hold = true;
+      socket.stall = true;
       const writer = connOver(socket).writable.getWriter();
       const chunk = pattern(1024, 5);
       let accepted = 0;
@@ -137,7 +145,7 @@ for (const sync of [false, true]) {
       await settle();
       // 64 KiB waits, the write held by the socket included; the write that reached it waits.
       assert.ok(accepted >= 63 && accepted <= 64, `${accepted} writes accepted while held`);
-      socket.unhold();
+      socket.unstall();
       await writing;
       await settle();
       assert.equal(accepted, 200);
@@ -175,3 +183,18 @@ for (const sync of [false, true]) {
     });
   });
 }
+
+test("StagingDriver: a write the socket took but still holds settles once it is flushed", async () => {
+  const socket = new StandIn(true);
+  let flush!: () => void;
+  socket.keeps = new Promise((resolve) => (flush = resolve));
+  const writer = connOver(socket).writable.getWriter();
+  const msg = pattern(64, 9);
+  let settled = false;
+  const writing = writer.write(msg).then(() => (settled = true));
+  await settle();
+  assert.deepEqual(socket.writes, [msg], "handed to the socket at once");
+  assert.equal(settled, false, "settled while the socket still held it");
+  flush();
+  await writing;
+});
