@@ -1,4 +1,4 @@
-// The write staging of the Deno and Bun drivers, over a stand-in socket: runs on every runtime.
+// The write staging every driver shares, over a stand-in socket: runs on every runtime.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { SocketConn } from "../../src/runtime/_socket_conn.ts";
