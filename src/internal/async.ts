@@ -267,7 +267,7 @@ export function deferred<T>(): Deferred<T> {
 }
 
 /**
- * Microtasks without a new value after which a batch is handed on. Web Streams take one or two
+ * Microtasks without a new write after which a burst is over. Web Streams take one or two
  * microtasks between two writes queued in the same turn (measured on Deno, Bun and Node), so
  * three quiet ones mean the writer has stopped for now. Waiting costs microtasks, never a timer.
  */
