@@ -90,8 +90,7 @@ export abstract class StagingDriver implements SocketDriver {
     this.#updateBlocked();
     void flushed.then(() => {
       this.#borrowed--;
-      this.#updateBlocked();
-      if (!this.blocked) this.sink.onDrain();
+      this.#eased();
     });
   }
 
@@ -146,6 +145,13 @@ export abstract class StagingDriver implements SocketDriver {
     this.blocked = this.#borrowed > 0 || this.#queued >= SEND_BUFFER;
   }
 
+  /** Bytes waited for have gone out: a writer that waits goes on once nothing blocks it. */
+  #eased(): void {
+    if (!this.blocked) return;
+    this.#updateBlocked();
+    if (!this.blocked) this.sink.onDrain();
+  }
+
   async #flush(): Promise<void> {
     this.#flushing = true;
     try {
@@ -159,10 +165,7 @@ export abstract class StagingDriver implements SocketDriver {
         this.#queued -= seg.len;
         if (seg.staging) this.#spare = seg.buf; // written out: free to fill again
         else this.#borrowed--;
-        if (this.blocked) {
-          this.#updateBlocked();
-          if (!this.blocked) this.sink.onDrain();
-        }
+        this.#eased();
       }
       if (this.#shutdown) await this.closeWrite();
       if (this.#finish) this.release();
