@@ -19,6 +19,9 @@ const FIRST_BATCH_BYTES = 2048;
 /** How long messages accepted before bad input arrived may take to leave before the close. */
 const FLUSH_GRACE_MS = 2000;
 
+/** Takes a chunk and drops it. */
+const ignore = (): void => {};
+
 /** What a channel tells its owner. */
 export interface ChannelHooks<T = unknown> {
   /**
@@ -47,6 +50,17 @@ export class Channel<T> {
   #badInput: { error: unknown } | undefined;
   /** A `send()` that waits: later ones queue behind it, so the sink sees one at a time. */
   #sending: Promise<void> | undefined;
+  /** Where the messages of the chunk being decoded go, and how many went. */
+  #target: (value: T) => void = () => {};
+  #emitted = 0;
+  #emit = (value: T): void => {
+    this.#emitted++;
+    this.#target(value);
+  };
+  /** Bad input met while decoding: `pump()` acts on it once the chunk is done. */
+  #decodeError: { error: unknown } | undefined;
+  /** What reads hand their bytes to. */
+  #take = (chunk: Uint8Array): void => this.#decode(chunk);
 
   constructor(
     conn: Conn,
@@ -66,44 +80,65 @@ export class Channel<T> {
    * peer has ended. Bad input, after the messages that came before it, or a broken connection
    * throws and fails the channel.
    */
-  async read(): Promise<T[] | undefined> {
+  read(): Promise<T[] | undefined> {
+    const out: T[] = [];
+    return this.pump((value) => void out.push(value)).then((more) => more ? out : undefined);
+  }
+
+  /**
+   * Reads until at least one message has gone to `emit`, then resolves true, or false once the
+   * peer has ended with no message left. Fails as `read()` does. `read()` in a form that makes
+   * no array, for a caller that hands messages on one by one.
+   */
+  async pump(emit: (value: T) => void): Promise<boolean> {
     if (this.#badInput !== undefined) {
       this.fail(this.#badInput.error, true);
       throw this.#badInput.error;
     }
-    if (this.#ended) return undefined;
+    if (this.#ended) return false;
     // After a failure the connection is closed, or drained by `fail()` alone.
     if (this.#failure !== undefined) {
-      if (this.#closing) return undefined;
+      if (this.#closing) return false;
       throw this.#failure.error;
     }
-    const out: T[] = [];
-    const emit = (value: T): void => void out.push(value);
-    while (out.length === 0) {
-      let chunk: Uint8Array | null;
+    this.#target = emit;
+    this.#emitted = 0;
+    while (this.#emitted === 0) {
+      let more: boolean;
       try {
-        chunk = await this.#io.read();
+        const read = this.#io.read(this.#take);
+        more = typeof read === "boolean" ? read : await read;
       } catch (err) {
         this.fail(err, false);
         throw err;
       }
-      try {
-        if (chunk === null) {
-          this.#ended = true;
-          if (!this.#closing) this.#decoder.end(emit);
-          return out.length > 0 ? out : undefined;
-        }
-        this.#decoder.push(chunk, emit);
-      } catch (err) {
-        if (out.length > 0) {
-          this.#badInput = { error: err };
-          return out;
-        }
-        this.fail(err, true);
-        throw err;
+      if (!more) {
+        this.#ended = true;
+        if (!this.#closing) this.#decode(undefined);
       }
+      const bad = this.#decodeError;
+      if (bad !== undefined) {
+        this.#decodeError = undefined;
+        if (this.#emitted > 0) {
+          this.#badInput = bad;
+          return true;
+        }
+        this.fail(bad.error, true);
+        throw bad.error;
+      }
+      if (!more) return this.#emitted > 0;
     }
-    return out;
+    return true;
+  }
+
+  /** Decodes a chunk read, or the end of input for undefined. */
+  #decode(chunk: Uint8Array | undefined): void {
+    try {
+      if (chunk === undefined) this.#decoder.end(this.#emit);
+      else this.#decoder.push(chunk, this.#emit);
+    } catch (err) {
+      this.#decodeError = { error: err };
+    }
   }
 
   /**
@@ -170,7 +205,7 @@ export class Channel<T> {
     void (async () => {
       await this.#sink.close().catch(() => {});
       try {
-        while ((await this.#io.read()) !== null);
+        while (await this.#io.read(ignore));
       } catch {
         // The connection failed: there is nothing left to drain.
       }

@@ -134,14 +134,19 @@ function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedCo
     },
     failed: (err) => writeController.error(err),
   });
+  let rc: ReadableStreamDefaultController<T>;
+  const enqueue = (value: T): void => {
+    if (!readCancelled) rc.enqueue(value);
+  };
+  const closeAtEnd = (more: boolean): void => {
+    if (!more && !readCancelled) rc.close();
+  };
   const readable = new ReadableStream<T>({
-    // One pull per chunk read from the socket, which may carry many messages.
-    async pull(controller): Promise<void> {
-      const batch = await channel.read();
-      if (readCancelled) return;
-      if (batch === undefined) return controller.close();
-      for (const value of batch) controller.enqueue(value);
+    start(controller): void {
+      rc = controller;
     },
+    // One pull per chunk read from the socket, which may carry many messages.
+    pull: () => channel.pump(enqueue).then(closeAtEnd),
     cancel(): void {
       readCancelled = true;
       closeIfDone();

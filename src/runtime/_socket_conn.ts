@@ -23,9 +23,10 @@ export interface SocketDriver {
   readInto?(view: Uint8Array): Promise<number | null>;
   /**
    * Takes all of `chunk`: copied, or kept until written, in which case `blocked` says so. The
-   * caller may reuse it once `blocked` is false.
+   * caller may reuse it once `blocked` is false. A `batch` is a burst's worth already gathered
+   * by the caller: it is sent as soon as the socket can take it, not held for more.
    */
-  send(chunk: Uint8Array): void;
+  send(chunk: Uint8Array, batch: boolean): void;
   /** True while the writer must wait for `onDrain` before sending more. */
   readonly blocked: boolean;
   /** Stop reading from the socket, leaving further bytes in the kernel. */
@@ -60,13 +61,16 @@ const MAX_ARENA = 256 * 1024;
  */
 export interface ByteIo {
   /**
-   * The next bytes read, which the caller may keep (nothing writes to them again), or null
-   * once the peer has ended. Throws or rejects once the connection failed.
+   * Reads the next bytes and hands them to `take`, which may keep them (nothing writes to them
+   * again) and must not throw. Returns or resolves true once it did, false once the peer has
+   * ended; returns at once when bytes were waiting. Throws or rejects once the connection failed.
+   * Answering with a flag, not the bytes, spares the promise a look for a `then` on them.
    */
-  read(): Uint8Array | null | Promise<Uint8Array | null>;
+  read(take: (chunk: Uint8Array) => void): boolean | Promise<boolean>;
   /**
    * Writes `chunk`: undefined once the connection has taken it, so the caller may reuse it, or
-   * a promise that resolves then (backpressure), or rejects once the connection failed.
+   * a promise that resolves then (backpressure), or rejects once the connection failed. The
+   * caller gathers its own bursts: each chunk goes out as soon as the socket can take it.
    */
   write(chunk: Uint8Array): Promise<void> | undefined;
   /** Ends the sending direction after everything written so far. */
@@ -85,9 +89,10 @@ export function byteIo(conn: Conn): ByteIo {
   const reader = conn.readable.getReader();
   const writer = conn.writable.getWriter();
   return {
-    read: async () => {
+    read: async (take) => {
       const { done, value } = await reader.read();
-      return done ? null : value;
+      if (!done) take(value);
+      return !done;
     },
     // A stream may hold on to a chunk after its write resolved (an in-memory pipe does, until
     // it is read), and the caller reuses it then: the stream gets its own copy.
@@ -129,7 +134,11 @@ export class SocketConn implements Conn {
   #chunks: Uint8Array[] = [];
   #chunkBytes = 0;
   #waiter:
-    | { resolve: (chunk: Uint8Array | null) => void; reject: (err: unknown) => void }
+    | {
+      take: (chunk: Uint8Array) => void;
+      resolve: (more: boolean) => void;
+      reject: (err: unknown) => void;
+    }
     | undefined;
   /** Direct reads, event sockets: the stream's reader, while it may hold bytes read before. */
   #backlog: ReadableStreamDefaultReader<Uint8Array> | undefined;
@@ -137,7 +146,12 @@ export class SocketConn implements Conn {
   #arena: Uint8Array | undefined;
   #at = 0;
   #arenaSize = FIRST_ARENA;
+  /** `readInto` sockets: the read in progress, its part of the arena and who takes its bytes. */
   #reading = false;
+  #view: Uint8Array = new Uint8Array(0);
+  #take: (chunk: Uint8Array) => void = () => {};
+  /** The readable's way to take a chunk. */
+  #enqueue = (chunk: Uint8Array): void => this.#rc.enqueue(chunk);
 
   /**
    * @param driver The runtime's socket.
@@ -161,7 +175,7 @@ export class SocketConn implements Conn {
         start: (controller) => {
           this.#rc = controller;
         },
-        pull: pullInto ? (controller) => this.#pullArena(controller) : () => this.#resume(),
+        pull: pullInto ? () => this.#readArena(this.#enqueue) : () => this.#resume(),
         cancel: () => this.close(),
       },
       pullInto
@@ -172,7 +186,7 @@ export class SocketConn implements Conn {
       start: (controller) => {
         this.#wc = controller;
       },
-      write: (chunk) => this.#write(chunk),
+      write: (chunk) => this.#write(chunk, false),
       close: () => this.#endWrite(),
       abort: () => this.close(),
     });
@@ -185,7 +199,8 @@ export class SocketConn implements Conn {
       const waiter = this.#waiter;
       if (waiter !== undefined) {
         this.#waiter = undefined;
-        waiter.resolve(chunk);
+        waiter.take(chunk);
+        waiter.resolve(true);
         return;
       }
       this.#chunks.push(chunk);
@@ -220,12 +235,6 @@ export class SocketConn implements Conn {
     this.#finishIfDone();
   }
 
-  /** The readable wants a chunk: one read of a `readInto` socket. */
-  async #pullArena(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
-    const chunk = await this.#readArena();
-    if (chunk !== null) controller.enqueue(chunk);
-  }
-
   /**
    * Switches to direct calls (see `byteIo`): locks both streams, which are not used again
    * except to hand out bytes they had already read.
@@ -237,9 +246,10 @@ export class SocketConn implements Conn {
     if (this.#driver.readInto === undefined) this.#backlog = reader;
     return {
       read: this.#driver.readInto === undefined
-        ? () => this.#readEvents()
-        : () => this.#readArena(),
-      write: (chunk) => this.#writeDone ? Promise.reject(this.#writeFailure()) : this.#write(chunk),
+        ? (take) => this.#readEvents(take)
+        : (take) => this.#readArena(take),
+      write: (chunk) =>
+        this.#writeDone ? Promise.reject(this.#writeFailure()) : this.#write(chunk, true),
       end: () => {
         if (this.#writeDone) return Promise.reject(this.#writeFailure());
         this.#endWrite();
@@ -256,19 +266,22 @@ export class SocketConn implements Conn {
     return this.#writeError ?? closedError("write", "connection");
   }
 
-  /** A direct read once reading has ended: null, or what failed it. */
-  #readEnded(): null {
+  /** A direct read once reading has ended: false, or what failed it. */
+  #readEnded(): false {
     if (this.#readError !== undefined) throw this.#readError;
-    return null;
+    return false;
   }
 
   /** A direct read of an event socket: a chunk read ahead, or the next one to arrive. */
-  #readEvents(): Uint8Array | null | Promise<Uint8Array | null> {
+  #readEvents(take: (chunk: Uint8Array) => void): boolean | Promise<boolean> {
     if (this.#backlog !== undefined) {
       // Bytes the stream read before the switch come first; its queue is full until drained.
       const size = this.#rc.desiredSize;
       if (size === null || size < READ_HIGH_WATER_MARK) {
-        return this.#backlog.read().then(({ done, value }) => done ? null : value);
+        return this.#backlog.read().then(({ done, value }) => {
+          if (!done) take(value);
+          return !done;
+        });
       }
       this.#backlog = undefined;
     }
@@ -277,21 +290,23 @@ export class SocketConn implements Conn {
     if (chunk !== undefined) {
       this.#chunkBytes -= chunk.byteLength;
       if (this.#paused && this.#chunkBytes < READ_HIGH_WATER_MARK) this.#resume();
-      return chunk;
+      take(chunk);
+      return true;
     }
     if (this.#readDone) return this.#readEnded();
     if (this.#waiter !== undefined) throw new TypeError("Cannot read as a read is in progress");
     this.#resume();
-    return new Promise((resolve, reject) => (this.#waiter = { resolve, reject }));
+    return new Promise((resolve, reject) => (this.#waiter = { take, resolve, reject }));
   }
 
   /**
    * A read of a `readInto` socket, into the free part of an arena that later reads go on
    * filling: one allocation serves many reads, and nothing is ever written twice, so every chunk
-   * handed out stays the reader's. The arena starts at 4 KiB and doubles, up to 256 KiB, while
-   * reads fill the room they are given: an idle connection holds 4 KiB.
+   * handed to `take` stays the reader's. The arena starts at 4 KiB and doubles, up to 256 KiB,
+   * while reads fill the room they are given: an idle connection holds 4 KiB. The read's promise
+   * is the runtime's with one step added, not an async function's over it.
    */
-  async #readArena(): Promise<Uint8Array | null> {
+  #readArena(take: (chunk: Uint8Array) => void): boolean | Promise<boolean> {
     if (this.#readDone) return this.#readEnded();
     if (this.#reading) throw new TypeError("Cannot read as a read is in progress");
     let arena = this.#arena;
@@ -299,27 +314,32 @@ export class SocketConn implements Conn {
       arena = this.#arena = new Uint8Array(this.#arenaSize);
       this.#at = 0;
     }
-    const view = arena.subarray(this.#at, Math.min(arena.length, this.#at + READ_SIZE));
-    let n: number | null;
+    this.#view = arena.subarray(this.#at, Math.min(arena.length, this.#at + READ_SIZE));
+    this.#take = take;
     this.#reading = true;
-    try {
-      n = await this.#driver.readInto!(view);
-    } catch (err) {
-      this.onError(err);
-      this.#endReadable();
-      return this.#readEnded();
-    } finally {
-      this.#reading = false;
-    }
+    return this.#driver.readInto!(this.#view).then(this.#arenaRead, this.#arenaFailed);
+  }
+
+  #arenaRead = (n: number | null): boolean => {
+    this.#reading = false;
     if (this.#readDone) return this.#readEnded();
     if (n === null) {
       this.onEnd();
-      return null;
+      return false;
     }
+    const view = this.#view;
     this.#at += n;
     if (n === view.length && this.#arenaSize < MAX_ARENA) this.#arenaSize *= 2;
-    return view.subarray(0, n);
-  }
+    this.#take(view.subarray(0, n));
+    return true;
+  };
+
+  #arenaFailed = (err: unknown): boolean => {
+    this.#reading = false;
+    this.onError(err);
+    this.#endReadable();
+    return this.#readEnded();
+  };
 
   /** Ends the readable: a read that waits resolves as done. */
   #endReadable(): void {
@@ -327,7 +347,7 @@ export class SocketConn implements Conn {
     this.#readDone = true;
     const waiter = this.#waiter;
     this.#waiter = undefined;
-    waiter?.resolve(null);
+    waiter?.resolve(false);
     try {
       this.#rc.close();
     } catch {
@@ -379,14 +399,14 @@ export class SocketConn implements Conn {
     return this.closed;
   }
 
-  #write(chunk: Uint8Array): Promise<void> | undefined {
+  #write(chunk: Uint8Array, batch: boolean): Promise<void> | undefined {
     if (!(chunk instanceof Uint8Array)) {
       throw new TypeError(
         `Cannot write to a connection as the chunk is not a Uint8Array: current type is ${typeof chunk}`,
       );
     }
     if (chunk.byteLength === 0) return undefined;
-    this.#driver.send(chunk);
+    this.#driver.send(chunk, batch);
     // The fast path: the driver is done with the chunk, so no promise is made for this write.
     if (!this.#driver.blocked) return undefined;
     return new Promise((resolve, reject) => {
