@@ -16,9 +16,14 @@ export interface Peer {
   drain(): Promise<{ bytes: number; ms: number }>;
   /**
    * Writes `chunk` for the warm-up, then `count` times or until `ms` pass, then ends; returns
-   * the writes made.
+   * the writes made. `prepare(i)` runs before write `i`, to refill `chunk`.
    */
-  flood(chunk: Uint8Array, count: number, ms: number): Promise<number>;
+  flood(
+    chunk: Uint8Array,
+    count: number,
+    ms: number,
+    prepare?: (i: number) => void,
+  ): Promise<number>;
   /**
    * Sends whatever arrives on to `to`, until the peer ends, then ends `to`'s sending direction:
    * back to the peer by default, or to another peer of the same kind (a relay).
@@ -90,9 +95,17 @@ class ConnPeer implements Peer {
     return drained(meter);
   }
 
-  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
+  async flood(
+    chunk: Uint8Array,
+    count: number,
+    ms: number,
+    prepare?: (i: number) => void,
+  ): Promise<number> {
     const writer = this.#conn.writable.getWriter();
-    const t = await timedLoop(() => writer.write(chunk), { count, ms, every: 1024 });
+    const t = await timedLoop((i) => {
+      prepare?.(i);
+      return writer.write(chunk);
+    }, { count, ms, every: 1024 });
     await writer.close();
     return writes(t);
   }
@@ -190,8 +203,16 @@ class DenoPeer implements Peer {
     return drained(meter);
   }
 
-  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
-    const t = await timedLoop(() => denoWriteAll(this.#conn, chunk), { count, ms, every: 1024 });
+  async flood(
+    chunk: Uint8Array,
+    count: number,
+    ms: number,
+    prepare?: (i: number) => void,
+  ): Promise<number> {
+    const t = await timedLoop((i) => {
+      prepare?.(i);
+      return denoWriteAll(this.#conn, chunk);
+    }, { count, ms, every: 1024 });
     await this.#conn.closeWrite();
     return writes(t);
   }
@@ -269,11 +290,16 @@ class NodePeer implements Peer {
     return new Promise((resolve) => this.#s.once("end", () => resolve(drained(a.meter))));
   }
 
-  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
-    const t = await timedLoop(
-      () => this.#s.write(chunk) ? undefined : new Promise((r) => this.#s.once("drain", r)),
-      { count, ms, every: 1024 },
-    );
+  async flood(
+    chunk: Uint8Array,
+    count: number,
+    ms: number,
+    prepare?: (i: number) => void,
+  ): Promise<number> {
+    const t = await timedLoop((i) => {
+      prepare?.(i);
+      return this.#s.write(chunk) ? undefined : new Promise((r) => this.#s.once("drain", r));
+    }, { count, ms, every: 1024 });
     this.#s.end();
     return writes(t);
   }
@@ -402,8 +428,16 @@ class BunPeer implements Peer {
     return new Promise((r) => (this.#drained = r));
   }
 
-  async flood(chunk: Uint8Array, count: number, ms: number): Promise<number> {
-    const t = await timedLoop(() => this.#write(chunk), { count, ms, every: 1024 });
+  async flood(
+    chunk: Uint8Array,
+    count: number,
+    ms: number,
+    prepare?: (i: number) => void,
+  ): Promise<number> {
+    const t = await timedLoop((i) => {
+      prepare?.(i);
+      return this.#write(chunk);
+    }, { count, ms, every: 1024 });
     this.socket.shutdown();
     return writes(t);
   }

@@ -25,7 +25,9 @@
  *
  * On Deno the one-way workloads also run raw reads into fresh memory (`RAW_FRESH`): the most any
  * reader can reach that hands out frames it never writes over, where the raw baseline reuses one
- * buffer.
+ * buffer. 4 KiB one-way also runs `RAW_COPY` on every runtime: the raw child copies each payload
+ * into its batch before writing it, the one copy a framing sender makes where the socket API
+ * has no vectored write (Deno, Bun), and the most such a sender can reach.
  *
  * Usage: `<runtime> bench/frame.ts [--repeats N] [--only NAME]`; `npm run bench` runs it under
  * all three runtimes. Every loop is bounded by a count and by time.
@@ -76,6 +78,9 @@ const WORKLOADS: Workload[] = [
 const PING_PONG = WORKLOADS[2]!;
 /** The name of the paired workload; `--only` with a part of it runs just that. */
 const PAIRED = "paired ping-pong 64 B frames";
+
+/** The raw child copying each frame's payload into its batch first: see the module doc. */
+const RAW_COPY = "raw, a copy per frame";
 
 const args = scriptArgs();
 const runtime = rt.name as RuntimeName;
@@ -195,7 +200,8 @@ async function framedParent(w: Workload, io: FrameIo): Promise<number> {
 /** One measurement over a unix socket between this process and a child. */
 async function once(w: Workload, impl: string, path: string): Promise<number> {
   const child = (): ReturnType<typeof spawnSelf> => spawnSelf(SCRIPT, ["peer", w.name, impl, path]);
-  if (impl !== "raw" && impl !== RAW_FRESH) {
+  const raw = impl === "raw" || impl === RAW_FRESH || impl === RAW_COPY;
+  if (!raw) {
     await using listener = await listen(path);
     const proc = child();
     const report = stdoutText(proc);
@@ -207,7 +213,7 @@ async function once(w: Workload, impl: string, path: string): Promise<number> {
     conn.close();
     return rate;
   }
-  const measured = await serveOnce(impl, runtime, path, w.kind, child);
+  const measured = await serveOnce(impl === RAW_COPY ? "raw" : impl, runtime, path, w.kind, child);
   if ("trips" in measured) return measured.trips / (measured.ms / 1000);
   const seconds = measured.ms / 1000;
   return w.unit === "frames/s"
@@ -216,13 +222,23 @@ async function once(w: Workload, impl: string, path: string): Promise<number> {
 }
 
 /** The raw child: the same bytes through the runtime's socket API. */
-async function rawChild(w: Workload, path: string): Promise<unknown> {
+async function rawChild(w: Workload, path: string, impl: string): Promise<unknown> {
   const peer = await (await implFor("raw", runtime)).connect(path);
   let result: unknown;
   if (w.kind === "one-way") {
     const batch = encodedBatch(w.size);
     const framesPerBatch = batch.length / (w.size + 4);
-    const writes = await peer.flood(batch, Math.ceil(w.count / framesPerBatch), LIMIT_MS);
+    // As the framed child's, a pool of payloads 64 KiB in all, read from the cache.
+    const pool = Array.from({ length: framesPerBatch }, () => new Uint8Array(w.size));
+    const copy = (): void => {
+      for (let k = 0; k < framesPerBatch; k++) batch.set(pool[k]!, k * (w.size + 4) + 4);
+    };
+    const writes = await peer.flood(
+      batch,
+      Math.ceil(w.count / framesPerBatch),
+      LIMIT_MS,
+      impl === RAW_COPY ? copy : undefined,
+    );
     result = { frames: writes * framesPerBatch };
   } else {
     result = await pingPong(peer, encodedBatch(w.size).subarray(0, w.size + 4), w.count, LIMIT_MS);
@@ -298,8 +314,8 @@ if (args[0] === "paired") {
 } else if (args[0] === "peer") {
   const [, name, impl, path] = args;
   const w = WORKLOADS.find((x) => x.name === name)!;
-  const raw = impl === "raw" || impl === RAW_FRESH;
-  const result = raw ? await rawChild(w, path!) : await framedChild(w, path!, impl!);
+  const raw = impl === "raw" || impl === RAW_FRESH || impl === RAW_COPY;
+  const result = raw ? await rawChild(w, path!, impl!) : await framedChild(w, path!, impl!);
   console.log(JSON.stringify(result));
 } else {
   const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
@@ -310,9 +326,13 @@ if (args[0] === "paired") {
     rows.push(
       ...await rotated(
         w,
-        runtime === "deno" && w.kind === "one-way"
-          ? ["raw", RAW_FRESH, "framed", "channel"]
-          : ["raw", "framed", "channel"],
+        [
+          "raw",
+          ...(runtime === "deno" && w.kind === "one-way" ? [RAW_FRESH] : []),
+          ...(w.size === 4096 ? [RAW_COPY] : []),
+          "framed",
+          "channel",
+        ],
         repeats,
         (impl, i) => once(w, impl, `${dir}/f${i}${impl}.sock`),
       ),
@@ -408,6 +428,12 @@ function printTargets(
     [
       "ceiling: 4 KiB one-way raw into fresh memory / raw",
       m("one-way 4 KiB", RAW_FRESH) / m("one-way 4 KiB", "raw"),
+      0.8,
+    ],
+    // The most a sender that copies each payload once can reach.
+    [
+      "ceiling: 4 KiB one-way raw with a copy per frame / raw",
+      m("one-way 4 KiB", RAW_COPY) / m("one-way 4 KiB", "raw"),
       0.8,
     ],
   ] as const;
