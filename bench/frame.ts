@@ -37,7 +37,7 @@
 
 import { type Conn, connect, frameChannel, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
-import { view } from "../src/internal/wire.ts";
+import { copyBytes, view } from "../src/internal/wire.ts";
 import { implFor, pingPong, RAW_FRESH, serveOnce } from "./_peers.ts";
 import {
   median,
@@ -231,7 +231,7 @@ async function rawChild(w: Workload, path: string, impl: string): Promise<unknow
     // As the framed child's, a pool of payloads 64 KiB in all, read from the cache.
     const pool = Array.from({ length: framesPerBatch }, () => new Uint8Array(w.size));
     const copy = (): void => {
-      for (let k = 0; k < framesPerBatch; k++) batch.set(pool[k]!, k * (w.size + 4) + 4);
+      for (let k = 0; k < framesPerBatch; k++) copyBytes(batch, k * (w.size + 4) + 4, pool[k]!);
     };
     const writes = await peer.flood(
       batch,

@@ -6,7 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { readUint32, view } from "../internal/wire.ts";
+import { copyBytes, readUint32, view } from "../internal/wire.ts";
 import {
   checkLimit,
   COPY_BELOW,
@@ -79,7 +79,7 @@ export class FrameEncoding implements Encoder<Uint8Array> {
     }
     if (size >= COPY_BELOW || at + PREFIX + size > buf.length) return -1;
     writeUint32(buf, at, size);
-    buf.set(frame, at + PREFIX);
+    copyBytes(buf, at + PREFIX, frame);
     return PREFIX + size;
   }
 

@@ -15,7 +15,7 @@ import {
   type FrameTaker,
   writeUint32,
 } from "../frame/codec.ts";
-import { WireReader } from "../internal/wire.ts";
+import { copyBytes, WireReader } from "../internal/wire.ts";
 
 /** The protocol version this code speaks. */
 export const VERSION = 1;
@@ -186,7 +186,7 @@ export class MessageEncoding implements Encoder<Message> {
     writeUint32(buf, at, size);
     buf[at + 4] = m.type;
     writeUint32(buf, at + 5, m.id);
-    buf.set(data, at + 9);
+    copyBytes(buf, at + 9, data);
     return 4 + size;
   }
 

@@ -6,6 +6,7 @@
  */
 
 import { BurstTimer } from "../internal/async.ts";
+import { copyBytes } from "../internal/wire.ts";
 import type { SocketConn, SocketDriver } from "./_socket_conn.ts";
 
 /**
@@ -113,7 +114,7 @@ export abstract class StagingDriver implements SocketDriver {
       this.#queue.push({ buf: chunk, len, staging: false, sealed: true });
       this.#borrowed++;
     } else if (last?.staging && last.buf.byteLength - last.len >= len) {
-      last.buf.set(chunk, last.len);
+      copyBytes(last.buf, last.len, chunk);
       last.len += len;
       last.sealed ||= batch;
     } else {
