@@ -80,17 +80,18 @@ export class Channel<T> {
    * peer has ended. Bad input, after the messages that came before it, or a broken connection
    * throws and fails the channel.
    */
-  read(): Promise<T[] | undefined> {
+  async read(): Promise<T[] | undefined> {
     const out: T[] = [];
-    return this.pump((value) => void out.push(value)).then((more) => more ? out : undefined);
+    return (await this.pump((value) => void out.push(value))) ? out : undefined;
   }
 
   /**
-   * Reads until at least one message has gone to `emit`, then resolves true, or false once the
-   * peer has ended with no message left. Fails as `read()` does. `read()` in a form that makes
-   * no array, for a caller that hands messages on one by one.
+   * Reads until at least one message has gone to `emit`, then answers true, or false once the
+   * peer has ended with no message left; fails as `read()` does. `read()` in a form that makes
+   * no array, for a caller that hands messages on one by one. Answers at once, or throws, when
+   * bytes were waiting; otherwise the promise is the read's own, with one step added.
    */
-  async pump(emit: (value: T) => void): Promise<boolean> {
+  pump(emit: (value: T) => void): boolean | Promise<boolean> {
     if (this.#badInput !== undefined) {
       this.fail(this.#badInput.error, true);
       throw this.#badInput.error;
@@ -103,33 +104,54 @@ export class Channel<T> {
     }
     this.#target = emit;
     this.#emitted = 0;
-    while (this.#emitted === 0) {
-      let more: boolean;
-      try {
-        const read = this.#io.read(this.#take);
-        more = typeof read === "boolean" ? read : await read;
-      } catch (err) {
-        this.fail(err, false);
-        throw err;
-      }
-      if (!more) {
-        this.#ended = true;
-        if (!this.#closing) this.#decode(undefined);
-      }
-      const bad = this.#decodeError;
-      if (bad !== undefined) {
-        this.#decodeError = undefined;
-        if (this.#emitted > 0) {
-          this.#badInput = bad;
-          return true;
-        }
-        this.fail(bad.error, true);
-        throw bad.error;
-      }
-      if (!more) return this.#emitted > 0;
-    }
-    return true;
+    return this.#readNext();
   }
+
+  /** Reads for `pump()` until a message has come or the input has ended. */
+  #readNext(): boolean | Promise<boolean> {
+    for (;;) {
+      let read: boolean | Promise<boolean>;
+      try {
+        read = this.#io.read(this.#take);
+      } catch (err) {
+        return this.#readFailed(err);
+      }
+      if (typeof read !== "boolean") return read.then(this.#afterRead, this.#readFailed);
+      const done = this.#settle(read);
+      if (done !== undefined) return done;
+    }
+  }
+
+  #afterRead = (more: boolean): boolean | Promise<boolean> =>
+    this.#settle(more) ?? this.#readNext();
+
+  /**
+   * A read for `pump()` is done: its answer, or undefined to read again as no message came.
+   * Bad input is thrown now if no message came before it, else by the next `pump()`.
+   */
+  #settle(more: boolean): boolean | undefined {
+    if (!more) {
+      this.#ended = true;
+      if (!this.#closing) this.#decode(undefined);
+    }
+    const bad = this.#decodeError;
+    if (bad !== undefined) {
+      this.#decodeError = undefined;
+      if (this.#emitted > 0) {
+        this.#badInput = bad;
+        return true;
+      }
+      this.fail(bad.error, true);
+      throw bad.error;
+    }
+    if (this.#emitted > 0) return true;
+    return more ? undefined : false;
+  }
+
+  #readFailed = (err: unknown): never => {
+    this.fail(err, false);
+    throw err;
+  };
 
   /** Decodes a chunk read, or the end of input for undefined. */
   #decode(chunk: Uint8Array | undefined): void {

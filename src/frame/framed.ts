@@ -146,7 +146,10 @@ function join<T>(conn: Conn, decoder: Decoder<T>, encoder: Encoder<T>): FramedCo
       rc = controller;
     },
     // One pull per chunk read from the socket, which may carry many messages.
-    pull: () => channel.pump(enqueue).then(closeAtEnd),
+    pull: () => {
+      const more = channel.pump(enqueue);
+      return typeof more === "boolean" ? closeAtEnd(more) : more.then(closeAtEnd);
+    },
     cancel(): void {
       readCancelled = true;
       closeIfDone();
