@@ -8,7 +8,7 @@
 import { type Conn, connect, listen } from "../mod.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 import type { ChildProcess } from "../src/runtime/types.ts";
-import { Arrivals, Meter, stdoutText, type Timed, timedLoop } from "./_harness.ts";
+import { Arrivals, Meter, stdoutText, timedLoop } from "./_harness.ts";
 
 /** One end of a connection, as the workloads drive it. */
 export interface Peer {
@@ -18,12 +18,7 @@ export interface Peer {
    * Writes `chunk` for the warm-up, then `count` times or until `ms` pass, then ends; returns
    * the writes made. `prepare(i)` runs before write `i`, to refill `chunk`.
    */
-  flood(
-    chunk: Uint8Array,
-    count: number,
-    ms: number,
-    prepare?: (i: number) => void,
-  ): Promise<number>;
+  flood(chunk: Uint8Array, ...how: Flood): Promise<number>;
   /**
    * Sends whatever arrives on to `to`, until the peer ends, then ends `to`'s sending direction:
    * back to the peer by default, or to another peer of the same kind (a relay).
@@ -69,8 +64,20 @@ export interface Impl {
 /** The runtime's API reading into fresh memory: see `implFor`. */
 export const RAW_FRESH = "raw, fresh memory";
 
-/** A flood's writes, warm-up included. */
-const writes = (t: Timed): number => t.warm + t.n;
+/** How long a flood runs, and what refills its chunk before each write: see `Peer.flood`. */
+type Flood = [count: number, ms: number, prepare?: (i: number) => void];
+
+/** A flood's loop around `write`; returns the writes made, warm-up included. */
+async function flooding(
+  write: () => Promise<unknown> | undefined,
+  ...[count, ms, prepare]: Flood
+): Promise<number> {
+  const t = await timedLoop((i) => {
+    prepare?.(i);
+    return write();
+  }, { count, ms, every: 1024 });
+  return t.warm + t.n;
+}
 
 /** A drain's figures from its meter. */
 const drained = (m: Meter): { bytes: number; ms: number } => {
@@ -95,19 +102,11 @@ class ConnPeer implements Peer {
     return drained(meter);
   }
 
-  async flood(
-    chunk: Uint8Array,
-    count: number,
-    ms: number,
-    prepare?: (i: number) => void,
-  ): Promise<number> {
+  async flood(chunk: Uint8Array, ...how: Flood): Promise<number> {
     const writer = this.#conn.writable.getWriter();
-    const t = await timedLoop((i) => {
-      prepare?.(i);
-      return writer.write(chunk);
-    }, { count, ms, every: 1024 });
+    const n = await flooding(() => writer.write(chunk), ...how);
     await writer.close();
-    return writes(t);
+    return n;
   }
 
   async echo(to: Peer = this): Promise<void> {
@@ -203,18 +202,10 @@ class DenoPeer implements Peer {
     return drained(meter);
   }
 
-  async flood(
-    chunk: Uint8Array,
-    count: number,
-    ms: number,
-    prepare?: (i: number) => void,
-  ): Promise<number> {
-    const t = await timedLoop((i) => {
-      prepare?.(i);
-      return denoWriteAll(this.#conn, chunk);
-    }, { count, ms, every: 1024 });
+  async flood(chunk: Uint8Array, ...how: Flood): Promise<number> {
+    const n = await flooding(() => denoWriteAll(this.#conn, chunk), ...how);
     await this.#conn.closeWrite();
-    return writes(t);
+    return n;
   }
 
   async echo(to: Peer = this): Promise<void> {
@@ -290,18 +281,13 @@ class NodePeer implements Peer {
     return new Promise((resolve) => this.#s.once("end", () => resolve(drained(a.meter))));
   }
 
-  async flood(
-    chunk: Uint8Array,
-    count: number,
-    ms: number,
-    prepare?: (i: number) => void,
-  ): Promise<number> {
-    const t = await timedLoop((i) => {
-      prepare?.(i);
-      return this.#s.write(chunk) ? undefined : new Promise((r) => this.#s.once("drain", r));
-    }, { count, ms, every: 1024 });
+  async flood(chunk: Uint8Array, ...how: Flood): Promise<number> {
+    const n = await flooding(
+      () => this.#s.write(chunk) ? undefined : new Promise((r) => this.#s.once("drain", r)),
+      ...how,
+    );
     this.#s.end();
-    return writes(t);
+    return n;
   }
 
   echo(to: Peer = this): Promise<void> {
@@ -428,18 +414,10 @@ class BunPeer implements Peer {
     return new Promise((r) => (this.#drained = r));
   }
 
-  async flood(
-    chunk: Uint8Array,
-    count: number,
-    ms: number,
-    prepare?: (i: number) => void,
-  ): Promise<number> {
-    const t = await timedLoop((i) => {
-      prepare?.(i);
-      return this.#write(chunk);
-    }, { count, ms, every: 1024 });
+  async flood(chunk: Uint8Array, ...how: Flood): Promise<number> {
+    const n = await flooding(() => this.#write(chunk), ...how);
     this.socket.shutdown();
-    return writes(t);
+    return n;
   }
 
   async echo(to: Peer = this): Promise<void> {
