@@ -19,7 +19,7 @@ const FIRST_BATCH_BYTES = 2048;
 /** How long messages accepted before bad input arrived may take to leave before the close. */
 const FLUSH_GRACE_MS = 2000;
 
-/** Takes a chunk and drops it. */
+/** Takes a chunk or a message and drops it. */
 const ignore = (): void => {};
 
 /** What a channel tells its owner. */
@@ -51,7 +51,7 @@ export class Channel<T> {
   /** A `send()` that waits: later ones queue behind it, so the sink sees one at a time. */
   #sending: Promise<void> | undefined;
   /** Where the messages of the chunk being decoded go, and how many went. */
-  #target: (value: T) => void = () => {};
+  #target: (value: T) => void = ignore;
   #emitted = 0;
   #emit = (value: T): void => {
     this.#emitted++;

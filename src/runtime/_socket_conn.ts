@@ -55,6 +55,10 @@ const READ_SIZE = 64 * 1024;
 const FIRST_ARENA = 4 * 1024;
 const MAX_ARENA = 256 * 1024;
 
+/** What an idle connection's read fields hold: shared, as a connection may idle for long. */
+const NO_BYTES = new Uint8Array(0);
+const nothing = (): void => {};
+
 /**
  * A connection's bytes as calls rather than streams: what a `Channel` drives a connection with.
  * One read at a time, and one write at a time (the next once the last has resolved).
@@ -148,8 +152,8 @@ export class SocketConn implements Conn {
   #arenaSize = FIRST_ARENA;
   /** `readInto` sockets: the read in progress, its part of the arena and who takes its bytes. */
   #reading = false;
-  #view: Uint8Array = new Uint8Array(0);
-  #take: (chunk: Uint8Array) => void = () => {};
+  #view: Uint8Array = NO_BYTES;
+  #take: (chunk: Uint8Array) => void = nothing;
   /** The readable's way to take a chunk. */
   #enqueue = (chunk: Uint8Array): void => this.#rc.enqueue(chunk);
 
