@@ -23,10 +23,9 @@ export interface SocketDriver {
   readInto?(view: Uint8Array): Promise<number | null>;
   /**
    * Takes all of `chunk`: copied, or kept until written, in which case `blocked` says so. The
-   * caller may reuse it once `blocked` is false. A `batch` is a burst's worth already gathered
-   * by the caller: it is sent as soon as the socket can take it, not held for more.
+   * caller may reuse it once `blocked` is false.
    */
-  send(chunk: Uint8Array, batch: boolean): void;
+  send(chunk: Uint8Array): void;
   /** True while the writer must wait for `onDrain` before sending more. */
   readonly blocked: boolean;
   /** Stop reading from the socket, leaving further bytes in the kernel. */
@@ -73,8 +72,7 @@ export interface ByteIo {
   read(take: (chunk: Uint8Array) => void): boolean | Promise<boolean>;
   /**
    * Writes `chunk`: undefined once the connection has taken it, so the caller may reuse it, or
-   * a promise that resolves then (backpressure), or rejects once the connection failed. The
-   * caller gathers its own bursts: each chunk goes out as soon as the socket can take it.
+   * a promise that resolves then (backpressure), or rejects once the connection failed.
    */
   write(chunk: Uint8Array): Promise<void> | undefined;
   /** Ends the sending direction after everything written so far. */
@@ -190,7 +188,7 @@ export class SocketConn implements Conn {
       start: (controller) => {
         this.#wc = controller;
       },
-      write: (chunk) => this.#write(chunk, false),
+      write: (chunk) => this.#write(chunk),
       close: () => this.#endWrite(),
       abort: () => this.close(),
     });
@@ -252,8 +250,7 @@ export class SocketConn implements Conn {
       read: this.#driver.readInto === undefined
         ? (take) => this.#readEvents(take)
         : (take) => this.#readArena(take),
-      write: (chunk) =>
-        this.#writeDone ? Promise.reject(this.#writeFailure()) : this.#write(chunk, true),
+      write: (chunk) => this.#writeDone ? Promise.reject(this.#writeFailure()) : this.#write(chunk),
       end: () => {
         if (this.#writeDone) return Promise.reject(this.#writeFailure());
         this.#endWrite();
@@ -403,14 +400,14 @@ export class SocketConn implements Conn {
     return this.closed;
   }
 
-  #write(chunk: Uint8Array, batch: boolean): Promise<void> | undefined {
+  #write(chunk: Uint8Array): Promise<void> | undefined {
     if (!(chunk instanceof Uint8Array)) {
       throw new TypeError(
         `Cannot write to a connection as the chunk is not a Uint8Array: current type is ${typeof chunk}`,
       );
     }
     if (chunk.byteLength === 0) return undefined;
-    this.#driver.send(chunk, batch);
+    this.#driver.send(chunk);
     // The fast path: the driver is done with the chunk, so no promise is made for this write.
     if (!this.#driver.blocked) return undefined;
     return new Promise((resolve, reject) => {

@@ -28,8 +28,6 @@ interface Segment {
   len: number;
   /** True for a staging buffer (small writes are appended to it); false for a caller's chunk. */
   staging: boolean;
-  /** Due whatever the burst does: a caller's chunk, or a staging buffer holding a batch. */
-  sealed: boolean;
 }
 
 /**
@@ -97,13 +95,13 @@ export abstract class StagingDriver implements SocketDriver {
     });
   }
 
-  send(chunk: Uint8Array, batch: boolean): void {
-    if ((batch || this.#quiet) && this.#queue.length === 0 && !this.#flushing) {
-      // A lone write or a batch to an idle socket that writes synchronously goes straight out,
-      // uncopied.
+  send(chunk: Uint8Array): void {
+    if (this.#quiet && this.#queue.length === 0 && !this.#flushing) {
+      // A lone write to an idle socket that writes synchronously goes straight out, uncopied.
       const n = this.writeNow(chunk);
       if (n > 0) {
-        this.#touch(batch);
+        this.#quiet = false;
+        this.#burst.touch();
         if (n === chunk.byteLength) return;
         chunk = chunk.subarray(n);
       }
@@ -111,12 +109,11 @@ export abstract class StagingDriver implements SocketDriver {
     const len = chunk.byteLength;
     const last = this.#queue[this.#queue.length - 1];
     if (len >= COPY_BELOW) {
-      this.#queue.push({ buf: chunk, len, staging: false, sealed: true });
+      this.#queue.push({ buf: chunk, len, staging: false });
       this.#borrowed++;
     } else if (last?.staging && last.buf.byteLength - last.len >= len) {
       copyBytes(last.buf, last.len, chunk);
       last.len += len;
-      last.sealed ||= batch;
     } else {
       // Staging starts small and doubles when a burst outgrows it, so an idle connection
       // holds 4 KiB, a busy one 64 KiB.
@@ -127,20 +124,11 @@ export abstract class StagingDriver implements SocketDriver {
       }
       this.#spare = undefined;
       buf.set(chunk);
-      this.#queue.push({ buf, len, staging: true, sealed: batch });
+      this.#queue.push({ buf, len, staging: true });
     }
     this.#queued += len;
     this.#updateBlocked();
     if (!this.#flushing && this.#due()) void this.#flush();
-    this.#touch(batch);
-  }
-
-  /**
-   * A write came: the burst goes on. A batch is not part of a burst of ours, as its writer
-   * gathers its own, so it spares the timer.
-   */
-  #touch(batch: boolean): void {
-    if (batch) return;
     this.#quiet = false;
     this.#burst.touch();
   }
@@ -151,7 +139,7 @@ export abstract class StagingDriver implements SocketDriver {
    */
   #due(): boolean {
     return this.#quiet || this.blocked || this.#shutdown || this.#finish ||
-      this.#queue.length > 1 || this.#queue[0]!.sealed;
+      this.#queue.length > 1 || !this.#queue[0]!.staging;
   }
 
   #updateBlocked(): void {

@@ -1,7 +1,7 @@
 // The write staging every driver shares, over a stand-in socket: runs on every runtime.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { byteIo, SocketConn } from "../../src/runtime/_socket_conn.ts";
+import { SocketConn } from "../../src/runtime/_socket_conn.ts";
 import { StagingDriver } from "../../src/runtime/_staging.ts";
 import { concat, pattern } from "../_helpers.ts";
 
@@ -183,28 +183,6 @@ for (const sync of [false, true]) {
     });
   });
 }
-
-test("StagingDriver: batches from direct writes leave while their burst goes on", async () => {
-  // A channel gathers its own bursts: the driver sends each batch as soon as the socket can
-  // take it. The same writes through the stream would be staged until the burst ended.
-  for (const direct of [true, false]) {
-    const socket = new StandIn(false);
-    const conn = connOver(socket);
-    const batches = Array.from({ length: 10 }, (_, i) => pattern(200, i));
-    const io = direct ? byteIo(conn) : undefined;
-    const writer = direct ? undefined : conn.writable.getWriter();
-    for (const batch of batches) {
-      if (io) assert.equal(io.write(batch), undefined, "a small batch is taken at once");
-      else await writer!.write(batch);
-      await Promise.resolve();
-    }
-    const during = socket.writes.length;
-    await settle();
-    assert.deepEqual(concat(socket.writes), concat(batches));
-    if (direct) assert.ok(during >= 5, `${during} of 10 batches written during the burst`);
-    else assert.equal(during, 1, "stream writes after the first waited for the burst's end");
-  }
-});
 
 test("StagingDriver: a write the socket took but still holds settles once it is flushed", async () => {
   const socket = new StandIn(true);
