@@ -8,7 +8,7 @@
  */
 
 import { closedError } from "../errors.ts";
-import { type ByteIo, byteIo } from "../runtime/_socket_conn.ts";
+import { type ByteIo, byteIo, ignore } from "../runtime/_socket_conn.ts";
 import type { Conn } from "../runtime/types.ts";
 import { BurstTimer } from "../internal/async.ts";
 import { BATCH_BYTES, type Decoder, type Encoder } from "./_codec.ts";
@@ -18,9 +18,6 @@ const FIRST_BATCH_BYTES = 2048;
 
 /** How long messages accepted before bad input arrived may take to leave before the close. */
 const FLUSH_GRACE_MS = 2000;
-
-/** Takes a chunk or a message and drops it. */
-const ignore = (): void => {};
 
 /** What a channel tells its owner. */
 export interface ChannelHooks<T = unknown> {

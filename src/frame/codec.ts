@@ -6,7 +6,8 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { copyBytes, readUint32, view } from "../internal/wire.ts";
+import { readUint32, view } from "../internal/wire.ts";
+import { copyBytes } from "../runtime/_bytes.ts";
 import {
   checkLimit,
   COPY_BELOW,

@@ -7,7 +7,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { runtimeName } from "../runtime/detect.ts";
+import { copyBytes } from "../runtime/_bytes.ts";
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder("utf-8", { fatal: true });
@@ -29,39 +29,6 @@ export function view(bytes: Uint8Array, start: number, length: number): Uint8Arr
     lastView.offset = bytes.byteOffset;
   }
   return new Uint8Array(lastView.buffer, lastView.offset + start, length);
-}
-
-/** The copy of Node's `Buffer`, which Bun has too: it takes offsets, so it needs no view. */
-type BufferCopy = (
-  this: Uint8Array,
-  target: Uint8Array,
-  targetStart: number,
-  sourceStart: number,
-  sourceEnd: number,
-) => number;
-
-/**
- * Bun copies bytes with `memmove`, which from 2 KiB on uses `rep movsb`; on this machine (AMD
- * EPYC, glibc 2.36) that is three to four times slower where source and target are not aligned
- * alike, as a payload after a 4-byte prefix usually is. So Bun copies in pieces below 2 KiB,
- * with `Buffer`'s copy, which needs no view per piece (a view costs as much as the copy there).
- * 4 KiB after a prefix: 600 ns with `set()`, 170 ns in pieces. V8 copies fast either way.
- */
-const pieceCopy: BufferCopy | undefined = runtimeName() === "bun"
-  ? (globalThis as unknown as { Buffer: { prototype: { copy: BufferCopy } } }).Buffer.prototype.copy
-  : undefined;
-const PIECE = 2048;
-
-/** Copies `src` into `dst` at `at`, as `dst.set(src, at)` does, and as fast as the runtime can. */
-export function copyBytes(dst: Uint8Array, at: number, src: Uint8Array): void {
-  const n = src.length;
-  if (pieceCopy === undefined || n < PIECE) {
-    dst.set(src, at);
-    return;
-  }
-  for (let off = 0; off < n; off += PIECE) {
-    pieceCopy.call(src, dst, at + off, off, Math.min(n, off + PIECE));
-  }
 }
 
 /** Reads the 4-byte big-endian unsigned integer at `at`: a length prefix, an id. */

@@ -15,7 +15,8 @@ import {
   type FrameTaker,
   writeUint32,
 } from "../frame/codec.ts";
-import { copyBytes, WireReader } from "../internal/wire.ts";
+import { WireReader } from "../internal/wire.ts";
+import { copyBytes } from "../runtime/_bytes.ts";
 
 /** The protocol version this code speaks. */
 export const VERSION = 1;

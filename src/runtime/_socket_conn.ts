@@ -54,9 +54,11 @@ const READ_SIZE = 64 * 1024;
 const FIRST_ARENA = 4 * 1024;
 const MAX_ARENA = 256 * 1024;
 
+/** Takes anything and drops it: a default and a sink that need no closure of their own. */
+export const ignore = (): void => {};
+
 /** What an idle connection's read fields hold: shared, as a connection may idle for long. */
 const NO_BYTES = new Uint8Array(0);
-const nothing = (): void => {};
 
 /**
  * A connection's bytes as calls rather than streams: what a `Channel` drives a connection with.
@@ -151,7 +153,7 @@ export class SocketConn implements Conn {
   /** `readInto` sockets: the read in progress, its part of the arena and who takes its bytes. */
   #reading = false;
   #view: Uint8Array = NO_BYTES;
-  #take: (chunk: Uint8Array) => void = nothing;
+  #take: (chunk: Uint8Array) => void = ignore;
   /** The readable's way to take a chunk. */
   #enqueue = (chunk: Uint8Array): void => this.#rc.enqueue(chunk);
 
