@@ -106,43 +106,65 @@ function encodedBatch(size: number): Uint8Array {
 
 /** Frames in and out, through `framed()`'s streams or through a `frameChannel()`. */
 interface FrameIo {
-  /** The next frames (one per call for streams), or undefined at the end. */
-  read(): Promise<Uint8Array[] | undefined>;
+  /** Calls `onFrame` for every frame until the peer ends. */
+  receive(onFrame: (frame: Uint8Array) => void): Promise<void>;
   /** Sends a frame; a promise means: wait before sending more. */
   send(frame: Uint8Array): Promise<void> | undefined;
   end(): Promise<void>;
   close(): void;
+  /** One round trip of `frame`, written the way this API is used; checks the echo's size. */
+  trip(frame: Uint8Array): Promise<void>;
+  /** Echoes every frame back until the peer ends, then ends: a ping-pong's server, no backpressure. */
+  echo(): Promise<void>;
 }
+
+/** A write's rejection is its stream's error, which the next read or write reports. */
+const ignore = (): void => {};
 
 function framedIo(conn: Conn): FrameIo {
   const f = framed(conn);
   const reader = f.readable.getReader();
   const writer = f.writable.getWriter();
-  const one: Uint8Array[] = [];
   return {
-    read: async () => {
-      const r = await reader.read();
-      if (r.done) return undefined;
-      one[0] = r.value;
-      return one;
+    receive: async (onFrame) => {
+      for (let r; !(r = await reader.read()).done;) onFrame(r.value);
     },
     // The Web Streams way to write without awaiting each write: watch desiredSize.
     send: (frame) => {
-      writer.write(frame).catch(() => {});
+      writer.write(frame).catch(ignore);
       return writer.desiredSize! <= 0 ? writer.ready : undefined;
     },
     end: () => writer.close(),
     close: () => f.close(),
+    trip: async (frame) => {
+      writer.write(frame).catch(ignore);
+      const r = await reader.read();
+      if (r.value?.length !== frame.length) throw new Error("bad echo");
+    },
+    echo: async () => {
+      for (let r; !(r = await reader.read()).done;) writer.write(r.value).catch(ignore);
+      await writer.close();
+    },
   };
 }
 
 function channelIo(conn: Conn): FrameIo {
   const c = frameChannel(conn);
   return {
-    read: () => c.read(),
+    receive: async (onFrame) => {
+      for (let batch; (batch = await c.read());) for (const frame of batch) onFrame(frame);
+    },
     send: (f) => c.send(f),
     end: () => c.end(),
     close: () => c.close(),
+    trip: async (frame) => {
+      c.send(frame);
+      if ((await c.read())?.[0]?.length !== frame.length) throw new Error("bad echo");
+    },
+    echo: async () => {
+      for (let batch; (batch = await c.read());) for (const frame of batch) c.send(frame);
+      await c.end();
+    },
   };
 }
 
@@ -153,11 +175,10 @@ async function framedChild(w: Workload, path: string, impl: string): Promise<unk
   const io = ios[impl]!(await connect(path));
   if (w.kind === "ping-pong") {
     const frame = new Uint8Array(w.size);
-    const { n: trips, ms } = await timedLoop(async (i) => {
-      io.send(stamp(frame, i));
-      const got = await io.read();
-      if (got?.[0]?.length !== w.size) throw new Error("bad echo");
-    }, { count: w.count, ms: LIMIT_MS });
+    const { n: trips, ms } = await timedLoop((i) => io.trip(stamp(frame, i)), {
+      count: w.count,
+      ms: LIMIT_MS,
+    });
     await io.end();
     io.close();
     return { trips, ms };
@@ -179,21 +200,18 @@ async function framedChild(w: Workload, path: string, impl: string): Promise<unk
 /** This process's side of a framed workload: returns the rate. */
 async function framedParent(w: Workload, io: FrameIo): Promise<number> {
   if (w.kind === "ping-pong") {
-    for (let batch; (batch = await io.read());) for (const frame of batch) io.send(frame);
-    await io.end();
+    await io.echo();
     return NaN;
   }
   let seq = 0;
   const meter = new Meter();
-  for (let batch; (batch = await io.read());) {
-    meter.add(batch.length);
-    for (const f of batch) {
-      if (f.length !== w.size || ((f[0]! << 24 | f[1]! << 16 | f[2]! << 8 | f[3]!) >>> 0) !== seq) {
-        throw new Error(`frame ${seq} is wrong`);
-      }
-      seq++;
+  await io.receive((f) => {
+    meter.add(1);
+    if (f.length !== w.size || ((f[0]! << 24 | f[1]! << 16 | f[2]! << 8 | f[3]!) >>> 0) !== seq) {
+      throw new Error(`frame ${seq} is wrong`);
     }
-  }
+    seq++;
+  });
   const { units: frames, ms } = meter.result();
   return w.unit === "frames/s" ? frames / (ms / 1000) : (frames * (w.size + 4)) / 1e6 / (ms / 1000);
 }
@@ -306,12 +324,8 @@ if (args[0] === "paired") {
   const raw = await (await implFor("raw", runtime)).connect(rawPath);
   const io = ios[impl]!(await connect(framedPath));
   const frame = new Uint8Array(PING_PONG.size);
-  const framedTrip = async (): Promise<void> => {
-    io.send(frame);
-    if ((await io.read())?.[0]?.length !== PING_PONG.size) throw new Error("bad echo");
-  };
   const rawMsg = encodedBatch(PING_PONG.size).subarray(0, PING_PONG.size + 4);
-  const ratios = await pairedRatios(raw.tripper(rawMsg), framedTrip, LIMIT_MS * 3);
+  const ratios = await pairedRatios(raw.tripper(rawMsg), () => io.trip(frame), LIMIT_MS * 3);
   console.log(JSON.stringify({ ratios }));
   await raw.shutdown();
   await io.end();
