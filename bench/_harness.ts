@@ -283,11 +283,10 @@ export async function pairedRuns(
   repeats: number,
   once: (impl: string, i: number) => Promise<number[]>,
 ): Promise<Paired[]> {
-  const paired: Paired[] = [];
-  for (const impl of impls) {
-    const ratios: number[] = [];
-    for (let i = 0; i < repeats; i++) ratios.push(...await once(impl, i));
-    paired.push({ impl, ratios });
+  // In turn, repeat by repeat, so that a change in the host's load reaches every impl alike.
+  const paired: Paired[] = impls.map((impl) => ({ impl, ratios: [] }));
+  for (let i = 0; i < repeats; i++) {
+    for (const p of paired) p.ratios.push(...await once(p.impl, i));
   }
   return paired;
 }

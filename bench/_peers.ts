@@ -64,6 +64,9 @@ export interface Impl {
 /** The runtime's API reading into fresh memory: see `implFor`. */
 export const RAW_FRESH = "raw, fresh memory";
 
+/** Deno's API inside the thinnest Web Streams pair: see `thinStreams`. */
+export const RAW_STREAMS = "raw in bare streams";
+
 /** How long a flood runs, and what refills its chunk before each write: see `Peer.flood`. */
 type Flood = [count: number, ms: number, prepare?: (i: number) => void];
 
@@ -88,10 +91,13 @@ const drained = (m: Meter): { bytes: number; ms: number } => {
 // ---------------------------------------------------------------------------------------------
 // dockipc Conn
 
+/** What `ConnPeer` uses of a connection: a `Conn`, or the thinnest stream pair (`RAW_STREAMS`). */
+type StreamPair = Pick<Conn, "readable" | "writable" | "close">;
+
 class ConnPeer implements Peer {
-  #conn: Conn;
+  #conn: StreamPair;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
-  constructor(conn: Conn) {
+  constructor(conn: StreamPair) {
     this.#conn = conn;
   }
 
@@ -240,6 +246,42 @@ class DenoPeer implements Peer {
       // already closed
     }
   }
+}
+
+/**
+ * The thinnest Web Streams pair around a raw Deno connection: each pull is one read into the
+ * same buffer, each write one `write`, with no copy, no batching and no partial-write loop. It
+ * is unsafe to keep a chunk, so it is no design; it is the floor of what streams themselves
+ * cost any `Conn` on Deno, for ping-pong.
+ */
+function thinStreams(conn: DenoConn): StreamPair {
+  const buf = new Uint8Array(64 * 1024);
+  return {
+    readable: new ReadableStream<Uint8Array>({
+      pull: (c) =>
+        conn.read(buf).then((n) => n === null ? c.close() : c.enqueue(buf.subarray(0, n))),
+    }, { highWaterMark: 0 }),
+    writable: new WritableStream<Uint8Array>({
+      write: (chunk) => denoWriteAll(conn, chunk),
+      close: () => conn.closeWrite(),
+    }),
+    close: () => conn.close(),
+  };
+}
+
+function thinStreamsImpl(): Impl {
+  const D = (globalThis as unknown as { Deno: DenoApi }).Deno;
+  return {
+    listen(path): Promise<Server> {
+      const l = D.listen({ transport: "unix", path });
+      return Promise.resolve({
+        accept: async () => new ConnPeer(thinStreams(await l.accept())),
+        close: () => Promise.resolve(l.close()),
+      });
+    },
+    connect: async (path) =>
+      new ConnPeer(thinStreams(await D.connect({ transport: "unix", path }))),
+  };
 }
 
 function denoImpl(fresh: boolean): Impl {
@@ -495,11 +537,14 @@ function bunImpl(): Impl {
 /**
  * The implementation named `impl` for this runtime: "raw" (the runtime's API), `RAW_FRESH` (the
  * same, reading into fresh memory: differs on Deno only, where raw reads reuse one buffer, while
- * Bun's and Node's reads always arrive in memory of their own) or "conn" (dockipc's `Conn`, read
- * with a default reader and written with a writer).
+ * Bun's and Node's reads always arrive in memory of their own), `RAW_STREAMS` (Deno only: the
+ * thinnest stream pair around it) or "conn" (dockipc's `Conn`, read with a default reader and
+ * written with a writer).
  */
 export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl> {
   if (impl === "conn") return connImpl();
+  if (impl === RAW_STREAMS) return thinStreamsImpl();
+
   if (runtime === "deno") return denoImpl(impl === RAW_FRESH);
   if (runtime === "bun") return bunImpl();
   return await nodeImpl();
