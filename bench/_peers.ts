@@ -269,32 +269,18 @@ function thinStreams(conn: DenoConn): StreamPair {
   };
 }
 
-function thinStreamsImpl(): Impl {
+/** Deno's `listen`/`connect` over a unix socket, each connection made a peer by `peer`. */
+function denoImpl(peer: (conn: DenoConn) => Peer): Impl {
   const D = (globalThis as unknown as { Deno: DenoApi }).Deno;
   return {
     listen(path): Promise<Server> {
       const l = D.listen({ transport: "unix", path });
       return Promise.resolve({
-        accept: async () => new ConnPeer(thinStreams(await l.accept())),
+        accept: async () => peer(await l.accept()),
         close: () => Promise.resolve(l.close()),
       });
     },
-    connect: async (path) =>
-      new ConnPeer(thinStreams(await D.connect({ transport: "unix", path }))),
-  };
-}
-
-function denoImpl(fresh: boolean): Impl {
-  const D = (globalThis as unknown as { Deno: DenoApi }).Deno;
-  return {
-    listen(path): Promise<Server> {
-      const l = D.listen({ transport: "unix", path });
-      return Promise.resolve({
-        accept: async () => new DenoPeer(await l.accept(), fresh),
-        close: () => Promise.resolve(l.close()),
-      });
-    },
-    connect: async (path) => new DenoPeer(await D.connect({ transport: "unix", path }), fresh),
+    connect: async (path) => peer(await D.connect({ transport: "unix", path })),
   };
 }
 
@@ -543,9 +529,8 @@ function bunImpl(): Impl {
  */
 export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl> {
   if (impl === "conn") return connImpl();
-  if (impl === RAW_STREAMS) return thinStreamsImpl();
-
-  if (runtime === "deno") return denoImpl(impl === RAW_FRESH);
+  if (impl === RAW_STREAMS) return denoImpl((conn) => new ConnPeer(thinStreams(conn)));
+  if (runtime === "deno") return denoImpl((conn) => new DenoPeer(conn, impl === RAW_FRESH));
   if (runtime === "bun") return bunImpl();
   return await nodeImpl();
 }
