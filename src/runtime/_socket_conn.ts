@@ -93,17 +93,24 @@ export function byteIo(conn: Conn): ByteIo {
   const reader = conn.readable.getReader();
   const writer = conn.writable.getWriter();
   return {
-    read: async (take) => {
-      const { done, value } = await reader.read();
-      if (!done) take(value);
-      return !done;
-    },
+    read: (take) => readTo(reader, take),
     // A stream may hold on to a chunk after its write resolved (an in-memory pipe does, until
     // it is read), and the caller reuses it then: the stream gets its own copy.
     write: (chunk) => writer.write(chunk.slice()),
     end: () => writer.close(),
     abort: (reason) => writer.abort(reason),
   };
+}
+
+/** A `ByteIo` read from a stream's reader: hands a chunk to `take` and answers whether one came. */
+function readTo(
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  take: (chunk: Uint8Array) => void,
+): Promise<boolean> {
+  return reader.read().then(({ done, value }) => {
+    if (!done) take(value);
+    return !done;
+  });
 }
 
 /** A connected socket as a pair of Web Streams; see `Conn` for the contract. */
@@ -281,10 +288,7 @@ export class SocketConn implements Conn {
       // Bytes the stream read before the switch come first; its queue is full until drained.
       const size = this.#rc.desiredSize;
       if (size === null || size < READ_HIGH_WATER_MARK) {
-        return this.#backlog.read().then(({ done, value }) => {
-          if (!done) take(value);
-          return !done;
-        });
+        return readTo(this.#backlog, take);
       }
       this.#backlog = undefined;
     }

@@ -123,7 +123,7 @@ export abstract class StagingDriver implements SocketDriver {
         buf = new Uint8Array(Math.max(grown, len, buf?.byteLength ?? 0));
       }
       this.#spare = undefined;
-      buf.set(chunk);
+      copyBytes(buf, 0, chunk);
       this.#queue.push({ buf, len, staging: true });
     }
     this.#queued += len;
