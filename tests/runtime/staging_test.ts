@@ -17,6 +17,8 @@ class StandIn extends StagingDriver {
   calls: Call[] = [];
   stall = false;
   room = Infinity;
+  /** Set: writes fail with this, thrown (`sync`) or as a rejection. */
+  failure: Error | undefined;
   /** Set: `writeNow` takes every byte but keeps them until this resolves. */
   keeps: Promise<void> | undefined;
   #held: (() => void)[] = [];
@@ -31,6 +33,10 @@ class StandIn extends StagingDriver {
   protected write(p: Uint8Array): number | Promise<number> {
     if (this.stall) {
       return new Promise((resolve) => this.#held.push(() => resolve(this.write(p) as number)));
+    }
+    if (this.failure !== undefined) {
+      if (this.sync) throw this.failure;
+      return Promise.reject(this.failure);
     }
     const n = Math.min(p.byteLength, this.room);
     this.calls.push({ write: p.slice(0, n) });
@@ -167,6 +173,22 @@ for (const sync of [false, true]) {
       ]);
       assert.deepEqual(socket.calls.slice(-2), ["closeWrite", "release"]);
       assert.deepEqual(concat(socket.writes), concat(chunks));
+    });
+
+    test("a write the socket fails ends the connection with the failure", async () => {
+      const socket = new StandIn(sync);
+      const writer = connOver(socket).writable.getWriter();
+      await writer.write(pattern(64, 1));
+      await settle();
+      socket.failure = Object.assign(new Error("broken pipe"), { code: "EPIPE" });
+      await writer.write(pattern(64, 2)).catch(() => {});
+      await settle();
+      await assert.rejects(writer.write(pattern(64, 3)), {
+        name: "IpcError",
+        code: "ECONNRESET",
+      });
+      assert.equal(socket.calls.at(-1), "close");
+      assert.equal(socket.writes.length, 1);
     });
 
     test("a write the socket takes in parts goes out whole, in order", async () => {
