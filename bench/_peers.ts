@@ -64,7 +64,7 @@ export interface Impl {
 /** The runtime's API reading into fresh memory: see `implFor`. */
 export const RAW_FRESH = "raw, fresh memory";
 
-/** Deno's API inside the thinnest Web Streams pair: see `thinStreams`. */
+/** The runtime's API inside the thinnest Web Streams pair: see `thinStreams`, `eventStreams`. */
 export const RAW_STREAMS = "raw in bare streams";
 
 /** How long a flood runs, and what refills its chunk before each write: see `Peer.flood`. */
@@ -342,14 +342,48 @@ class NodePeer implements Peer {
   }
 }
 
-async function nodeImpl(): Promise<Impl> {
+/** A `node:net` socket inside the thinnest stream pair (`eventStreams`). */
+function nodeStreams(s: NodeSocket): StreamPair {
+  return eventStreams(
+    (onData, onEnd) => {
+      s.on("data", (chunk) => onData(chunk as Uint8Array));
+      s.once("end", onEnd);
+    },
+    (chunk) => s.write(chunk) ? undefined : new Promise((r) => s.once("drain", () => r())),
+    () => s.end(),
+    () => s.destroy(),
+  );
+}
+
+/**
+ * The thinnest Web Streams pair over a socket whose reads are events (Bun, Node): `listen`
+ * registers the handlers; each chunk is enqueued as it comes, with no backpressure, and each
+ * write is `write`. Like `thinStreams`, no design: the floor of what streams cost, for ping-pong.
+ */
+function eventStreams(
+  listen: (onData: (chunk: Uint8Array) => void, onEnd: () => void) => void,
+  write: (chunk: Uint8Array) => Promise<void> | undefined,
+  end: () => void,
+  close: () => void,
+): StreamPair {
+  return {
+    readable: new ReadableStream<Uint8Array>({
+      start: (c) => listen((chunk) => c.enqueue(chunk), () => c.close()),
+    }),
+    writable: new WritableStream<Uint8Array>({ write, close: end }),
+    close,
+  };
+}
+
+/** `node:net` over a unix socket, each connection made a peer by `peer`. */
+async function nodeImpl(peer: (s: NodeSocket) => Peer): Promise<Impl> {
   const net = await import("node:net");
   return {
     listen(path): Promise<Server> {
       const waiting: ((p: Peer) => void)[] = [];
       const ready: Peer[] = [];
       const server = net.createServer({ allowHalfOpen: true }, (s) => {
-        const p = new NodePeer(s as unknown as NodeSocket);
+        const p = peer(s as unknown as NodeSocket);
         const w = waiting.shift();
         if (w) w(p);
         else ready.push(p);
@@ -368,7 +402,7 @@ async function nodeImpl(): Promise<Impl> {
     connect: (path) =>
       new Promise((resolve, reject) => {
         const s = net.createConnection({ path, allowHalfOpen: true });
-        s.once("connect", () => resolve(new NodePeer(s as unknown as NodeSocket)));
+        s.once("connect", () => resolve(peer(s as unknown as NodeSocket)));
         s.once("error", reject);
       }),
   };
@@ -423,16 +457,17 @@ class BunPeer implements Peer {
   }
 
   async drain(): Promise<{ bytes: number; ms: number }> {
-    await this.#untilEnd();
+    await this.untilEnd();
     return drained(this.arrivals.meter);
   }
 
-  #untilEnd(): Promise<void> {
+  /** Resolves once the peer has ended. */
+  untilEnd(): Promise<void> {
     return this.#endedYet ? Promise.resolve() : new Promise((r) => (this.#ended = r));
   }
 
   /** Writes all of `chunk`, waiting for drain when Bun takes only part. */
-  #write(chunk: Uint8Array): Promise<void> | undefined {
+  send(chunk: Uint8Array): Promise<void> | undefined {
     if (this.#queue.length === 0) {
       const n = this.socket.write(chunk);
       if (n === chunk.byteLength) return undefined;
@@ -443,22 +478,22 @@ class BunPeer implements Peer {
   }
 
   async flood(chunk: Uint8Array, ...how: Flood): Promise<number> {
-    const n = await flooding(() => this.#write(chunk), ...how);
+    const n = await flooding(() => this.send(chunk), ...how);
     this.socket.shutdown();
     return n;
   }
 
   async echo(to: Peer = this): Promise<void> {
     const out = to as BunPeer;
-    this.onData = (chunk) => void out.#write(chunk);
-    await this.#untilEnd();
+    this.onData = (chunk) => void out.send(chunk);
+    await this.untilEnd();
     out.socket.shutdown();
   }
 
   tripper(msg: Uint8Array): () => Promise<void> {
     let sent = 0;
     return async () => {
-      const wait = this.#write(msg);
+      const wait = this.send(msg);
       if (wait) await wait;
       await this.arrivals.until(sent += msg.byteLength);
     };
@@ -473,7 +508,21 @@ class BunPeer implements Peer {
   }
 }
 
-function bunImpl(): Impl {
+/** A Bun socket inside the thinnest stream pair (`eventStreams`). */
+function bunStreams(p: BunPeer): StreamPair {
+  return eventStreams(
+    (onData, onEnd) => {
+      p.onData = onData;
+      void p.untilEnd().then(onEnd);
+    },
+    (chunk) => p.send(chunk),
+    () => p.shutdown(),
+    () => p.close(),
+  );
+}
+
+/** `Bun.listen`/`Bun.connect` over a unix socket, each connection made a peer by `peer`. */
+function bunImpl(peer: (p: BunPeer) => Peer): Impl {
   const B = (globalThis as unknown as { Bun: BunApi }).Bun;
   const handlers = (onOpen: (p: BunPeer) => void): object => ({
     open(s: BunSocket): void {
@@ -496,8 +545,8 @@ function bunImpl(): Impl {
         allowHalfOpen: true,
         socket: handlers((p) => {
           const w = waiting.shift();
-          if (w) w(p);
-          else ready.push(p);
+          if (w) w(peer(p));
+          else ready.push(peer(p));
         }),
       });
       return Promise.resolve({
@@ -509,13 +558,13 @@ function bunImpl(): Impl {
       });
     },
     async connect(path): Promise<Peer> {
-      let peer: BunPeer | undefined;
+      let opened: BunPeer | undefined;
       const s = await B.connect({
         unix: path,
         allowHalfOpen: true,
-        socket: handlers((p) => (peer = p)),
+        socket: handlers((p) => (opened = p)),
       });
-      return peer ?? s.data;
+      return peer(opened ?? s.data);
     },
   };
 }
@@ -523,16 +572,20 @@ function bunImpl(): Impl {
 /**
  * The implementation named `impl` for this runtime: "raw" (the runtime's API), `RAW_FRESH` (the
  * same, reading into fresh memory: differs on Deno only, where raw reads reuse one buffer, while
- * Bun's and Node's reads always arrive in memory of their own), `RAW_STREAMS` (Deno only: the
- * thinnest stream pair around it) or "conn" (dockipc's `Conn`, read with a default reader and
+ * Bun's and Node's reads always arrive in memory of their own), `RAW_STREAMS` (the thinnest
+ * stream pair around it) or "conn" (dockipc's `Conn`, read with a default reader and
  * written with a writer).
  */
 export async function implFor(impl: string, runtime: RuntimeName): Promise<Impl> {
   if (impl === "conn") return connImpl();
-  if (impl === RAW_STREAMS) return denoImpl((conn) => new ConnPeer(thinStreams(conn)));
-  if (runtime === "deno") return denoImpl((conn) => new DenoPeer(conn, impl === RAW_FRESH));
-  if (runtime === "bun") return bunImpl();
-  return await nodeImpl();
+  const bare = impl === RAW_STREAMS;
+  if (runtime === "deno") {
+    return denoImpl((conn) =>
+      bare ? new ConnPeer(thinStreams(conn)) : new DenoPeer(conn, impl === RAW_FRESH)
+    );
+  }
+  if (runtime === "bun") return bunImpl((p) => bare ? new ConnPeer(bunStreams(p)) : p);
+  return await nodeImpl((s) => bare ? new ConnPeer(nodeStreams(s)) : new NodePeer(s));
 }
 
 /** What one side of a two-process run measured. */

@@ -9,7 +9,7 @@
  *   the one-way workloads also run raw reads into fresh memory (`RAW_FRESH`), as context. Bun's
  *   and Node's raw reads already arrive in memory of their own;
  * - ping-pong 64 B: the child sends 64 bytes and waits for them back, one in flight; this
- *   process echoes. Paired, on Deno, it also runs the raw API inside the thinnest stream pair
+ *   process echoes. Paired, it also runs the raw API inside the thinnest stream pair
  *   (`RAW_STREAMS`): the floor of what Web Streams themselves cost a `Conn`.
  *
  * Every measurement follows `WARM_MS` (3 s) of the same workload off the clock, baseline
@@ -105,7 +105,7 @@ if (args[0] === "paired") {
   }
   const paired = PAIRED.includes(only)
     ? await pairedRuns(
-      runtime === "deno" ? ["conn", RAW_STREAMS] : ["conn"],
+      ["conn", RAW_STREAMS],
       repeats,
       (impl, i) => pairedOnce(impl, `${dir}/p${i}`),
     )
