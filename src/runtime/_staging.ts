@@ -150,8 +150,9 @@ export abstract class StagingDriver implements SocketDriver {
   /**
    * A lone small write that the socket did not take at once (every write on Deno, whose writes
    * are ops): copied into the spare staging buffer and written from there, with the op's promise
-   * as its one continuation, not through the queue and an async function: this is the request
-   * or reply of every round trip, and those cost Deno's ping-pong 3 % (measured paired).
+   * as its one continuation, not through the queue and the async flush loop. It is the request
+   * or reply of every round trip, and the queue and loop cost Deno's ping-pong 2.5–4 %
+   * (`bench/ab.ts`).
    */
   #sendLone(chunk: Uint8Array): void {
     const len = chunk.byteLength;
