@@ -92,6 +92,42 @@ for (const transport of ["unix", "tcp"] as const) {
     );
 
     test(
+      `Conn over ${transport}: lone small writes reach a stalled reader whole and in order`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        await using listener = await listen(where(dir.path));
+        const client = await connect(listener.addr);
+        const server = await listener.accept();
+        // Each write follows a quiet spell, so it leaves alone, not staged with others; the socket
+        // fills while nobody reads, so lone writes wait on it, and the writer reuses its buffer
+        // as soon as a write resolves. (A lone write the socket takes in part: staging_test.ts.)
+        const sizes = Array.from({ length: 3000 }, (_, i) => 1 + (i * 617) % 1500);
+        const writer = client.writable.getWriter();
+        const writing = (async () => {
+          const buf = new Uint8Array(1500);
+          for (const [i, size] of sizes.entries()) {
+            buf.fill(i & 255);
+            await writer.write(buf.subarray(0, size));
+            for (let k = 0; k < 8; k++) await Promise.resolve();
+          }
+          await writer.close();
+        })();
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        const received = await readAll(server.readable);
+        await writing;
+        let at = 0;
+        for (const [i, size] of sizes.entries()) {
+          const bad = received.subarray(at, at + size).findIndex((b) => b !== (i & 255));
+          assert.equal(bad, -1, `write #${i} of ${size} bytes arrived changed at byte ${bad}`);
+          at += size;
+        }
+        assert.equal(received.byteLength, at);
+        server.close();
+      },
+    );
+
+    test(
       `Conn over ${transport}: a writer may refill its buffer as soon as write() resolves`,
       T,
       async () => {
