@@ -57,6 +57,9 @@ const MAX_ARENA = 256 * 1024;
 /** Takes anything and drops it: a default and a sink that need no closure of their own. */
 export const ignore = (): void => {};
 
+/** A chunk's size in an event socket's read queue; one function for every connection. */
+const byteLength = (chunk: Uint8Array): number => chunk.byteLength;
+
 /** What an idle connection's read fields hold: shared, as a connection may idle for long. */
 const NO_BYTES = new Uint8Array(0);
 
@@ -189,9 +192,7 @@ export class SocketConn implements Conn {
         pull: pullInto ? () => this.#readArena(this.#enqueue) : () => this.#resume(),
         cancel: () => this.close(),
       },
-      pullInto
-        ? { highWaterMark: 0 }
-        : { highWaterMark: READ_HIGH_WATER_MARK, size: (chunk) => chunk.byteLength },
+      pullInto ? { highWaterMark: 0 } : { highWaterMark: READ_HIGH_WATER_MARK, size: byteLength },
     );
     this.writable = new WritableStream<Uint8Array>({
       start: (controller) => {
