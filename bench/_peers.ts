@@ -8,7 +8,7 @@
 import { type Conn, connect, listen } from "../mod.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 import type { ChildProcess } from "../src/runtime/types.ts";
-import { Arrivals, Meter, stdoutText, timedLoop } from "./_harness.ts";
+import { Arrivals, Meter, pairedRatios, stdoutText, timedLoop } from "./_harness.ts";
 
 /** One end of a connection, as the workloads drive it. */
 export interface Peer {
@@ -297,6 +297,11 @@ interface NodeSocket {
   removeListener(e: string, f: (x?: unknown) => void): void;
 }
 
+/** Writes `chunk` to a `node:net` socket: undefined, or a promise of `drain` once Node's buffer is full. */
+function nodeWrite(s: NodeSocket, chunk: Uint8Array): Promise<void> | undefined {
+  return s.write(chunk) ? undefined : new Promise((r) => s.once("drain", () => r()));
+}
+
 class NodePeer implements Peer {
   #s: NodeSocket;
   constructor(s: NodeSocket) {
@@ -311,7 +316,7 @@ class NodePeer implements Peer {
 
   async flood(chunk: Uint8Array, ...how: Flood): Promise<number> {
     const n = await flooding(
-      () => this.#s.write(chunk) ? undefined : new Promise((r) => this.#s.once("drain", r)),
+      () => nodeWrite(this.#s, chunk),
       ...how,
     );
     this.#s.end();
@@ -349,7 +354,7 @@ function nodeStreams(s: NodeSocket): StreamPair {
       s.on("data", (chunk) => onData(chunk as Uint8Array));
       s.once("end", onEnd);
     },
-    (chunk) => s.write(chunk) ? undefined : new Promise((r) => s.once("drain", () => r())),
+    (chunk) => nodeWrite(s, chunk),
     () => s.end(),
     () => s.destroy(),
   );
@@ -619,4 +624,55 @@ export async function serveOnce(
   peer.close();
   await server.close();
   return measured;
+}
+
+/**
+ * The child's side of a paired ping-pong: connects to `a`'s server at `pathA` and `b`'s at
+ * `pathB`, makes 64 B round trips on both in the blocks of `pairedRatios` for `ms`, prints the
+ * ratios of `b`'s rate to `a`'s for `pairedServe`, and disconnects.
+ */
+export async function pairedTrips(
+  a: Impl,
+  b: Impl,
+  pathA: string,
+  pathB: string,
+  ms: number,
+): Promise<void> {
+  const peerA = await a.connect(pathA);
+  const peerB = await b.connect(pathB);
+  const msg = new Uint8Array(64).fill(1);
+  const ratios = await pairedRatios(peerA.tripper(msg), peerB.tripper(msg), ms);
+  console.log(JSON.stringify({ ratios }));
+  await peerA.shutdown();
+  await peerB.shutdown();
+  // Let the stream ends reach the other side before closing.
+  await new Promise((r) => setTimeout(r, 50));
+  peerA.close();
+  peerB.close();
+}
+
+/**
+ * This process's side of a paired ping-pong: listens with `a` at `pathA` and `b` at `pathB`,
+ * starts the child (which runs `pairedTrips`), echoes on both until it is done, and returns the
+ * ratios it printed.
+ */
+export async function pairedServe(
+  a: Impl,
+  b: Impl,
+  pathA: string,
+  pathB: string,
+  startChild: () => ChildProcess,
+): Promise<number[]> {
+  const serverA = await a.listen(pathA);
+  const serverB = await b.listen(pathB);
+  const child = startChild();
+  const report = stdoutText(child);
+  const peers = [await serverA.accept(), await serverB.accept()];
+  await Promise.all(peers.map((p) => p.echo()));
+  const { ratios } = JSON.parse(await report) as { ratios: number[] };
+  await child.status;
+  for (const p of peers) p.close();
+  await serverA.close();
+  await serverB.close();
+  return ratios;
 }

@@ -16,8 +16,8 @@
  * @module
  */
 
-import { type Impl, implFor } from "./_peers.ts";
-import { median, pairedRatios, rt, scriptArgs, spawnSelf, stdoutText } from "./_harness.ts";
+import { type Impl, implFor, pairedServe, pairedTrips } from "./_peers.ts";
+import { median, rt, scriptArgs, spawnSelf } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -42,15 +42,7 @@ if (args[0] === "child") {
   // Connects to A's server and B's, and makes round trips on both in paired blocks.
   const [, dir, impl, pathA, pathB, ms] = args as [string, string, string, string, string, string];
   const [implA, implB] = await sides(dir, impl);
-  const a = await implA.connect(pathA);
-  const b = await implB.connect(pathB);
-  const msg = new Uint8Array(64).fill(1);
-  console.log(JSON.stringify(await pairedRatios(a.tripper(msg), b.tripper(msg), Number(ms))));
-  await a.shutdown();
-  await b.shutdown();
-  await new Promise((r) => setTimeout(r, 50));
-  a.close();
-  b.close();
+  await pairedTrips(implA, implB, pathA, pathB, Number(ms));
 } else {
   const dir = args[0];
   if (dir === undefined || dir.startsWith("--")) {
@@ -64,24 +56,14 @@ if (args[0] === "child") {
   const all: number[] = [];
   const runs: number[] = [];
   for (let i = 0; i < repeats; i++) {
-    const serverA = await implA.listen(`${tmp}/a${i}.sock`);
-    const serverB = await implB.listen(`${tmp}/b${i}.sock`);
-    const child = spawnSelf(SCRIPT, [
-      "child",
-      dir,
-      impl,
-      `${tmp}/a${i}.sock`,
-      `${tmp}/b${i}.sock`,
-      ms,
-    ]);
-    const report = stdoutText(child);
-    const peers = [await serverA.accept(), await serverB.accept()];
-    await Promise.all(peers.map((p) => p.echo()));
-    const ratios = JSON.parse(await report) as number[];
-    await child.status;
-    for (const p of peers) p.close();
-    await serverA.close();
-    await serverB.close();
+    const [pathA, pathB] = [`${tmp}/a${i}.sock`, `${tmp}/b${i}.sock`];
+    const ratios = await pairedServe(
+      implA,
+      implB,
+      pathA,
+      pathB,
+      () => spawnSelf(SCRIPT, ["child", dir, impl, pathA, pathB, ms]),
+    );
     all.push(...ratios);
     runs.push(median(ratios));
   }

@@ -21,9 +21,16 @@
  * @module
  */
 
-import { implFor, pingPong, RAW_FRESH, RAW_STREAMS, serveOnce } from "./_peers.ts";
 import {
-  pairedRatios,
+  implFor,
+  pairedServe,
+  pairedTrips,
+  pingPong,
+  RAW_FRESH,
+  RAW_STREAMS,
+  serveOnce,
+} from "./_peers.ts";
+import {
   pairedRuns,
   printPaired,
   printTable,
@@ -32,7 +39,6 @@ import {
   rt,
   scriptArgs,
   spawnSelf,
-  stdoutText,
 } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
 
@@ -61,19 +67,13 @@ const runtime = rt.name as RuntimeName;
 if (args[0] === "paired") {
   // The child of the paired ping-pong: one connection to each server, blocks of trips in turn.
   const [, impl, rawPath, connPath] = args as [string, string, string, string];
-  const raw = await (await implFor("raw", runtime)).connect(rawPath);
-  const conn = await (await implFor(impl, runtime)).connect(connPath);
-  const msg = new Uint8Array(64).fill(1);
-  console.log(
-    JSON.stringify({
-      ratios: await pairedRatios(raw.tripper(msg), conn.tripper(msg), LIMIT_MS * 3),
-    }),
+  await pairedTrips(
+    await implFor("raw", runtime),
+    await implFor(impl, runtime),
+    rawPath,
+    connPath,
+    LIMIT_MS * 3,
   );
-  await raw.shutdown();
-  await conn.shutdown();
-  await new Promise((r) => setTimeout(r, 50));
-  raw.close();
-  conn.close();
 } else if (args[0] === "peer") {
   // The child: connect, then write or ping, and report.
   const [, kind, impl, path, size, count] = args;
@@ -124,18 +124,14 @@ if (args[0] === "paired") {
  * round trips on both in turn and returns the ratios of their rates.
  */
 async function pairedOnce(impl: string, prefix: string): Promise<number[]> {
-  const rawServer = await (await implFor("raw", runtime)).listen(`${prefix}raw.sock`);
-  const connServer = await (await implFor(impl, runtime)).listen(`${prefix}conn.sock`);
-  const child = spawnSelf(SCRIPT, ["paired", impl, `${prefix}raw.sock`, `${prefix}conn.sock`]);
-  const report = stdoutText(child);
-  const peers = [await rawServer.accept(), await connServer.accept()];
-  await Promise.all(peers.map((p) => p.echo()));
-  const { ratios } = JSON.parse(await report) as { ratios: number[] };
-  await child.status;
-  for (const p of peers) p.close();
-  await rawServer.close();
-  await connServer.close();
-  return ratios;
+  const [rawPath, connPath] = [`${prefix}raw.sock`, `${prefix}conn.sock`];
+  return await pairedServe(
+    await implFor("raw", runtime),
+    await implFor(impl, runtime),
+    rawPath,
+    connPath,
+    () => spawnSelf(SCRIPT, ["paired", impl, rawPath, connPath]),
+  );
 }
 
 /** One measurement: listen here, start the writing or pinging child, return its rate. */

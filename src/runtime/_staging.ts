@@ -132,19 +132,27 @@ export abstract class StagingDriver implements SocketDriver {
       // Staging starts small and doubles when a burst outgrows it, so an idle connection
       // holds 4 KiB, a busy one 64 KiB.
       const grown = last?.staging ? Math.min(last.buf.byteLength * 2, SEND_BUFFER) : FIRST_STAGING;
-      let buf = this.#spare;
-      if (buf === undefined || buf.byteLength < Math.max(len, grown)) {
-        buf = new Uint8Array(Math.max(grown, len, buf?.byteLength ?? 0));
-      }
-      this.#spare = undefined;
-      copyBytes(buf, 0, chunk);
-      this.#queue.push({ buf, len, staging: true });
+      this.#queue.push({ buf: this.#staged(chunk, grown), len, staging: true });
     }
     this.#queued += len;
     this.#updateBlocked();
     if (!this.#flushing && this.#due()) void this.#flush();
     this.#quiet = false;
     this.#burst.touch();
+  }
+
+  /**
+   * A staging buffer of at least `size` bytes that starts with a copy of `chunk`: the spare one
+   * if it is large enough, else a new one.
+   */
+  #staged(chunk: Uint8Array, size: number): Uint8Array {
+    let buf = this.#spare;
+    if (buf === undefined || buf.byteLength < Math.max(chunk.byteLength, size)) {
+      buf = new Uint8Array(Math.max(size, chunk.byteLength, buf?.byteLength ?? 0));
+    }
+    this.#spare = undefined;
+    copyBytes(buf, 0, chunk);
+    return buf;
   }
 
   /**
@@ -156,12 +164,7 @@ export abstract class StagingDriver implements SocketDriver {
    */
   #sendLone(chunk: Uint8Array): void {
     const len = chunk.byteLength;
-    let buf = this.#spare;
-    if (buf === undefined || buf.byteLength < len) {
-      buf = new Uint8Array(Math.max(FIRST_STAGING, len));
-    }
-    this.#spare = undefined;
-    copyBytes(buf, 0, chunk);
+    const buf = this.#staged(chunk, FIRST_STAGING);
     this.#lone = buf;
     this.#loneLen = len;
     this.#queued += len;
