@@ -17,6 +17,7 @@ import { HashRing } from "./_ring.ts";
 import {
   type Message,
   NO_HEADERS,
+  STOP,
   type SubscribeOptions,
   Subscription,
   type SubscriptionStats,
@@ -184,8 +185,13 @@ export interface PubSub extends AsyncDisposable {
   request(topic: string, data: Uint8Array | string, options?: RequestOptions): Promise<Message>;
   /** Answers requests on a pattern; see {@linkcode Hub.handle}. */
   handle(pattern: string, handler: Handler, options?: HandleOptions): Subscription;
-  /** Ends every subscription; further calls fail with `ECLOSED`. */
-  close(): void | Promise<void>;
+  /**
+   * Stops delivery and fails pending requests with `ECLOSED`; nothing accepted is lost: see
+   * {@linkcode Hub.close} and `RemoteHub.close()`. Further calls fail with `ECLOSED`.
+   */
+  close(): Promise<void>;
+  /** Closes at once, discarding what is buffered or not yet written. */
+  abort(): void;
 }
 
 /** The timeouts of every request of every hub in this process, on one timer. */
@@ -462,18 +468,32 @@ export class Hub implements PubSub {
     };
   }
 
-  /** Ends every subscription and pending request; later calls reject with `ECLOSED`. */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    for (const sub of [...this.#subscriptions]) sub.unsubscribe();
-    for (const deliver of [...this.#inboxes.values()]) deliver(closedError("request", "hub"));
+  /**
+   * Closes the hub, losing nothing it accepted: every subscription stops receiving, and its
+   * readers can still take what it holds (a resolved `publish()` is there), after which it
+   * ends. Pending requests reject with `ECLOSED`, and so do later calls.
+   * `[Symbol.asyncDispose]` does the same.
+   */
+  close(): Promise<void> {
+    this.#close((sub) => sub[STOP]());
+    return RESOLVED;
   }
 
-  /** Closes the hub, for `await using`. */
+  /** Closes the hub and discards what subscriptions hold: they end at once. */
+  abort(): void {
+    this.#close((sub) => sub.unsubscribe());
+  }
+
+  /** The same as {@linkcode Hub.close}. */
   [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    return RESOLVED;
+    return this.close();
+  }
+
+  #close(end: (sub: Subscription) => void): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const sub of [...this.#subscriptions]) end(sub);
+    for (const deliver of [...this.#inboxes.values()]) deliver(closedError("request", "hub"));
   }
 
   #route(topic: string): Route {

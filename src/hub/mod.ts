@@ -40,4 +40,6 @@ export { serveHub } from "./server.ts";
 export type { HubServer, ServeHubOptions } from "./server.ts";
 export { connectHub, RemoteHub } from "./remote.ts";
 export type { ConnectHubOptions } from "./remote.ts";
+export type { ReconnectOptions, SessionOptions } from "../session/client.ts";
+export type { Server, ServerOptions } from "../session/server.ts";
 export { topicMatches, validatePattern, validateTopic } from "./topics.ts";

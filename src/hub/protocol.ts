@@ -5,15 +5,8 @@
  * @module
  */
 
-import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import {
-  decodeOrInvalid,
-  FrameEncoding,
-  FrameParser,
-  type FrameTaker,
-  writeUint32,
-} from "../frame/codec.ts";
+import { FrameEncoding, writeUint32 } from "../frame/codec.ts";
 import {
   type LastString,
   readUint32,
@@ -24,43 +17,38 @@ import {
   WireReader,
   WireWriter,
 } from "../internal/wire.ts";
+import {
+  type Codec,
+  encodeControl,
+  isControl,
+  SessionEncoding,
+  type SessionMessage,
+  sessionDecoder,
+  sessionParser,
+  sessionTaker,
+} from "../session/protocol.ts";
 import { type Message, NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
-/** The protocol version this code speaks. */
-export const VERSION = 1;
-
-/** Message types: the first byte of every frame. */
+/** The hub's message types: the first byte of every frame after the session's own. */
 export const Op = {
-  HELLO: 1,
-  WELCOME: 2,
-  ERR: 3,
-  SUB: 4,
-  UNSUB: 5,
-  CREDIT: 6,
-  PUB: 7,
-  MSG: 8,
-  REQ: 9,
-  RES: 10,
-  PING: 11,
-  PONG: 12,
-  GOAWAY: 13,
-  FLUSH: 14,
-  FLUSHED: 15,
+  ERR: 16,
+  SUB: 17,
+  UNSUB: 18,
+  CREDIT: 19,
+  PUB: 20,
+  MSG: 21,
+  REQ: 22,
+  RES: 23,
 } as const;
-
-/** The type of the pseudo-message for a frame that does not decode. */
-export const INVALID = 0;
 
 const NO_FIELDS: readonly Uint8Array[] = [];
 
-/** A decoded message. */
+/** A hub message. */
 export type HubMessage =
-  | { op: typeof Op.HELLO; version: number; app: string; token: Uint8Array }
-  | { op: typeof Op.WELCOME; version: number }
-  /** `id` 0: about the connection, which then closes; otherwise the subscription or request. */
-  | { op: typeof Op.ERR; id: number; code: string; message: string }
+  /** A subscription or request failed: `id` names it. */
+  | { type: typeof Op.ERR; id: number; code: string; message: string }
   | {
-    op: typeof Op.SUB;
+    type: typeof Op.SUB;
     sid: number;
     buffer: number;
     credit: number;
@@ -69,24 +57,19 @@ export type HubMessage =
     pattern: string;
     queue: string | undefined;
   }
-  | { op: typeof Op.UNSUB; sid: number }
-  | { op: typeof Op.CREDIT; sid: number; n: number }
+  | { type: typeof Op.UNSUB; sid: number }
+  | { type: typeof Op.CREDIT; sid: number; n: number }
   /**
    * The envelope of PUB, MSG, REQ and RES is a message as the subscriber gets it, all but its
    * `seq` on the wire for MSG and RES. A published one (PUB, REQ) has `seq` 0: the hub sets it.
    */
-  | { op: typeof Op.PUB; env: Message }
-  | { op: typeof Op.MSG; sid: number; env: Message }
-  | { op: typeof Op.REQ; id: number; timeout: number; env: Message }
-  | { op: typeof Op.RES; id: number; env: Message }
-  | { op: typeof Op.PING }
-  | { op: typeof Op.PONG }
-  | { op: typeof Op.GOAWAY }
-  /** Answered with FLUSHED once every message sent before it has been processed. */
-  | { op: typeof Op.FLUSH }
-  | { op: typeof Op.FLUSHED }
-  /** Not on the wire: how `hubParser()` hands over a frame it could not decode. */
-  | { op: typeof INVALID; error: IpcError };
+  | { type: typeof Op.PUB; env: Message }
+  | { type: typeof Op.MSG; sid: number; env: Message }
+  | { type: typeof Op.REQ; id: number; timeout: number; env: Message }
+  | { type: typeof Op.RES; id: number; env: Message };
+
+/** What a hub connection carries: the session's messages and the hub's. */
+export type HubWire = SessionMessage<HubMessage>;
 
 const OVERFLOW: readonly OverflowPolicy[] = ["block", "drop-oldest", "drop-newest", "error"];
 const HAS_KEY = 1;
@@ -182,7 +165,7 @@ function readEnvelope(r: WireReader, seq: number): Message {
 
 /** The bytes of a message's frame payload after its type byte and fixed fields. */
 function fixedSize(m: HubMessage): number {
-  switch (m.op) {
+  switch (m.type) {
     case Op.MSG:
     case Op.RES:
       return 4 + 8;
@@ -196,16 +179,8 @@ function fixedSize(m: HubMessage): number {
 /** Writes a message into `buf` at `at` (its size known); returns the end. */
 function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedEnvelope): number {
   const w = new WireWriter(buf, at);
-  w.u8(m.op);
-  switch (m.op) {
-    case Op.HELLO:
-      w.u32(m.version);
-      w.str(strField(m.app, "app id"));
-      w.bytes(m.token);
-      break;
-    case Op.WELCOME:
-      w.u32(m.version);
-      break;
+  w.u8(m.type);
+  switch (m.type) {
     case Op.ERR:
       w.u32(m.id);
       w.str(strField(m.code, "code"));
@@ -245,20 +220,13 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
       w.u64(m.env.seq);
       writeEnvelope(w, env!, m.env.data);
       break;
-    case Op.PING:
-    case Op.PONG:
-    case Op.GOAWAY:
-    case Op.FLUSH:
-    case Op.FLUSHED:
-      break;
-    case INVALID:
-      throw new TypeError("Cannot encode the INVALID pseudo-message");
   }
   return w.at;
 }
 
 /** Encodes a message as one frame's payload. */
-export function encodeHub(m: HubMessage): Uint8Array {
+export function encodeHub(m: HubWire): Uint8Array {
+  if (isControl(m)) return encodeControl(m);
   const env = "env" in m ? encodeEnvelope(m.env) : undefined;
   const buf = new Uint8Array(sizeBound(m, env));
   return buf.subarray(0, writeMessage(m, buf, 0, env));
@@ -270,9 +238,7 @@ export function encodeHub(m: HubMessage): Uint8Array {
  */
 function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
   if ("env" in m) return 1 + fixedSize(m) + env!.size + m.env.data.length;
-  switch (m.op) {
-    case Op.HELLO:
-      return 1 + 4 + 2 + 3 * m.app.length + m.token.length;
+  switch (m.type) {
     case Op.ERR:
       return 1 + 4 + 2 + 3 * m.code.length + 2 + 3 * Math.min(m.message.length, 4096);
     case Op.SUB:
@@ -282,6 +248,13 @@ function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
   }
 }
 
+/** Decodes a hub message (type 16 and up); throws `EPROTOCOL`. */
+function decodeVocabulary(bytes: Uint8Array, start: number, length: number): HubMessage {
+  return decodePlain(bytes, start, start + length) ?? decodeAny(bytes, start, length);
+}
+
+const decodeWire = sessionDecoder("hub", decodeVocabulary);
+
 /**
  * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
  * anything malformed or unknown.
@@ -290,8 +263,8 @@ export function decodeHub(
   bytes: Uint8Array,
   start = 0,
   length: number = bytes.length - start,
-): HubMessage {
-  return decodePlain(bytes, start, start + length) ?? decodeAny(bytes, start, length);
+): HubWire {
+  return decodeWire(bytes, start, length);
 }
 
 /**
@@ -321,7 +294,9 @@ function decodePlain(bytes: Uint8Array, start: number, end: number): HubMessage 
     key: undefined,
     reply: undefined,
   };
-  return op === Op.MSG ? { op, sid: readUint32(bytes, start + 1), env } : { op, env };
+  return op === Op.MSG
+    ? { type: op, sid: readUint32(bytes, start + 1), env }
+    : { type: op, env };
 }
 
 /** Decodes any message, field by field; throws `EPROTOCOL` for anything malformed or unknown. */
@@ -330,14 +305,8 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
   const op = r.type();
   let m: HubMessage;
   switch (op) {
-    case Op.HELLO:
-      m = { op: Op.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
-      break;
-    case Op.WELCOME:
-      m = { op: Op.WELCOME, version: r.u32("version") };
-      break;
     case Op.ERR:
-      m = { op: Op.ERR, id: r.u32("id"), code: r.str("code"), message: r.str("message") };
+      m = { type: Op.ERR, id: r.u32("id"), code: r.str("code"), message: r.str("message") };
       break;
     case Op.SUB: {
       const sid = r.u32("sid");
@@ -350,7 +319,7 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
       const pattern = r.str("pattern");
       const queue = r.str("queue");
       m = {
-        op: Op.SUB,
+        type: Op.SUB,
         sid,
         buffer,
         credit,
@@ -362,29 +331,22 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
       break;
     }
     case Op.UNSUB:
-      m = { op: Op.UNSUB, sid: r.u32("sid") };
+      m = { type: Op.UNSUB, sid: r.u32("sid") };
       break;
     case Op.CREDIT:
-      m = { op: Op.CREDIT, sid: r.u32("sid"), n: r.u32("credit") };
+      m = { type: Op.CREDIT, sid: r.u32("sid"), n: r.u32("credit") };
       break;
     case Op.PUB:
-      m = { op: Op.PUB, env: readEnvelope(r, 0) };
+      m = { type: Op.PUB, env: readEnvelope(r, 0) };
       break;
     case Op.MSG:
-      m = { op: Op.MSG, sid: r.u32("sid"), env: readEnvelope(r, r.u64("seq")) };
+      m = { type: Op.MSG, sid: r.u32("sid"), env: readEnvelope(r, r.u64("seq")) };
       break;
     case Op.REQ:
-      m = { op: Op.REQ, id: r.u32("id"), timeout: r.u32("timeout"), env: readEnvelope(r, 0) };
+      m = { type: Op.REQ, id: r.u32("id"), timeout: r.u32("timeout"), env: readEnvelope(r, 0) };
       break;
     case Op.RES:
-      m = { op: Op.RES, id: r.u32("id"), env: readEnvelope(r, r.u64("seq")) };
-      break;
-    case Op.PING:
-    case Op.PONG:
-    case Op.GOAWAY:
-    case Op.FLUSH:
-    case Op.FLUSHED:
-      m = { op };
+      m = { type: Op.RES, id: r.u32("id"), env: readEnvelope(r, r.u64("seq")) };
       break;
     default:
       throw r.bad(`its type ${op} is unknown`);
@@ -397,7 +359,7 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
  * Encodes messages straight into a connection's write batch, field by field, with no frame of
  * their own allocated; only a payload large enough to write by reference goes apart.
  */
-export class HubEncoding implements Encoder<HubMessage> {
+class HubEncoding implements Encoder<HubMessage> {
   readonly #max: number;
   readonly #frames: FrameEncoding;
 
@@ -425,13 +387,11 @@ export class HubEncoding implements Encoder<HubMessage> {
   }
 }
 
-/** Decodes a frame in place into a message; one that does not decode, into INVALID. */
-const takeHub: FrameTaker<HubMessage> = decodeOrInvalid(
-  decodeHub,
-  (error) => ({ op: INVALID, error }),
-);
+const take = sessionTaker(decodeWire);
 
-/** The decoder of a hub connection: frames, each decoded in place into a message. */
-export function hubParser(maxFrameSize: number): FrameParser<HubMessage> {
-  return new FrameParser(maxFrameSize, takeHub);
-}
+/** The hub's wire format, for the session layer. */
+export const HUB: Codec<HubMessage> = {
+  protocol: "hub",
+  parser: (maxFrameSize) => sessionParser(maxFrameSize, take),
+  encoding: (maxFrameSize) => new SessionEncoding(maxFrameSize, new HubEncoding(maxFrameSize)),
+};

@@ -84,6 +84,8 @@ interface Waiting {
 export const END: unique symbol = Symbol("end");
 /** The key of the method that takes buffered messages at once; not exported to users. */
 export const TAKE: unique symbol = Symbol("take");
+/** The key of the method that stops delivery but leaves what is buffered to be read. */
+export const STOP: unique symbol = Symbol("stop");
 
 /**
  * Subscriptions whose waiting reader has messages to take. They are woken together, once the
@@ -379,13 +381,26 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     this.#end(error);
   }
 
-  #end(error: IpcError | undefined): void {
+  /**
+   * Stops delivery, as a hub that closes does: nothing more comes, what is buffered can still
+   * be read, and then the subscription ends.
+   */
+  [STOP](): void {
+    this.#end(undefined, true);
+  }
+
+  #end(error: IpcError | undefined, keep = false): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#error = error;
-    this.#items = [];
-    this.#head = this.#tail = 0;
-    this.#pendingBytes = 0;
+    if (keep) {
+      // Publishers held back by a full "block" buffer were promised delivery: theirs join it.
+      for (const waiting of this.#waiting) this.#push(waiting.message);
+    } else {
+      this.#items = [];
+      this.#head = this.#tail = 0;
+      this.#pendingBytes = 0;
+    }
     for (const waiting of this.#waiting) waiting.resolve();
     this.#waiting = [];
     const readers = this.#reader === undefined ? [] : [this.#reader, ...this.#readers];

@@ -5,21 +5,11 @@
  * @module
  */
 
-import { type Address, formatAddress } from "../address.ts";
-import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
-import { Channel } from "../frame/channel.ts";
-import { maxFrameSizeOf } from "../frame/codec.ts";
-import { backoff, checkTimeout, deadlineAfter, Deadlines, delay } from "../internal/async.ts";
-import { firstRead, tokenBytes } from "../internal/serving.ts";
-import { connect } from "../transport.ts";
-import {
-  INVALID,
-  type Message,
-  MessageEncoding,
-  messageParser,
-  Type,
-  VERSION,
-} from "./protocol.ts";
+import type { Address } from "../address.ts";
+import { closedError, IpcError } from "../errors.ts";
+import { checkTimeout, deadlineAfter, Deadlines } from "../internal/async.ts";
+import { SessionClient, type SessionHandler, type SessionOptions } from "../session/client.ts";
+import { RPC, type RpcMessage, Type } from "./protocol.ts";
 
 /**
  * An error the server's handler threw, as the client sees it: its `code` (the error's `code`
@@ -64,34 +54,8 @@ export class RemoteError extends Error {
   }
 }
 
-/** How a lost connection is re-established: exponential backoff with full jitter. */
-export interface ReconnectOptions {
-  /** Attempts before giving up. @default {Infinity} */
-  maxAttempts?: number;
-  /** The first delay's upper bound, in ms. @default {100} */
-  initialDelay?: number;
-  /** No delay exceeds this, in ms. @default {5000} */
-  maxDelay?: number;
-  /** Each bound is the previous one times this. @default {2} */
-  factor?: number;
-}
-
-/** Options of {@linkcode dial}. */
-export interface DialOptions {
-  /** The application the server must be. @default {"dockipc"} */
-  app?: string;
-  /** The server's shared secret. */
-  token?: string | Uint8Array;
-  /** Milliseconds for connecting and the handshake. @default {10000} */
-  timeout?: number;
-  /** Abandons the first connection attempt. */
-  signal?: AbortSignal;
-  /** The largest frame either way. @default {16777216} */
-  maxFrameSize?: number;
-  /** Re-connects after the connection is lost: `true` for the defaults. @default {false} */
-  reconnect?: boolean | ReconnectOptions;
-  /** While not connected, requests fail at once instead of waiting. @default {false} */
-  failFast?: boolean;
+/** Options of {@linkcode dial}: the options every dockipc client takes, and RPC's own. */
+export interface DialOptions extends SessionOptions {
   /** The default timeout of a request, in ms. @default {30000} */
   requestTimeout?: number;
 }
@@ -120,18 +84,24 @@ export interface RpcClient extends AsyncDisposable {
   request(data: Uint8Array | string, options?: RpcRequestOptions): Promise<Uint8Array>;
   /** Sends a request whose reply is a stream of chunks; cancelling the stream cancels it. */
   requestStream(data: Uint8Array | string, options?: RpcRequestOptions): ReadableStream<Uint8Array>;
-  /** Closes the connection; requests in flight reject with `ECLOSED`. */
-  close(): void;
+  /** Whether a connection to the server is up now. */
+  readonly connected: boolean;
+  /**
+   * Lets the requests already made finish (new ones are refused with `ECLOSED`), then closes
+   * as `close()` does.
+   */
+  drain(): Promise<void>;
+  /**
+   * Closes the client: requests in flight reject with `ECLOSED` and are cancelled on the
+   * server; everything already written is handed to the kernel before the connection closes.
+   * `[Symbol.asyncDispose]` does the same.
+   */
+  close(): Promise<void>;
+  /** Closes the connection at once, discarding whatever has not been written yet. */
+  abort(): void;
 }
 
 const utf8 = new TextEncoder();
-const REFUSAL_CODES: readonly IpcErrorCode[] = [
-  "EAUTH",
-  "EPROTOCOL",
-  "ECONNREFUSED",
-  "ECLOSED",
-  "ETIMEDOUT",
-];
 
 /** Where a request's outcome goes: a promise's callbacks, or a stream's controller. */
 interface Outlet {
@@ -248,24 +218,14 @@ class Call {
   }
 }
 
-interface Session {
-  readonly channel: Channel<Message>;
-  /** How many requests the server runs at once for this connection: more wait here. */
-  readonly maxInflight: number;
-  /** Frames that came with the server's WELCOME, to handle before reading more. */
-  readonly early: Message[];
-  /** The server said it is shutting down: send nothing more here. */
-  goaway: boolean;
-}
-
 /**
  * Connects to an RPC server and completes the handshake.
  *
  * @param address The server's address.
  * @param options The handshake's app id and token, timeouts, reconnection.
  * @returns The client.
- * @throws {IpcError} As `connect()` does; `EAUTH` for a wrong token; `EPROTOCOL` for another app
- * or protocol version; `ECONNREFUSED` when the server is full.
+ * @throws {IpcError} As `connect()` does; `EAUTH` for a wrong token or app id; `EPROTOCOL` for
+ * another protocol version; `ECONNREFUSED` when the server is full.
  *
  * @example Many requests at once over one connection
  * ```ts
@@ -286,23 +246,21 @@ export async function dial(
   options: DialOptions = {},
 ): Promise<RpcClient> {
   const client = new Client(address, options);
-  await client.open(options.signal);
+  await client.open();
   return client;
 }
 
 class Client implements RpcClient {
-  readonly #address: string | Address;
   readonly #options: DialOptions;
+  readonly #session: SessionClient<RpcMessage>;
   readonly #label: string;
-  #session: Session | undefined;
-  #closed = false;
-  /** Why requests cannot be sent now, once reconnecting has given up or is off. */
-  #down: IpcError | undefined;
-  #reconnecting: Promise<void> | undefined;
   readonly #pending = new Map<number, Call>();
   /** Calls waiting for a connection, or for the server to have room (its `maxInflight`). */
   #queued: Call[] = [];
   #nextId = 0;
+  #draining = false;
+  /** Who waits for the last call to settle: `drain()`. */
+  #idle: (() => void) | undefined;
   /** Every request not yet settled, sent or waiting for a connection, for timeouts. */
   readonly #deadlines = new Deadlines();
   readonly #hooks: CallHooks = {
@@ -310,19 +268,31 @@ class Client implements RpcClient {
       this.#pending.delete(call.id);
       this.#deadlines.delete(call);
       if (this.#queued.length > 0) this.#pump();
+      if (this.#idle !== undefined && this.#pending.size === 0 && this.#queued.length === 0) {
+        this.#idle();
+      }
     },
     sent: (call) => this.#pending.get(call.id) === call,
-    cancel: (call) => this.#write({ type: Type.CANCEL, id: call.id }),
+    cancel: (call) => this.#transmit({ type: Type.CANCEL, id: call.id }),
   };
 
   constructor(address: string | Address, options: DialOptions) {
-    this.#address = address;
     this.#options = options;
-    this.#label = typeof address === "string" ? address : formatAddress(address);
+    const handler: SessionHandler<RpcMessage> = {
+      connected: () => this.#connected(),
+      receive: (m) => this.#receive(m),
+      disconnected: (error, retrying) => this.#disconnected(error, retrying),
+    };
+    this.#session = new SessionClient(address, options, RPC, handler);
+    this.#label = this.#session.label;
   }
 
-  async open(signal?: AbortSignal): Promise<void> {
-    this.#attach(await this.#connect(signal));
+  open(): Promise<void> {
+    return this.#session.open();
+  }
+
+  get connected(): boolean {
+    return this.#session.connected;
   }
 
   request(data: Uint8Array | string, options: RpcRequestOptions = {}): Promise<Uint8Array> {
@@ -351,232 +321,45 @@ class Client implements RpcClient {
     });
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    const err = closedError("request", "client");
-    for (const p of [...this.#pending.values()]) p.fail(err);
-    this.#failQueued(err);
-    this.#deadlines.clear();
-    this.#session?.channel.close();
-    this.#session = undefined;
+  async drain(): Promise<void> {
+    this.#draining = true;
+    if (this.#pending.size > 0 || this.#queued.length > 0) {
+      await new Promise<void>((resolve) => (this.#idle = resolve));
+    }
+    await this.close();
+  }
+
+  close(): Promise<void> {
+    this.#failAll((call, err) => call.cancel(err));
+    return this.#session.close();
+  }
+
+  abort(): void {
+    this.#failAll((call, err) => call.fail(err));
+    this.#session.abort();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
-    this.close();
-    return Promise.resolve();
+    return this.close();
   }
 
-  /** Starts a request. */
-  #start(data: Uint8Array | string, options: RpcRequestOptions, outlet: Outlet): Call {
-    const timeout = options.timeout ?? this.#options.requestTimeout ?? 30_000;
-    checkTimeout("request", timeout);
-    const bytes = typeof data === "string" ? utf8.encode(data) : data;
-    const call = new Call(this.#newId(), bytes, options, timeout, outlet, this.#hooks, this.#label);
-    if (options.signal?.aborted) {
-      queueMicrotask(() => call.handleEvent());
-      return call;
-    }
-    this.#deadlines.add(call);
-    this.#submit(call);
-    return call;
+  /** Ends every call with `ECLOSED`: `end(call, err)` fails or cancels it. */
+  #failAll(end: (call: Call, err: IpcError) => void): void {
+    this.#draining = true;
+    const err = closedError("request", "client");
+    for (const call of [...this.#pending.values()]) end(call, err);
+    this.#failQueued(err);
+    this.#deadlines.clear();
   }
 
-  /**
-   * Sends a call, or queues it until a connection is up and the server has room: past the
-   * server's `maxInflight` the server would stop reading this connection, and a CANCEL sent
-   * then could not reach it.
-   */
-  #submit(call: Call): void {
-    const session = this.#session;
-    if (session !== undefined && !session.goaway) {
-      if (this.#pending.size < session.maxInflight) {
-        this.#pending.set(call.id, call);
-        this.#transmit(session, call, call);
-      } else {
-        this.#queued.push(call);
-      }
-      return;
-    }
-    if (this.#closed) return call.fail(closedError("request", "client"));
-    if (this.#down !== undefined) return call.fail(this.#down);
-    if (this.#options.failFast) {
-      return call.fail(
-        new IpcError(
-          "ECONNRESET",
-          `Cannot request "${this.#label}" as the client is not connected`,
-          {
-            op: "request",
-            address: this.#label,
-          },
-        ),
-      );
-    }
-    this.#queued.push(call);
-    this.#startReconnect();
-  }
-
-  /** Sends queued calls while the server has room for them. */
-  #pump(): void {
-    const session = this.#session;
-    if (session === undefined || session.goaway) return;
-    while (this.#queued.length > 0 && this.#pending.size < session.maxInflight) {
-      const call = this.#queued.shift()!;
-      if (call.settled) continue;
-      this.#pending.set(call.id, call);
-      this.#transmit(session, call, call);
-    }
-  }
-
-  /** Fails every call still waiting for room. */
-  #failQueued(err: unknown): void {
-    const queued = this.#queued;
-    this.#queued = [];
-    for (const call of queued) call.fail(err);
-  }
-
-  #write(message: Message): void {
-    if (this.#session !== undefined) this.#transmit(this.#session, message);
-  }
-
-  #newId(): number {
-    do this.#nextId = (this.#nextId + 1) >>> 0; while (this.#pending.has(this.#nextId));
-    return this.#nextId;
-  }
-
-  async #connect(signal?: AbortSignal): Promise<Session> {
-    const timeout = this.#options.timeout ?? 10_000;
-    const connectOptions = signal === undefined ? { timeout } : { timeout, signal };
-    const limit = maxFrameSizeOf(
-      "dial()",
-      this.#options.maxFrameSize === undefined ? {} : { maxFrameSize: this.#options.maxFrameSize },
-    );
-    const channel = new Channel(
-      await connect(this.#address, connectOptions),
-      messageParser(limit),
-      new MessageEncoding(limit),
-    );
-    try {
-      const token = this.#options.token;
-      await channel.send({
-        type: Type.HELLO,
-        version: VERSION,
-        app: this.#options.app ?? "dockipc",
-        token: tokenBytes(token),
-      });
-      const first = await firstRead(
-        channel,
-        timeout,
-        () =>
-          new IpcError(
-            "ETIMEDOUT",
-            `Cannot connect to "${this.#label}" as the handshake took over ${timeout} ms`,
-            { op: "connect", address: this.#label },
-          ),
-      );
-      if (first === undefined) {
-        throw new IpcError(
-          "ECONNRESET",
-          `Cannot connect to "${this.#label}" as it closed during the handshake`,
-          {
-            op: "connect",
-            address: this.#label,
-          },
-        );
-      }
-      const answer = first[0]!;
-      if (answer.type === Type.REFUSED) {
-        const code = (REFUSAL_CODES as readonly string[]).includes(answer.code)
-          ? answer.code as IpcErrorCode
-          : "EPROTOCOL";
-        throw new IpcError(
-          code,
-          `Cannot connect to "${this.#label}" as the server refused: ${answer.message}`,
-          {
-            op: "connect",
-            address: this.#label,
-          },
-        );
-      }
-      if (answer.type !== Type.WELCOME || answer.version !== VERSION) {
-        throw new IpcError(
-          "EPROTOCOL",
-          `Cannot connect to "${this.#label}" as it answered the handshake wrongly`,
-          {
-            op: "connect",
-            address: this.#label,
-          },
-        );
-      }
-      return {
-        channel,
-        early: first.slice(1),
-        goaway: false,
-        maxInflight: Math.max(1, answer.maxInflight),
-      };
-    } catch (err) {
-      channel.close();
-      throw err;
-    }
-  }
-
-  /** Makes `session` current, resends what may be resent, and reads its replies. */
-  #attach(session: Session): void {
-    this.#session = session;
-    this.#down = undefined;
-    for (const p of this.#pending.values()) this.#transmit(session, p, p);
+  /** A connection is up: what may be sent again goes first, then what waited for room. */
+  #connected(): void {
+    for (const call of this.#pending.values()) this.#transmit(call, call);
     this.#pump();
-    void this.#read(session);
-  }
-
-  async #read(session: Session): Promise<void> {
-    let lost: unknown = new IpcError(
-      "ECONNRESET",
-      `The connection to "${this.#label}" was closed by the server`,
-      {
-        op: "request",
-        address: this.#label,
-      },
-    );
-    try {
-      for (
-        let batch: Message[] | undefined = session.early;
-        batch;
-        batch = await session.channel.read()
-      ) {
-        for (const message of batch) this.#dispatch(session, message);
-      }
-    } catch (err) {
-      lost = err instanceof IpcError && err.code !== "ECLOSED"
-        ? new IpcError(
-          "ECONNRESET",
-          `The connection to "${this.#label}" was lost: ${err.message}`,
-          {
-            op: "request",
-            address: this.#label,
-            cause: err,
-          },
-        )
-        : lost;
-    }
-    session.channel.close();
-    if (this.#session !== session) return;
-    this.#session = undefined;
-    if (this.#closed) return;
-    const resend = this.#options.reconnect !== undefined && this.#options.reconnect !== false;
-    for (const p of [...this.#pending.values()]) {
-      if (!(resend && p.idempotent)) p.fail(lost);
-    }
-    if (!resend) {
-      this.#down = lost as IpcError;
-      this.#failQueued(lost);
-      return;
-    }
-    this.#startReconnect();
   }
 
   /** Hands one message from the server to the request it answers. */
-  #dispatch(session: Session, m: Message): void {
+  #receive(m: RpcMessage): void {
     switch (m.type) {
       case Type.REPLY:
         this.#pending.get(m.id)?.end(m.data);
@@ -590,11 +373,6 @@ class Client implements RpcClient {
       case Type.ERROR:
         this.#pending.get(m.id)?.fail(new RemoteError(m.code, m.message, m.stack || undefined));
         break;
-      case Type.GOAWAY:
-        session.goaway = true;
-        break;
-      case INVALID:
-        throw m.error;
       default:
         throw new IpcError("EPROTOCOL", `Cannot read a ${m.type} message from an RPC server`, {
           op: "request",
@@ -602,61 +380,88 @@ class Client implements RpcClient {
     }
   }
 
+  /** Calls in flight fail, unless they are idempotent and a new connection is on its way. */
+  #disconnected(error: IpcError, retrying: boolean): void {
+    for (const call of [...this.#pending.values()]) {
+      if (!(retrying && call.idempotent)) call.fail(error);
+    }
+    if (!retrying) this.#failQueued(error);
+  }
+
+  /** Starts a request. */
+  #start(data: Uint8Array | string, options: RpcRequestOptions, outlet: Outlet): Call {
+    const timeout = options.timeout ?? this.#options.requestTimeout ?? 30_000;
+    checkTimeout("request", timeout);
+    const bytes = typeof data === "string" ? utf8.encode(data) : data;
+    const call = new Call(this.#newId(), bytes, options, timeout, outlet, this.#hooks, this.#label);
+    if (options.signal?.aborted) {
+      queueMicrotask(() => call.handleEvent());
+      return call;
+    }
+    const refused = this.#draining
+      ? closedError("request", "client")
+      : this.#session.unavailable("request");
+    if (refused !== undefined) {
+      queueMicrotask(() => call.fail(refused));
+      return call;
+    }
+    this.#deadlines.add(call);
+    this.#submit(call);
+    return call;
+  }
+
   /**
-   * Sends a message on `session`. A request over `maxFrameSize` fails its call; a failed
-   * channel is noticed by its read loop, which fails or keeps what is pending.
+   * Sends a call, or queues it until a connection is up and the server has room: past the
+   * server's `maxInflight` the server would stop reading this connection, and a CANCEL sent
+   * then could not reach it. A call waiting for a connection waits within its own timeout.
    */
-  #transmit(session: Session, message: Message, call?: Call): void {
+  #submit(call: Call): void {
+    if (this.#session.connected && this.#pending.size < this.#session.maxInflight) {
+      this.#pending.set(call.id, call);
+      this.#transmit(call, call);
+    } else {
+      this.#queued.push(call);
+    }
+  }
+
+  /** Sends queued calls while the server has room for them. */
+  #pump(): void {
+    if (!this.#session.connected) return;
+    const max = this.#session.maxInflight;
+    while (this.#queued.length > 0 && this.#pending.size < max) {
+      const call = this.#queued.shift()!;
+      if (call.settled) continue;
+      this.#pending.set(call.id, call);
+      this.#transmit(call, call);
+    }
+  }
+
+  /** Fails every call still waiting for room. */
+  #failQueued(err: unknown): void {
+    const queued = this.#queued;
+    this.#queued = [];
+    for (const call of queued) call.fail(err);
+  }
+
+  #newId(): number {
+    do this.#nextId = (this.#nextId + 1) >>> 0; while (this.#pending.has(this.#nextId));
+    return this.#nextId;
+  }
+
+  /**
+   * Sends a message on the connection up now. A request over `maxFrameSize` fails its call; a
+   * failed connection is noticed by the session, which fails or keeps what is pending.
+   */
+  #transmit(message: RpcMessage, call?: Call): void {
     const refused = (err: unknown): void => {
       if (err instanceof IpcError && err.code === "EFRAMETOOLARGE") call?.fail(err);
     };
     try {
-      session.channel.send(message)?.catch(refused);
+      const sent = this.#session.trySend(message);
+      if (sent) sent.catch(refused);
     } catch (err) {
       refused(err);
     }
-  }
-
-  #startReconnect(): void {
-    const reconnect = this.#options.reconnect;
-    if (this.#reconnecting !== undefined || this.#closed) return;
-    if (reconnect === undefined || reconnect === false) {
-      this.#down ??= new IpcError(
-        "ECONNRESET",
-        `Cannot request "${this.#label}" as the connection is lost`,
-        {
-          op: "request",
-          address: this.#label,
-        },
-      );
-      this.#failQueued(this.#down);
-      return;
-    }
-    const schedule = backoff({ maxDelay: 5000, ...(reconnect === true ? {} : reconnect) });
-    this.#reconnecting = (async () => {
-      let last: unknown;
-      for (const wait of schedule) {
-        await delay(wait);
-        if (this.#closed) return;
-        try {
-          this.#attach(await this.#connect());
-          return;
-        } catch (err) {
-          last = err;
-        }
-      }
-      this.#down = new IpcError(
-        "ECONNRESET",
-        `Cannot reconnect to "${this.#label}": ${(last as Error)?.message}`,
-        {
-          op: "connect",
-          address: this.#label,
-          cause: last,
-        },
-      );
-      for (const p of [...this.#pending.values()]) p.fail(this.#down);
-      this.#failQueued(this.#down);
-    })().finally(() => (this.#reconnecting = undefined));
   }
 }
 

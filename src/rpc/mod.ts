@@ -23,7 +23,9 @@
  */
 
 export { dial, RemoteError } from "./client.ts";
-export type { DialOptions, ReconnectOptions, RpcClient, RpcRequestOptions } from "./client.ts";
+export type { DialOptions, RpcClient, RpcRequestOptions } from "./client.ts";
+export type { ReconnectOptions, SessionOptions } from "../session/client.ts";
+export type { Server, ServerOptions } from "../session/server.ts";
 export { serve } from "./server.ts";
 export type { RpcContext, RpcHandler, RpcReply, RpcServer, ServeOptions } from "./server.ts";
 export { serveLines } from "./lines.ts";

@@ -1,137 +1,72 @@
 /**
- * The RPC wire messages, one per frame (`docs/PROTOCOL.md`, "RPC"): a type byte, then fields.
- * Every decoder checks each length against the bytes left and refuses anything else with
- * `IpcError` `EPROTOCOL`.
+ * The RPC vocabulary on the session protocol (`docs/PROTOCOL.md`, "RPC"): requests, replies,
+ * errors, cancellation and streamed replies, each a type byte and its fields. Every decoder
+ * checks each length against the bytes left and refuses anything else with `IpcError`
+ * `EPROTOCOL`.
  *
  * @module
  */
 
-import type { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
-import {
-  decodeOrInvalid,
-  FrameEncoding,
-  FrameParser,
-  type FrameTaker,
-  writeUint32,
-} from "../frame/codec.ts";
+import { FrameEncoding, writeUint32 } from "../frame/codec.ts";
 import { WireReader } from "../internal/wire.ts";
 import { copyBytes } from "../runtime/_bytes.ts";
+import {
+  buildFrame,
+  type Codec,
+  encodeControl,
+  isControl,
+  SessionEncoding,
+  type SessionMessage,
+  sessionDecoder,
+  sessionParser,
+  sessionTaker,
+} from "../session/protocol.ts";
 
-/** The protocol version this code speaks. */
-export const VERSION = 1;
-
-/** Message types: the first byte of every frame. */
+/** The RPC message types: the first byte of every frame after the session's own. */
 export const Type = {
-  HELLO: 1,
-  WELCOME: 2,
-  REFUSED: 3,
-  REQUEST: 4,
-  REPLY: 5,
-  ERROR: 6,
-  CANCEL: 7,
-  CHUNK: 8,
-  END: 9,
-  GOAWAY: 10,
+  REQUEST: 16,
+  REPLY: 17,
+  ERROR: 18,
+  CANCEL: 19,
+  CHUNK: 20,
+  END: 21,
 } as const;
 
-/** The type of the pseudo-message for a frame that does not decode. */
-export const INVALID = 0;
-
-/** A decoded message. */
-export type Message =
-  | { type: typeof Type.HELLO; version: number; app: string; token: Uint8Array }
-  | { type: typeof Type.WELCOME; version: number; maxInflight: number }
-  | { type: typeof Type.REFUSED; code: string; message: string }
+/** An RPC message. */
+export type RpcMessage =
   | { type: typeof Type.REQUEST; id: number; data: Uint8Array }
   | { type: typeof Type.REPLY; id: number; data: Uint8Array }
   | { type: typeof Type.ERROR; id: number; code: string; message: string; stack: string }
   | { type: typeof Type.CANCEL; id: number }
   | { type: typeof Type.CHUNK; id: number; data: Uint8Array }
-  | { type: typeof Type.END; id: number }
-  | { type: typeof Type.GOAWAY }
-  /** Not on the wire: how `messageParser()` hands over a frame it could not decode. */
-  | { type: typeof INVALID; error: IpcError };
+  | { type: typeof Type.END; id: number };
 
-const utf8 = new TextEncoder();
-
-const NONE = new Uint8Array(0);
-
-/** Builds a frame: the type byte, then each field (a u32, or a u16-prefixed UTF-8 string). */
-function build(
-  type: number,
-  fields: readonly (number | string)[],
-  payload: Uint8Array = NONE,
-): Uint8Array {
-  // A string field holds at most 65,535 bytes: longer text (a stack, say) is cut.
-  const parts = fields.map((f) => typeof f === "number" ? f : utf8.encode(f).subarray(0, 0xffff));
-  let size = 1 + payload.length;
-  for (const part of parts) size += typeof part === "number" ? 4 : 2 + part.length;
-  const out = new Uint8Array(size);
-  const view = new DataView(out.buffer);
-  out[0] = type;
-  let at = 1;
-  for (const part of parts) {
-    if (typeof part === "number") {
-      view.setUint32(at, part);
-      at += 4;
-    } else {
-      view.setUint16(at, part.length);
-      out.set(part, at + 2);
-      at += 2 + part.length;
-    }
-  }
-  out.set(payload, at);
-  return out;
-}
+/** What an RPC connection carries: the session's messages and RPC's. */
+export type Message = SessionMessage<RpcMessage>;
 
 /** Encodes a message as one frame's payload. */
 export function encode(m: Message): Uint8Array {
+  if (isControl(m)) return encodeControl(m);
   switch (m.type) {
-    case Type.HELLO:
-      return build(m.type, [m.version, m.app], m.token);
-    case Type.WELCOME:
-      return build(m.type, [m.version, m.maxInflight]);
-    case Type.REFUSED:
-      return build(m.type, [m.code, m.message]);
     case Type.REQUEST:
     case Type.REPLY:
     case Type.CHUNK:
-      return build(m.type, [m.id], m.data);
+      return buildFrame(m.type, [m.id], m.data);
     case Type.ERROR:
-      return build(m.type, [m.id, m.code, m.message, m.stack]);
+      return buildFrame(m.type, [m.id, m.code, m.message, m.stack]);
     case Type.CANCEL:
     case Type.END:
-      return build(m.type, [m.id]);
-    case Type.GOAWAY:
-      return build(m.type, []);
-    case INVALID:
-      throw new TypeError("Cannot encode the INVALID pseudo-message");
+      return buildFrame(m.type, [m.id]);
   }
 }
 
-/**
- * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
- * anything malformed or unknown.
- */
-export function decode(
-  bytes: Uint8Array,
-  start = 0,
-  length: number = bytes.length - start,
-): Message {
+/** Decodes an RPC message (type 16 and up); throws `EPROTOCOL`. */
+function decodeRpc(bytes: Uint8Array, start: number, length: number): RpcMessage {
   const r = new WireReader(bytes, "RPC", start, length);
   const type = r.type();
-  let m: Message;
+  let m: RpcMessage;
   switch (type) {
-    case Type.HELLO:
-      m = { type: Type.HELLO, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
-      break;
-    case Type.WELCOME:
-      m = { type: Type.WELCOME, version: r.u32("version"), maxInflight: r.u32("maxInflight") };
-      break;
-    case Type.REFUSED:
-      m = { type: Type.REFUSED, code: r.str("code"), message: r.str("message") };
-      break;
     case Type.REQUEST:
     case Type.REPLY:
     case Type.CHUNK:
@@ -150,9 +85,6 @@ export function decode(
     case Type.END:
       m = { type, id: r.u32("id") };
       break;
-    case Type.GOAWAY:
-      m = { type: Type.GOAWAY };
-      break;
     default:
       throw r.bad(`its type ${type} is unknown`);
   }
@@ -160,11 +92,25 @@ export function decode(
   return m;
 }
 
+const decodeAny = sessionDecoder("RPC", decodeRpc);
+
 /**
- * Encodes messages straight into a connection's write batch: a request or reply with a small
- * payload is written there field by field, with no frame allocated for it.
+ * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
+ * anything malformed or unknown.
  */
-export class MessageEncoding implements Encoder<Message> {
+export function decode(
+  bytes: Uint8Array,
+  start = 0,
+  length: number = bytes.length - start,
+): Message {
+  return decodeAny(bytes, start, length);
+}
+
+/**
+ * Encodes RPC messages straight into a connection's write batch: a request or reply with a
+ * small payload is written there field by field, with no frame allocated for it.
+ */
+class RpcEncoding implements Encoder<RpcMessage> {
   readonly #max: number;
   readonly #frames: FrameEncoding;
 
@@ -173,7 +119,7 @@ export class MessageEncoding implements Encoder<Message> {
     this.#frames = new FrameEncoding(maxFrameSize);
   }
 
-  encode(m: Message, buf: Uint8Array, at: number): number {
+  encode(m: RpcMessage, buf: Uint8Array, at: number): number {
     if (m.type !== Type.REQUEST && m.type !== Type.REPLY && m.type !== Type.CHUNK) {
       return this.#frames.encode(encode(m), buf, at);
     }
@@ -191,18 +137,16 @@ export class MessageEncoding implements Encoder<Message> {
     return 4 + size;
   }
 
-  encodeAlone(m: Message): Uint8Array[] {
+  encodeAlone(m: RpcMessage): Uint8Array[] {
     return this.#frames.encodeAlone(encode(m));
   }
 }
 
-/** Decodes a frame in place into a message; one that does not decode, into INVALID. */
-const takeMessage: FrameTaker<Message> = decodeOrInvalid(
-  decode,
-  (error) => ({ type: INVALID, error }),
-);
+const take = sessionTaker(decodeAny);
 
-/** The decoder of an RPC connection: frames, each decoded in place into a message. */
-export function messageParser(maxFrameSize: number): FrameParser<Message> {
-  return new FrameParser(maxFrameSize, takeMessage);
-}
+/** The RPC wire format, for the session layer. */
+export const RPC: Codec<RpcMessage> = {
+  protocol: "RPC",
+  parser: (maxFrameSize) => sessionParser(maxFrameSize, take),
+  encoding: (maxFrameSize) => new SessionEncoding(maxFrameSize, new RpcEncoding(maxFrameSize)),
+};

@@ -322,6 +322,8 @@ describe("Hub", () => {
     const pending = hub.request("slow", "x");
     hub.close();
     await rejectsWith(pending, "ECLOSED");
+    // What it held (the request) can still be read, then it ends.
+    assert.equal((await sub.next()).value?.topic, "slow");
     assert.equal((await sub.next()).done, true);
     await rejectsWith(hub.publish("slow", "x"), "ECLOSED");
     assert.throws(() => hub.subscribe("x"), /closed/);

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { connect, type IpcError, listen } from "../../mod.ts";
 import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts";
-import { decodeHub, encodeHub, Op, VERSION } from "../../src/hub/protocol.ts";
+import { decodeHub, encodeHub, Op } from "../../src/hub/protocol.ts";
+import { Control, VERSION } from "../../src/session/protocol.ts";
 import { runtimeName } from "../../src/runtime/detect.ts";
 import {
   acceptedWhileStalled,
@@ -30,8 +31,8 @@ async function served(
     server,
     path,
     [Symbol.asyncDispose]: async () => {
-      server.close();
-      hub.close();
+      await server.close();
+      await hub.close();
       await dir[Symbol.asyncDispose]();
     },
   };
@@ -57,7 +58,7 @@ async function rawExchange(
 }
 
 const hello = (app = "dockipc", version = VERSION): Uint8Array =>
-  encodeHub({ op: Op.HELLO, version, app, token: new Uint8Array(0) });
+  encodeHub({ type: Control.HELLO, version, app, token: new Uint8Array(0) });
 
 describe("RemoteHub: the shared PubSub behaviour", () => {
   pubsubBehaviour("RemoteHub", async () => {
@@ -101,7 +102,7 @@ describe("serveHub and connectHub", () => {
     await rejectsWith(connectHub(s.path, { app: "billing", token: "wrong" }), "EAUTH", /token/);
     await rejectsWith(connectHub(s.path, { app: "billing" }), "EAUTH");
     const answered = await rawExchange(s.path, [hello("billing", 99)]);
-    assert.equal(answered[0]?.op, Op.ERR);
+    assert.equal(answered[0]?.type, Control.REFUSE);
     assert.match((answered[0] as { message: string }).message, /version 99/);
     await using ok = await connectHub(s.path, { app: "billing", token: "s3cret" });
     await ok.publish("x.y", "still serving");
@@ -116,7 +117,7 @@ describe("serveHub and connectHub", () => {
       ["not a handshake", [new Uint8Array([Op.PUB, 0, 0])]],
       ["a truncated PUB", [hello(), new Uint8Array([Op.PUB, 0, 0, 5, 0x61])]],
       ["an unknown op", [hello(), new Uint8Array([200])]],
-      ["a server-only op", [hello(), encodeHub({ op: Op.GOAWAY })]],
+      ["a server-only op", [hello(), encodeHub({ type: Control.GOAWAY })]],
       ["a bad overflow policy", [
         hello(),
         new Uint8Array([Op.SUB, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 9, 0, 1, 0x61, 0, 0]),
@@ -125,9 +126,8 @@ describe("serveHub and connectHub", () => {
     ];
     for (const [what, payloads] of bad) {
       const answered = await rawExchange(s.path, payloads);
-      const err = answered.find((m) => m.op === Op.ERR) as { id: number; code: string } | undefined;
-      assert.ok(err !== undefined, `${what}: an ERR`);
-      assert.equal(err.id, 0, what);
+      const err = answered.find((m) => m.type === Control.REFUSE) as { code: string } | undefined;
+      assert.ok(err !== undefined, `${what}: a REFUSE`);
       assert.equal(err.code, "EPROTOCOL", what);
     }
     // A frame over maxFrameSize is refused from its length prefix alone.
@@ -194,10 +194,10 @@ describe("serveHub and connectHub", () => {
     hub.close();
   });
 
-  test("publishes fail after publishTimeout when the hub stays away; requests in flight fail with ECONNRESET", async () => {
+  test("publishes fail after queueTimeout when the hub stays away; requests in flight fail with ECONNRESET", async () => {
     await using s = await served();
     await using client = await connectHub(s.path, {
-      publishTimeout: 50,
+      queueTimeout: 50,
       reconnect: { initialDelay: 10 },
     });
     client.handle("never.answers", () => new Promise(() => {}));
@@ -206,7 +206,7 @@ describe("serveHub and connectHub", () => {
     const inflight = other.request("never.answers", "x", { timeout: 60_000 });
     await client.flush();
     await other.flush();
-    s.server.close();
+    s.server.abort();
     await rejectsWith(inflight, "ECONNRESET");
     await until(() => !client.connected, 5000, "the client notices");
     await rejectsWith(client.publish("a.b", "x"), "ETIMEDOUT", /50 ms/);
@@ -220,7 +220,7 @@ describe("serveHub and connectHub", () => {
     const accepted = (async () => {
       for await (const conn of listener) {
         const w = conn.writable.getWriter();
-        await w.write(encodeFramesRaw([encodeHub({ op: Op.WELCOME, version: VERSION })]));
+        await w.write(encodeFramesRaw([encodeHub({ type: Control.WELCOME, version: VERSION, maxInflight: 0 })]));
         // Reads everything and answers nothing.
         void conn.readable.pipeTo(new WritableStream()).catch(() => {});
         return conn;
@@ -269,7 +269,7 @@ describe("serveHub and connectHub", () => {
     const writer = conn.writable.getWriter();
     const sub = (sid: number, pattern: string): Uint8Array =>
       encodeHub({
-        op: Op.SUB,
+        type: Op.SUB,
         sid,
         buffer: 0xffff_ffff,
         credit: 0, // nothing may be sent to it, and it reads nothing anyway
@@ -302,7 +302,7 @@ describe("serveHub and connectHub", () => {
     const size = 64 * 1024;
     const pub = encodeFramesRaw([
       encodeHub({
-        op: Op.PUB,
+        type: Op.PUB,
         env: { topic: "big", data: new Uint8Array(size), headers: {}, seq: 0 },
       }),
     ]);
@@ -313,6 +313,8 @@ describe("serveHub and connectHub", () => {
     assert.ok(mib >= 16 && mib < 32, `${mib} MiB accepted before the server stopped reading`);
     conn.close();
     await written;
+    // Its reads wait behind a subscriber that never reads: a graceful close would wait its bound.
+    s.server.abort();
   });
 
   test("maxConnections and maxSubscriptions are enforced", async () => {

@@ -6,23 +6,10 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import fc from "fast-check";
-import {
-  decodeHub,
-  encodeHub,
-  HubEncoding,
-  type HubMessage,
-  hubParser,
-  Op,
-} from "../../src/hub/protocol.ts";
+import { decodeHub, encodeHub, HUB, type HubWire, Op } from "../../src/hub/protocol.ts";
 import { NO_HEADERS } from "../../src/hub/subscription.ts";
-import {
-  decode,
-  encode,
-  type Message,
-  MessageEncoding,
-  messageParser,
-  Type,
-} from "../../src/rpc/protocol.ts";
+import { decode, encode, type Message, RPC, Type } from "../../src/rpc/protocol.ts";
+import { Control, VERSION } from "../../src/session/protocol.ts";
 import type { Decoder, Encoder } from "../../src/frame/_codec.ts";
 import { acceptedOrRefused } from "../_helpers.ts";
 
@@ -37,12 +24,12 @@ const env = (topic: string, data: Uint8Array, seq = 0) => ({
   reply: undefined,
 });
 
-const HUB: HubMessage[] = [
-  { op: Op.HELLO, version: 1, app: "app", token: bytes(1, 2, 3) },
-  { op: Op.WELCOME, version: 1 },
-  { op: Op.ERR, id: 7, code: "EPROTOCOL", message: "no" },
+const HUB_MESSAGES: HubWire[] = [
+  { type: Control.HELLO, version: VERSION, app: "app", token: bytes(1, 2, 3) },
+  { type: Control.WELCOME, version: VERSION, maxInflight: 0 },
+  { type: Op.ERR, id: 7, code: "EPROTOCOL", message: "no" },
   {
-    op: Op.SUB,
+    type: Op.SUB,
     sid: 3,
     buffer: 1024,
     credit: 256,
@@ -51,11 +38,11 @@ const HUB: HubMessage[] = [
     pattern: "a.*.>",
     queue: "workers",
   },
-  { op: Op.UNSUB, sid: 3 },
-  { op: Op.CREDIT, sid: 3, n: 9 },
-  { op: Op.PUB, env: env("a.b", bytes(9, 8)) },
+  { type: Op.UNSUB, sid: 3 },
+  { type: Op.CREDIT, sid: 3, n: 9 },
+  { type: Op.PUB, env: env("a.b", bytes(9, 8)) },
   {
-    op: Op.MSG,
+    type: Op.MSG,
     sid: 3,
     env: {
       topic: "a.b",
@@ -66,23 +53,23 @@ const HUB: HubMessage[] = [
       reply: "_r.1",
     },
   },
-  { op: Op.REQ, id: 5, timeout: 1000, env: env("q", bytes(1)) },
-  { op: Op.RES, id: 5, env: env("_r.1", bytes(2), 12) },
-  { op: Op.PING },
-  { op: Op.FLUSHED },
+  { type: Op.REQ, id: 5, timeout: 1000, env: env("q", bytes(1)) },
+  { type: Op.RES, id: 5, env: env("_r.1", bytes(2), 12) },
+  { type: Control.PING },
+  { type: Control.PONG },
 ];
 
-const RPC: Message[] = [
-  { type: Type.HELLO, version: 1, app: "app", token: bytes(4, 5) },
-  { type: Type.WELCOME, version: 1, maxInflight: 64 },
-  { type: Type.REFUSED, code: "EAUTH", message: "bad token" },
+const RPC_MESSAGES: Message[] = [
+  { type: Control.HELLO, version: VERSION, app: "app", token: bytes(4, 5) },
+  { type: Control.WELCOME, version: VERSION, maxInflight: 64 },
+  { type: Control.REFUSE, code: "EAUTH", message: "bad token" },
   { type: Type.REQUEST, id: 1, data: bytes(1, 2, 3) },
   { type: Type.REPLY, id: 1, data: bytes() },
   { type: Type.ERROR, id: 2, code: "EREMOTE", message: "boom", stack: "at x" },
   { type: Type.CANCEL, id: 3 },
   { type: Type.CHUNK, id: 4, data: bytes(7) },
   { type: Type.END, id: 4 },
-  { type: Type.GOAWAY },
+  { type: Control.GOAWAY },
 ];
 
 /** Decodes, and says how: a message, or `EPROTOCOL`; anything else fails the test. */
@@ -92,8 +79,8 @@ function outcome(decoder: (frame: Uint8Array) => unknown, frame: Uint8Array): st
 
 for (
   const [name, decoder, encoder, valid, batchEncoder, parser] of [
-    ["hub", decodeHub, encodeHub, HUB, (max: number) => new HubEncoding(max), hubParser],
-    ["rpc", decode, encode, RPC, (max: number) => new MessageEncoding(max), messageParser],
+    ["hub", decodeHub, encodeHub, HUB_MESSAGES, HUB.encoding, HUB.parser],
+    ["rpc", decode, encode, RPC_MESSAGES, RPC.encoding, RPC.parser],
   ] as const
 ) {
   describe(`${name} protocol decoder`, () => {
@@ -208,10 +195,10 @@ for (
 
 describe("hub protocol decoder: the repeated-topic cache", () => {
   test("a topic that differs from the last, even by one byte or in bad UTF-8, is read afresh", () => {
-    const pub = (topic: string): Uint8Array => encodeHub({ op: Op.PUB, env: env(topic, bytes(1)) });
+    const pub = (topic: string): Uint8Array => encodeHub({ type: Op.PUB, env: env(topic, bytes(1)) });
     const topicOf = (frame: Uint8Array): string => {
       const m = decodeHub(frame);
-      assert.equal(m.op, Op.PUB);
+      assert.equal(m.type, Op.PUB);
       return (m as { env: { topic: string } }).env.topic;
     };
     const long = `t.${"x".repeat(200)}`; // past the cache's first buffer, and past short ASCII
@@ -243,13 +230,13 @@ describe("hub protocol decoder: the plain-message path", () => {
   };
   /** Decodes with the topic cache holding `topic` first: "a.b" takes the plain path. */
   const after = (topic: string, frame: Uint8Array): unknown => {
-    decodeHub(encodeHub({ op: Op.PUB, env: env(topic, bytes()) }));
+    decodeHub(encodeHub({ type: Op.PUB, env: env(topic, bytes()) }));
     return result(frame);
   };
   const plain = [
-    encodeHub({ op: Op.PUB, env: env("a.b", bytes(1, 2, 3)) }),
-    encodeHub({ op: Op.MSG, sid: 7, env: env("a.b", bytes(9), 2 ** 53 - 1) }),
-    encodeHub({ op: Op.MSG, sid: 2 ** 32 - 1, env: env("a.b", bytes(), 2 ** 32 + 5) }),
+    encodeHub({ type: Op.PUB, env: env("a.b", bytes(1, 2, 3)) }),
+    encodeHub({ type: Op.MSG, sid: 7, env: env("a.b", bytes(9), 2 ** 53 - 1) }),
+    encodeHub({ type: Op.MSG, sid: 2 ** 32 - 1, env: env("a.b", bytes(), 2 ** 32 + 5) }),
   ];
 
   test("every truncation and changed byte reads as the full decoder reads it", () => {

@@ -4,6 +4,7 @@ import { connect, IpcError, lines } from "../../mod.ts";
 import { framed } from "../../src/frame/framed.ts";
 import { dial, RemoteError, type RpcContext, serve, serveLines } from "../../src/rpc/mod.ts";
 import { encode, Type } from "../../src/rpc/protocol.ts";
+import { Control, VERSION } from "../../src/session/protocol.ts";
 import { readAll, rejectsWith, rt, RUNTIMES, spawnFixture, tempDir, until } from "../_helpers.ts";
 
 const T = { timeout: 60_000 };
@@ -38,8 +39,8 @@ async function rawSession(address: string, frames: Uint8Array[]): Promise<Uint8A
 
 const hello = (over: Partial<{ version: number; app: string; token: string }> = {}): Uint8Array =>
   encode({
-    type: Type.HELLO,
-    version: over.version ?? 1,
+    type: Control.HELLO,
+    version: over.version ?? VERSION,
     app: over.app ?? "dockipc",
     token: utf8.encode(over.token ?? ""),
   });
@@ -273,15 +274,15 @@ describe("RPC", () => {
     await rejectsWith(dial(server.addr, { app: "daemon" }), "EAUTH");
     await rejectsWith(
       dial(server.addr, { app: "other", token: "s3cret" }),
-      "EPROTOCOL",
+      "EAUTH",
       /for app "other"; this server is "daemon"/,
     );
     const address = `127.0.0.1:${(server.addr as { port: number }).port}`;
     const replies = await rawSession(address, [
-      hello({ version: 2, app: "daemon", token: "s3cret" }),
+      hello({ version: 99, app: "daemon", token: "s3cret" }),
     ]);
-    assert.equal(replies[0]![0], Type.REFUSED);
-    assert.match(text.decode(replies[0]!), /protocol version 2; this server speaks 1/);
+    assert.equal(replies[0]![0], Control.REFUSE);
+    assert.match(text.decode(replies[0]!), /protocol version 99; this server speaks 2/);
     await using ok = await dial(server.addr, { app: "daemon", token: "s3cret" });
     assert.equal(text.decode(await ok.request("fine")), "fine");
   });
@@ -301,7 +302,9 @@ describe("RPC", () => {
       const raw = await connect(path);
       const w = raw.writable.getWriter();
       await w.write(utf8.encode("GARBAGE!"));
-      assert.equal((await readAll(raw.readable).catch(() => new Uint8Array(0))).length, 0);
+      const refused = await readAll(raw.readable).catch(() => new Uint8Array(0));
+      assert.equal(refused[4], Control.REFUSE, "one frame, a REFUSE, and nothing else");
+      assert.match(text.decode(refused), /EFRAMETOOLARGE/);
       // After a good handshake: an unknown message type, then an oversize frame.
       for (const bad of [new Uint8Array([99, 1, 2]), new Uint8Array(2000)]) {
         const session = await rawSession(path, [
@@ -309,8 +312,9 @@ describe("RPC", () => {
           bad,
           encode({ type: Type.REQUEST, id: 1, data: utf8.encode("x") }),
         ]);
-        assert.equal(session[0]![0], Type.WELCOME);
-        assert.equal(session.length, 1, "nothing is answered after bad input");
+        assert.equal(session[0]![0], Control.WELCOME);
+        assert.equal(session[1]![0], Control.REFUSE, "the bad input is refused, saying why");
+        assert.equal(session.length, 2, "nothing else is answered after bad input");
       }
       assert.equal(text.decode(await good.request("still served")), "still served");
     },
@@ -403,7 +407,7 @@ describe("RPC", () => {
       assert.equal(text.decode(await b.request("b")), "b");
 
       await using idle = await serve("tcp://127.0.0.1:0", echo, { idleTimeout: 50 });
-      await using sleeper = await dial(idle.addr);
+      await using sleeper = await dial(idle.addr, { reconnect: false });
       assert.equal(text.decode(await sleeper.request("x")), "x");
       await until(() => idle.connections === 0, 10_000, "the idle connection to close");
       await rejectsWith(sleeper.request("y"), "ECONNRESET");

@@ -1,0 +1,404 @@
+/**
+ * One server lifecycle for every protocol on the session layer: listening, the handshake with
+ * its limits and timeout, liveness answers, the idle timeout, GOAWAY, a `shutdown()` that drains
+ * in-flight work, and a `close()` that loses no reply already written. RPC and the hub each give
+ * it a {@linkcode Dispatcher} per connection.
+ *
+ * @module
+ */
+
+import type { Address } from "../address.ts";
+import { closedError, IpcError } from "../errors.ts";
+import { Channel } from "../frame/channel.ts";
+import { maxFrameSizeOf } from "../frame/codec.ts";
+import { deferred, later } from "../internal/async.ts";
+import type { Conn } from "../runtime/types.ts";
+import { listen, type Listener, type ListenOptions } from "../transport.ts";
+import { type HandshakeRules, readHello, Refusal, tokenBytes } from "./handshake.ts";
+import {
+  type Codec,
+  Control,
+  type ControlMessage,
+  INVALID,
+  type Invalid,
+  type SessionMessage,
+  VERSION,
+} from "./protocol.ts";
+
+/** The options every dockipc server takes: `serve()` and `serveHub()`. */
+export interface ServerOptions extends Pick<ListenOptions, "mode" | "signal"> {
+  /** Clients must name the same application. @default {"dockipc"} */
+  app?: string;
+  /** A shared secret clients must present; compared in constant time. */
+  token?: string | Uint8Array;
+  /** Connections at once; more are refused at the handshake. @default {1024} */
+  maxConnections?: number;
+  /** Milliseconds a new connection has to complete its handshake. @default {5000} */
+  handshakeTimeout?: number;
+  /** Milliseconds a connection may stay with nothing in flight before it is closed; 0: never. @default {0} */
+  idleTimeout?: number;
+  /** The largest frame either way; a client sending a larger one is disconnected. @default {16777216} */
+  maxFrameSize?: number;
+}
+
+/** A running server. */
+export interface Server extends AsyncDisposable {
+  /** Where it listens. */
+  readonly addr: Address;
+  /** Connections open now. */
+  readonly connections: number;
+  /**
+   * Stops accepting and tells every client to go (GOAWAY); reads what each still sends until it
+   * ends its side, finishes what runs, sends the last replies, then closes. When `signal`
+   * aborts first, everything closes at once.
+   */
+  shutdown(options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Shuts down within 10 seconds, then closes what is left: resolves once every reply already
+   * written has been handed to the kernel. `[Symbol.asyncDispose]` does the same.
+   */
+  close(): Promise<void>;
+  /** Closes every connection now, discarding what has not been written; handlers' signals abort. */
+  abort(): void;
+}
+
+/** What a protocol's server does with one connection once the handshake is done. */
+export interface Dispatcher<V> {
+  /**
+   * Serves one message: a promise when the connection must be read no further until it
+   * settles. Throwing drops the client with a REFUSE saying why.
+   */
+  serve(message: V): Promise<void> | undefined;
+  /** Resolves once everything served so far has been dealt with; undefined when it has. */
+  settled(): Promise<void> | undefined;
+  /** Whether work is in flight: the idle timer waits until there is none. */
+  busy(): boolean;
+  /** The client sent its last message: finish what runs and send its replies. */
+  finish(): Promise<void>;
+  /** The connection is over: release what it holds, aborting what still runs. */
+  release(reason: IpcError): void;
+}
+
+/** The served end of one connection, as a protocol's dispatcher uses it. */
+export interface ServedConn<V> {
+  readonly conn: Conn;
+  /** Whether the server is shutting down. */
+  readonly draining: boolean;
+  /**
+   * Sends a message: undefined once taken, a promise while the socket pushes back. Never
+   * rejects: a failed connection is its read loop's to end.
+   */
+  send(message: SessionMessage<V>): Promise<void> | undefined;
+  /** Sends a message, rejecting only for one over `maxFrameSize` (`EFRAMETOOLARGE`). */
+  reply(message: V): Promise<void>;
+  /** Tells the client why it is dropped (REFUSE), then ends the connection. */
+  refuse(err: unknown): Promise<void>;
+  /** Arms the idle timer again, as work ended. */
+  idle(): void;
+}
+
+/** A protocol, as the server lifecycle needs it. */
+export interface ServedProtocol<V extends { type: number }> {
+  readonly codec: Codec<V>;
+  /** Names the serving function in errors: "serve()", "serveHub()". */
+  readonly owner: string;
+  /** Requests a connection may have running at once, told to clients; 0 for no bound. */
+  readonly maxInflight: number;
+  /** Makes the dispatcher of a new connection. */
+  dispatcher(served: ServedConn<V>): Dispatcher<V>;
+}
+
+/** How long `close()` and `[Symbol.asyncDispose]` let a shutdown take before closing at once. */
+const SHUTDOWN_BOUND_MS = 10_000;
+
+/** The REFUSE message that reports `err`, with its code where it has one. */
+function refusalOf(err: unknown): ControlMessage {
+  const code = err instanceof IpcError || err instanceof Refusal ? err.code : "EPROTOCOL";
+  return {
+    type: Control.REFUSE,
+    code,
+    message: err instanceof Error ? err.message : String(err),
+  };
+}
+
+/**
+ * Listens at `address` and serves `protocol` on every connection.
+ *
+ * @param address Where to listen.
+ * @param options The handshake's app id and token, and the server's limits.
+ * @param protocol The protocol's codec and dispatcher.
+ */
+export async function serveSessions<V extends { type: number }>(
+  address: string | Address,
+  options: ServerOptions,
+  protocol: ServedProtocol<V>,
+): Promise<Server> {
+  const {
+    app = "dockipc",
+    maxConnections = 1024,
+    handshakeTimeout = 5000,
+    idleTimeout = 0,
+    maxFrameSize,
+  } = options;
+  const frameLimit = maxFrameSizeOf(
+    protocol.owner,
+    maxFrameSize === undefined ? {} : { maxFrameSize },
+  );
+  const listenOptions: ListenOptions = {};
+  if (options.mode !== undefined) listenOptions.mode = options.mode;
+  const listener = await listen(address, listenOptions);
+  const sessions = new Set<Session<V>>();
+  const state = { draining: false };
+  const rules: HandshakeRules = {
+    protocol: protocol.codec.protocol,
+    app,
+    token: options.token === undefined ? undefined : tokenBytes(options.token),
+    handshakeTimeout,
+    admit: () => {
+      if (sessions.size > maxConnections) {
+        return new Refusal(
+          "ECONNREFUSED",
+          `The server has reached maxConnections (${maxConnections})`,
+        );
+      }
+      if (state.draining) return new Refusal("ECLOSED", "The server is shutting down");
+      return undefined;
+    },
+  };
+  const context: SessionContext<V> = { protocol, rules, frameLimit, idleTimeout, state };
+  return new Served(listener, sessions, state, context, options.signal);
+}
+
+interface SessionContext<V extends { type: number }> {
+  readonly protocol: ServedProtocol<V>;
+  readonly rules: HandshakeRules;
+  readonly frameLimit: number;
+  readonly idleTimeout: number;
+  readonly state: { draining: boolean };
+}
+
+/** A running server: accepts connections as sessions, and shuts them down. */
+class Served<V extends { type: number }> implements Server {
+  readonly addr: Address;
+  readonly #listener: Listener;
+  readonly #sessions: Set<Session<V>>;
+  readonly #state: { draining: boolean };
+  readonly #accepting: Promise<void>;
+  #closing: Promise<void> | undefined;
+
+  constructor(
+    listener: Listener,
+    sessions: Set<Session<V>>,
+    state: { draining: boolean },
+    context: SessionContext<V>,
+    signal: AbortSignal | undefined,
+  ) {
+    this.addr = listener.addr;
+    this.#listener = listener;
+    this.#sessions = sessions;
+    this.#state = state;
+    this.#accepting = (async () => {
+      for await (const conn of listener) {
+        const session = new Session(conn, context);
+        sessions.add(session);
+        void session.run().finally(() => sessions.delete(session));
+      }
+    })();
+    signal?.addEventListener("abort", () => this.abort(), { once: true });
+  }
+
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
+  async shutdown(options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#state.draining = true;
+    await this.#listener.close();
+    const { signal } = options;
+    const abort = (): void => this.abort();
+    if (signal?.aborted) return abort();
+    signal?.addEventListener("abort", abort, { once: true });
+    try {
+      await Promise.all([...this.#sessions].map((s) => s.drain()));
+      await this.#accepting;
+    } finally {
+      signal?.removeEventListener("abort", abort);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.#closing ??= this.#closeWithin(SHUTDOWN_BOUND_MS);
+  }
+
+  /** Shuts down, closing at once after `ms`: on a timer that keeps the process alive till then. */
+  async #closeWithin(ms: number): Promise<void> {
+    const bound = new AbortController();
+    const timer = later(() => bound.abort(), ms);
+    try {
+      await this.shutdown({ signal: bound.signal });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  abort(): void {
+    this.#state.draining = true;
+    void this.#listener.close();
+    for (const session of this.#sessions) session.abort();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+/** One client connection of a server, from its handshake until it ends. */
+class Session<V extends { type: number }> implements ServedConn<V> {
+  readonly conn: Conn;
+  readonly channel: Channel<SessionMessage<V> | Invalid>;
+  readonly #context: SessionContext<V>;
+  #dispatcher: Dispatcher<V> | undefined;
+  #idle: ReturnType<typeof setTimeout> | undefined;
+  /** The last PONG still waiting for earlier work: the next one goes after it. */
+  #pong: Promise<void> | undefined;
+  #running: Promise<void> | undefined;
+  readonly #aborted = deferred<void>();
+
+  constructor(conn: Conn, context: SessionContext<V>) {
+    this.conn = conn;
+    this.#context = context;
+    const limit = context.frameLimit;
+    this.channel = new Channel(
+      conn,
+      context.protocol.codec.parser(limit),
+      context.protocol.codec.encoding(limit),
+      { lastWords: refusalOf },
+    );
+  }
+
+  get draining(): boolean {
+    return this.#context.state.draining;
+  }
+
+  run(): Promise<void> {
+    return this.#running ??= this.#run();
+  }
+
+  async #run(): Promise<void> {
+    try {
+      let batch: (SessionMessage<V> | Invalid)[] | undefined = await readHello(
+        this.channel,
+        this.#context.rules,
+      );
+      await this.send({
+        type: Control.WELCOME,
+        version: VERSION,
+        maxInflight: this.#context.protocol.maxInflight,
+      });
+      this.#dispatcher = this.#context.protocol.dispatcher(this);
+      this.idle();
+      while (batch !== undefined) {
+        for (const m of batch) {
+          const waiting = this.#serve(m);
+          // Reading waits (backpressure), unless the connection is aborted meanwhile.
+          if (waiting !== undefined) await Promise.race([waiting, this.#aborted.promise]);
+        }
+        batch = await this.channel.read();
+        this.idle();
+      }
+      // The client ended its side: finish what runs, then end ours. After `abort()` (which
+      // also ends the reads) there is nothing left to finish.
+      await Promise.race([this.#dispatcher.finish(), this.#aborted.promise]);
+      await this.channel.end().catch(() => {});
+    } catch (err) {
+      await this.refuse(err);
+    } finally {
+      this.abort();
+    }
+  }
+
+  #serve(m: SessionMessage<V> | Invalid): Promise<void> | undefined {
+    switch (m.type) {
+      case INVALID:
+        throw (m as Invalid).error;
+      case Control.PING: {
+        // After the work before it: a PONG means "dealt with", and PONGs keep their order.
+        const before = this.#pong ?? this.#dispatcher!.settled();
+        if (before === undefined) {
+          void this.send({ type: Control.PONG });
+        } else {
+          const pong: Promise<void> = before.then(() => {
+            if (this.#pong === pong) this.#pong = undefined;
+            void this.send({ type: Control.PONG });
+          });
+          this.#pong = pong;
+        }
+        return undefined;
+      }
+      case Control.HELLO:
+      case Control.WELCOME:
+      case Control.REFUSE:
+      case Control.GOAWAY:
+      case Control.PONG:
+        throw new Refusal(
+          "EPROTOCOL",
+          `A client may not send message type ${m.type} after the handshake`,
+        );
+      default:
+        return this.#dispatcher!.serve(m as V);
+    }
+  }
+
+  send(message: SessionMessage<V>): Promise<void> | undefined {
+    try {
+      return this.channel.send(message)?.catch(() => {});
+    } catch {
+      // The channel failed: the read loop ends the session.
+      return undefined;
+    }
+  }
+
+  async reply(message: V): Promise<void> {
+    try {
+      await this.channel.send(message);
+    } catch (err) {
+      if (err instanceof IpcError && err.code === "EFRAMETOOLARGE") throw err;
+    }
+  }
+
+  async refuse(err: unknown): Promise<void> {
+    await this.send(refusalOf(err));
+    await this.channel.end().catch(() => {});
+    this.abort();
+  }
+
+  idle(): void {
+    const ms = this.#context.idleTimeout;
+    if (ms <= 0) return;
+    clearTimeout(this.#idle);
+    if (this.#dispatcher?.busy()) return;
+    this.#idle = later(() => this.conn.close(), ms);
+  }
+
+  /** Closes the connection now, and ends what runs for it. */
+  abort(reason: IpcError = closedError("serve", "server")): void {
+    this.#aborted.resolve();
+    clearTimeout(this.#idle);
+    this.#dispatcher?.release(reason);
+    this.conn.close();
+  }
+
+  /**
+   * Shutdown: GOAWAY, then the read loop goes on until the client ends its side (a dockipc
+   * client does once it has sent what it had), finishes what runs and closes.
+   */
+  async drain(): Promise<void> {
+    if (this.#dispatcher === undefined) {
+      // Still in its handshake: it will be refused as the server is shutting down.
+      await this.run();
+      return;
+    }
+    await this.send({ type: Control.GOAWAY });
+    await this.run();
+  }
+}
