@@ -21,9 +21,9 @@ import {
   type Codec,
   encodeControl,
   isControl,
+  sessionDecoder,
   SessionEncoding,
   type SessionMessage,
-  sessionDecoder,
   sessionParser,
   sessionTaker,
 } from "../session/protocol.ts";
@@ -294,9 +294,7 @@ function decodePlain(bytes: Uint8Array, start: number, end: number): HubMessage 
     key: undefined,
     reply: undefined,
   };
-  return op === Op.MSG
-    ? { type: op, sid: readUint32(bytes, start + 1), env }
-    : { type: op, env };
+  return op === Op.MSG ? { type: op, sid: readUint32(bytes, start + 1), env } : { type: op, env };
 }
 
 /** Decodes any message, field by field; throws `EPROTOCOL` for anything malformed or unknown. */

@@ -16,9 +16,9 @@ import {
   type Codec,
   encodeControl,
   isControl,
+  sessionDecoder,
   SessionEncoding,
   type SessionMessage,
-  sessionDecoder,
   sessionParser,
   sessionTaker,
 } from "../session/protocol.ts";

@@ -140,7 +140,10 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
 
   #start(id: number, data: Uint8Array): void {
     if (this.#inflight.has(id)) {
-      throw new IpcError("EPROTOCOL", `Cannot serve request ${id} as one with that id is in flight`);
+      throw new IpcError(
+        "EPROTOCOL",
+        `Cannot serve request ${id} as one with that id is in flight`,
+      );
     }
     // The server's abort and shutdown's signal reach the request through `release()`.
     const request = new Running(this.#served.conn.remoteAddr);
@@ -190,7 +193,9 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
         } else {
           const bytes = typeof reply === "string" ? utf8.encode(reply) : reply;
           if (!(bytes instanceof Uint8Array)) {
-            throw new TypeError(`The handler returned ${typeof reply}, not bytes, text or a stream`);
+            throw new TypeError(
+              `The handler returned ${typeof reply}, not bytes, text or a stream`,
+            );
           }
           await served.reply({ type: Type.REPLY, id, data: bytes });
         }

@@ -268,10 +268,14 @@ export class SessionClient<V extends { type: number }> {
     const link = this.#link;
     if (link === undefined || link.goaway) {
       return Promise.reject(
-        new IpcError("ECONNRESET", `Cannot flush as the client is not connected to "${this.label}"`, {
-          op: "flush",
-          address: this.label,
-        }),
+        new IpcError(
+          "ECONNRESET",
+          `Cannot flush as the client is not connected to "${this.label}"`,
+          {
+            op: "flush",
+            address: this.label,
+          },
+        ),
       );
     }
     return new Promise((resolve, reject) => {
@@ -372,7 +376,9 @@ export class SessionClient<V extends { type: number }> {
         throw fail(`the server refused: ${answer.message}`, refusalCode(answer.code));
       }
       if (answer.type !== Control.WELCOME || answer.version !== VERSION) {
-        throw fail(`it answered the handshake wrongly: is it a dockipc ${this.#codec.protocol} server?`);
+        throw fail(
+          `it answered the handshake wrongly: is it a dockipc ${this.#codec.protocol} server?`,
+        );
       }
       const link: Link<V> = {
         channel,
@@ -413,10 +419,14 @@ export class SessionClient<V extends { type: number }> {
   async #read(link: Link<V>): Promise<void> {
     // One step first: `#attach` lets the protocol send what it must before messages come in.
     await Promise.resolve();
-    let lost = new IpcError("ECONNRESET", `the connection to "${this.label}" was closed by the server`, {
-      op: "read",
-      address: this.label,
-    });
+    let lost = new IpcError(
+      "ECONNRESET",
+      `the connection to "${this.label}" was closed by the server`,
+      {
+        op: "read",
+        address: this.label,
+      },
+    );
     try {
       for (
         let batch: (SessionMessage<V> | Invalid)[] | undefined = link.early;
@@ -427,7 +437,9 @@ export class SessionClient<V extends { type: number }> {
       }
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      const code = err instanceof IpcError && err.code === "ESLOWCONSUMER" ? err.code : "ECONNRESET";
+      const code = err instanceof IpcError && err.code === "ESLOWCONSUMER"
+        ? err.code
+        : "ECONNRESET";
       lost = new IpcError(code, `the connection to "${this.label}" was lost: ${why}`, {
         op: "read",
         address: this.label,

@@ -220,7 +220,9 @@ describe("serveHub and connectHub", () => {
     const accepted = (async () => {
       for await (const conn of listener) {
         const w = conn.writable.getWriter();
-        await w.write(encodeFramesRaw([encodeHub({ type: Control.WELCOME, version: VERSION, maxInflight: 0 })]));
+        await w.write(
+          encodeFramesRaw([encodeHub({ type: Control.WELCOME, version: VERSION, maxInflight: 0 })]),
+        );
         // Reads everything and answers nothing.
         void conn.readable.pipeTo(new WritableStream()).catch(() => {});
         return conn;

@@ -195,7 +195,8 @@ for (
 
 describe("hub protocol decoder: the repeated-topic cache", () => {
   test("a topic that differs from the last, even by one byte or in bad UTF-8, is read afresh", () => {
-    const pub = (topic: string): Uint8Array => encodeHub({ type: Op.PUB, env: env(topic, bytes(1)) });
+    const pub = (topic: string): Uint8Array =>
+      encodeHub({ type: Op.PUB, env: env(topic, bytes(1)) });
     const topicOf = (frame: Uint8Array): string => {
       const m = decodeHub(frame);
       assert.equal(m.type, Op.PUB);
