@@ -188,11 +188,14 @@ class HubDispatcher implements Dispatcher<HubMessage> {
 
   /**
    * The client sent its last message. What it published goes on into the hub, even through a
-   * `"block"` subscriber that holds it up. When the server is shutting down, each subscription
-   * is sent what it already holds as far as the client's credit allows.
+   * `"block"` subscriber that holds it up. When the server is shutting down, that is waited for
+   * (so that the client's next connection cannot overtake it), and each subscription is sent
+   * what it already holds as far as the client's credit allows.
    */
   async finish(): Promise<void> {
     if (!this.#served.draining) return;
+    // Published before the client's next connection, whose PUBs would otherwise overtake these.
+    await this.#publisher;
     for (const remote of this.remotes.values()) {
       while (remote.sub.stats().pending > 0 && remote.credit > 0) await delay(1);
       remote.sub.unsubscribe();
