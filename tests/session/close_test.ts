@@ -71,7 +71,7 @@ describe("close() loses nothing accepted", () => {
         String(COUNT),
         "close.x",
         "close",
-        "256",
+        "4096",
       ]);
       let finished = false;
       const done = publisher.line(60_000).finally(() => (finished = true));
