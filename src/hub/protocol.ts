@@ -21,11 +21,10 @@ import {
   type Codec,
   encodeControl,
   isControl,
+  sessionCodec,
   sessionDecoder,
-  SessionEncoding,
   type SessionMessage,
-  sessionParser,
-  sessionTaker,
+  type WireDecoder,
 } from "../session/protocol.ts";
 import { type Message, NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
@@ -253,19 +252,8 @@ function decodeVocabulary(bytes: Uint8Array, start: number, length: number): Hub
   return decodePlain(bytes, start, start + length) ?? decodeAny(bytes, start, length);
 }
 
-const decodeWire = sessionDecoder("hub", decodeVocabulary);
-
-/**
- * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
- * anything malformed or unknown.
- */
-export function decodeHub(
-  bytes: Uint8Array,
-  start = 0,
-  length: number = bytes.length - start,
-): HubWire {
-  return decodeWire(bytes, start, length);
-}
+/** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
+export const decodeHub: WireDecoder<HubWire> = sessionDecoder("hub", decodeVocabulary);
 
 /**
  * Most traffic, read in a few steps: a PUB or MSG on the topic decoded last, with no key, reply
@@ -385,11 +373,9 @@ class HubEncoding implements Encoder<HubMessage> {
   }
 }
 
-const take = sessionTaker(decodeWire);
-
 /** The hub's wire format, for the session layer. */
-export const HUB: Codec<HubMessage> = {
-  protocol: "hub",
-  parser: (maxFrameSize) => sessionParser(maxFrameSize, take),
-  encoding: (maxFrameSize) => new SessionEncoding(maxFrameSize, new HubEncoding(maxFrameSize)),
-};
+export const HUB: Codec<HubMessage> = sessionCodec(
+  "hub",
+  decodeHub,
+  (maxFrameSize) => new HubEncoding(maxFrameSize),
+);

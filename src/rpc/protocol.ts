@@ -16,11 +16,10 @@ import {
   type Codec,
   encodeControl,
   isControl,
+  sessionCodec,
   sessionDecoder,
-  SessionEncoding,
   type SessionMessage,
-  sessionParser,
-  sessionTaker,
+  type WireDecoder,
 } from "../session/protocol.ts";
 
 /** The RPC message types: the first byte of every frame after the session's own. */
@@ -92,19 +91,8 @@ function decodeRpc(bytes: Uint8Array, start: number, length: number): RpcMessage
   return m;
 }
 
-const decodeAny = sessionDecoder("RPC", decodeRpc);
-
-/**
- * Decodes one frame's payload, `length` bytes of `bytes` from `start`; throws `EPROTOCOL` for
- * anything malformed or unknown.
- */
-export function decode(
-  bytes: Uint8Array,
-  start = 0,
-  length: number = bytes.length - start,
-): Message {
-  return decodeAny(bytes, start, length);
-}
+/** Decodes one frame's payload; throws `EPROTOCOL` for anything malformed or unknown. */
+export const decode: WireDecoder<Message> = sessionDecoder("RPC", decodeRpc);
 
 /**
  * Encodes RPC messages straight into a connection's write batch: a request or reply with a
@@ -142,11 +130,9 @@ class RpcEncoding implements Encoder<RpcMessage> {
   }
 }
 
-const take = sessionTaker(decodeAny);
-
 /** The RPC wire format, for the session layer. */
-export const RPC: Codec<RpcMessage> = {
-  protocol: "RPC",
-  parser: (maxFrameSize) => sessionParser(maxFrameSize, take),
-  encoding: (maxFrameSize) => new SessionEncoding(maxFrameSize, new RpcEncoding(maxFrameSize)),
-};
+export const RPC: Codec<RpcMessage> = sessionCodec(
+  "RPC",
+  decode,
+  (maxFrameSize) => new RpcEncoding(maxFrameSize),
+);

@@ -138,44 +138,25 @@ function decodeControl(r: WireReader, type: number): ControlMessage {
 export type VocabularyDecoder<V> = (bytes: Uint8Array, start: number, length: number) => V;
 
 /**
+ * A decoder of one frame's payload, `length` bytes of `bytes` from `start` (the whole array by
+ * default); throws `EPROTOCOL` for anything malformed or unknown.
+ */
+export type WireDecoder<T> = (bytes: Uint8Array, start?: number, length?: number) => T;
+
+/**
  * A protocol's whole decoder: session messages by the toolkit, the rest by `vocabulary`. Throws
  * `EPROTOCOL` for anything malformed or unknown, naming `protocol`.
  */
 export function sessionDecoder<V>(
   protocol: string,
   vocabulary: VocabularyDecoder<V>,
-): VocabularyDecoder<SessionMessage<V>> {
+): WireDecoder<SessionMessage<V>> {
   return (bytes, start = 0, length = bytes.length - start) => {
     if (length > 0 && bytes[start]! >= FIRST_VOCABULARY_TYPE) {
       return vocabulary(bytes, start, length);
     }
     const r = new WireReader(bytes, protocol, start, length);
     return decodeControl(r, r.type());
-  };
-}
-
-/**
- * The parser of a protocol's connections: frames, each decoded in place; one that does not
- * decode becomes {@linkcode Invalid}, for the receiver to act on after the messages before it.
- * Make the taker once per protocol with {@linkcode sessionTaker}.
- */
-export function sessionParser<V>(
-  maxFrameSize: number,
-  take: FrameTaker<SessionMessage<V> | Invalid>,
-): FrameParser<SessionMessage<V> | Invalid> {
-  return new FrameParser(maxFrameSize, take);
-}
-
-/** Decodes a frame in place with `decode`; one that does not decode, into {@linkcode Invalid}. */
-export function sessionTaker<V>(
-  decode: VocabularyDecoder<SessionMessage<V>>,
-): FrameTaker<SessionMessage<V> | Invalid> {
-  return (bytes, start, length) => {
-    try {
-      return decode(bytes, start, length);
-    } catch (err) {
-      return { type: INVALID, error: err as IpcError };
-    }
   };
 }
 
@@ -211,4 +192,28 @@ export interface Codec<V extends { type: number }> {
   parser(maxFrameSize: number): FrameParser<SessionMessage<V> | Invalid>;
   /** The encoder of a new connection. */
   encoding(maxFrameSize: number): Encoder<SessionMessage<V>>;
+}
+
+/**
+ * A protocol's wire format: its frames decoded in place by `decode` (a frame that does not
+ * decode becomes {@linkcode Invalid}, for the receiver to act on after the messages before it),
+ * its vocabulary encoded by `encoding` and the session's messages by the toolkit.
+ */
+export function sessionCodec<V extends { type: number }>(
+  protocol: string,
+  decode: WireDecoder<SessionMessage<V>>,
+  encoding: (maxFrameSize: number) => Encoder<V>,
+): Codec<V> {
+  const take: FrameTaker<SessionMessage<V> | Invalid> = (bytes, start, length) => {
+    try {
+      return decode(bytes, start, length);
+    } catch (err) {
+      return { type: INVALID, error: err as IpcError };
+    }
+  };
+  return {
+    protocol,
+    parser: (maxFrameSize) => new FrameParser(maxFrameSize, take),
+    encoding: (maxFrameSize) => new SessionEncoding(maxFrameSize, encoding(maxFrameSize)),
+  };
 }
