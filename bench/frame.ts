@@ -38,7 +38,7 @@
 import { type Conn, connect, frameChannel, framed, FrameDecoderStream, listen } from "../mod.ts";
 import { FrameParser } from "../src/frame/codec.ts";
 import { view } from "../src/internal/wire.ts";
-import { copyBytes } from "../src/runtime/_bytes.ts";
+import { copyBytes } from "../src/runtime/bytes.ts";
 import { implFor, pingPong, RAW_FRESH, serveOnce } from "./_peers.ts";
 import {
   median,

@@ -1,6 +1,6 @@
 /**
- * The gate: format, lint, type check, doc lint, the test suite on Deno, Bun and Node 24, and a
- * publish dry run. `npm test` runs it under the pinned Node 24 (npm puts `node_modules/.bin`
+ * The gate: format, lint, type check, doc lint, the layering check, the test suite on Deno, Bun
+ * and Node 24, and a publish dry run. `npm test` runs it under the pinned Node 24 (npm puts `node_modules/.bin`
  * first on PATH); `.ci/run` calls `npm test`. Exits non-zero if any step fails, and ends with
  * one line that counts the tests of all three runtimes. Installs the Debian packages the tests use
  * (`scripts/_system.ts`) first, if they are missing.
@@ -37,6 +37,12 @@ const steps: Step[] = [
   { name: "deno lint", group: "checks", cmd: deno, args: ["lint"] },
   { name: "deno check", group: "checks", cmd: deno, args: ["check", "."] },
   { name: "deno doc --lint", group: "checks", cmd: deno, args: ["doc", "--lint", ...entryPoints] },
+  {
+    name: "layers (dependency-cruiser, runtime globals)",
+    group: "checks",
+    cmd: binary("node"),
+    args: ["scripts/check_layers.ts"],
+  },
   {
     name: "tests on Deno (with doc tests)",
     group: "deno",

@@ -6,7 +6,7 @@
  */
 
 import { IpcError } from "./errors.ts";
-import { platform } from "./runtime/detect.ts";
+import { platform } from "./runtime/platform.ts";
 
 /** A unix-domain stream socket at a file-system path (absolute or relative to the cwd). */
 export interface UnixAddress {

@@ -8,10 +8,10 @@
  */
 
 import { closedError } from "../errors.ts";
-import { type ByteIo, byteIo, ignore } from "../runtime/_socket_conn.ts";
+import { type ByteIo, byteIo, ignore } from "../runtime/byte_io.ts";
 import type { Conn } from "../runtime/types.ts";
 import { BurstTimer } from "../internal/async.ts";
-import { BATCH_BYTES, type Decoder, type Encoder } from "./_codec.ts";
+import { BATCH_BYTES, type Decoder, type Encoder } from "./format.ts";
 
 /** The first size of a connection's write batch: an idle connection holds two of these. */
 const FIRST_BATCH_BYTES = 2048;

@@ -7,7 +7,7 @@
 
 import { IpcError } from "../errors.ts";
 import { readUint32, view } from "../internal/wire.ts";
-import { copyBytes } from "../runtime/_bytes.ts";
+import { copyBytes } from "../runtime/bytes.ts";
 import {
   checkLimit,
   COPY_BELOW,
@@ -16,7 +16,7 @@ import {
   decoderTransformer,
   type Encoder,
   encoderTransformer,
-} from "./_codec.ts";
+} from "./format.ts";
 
 /** The bytes before each payload. */
 const PREFIX = 4;

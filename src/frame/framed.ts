@@ -6,7 +6,7 @@
  */
 
 import type { Conn } from "../runtime/types.ts";
-import type { Decoder, Encoder } from "./_codec.ts";
+import type { Decoder, Encoder } from "./format.ts";
 import { view } from "../internal/wire.ts";
 import { Channel } from "./channel.ts";
 import { FrameEncoding, FrameParser, type FrameStreamOptions, maxFrameSizeOf } from "./codec.ts";

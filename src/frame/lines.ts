@@ -13,7 +13,7 @@ import {
   decoderTransformer,
   type Encoder,
   encoderTransformer,
-} from "./_codec.ts";
+} from "./format.ts";
 
 const LF = 10;
 const CR = 13;

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
+import { COPY_BELOW, type Encoder } from "../frame/format.ts";
 import { FrameEncoding, writeUint32 } from "../frame/codec.ts";
 import {
   type LastString,

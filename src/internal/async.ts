@@ -6,7 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { refTimer } from "../runtime/detect.ts";
+import { refTimer } from "../runtime/platform.ts";
 
 /**
  * Resolves after `ms` milliseconds; rejects with the signal's reason if it aborts first.

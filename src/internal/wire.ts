@@ -7,7 +7,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { copyBytes } from "../runtime/_bytes.ts";
+import { copyBytes } from "../runtime/bytes.ts";
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder("utf-8", { fatal: true });

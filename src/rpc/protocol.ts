@@ -7,10 +7,10 @@
  * @module
  */
 
-import { COPY_BELOW, type Encoder } from "../frame/_codec.ts";
+import { COPY_BELOW, type Encoder } from "../frame/format.ts";
 import { FrameEncoding, writeUint32 } from "../frame/codec.ts";
 import { WireReader } from "../internal/wire.ts";
-import { copyBytes } from "../runtime/_bytes.ts";
+import { copyBytes } from "../runtime/bytes.ts";
 import {
   buildFrame,
   type Codec,

@@ -8,6 +8,7 @@
 
 import type { Address } from "../address.ts";
 import { closedError, IpcError, systemError } from "../errors.ts";
+import { type ByteIo, DIRECT, ignore, readTo } from "./byte_io.ts";
 import type { Conn } from "./types.ts";
 
 /**
@@ -54,67 +55,11 @@ const READ_SIZE = 64 * 1024;
 const FIRST_ARENA = 4 * 1024;
 const MAX_ARENA = 256 * 1024;
 
-/** Takes anything and drops it: a default and a sink that need no closure of their own. */
-export const ignore = (): void => {};
-
 /** A chunk's size in an event socket's read queue; one function for every connection. */
 const byteLength = (chunk: Uint8Array): number => chunk.byteLength;
 
 /** What an idle connection's read fields hold: shared, as a connection may idle for long. */
 const NO_BYTES = new Uint8Array(0);
-
-/**
- * A connection's bytes as calls rather than streams: what a `Channel` drives a connection with.
- * One read at a time, and one write at a time (the next once the last has resolved).
- */
-export interface ByteIo {
-  /**
-   * Reads the next bytes and hands them to `take`, which may keep them (nothing writes to them
-   * again) and must not throw. Returns or resolves true once it did, false once the peer has
-   * ended; returns at once when bytes were waiting. Throws or rejects once the connection failed.
-   * Answering with a flag, not the bytes, spares the promise a look for a `then` on them.
-   */
-  read(take: (chunk: Uint8Array) => void): boolean | Promise<boolean>;
-  /**
-   * Writes `chunk`: undefined once the connection has taken it, so the caller may reuse it, or
-   * a promise that resolves then (backpressure), or rejects once the connection failed.
-   */
-  write(chunk: Uint8Array): Promise<void> | undefined;
-  /** Ends the sending direction after everything written so far. */
-  end(): Promise<void>;
-  /** Closes the connection at once. */
-  abort(reason: unknown): Promise<void>;
-}
-
-/**
- * The bytes of `conn` as calls. A connection of ours is driven directly: each read and write
- * skips a stream operation (a promise and a queue). Any other `Conn` is driven through its
- * streams. Either way its streams are locked from then on.
- */
-export function byteIo(conn: Conn): ByteIo {
-  if (conn instanceof SocketConn) return conn.direct();
-  const reader = conn.readable.getReader();
-  const writer = conn.writable.getWriter();
-  return {
-    read: (take) => readTo(reader, take),
-    // A stream may hold on to a chunk after its write resolved (an in-memory pipe does, until
-    // it is read), and the caller reuses it then: the stream gets its own copy.
-    write: (chunk) => writer.write(chunk.slice()),
-    end: () => writer.close(),
-    abort: (reason) => writer.abort(reason),
-  };
-}
-
-/** A `ByteIo` read from a stream's reader: hands a chunk to `take` and answers whether one came. */
-function readTo(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  take: (chunk: Uint8Array) => void,
-): Promise<boolean> {
-  return reader.read().then(({ done, value }) => {
-    if (!done) take(value);
-    return !done;
-  });
-}
 
 /** A connected socket as a pair of Web Streams; see `Conn` for the contract. */
 export class SocketConn implements Conn {
@@ -138,7 +83,7 @@ export class SocketConn implements Conn {
   #resolveClosed!: () => void;
   /** The socket is paused: the reader has `READ_HIGH_WATER_MARK` bytes waiting unread. */
   #paused = false;
-  /** Driven by calls (`direct()`), the streams locked and unused. */
+  /** Driven by calls (`[DIRECT]()`), the streams locked and unused. */
   #direct = false;
   /** What failed the reading direction, for direct reads. */
   #readError: IpcError | undefined;
@@ -251,7 +196,7 @@ export class SocketConn implements Conn {
    * Switches to direct calls (see `byteIo`): locks both streams, which are not used again
    * except to hand out bytes they had already read.
    */
-  direct(): ByteIo {
+  [DIRECT](): ByteIo {
     const reader = this.readable.getReader();
     this.writable.getWriter();
     this.#direct = true;

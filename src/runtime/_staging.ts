@@ -6,7 +6,7 @@
  */
 
 import { BurstTimer } from "../internal/async.ts";
-import { copyBytes } from "./_bytes.ts";
+import { copyBytes } from "./bytes.ts";
 import type { SocketConn, SocketDriver } from "./_socket_conn.ts";
 
 /**

@@ -12,7 +12,7 @@ import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay, later } from "../internal/async.ts";
-import { refTimer } from "../runtime/detect.ts";
+import { refTimer } from "../runtime/platform.ts";
 import { connect } from "../transport.ts";
 import { firstRead, tokenBytes } from "./handshake.ts";
 import {

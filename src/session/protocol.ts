@@ -9,7 +9,7 @@
  */
 
 import type { IpcError } from "../errors.ts";
-import type { Encoder } from "../frame/_codec.ts";
+import type { Encoder } from "../frame/format.ts";
 import { FrameEncoding, FrameParser, type FrameTaker } from "../frame/codec.ts";
 import { WireReader } from "../internal/wire.ts";
 

@@ -4,8 +4,8 @@
  * @module
  */
 
-import { IpcError, systemCode } from "../errors.ts";
-import { platform } from "../runtime/detect.ts";
+import { IpcError } from "../errors.ts";
+import { processAlive } from "../runtime/platform.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import { encodeSegmentHeader } from "./record.ts";
 
@@ -97,23 +97,7 @@ export async function installSegment(
  * is taken to be alive, and the error names the lock file for a person to judge.
  */
 async function alive(fs: FileSystem, pid: number): Promise<boolean> {
-  if (platform() === "linux") {
-    try {
-      await fs.stat(`/proc/${pid}`);
-      return true;
-    } catch (err) {
-      if (err instanceof IpcError && err.code === "ENOENT") return false;
-    }
-  }
-  const proc = (globalThis as { process?: { kill?: (pid: number, signal: number) => void } })
-    .process;
-  if (proc?.kill === undefined) return true;
-  try {
-    proc.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return systemCode(err) !== "ESRCH";
-  }
+  return await processAlive(pid, (path) => fs.stat(path)) !== "no";
 }
 
 /** Lock files this process holds, so a second writer in the same process is refused too. */

@@ -4,7 +4,7 @@ import { connect, type IpcError, listen } from "../../mod.ts";
 import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts";
 import { decodeHub, encodeHub, Op } from "../../src/hub/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
-import { runtimeName } from "../../src/runtime/detect.ts";
+import { runtimeName } from "../../src/runtime/platform.ts";
 import {
   acceptedWhileStalled,
   encodeFramesRaw,

@@ -10,7 +10,7 @@ import { decodeHub, encodeHub, HUB, type HubWire, Op } from "../../src/hub/proto
 import { NO_HEADERS } from "../../src/hub/subscription.ts";
 import { decode, encode, type Message, RPC, Type } from "../../src/rpc/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
-import type { Decoder, Encoder } from "../../src/frame/_codec.ts";
+import type { Decoder, Encoder } from "../../src/frame/format.ts";
 import { acceptedOrRefused } from "../_helpers.ts";
 
 const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs);

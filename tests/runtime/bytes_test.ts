@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { copyBytes } from "../../src/runtime/_bytes.ts";
+import { copyBytes } from "../../src/runtime/bytes.ts";
 
 test("copyBytes() copies any run to any offset and touches nothing around it", () => {
   fc.assert(

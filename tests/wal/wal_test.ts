@@ -16,7 +16,7 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { describe, test } from "node:test";
 import { IpcError } from "../../src/errors.ts";
-import { runtimeName } from "../../src/runtime/detect.ts";
+import { runtimeName } from "../../src/runtime/platform.ts";
 import { crc32c, Wal, type WalOptions, type WalRecord } from "../../src/wal/mod.ts";
 import { recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
 import { pattern, rejectsWith, rt, seeded, spawnFixture, tempDir, walRecord } from "../_helpers.ts";

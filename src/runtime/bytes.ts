@@ -5,7 +5,7 @@
  * @module
  */
 
-import { runtimeName } from "./detect.ts";
+import { runtimeName } from "./platform.ts";
 
 /** The copy of Node's `Buffer`, which Bun has too: it takes offsets, so it needs no view. */
 type BufferCopy = (
@@ -17,11 +17,10 @@ type BufferCopy = (
 ) => number;
 
 /**
- * Bun copies bytes with `memmove`, which from 2 KiB on uses `rep movsb`; on this machine (AMD
- * EPYC, glibc 2.36) that is three to four times slower where source and target are not aligned
- * alike, as a payload after a 4-byte prefix usually is. So Bun copies in pieces below 2 KiB,
- * with `Buffer`'s copy, which needs no view per piece (a view costs as much as the copy there).
- * 4 KiB after a prefix: 600 ns with `set()`, 170 ns in pieces. V8 copies fast either way.
+ * Bun copies bytes with `memmove`, which from 2 KiB on may use `rep movsb`: several times slower
+ * where source and target are not aligned alike, as a payload after a 4-byte prefix usually is
+ * (measured in `docs/TRANSPORT.md`). So Bun copies in pieces below 2 KiB, with `Buffer`'s copy,
+ * which needs no view per piece. V8 copies fast either way.
  */
 const pieceCopy: BufferCopy | undefined = runtimeName() === "bun"
   ? (globalThis as unknown as { Buffer: { prototype: { copy: BufferCopy } } }).Buffer.prototype.copy
