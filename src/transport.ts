@@ -43,6 +43,12 @@ export interface ListenOptions {
    * @default {1024}
    */
   maxPending?: number;
+  /**
+   * Accepted TCP connections have keepalive probes on, at the system's interval, so that a peer
+   * whose machine vanished is noticed in the end even by a connection nobody writes to.
+   * @default {true}
+   */
+  keepAlive?: boolean;
 }
 
 /** Options for {@linkcode connect}. */
@@ -54,6 +60,8 @@ export interface ConnectOptions {
    * negative number is refused with a `RangeError`. @default {no limit}
    */
   timeout?: number;
+  /** A TCP connection has keepalive probes on, at the system's interval. @default {true} */
+  keepAlive?: boolean;
 }
 
 /**
@@ -124,11 +132,11 @@ export async function listen(
   address: string | Address,
   options: ListenOptions = {},
 ): Promise<Listener> {
-  const { mode = 0o600, dirMode = 0o700, signal, maxPending = 1024 } = options;
+  const { mode = 0o600, dirMode = 0o700, signal, maxPending = 1024, keepAlive = true } = options;
   signal?.throwIfAborted();
   const addr = parseAddress(address);
   const runtime = await getRuntime();
-  const listener = new QueueListener(maxPending);
+  const listener = new QueueListener(maxPending, keepAlive);
   const raw = addr.transport === "tcp"
     ? await runtime.listen(addr, listener.handlers())
     : await bindUnix(runtime, addr, { mode, dirMode }, listener);
@@ -170,7 +178,7 @@ export async function connect(
   address: string | Address,
   options: ConnectOptions = {},
 ): Promise<Conn> {
-  const { signal, timeout } = options;
+  const { signal, timeout, keepAlive = true } = options;
   signal?.throwIfAborted();
   const addr = parseAddress(address);
   const label = formatAddress(addr);
@@ -187,7 +195,7 @@ export async function connect(
   // Checked before connecting, so that a bad timeout opens nothing.
   if (timeout !== undefined) checkTimeout("connect", timeout);
   const runtime = await getRuntime();
-  return await deadline(runtime.connect(addr), timeout ?? Infinity, {
+  return await deadline(runtime.connect(addr, { keepAlive }), timeout ?? Infinity, {
     signal,
     onLate: (late) => late.close(),
     op: "connect",
@@ -213,18 +221,21 @@ class QueueListener implements Listener {
   #pending: Conn[] = [];
   #waiting: { resolve: (conn: Conn) => void; reject: (err: unknown) => void }[] = [];
   #maxPending: number;
+  readonly #keepAlive: boolean;
   #error: unknown;
   #closing: Promise<void> | undefined;
   #resolveClosed!: () => void;
 
-  constructor(maxPending: number) {
+  constructor(maxPending: number, keepAlive: boolean) {
     this.#maxPending = maxPending;
+    this.#keepAlive = keepAlive;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
   handlers(publicAddr?: Address): ListenHandlers {
     return {
       ...(publicAddr ? { publicAddr } : {}),
+      keepAlive: this.#keepAlive,
       onConn: (conn) => this.#push(conn),
       onError: (err) => {
         this.#error = err;

@@ -570,6 +570,45 @@ describe("connect()", () => {
   );
 });
 
+describe("TCP keepalive", () => {
+  test(
+    "connect() and listen() turn keepalive on for TCP by default, and keepAlive: false leaves it off",
+    T,
+    async () => {
+      for (const keepAlive of [true, false]) {
+        const options = keepAlive ? {} : { keepAlive };
+        await using listener = await listen("tcp://127.0.0.1:0", options);
+        await using client = await connect(listener.addr, options);
+        const accepted = await listener.accept();
+        const port = (client.localAddr as { port: number }).port;
+        const timers = await keepaliveTimers(port);
+        // Both ends: the dialled socket (local port = port) and the accepted one (remote = port).
+        assert.deepEqual(timers, [keepAlive, keepAlive], `keepAlive ${keepAlive}`);
+        accepted.close();
+      }
+    },
+  );
+});
+
+/**
+ * Whether the kernel runs a keepalive timer on the two ends of the loopback TCP connection whose
+ * client side has local port `port`, as `/proc/net/tcp` reports them (timer kind 2 = keepalive).
+ */
+async function keepaliveTimers(port: number): Promise<boolean[]> {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const table = new TextDecoder().decode(await rt.fs.readFile("/proc/net/tcp"));
+  const found: boolean[] = [];
+  for (const line of table.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    const [local, remote, state, , timer] = fields.slice(1);
+    if (state !== "01") continue; // ESTABLISHED only
+    if (local?.endsWith(`:${hex}`) || remote?.endsWith(`:${hex}`)) {
+      found.push(timer?.startsWith("02:") ?? false);
+    }
+  }
+  return found;
+}
+
 /** The error code of `listen(path)` in a child process, run as "nobody" when we are root. */
 async function listenCodeAsUser(path: string): Promise<string> {
   const { cmd, args } = command("node", `${ROOT}tests/fixtures/listen_code.ts`, [path]);

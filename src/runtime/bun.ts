@@ -33,6 +33,7 @@ interface BunSocket {
   end(): void;
   terminate(): void;
   setNoDelay(noDelay: boolean): boolean;
+  setKeepAlive(enable: boolean, initialDelay?: number): boolean;
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly localAddress: string;
@@ -170,8 +171,17 @@ function handlers(onOpen: (socket: BunSocket) => void): BunHandlers {
   };
 }
 
-function attach(socket: BunSocket, local: Address, remote: Address, label: string): SocketConn {
-  if (local.transport === "tcp") socket.setNoDelay(true);
+function attach(
+  socket: BunSocket,
+  local: Address,
+  remote: Address,
+  label: string,
+  keepAlive: boolean,
+): SocketConn {
+  if (local.transport === "tcp") {
+    socket.setNoDelay(true);
+    if (keepAlive) socket.setKeepAlive(true);
+  }
   const driver = new BunDriver(socket);
   const conn = new SocketConn(driver, local, remote, label);
   driver.attach(conn);
@@ -191,7 +201,7 @@ function listen(address: Address, options: ListenHandlers): Promise<RawListener>
   const onOpen = (socket: BunSocket): void => {
     const local = unix ? options.publicAddr ?? address : tcpSide(socket, "local");
     const remote: Address = unix ? { transport: "unix", path: "" } : tcpSide(socket, "remote");
-    options.onConn(attach(socket, local, remote, label));
+    options.onConn(attach(socket, local, remote, label, options.keepAlive ?? true));
   };
   let listener: BunListener;
   try {
@@ -217,13 +227,17 @@ function listen(address: Address, options: ListenHandlers): Promise<RawListener>
   });
 }
 
-async function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
+async function connect(
+  address: UnixAddress | TcpAddress,
+  options: { keepAlive?: boolean } = {},
+): Promise<Conn> {
   const label = formatAddress(address);
+  const keepAlive = options.keepAlive ?? true;
   let conn: SocketConn | undefined;
   const onOpen = (socket: BunSocket): void => {
     conn = address.transport === "unix"
-      ? attach(socket, { transport: "unix", path: "" }, address, label)
-      : attach(socket, tcpSide(socket, "local"), tcpSide(socket, "remote"), label);
+      ? attach(socket, { transport: "unix", path: "" }, address, label, keepAlive)
+      : attach(socket, tcpSide(socket, "local"), tcpSide(socket, "remote"), label, keepAlive);
   };
   try {
     const socket = await Bun.connect({
@@ -233,7 +247,7 @@ async function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
         ? { unix: address.path }
         : { hostname: address.hostname, port: address.port }),
     });
-    return conn ?? attach(socket, { transport: "unix", path: "" }, address, label);
+    return conn ?? attach(socket, { transport: "unix", path: "" }, address, label, keepAlive);
   } catch (err) {
     throw systemError(err, "connect to", label);
   }

@@ -80,9 +80,12 @@ function toAddress(addr: Deno.Addr): Address {
   return { transport: "unix", path: "" };
 }
 
-function wrap(conn: Deno.Conn, label: string, localAddr?: Address): Conn {
+function wrap(conn: Deno.Conn, label: string, keepAlive: boolean, localAddr?: Address): Conn {
   const local = localAddr ?? toAddress(conn.localAddr);
-  if (local.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+  if (local.transport === "tcp") {
+    (conn as Deno.TcpConn).setNoDelay(true);
+    if (keepAlive) (conn as Deno.TcpConn).setKeepAlive(true);
+  }
   const driver = new DenoDriver(conn);
   const sink = new SocketConn(driver, local, toAddress(conn.remoteAddr), label);
   driver.attach(sink);
@@ -101,10 +104,11 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
   }
   let closed = false;
   const localAddr = address.transport === "unix" ? handlers.publicAddr ?? address : undefined;
+  const keepAlive = handlers.keepAlive ?? true;
   const accepting = (async () => {
     while (!closed) {
       try {
-        handlers.onConn(wrap(await listener.accept(), label, localAddr));
+        handlers.onConn(wrap(await listener.accept(), label, keepAlive, localAddr));
       } catch (err) {
         if (closed) return;
         // Out of file descriptors and the like: report it and keep accepting.
@@ -128,13 +132,16 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
   });
 }
 
-async function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
+async function connect(
+  address: UnixAddress | TcpAddress,
+  options: { keepAlive?: boolean } = {},
+): Promise<Conn> {
   const label = formatAddress(address);
   try {
     const conn = address.transport === "unix"
       ? await Deno.connect({ transport: "unix", path: address.path })
       : await Deno.connect({ transport: "tcp", hostname: address.hostname, port: address.port });
-    return wrap(conn, label);
+    return wrap(conn, label, options.keepAlive ?? true);
   } catch (err) {
     throw systemError(err, "connect to", label);
   }

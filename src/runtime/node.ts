@@ -93,8 +93,17 @@ class NodeDriver extends StagingDriver {
   }
 }
 
-function wrap(socket: Socket, localAddr: Address, remoteAddr: Address, label: string): Conn {
-  if (localAddr.transport === "tcp") socket.setNoDelay(true);
+function wrap(
+  socket: Socket,
+  localAddr: Address,
+  remoteAddr: Address,
+  label: string,
+  keepAlive: boolean,
+): Conn {
+  if (localAddr.transport === "tcp") {
+    socket.setNoDelay(true);
+    if (keepAlive) socket.setKeepAlive(true);
+  }
   const driver = new NodeDriver(socket);
   const conn = new SocketConn(driver, localAddr, remoteAddr, label);
   driver.attach(conn);
@@ -134,7 +143,7 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
         const local: Address = addr.transport === "unix"
           ? handlers.publicAddr ?? addr
           : tcpPeer(socket, "local");
-        handlers.onConn(wrap(socket, local, remote, label));
+        handlers.onConn(wrap(socket, local, remote, label, handlers.keepAlive ?? true));
       });
       resolve({
         addr,
@@ -150,8 +159,12 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
   });
 }
 
-function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
+function connect(
+  address: UnixAddress | TcpAddress,
+  options: { keepAlive?: boolean } = {},
+): Promise<Conn> {
   const label = formatAddress(address);
+  const keepAlive = options.keepAlive ?? true;
   const socket = address.transport === "unix"
     ? createConnection({ path: address.path, allowHalfOpen: true })
     : createConnection({ host: address.hostname, port: address.port, allowHalfOpen: true });
@@ -160,9 +173,11 @@ function connect(address: UnixAddress | TcpAddress): Promise<Conn> {
     socket.once("connect", () => {
       socket.removeAllListeners("error");
       if (address.transport === "unix") {
-        resolve(wrap(socket, { transport: "unix", path: "" }, address, label));
+        resolve(wrap(socket, { transport: "unix", path: "" }, address, label, keepAlive));
       } else {
-        resolve(wrap(socket, tcpPeer(socket, "local"), tcpPeer(socket, "remote"), label));
+        resolve(
+          wrap(socket, tcpPeer(socket, "local"), tcpPeer(socket, "remote"), label, keepAlive),
+        );
       }
     });
   });

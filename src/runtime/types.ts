@@ -80,6 +80,8 @@ export interface ListenHandlers {
    * bound one (the transport binds a unix socket under a private name, then links it in place).
    */
   publicAddr?: Address;
+  /** Whether accepted TCP connections have keepalive probes turned on. */
+  keepAlive?: boolean;
   /** A connection was accepted. */
   onConn(conn: Conn): void;
   /** Accepting failed in a way that ends the listener. */
@@ -220,8 +222,11 @@ export interface Runtime {
   readonly platform: string;
   /** Binds a listening socket. A unix path must be free: `transport.ts` checks it first. */
   listen(address: Address, handlers: ListenHandlers): Promise<RawListener>;
-  /** Opens a connection; TCP connections have Nagle's algorithm turned off. */
-  connect(address: UnixAddress | TcpAddress): Promise<Conn>;
+  /**
+   * Opens a connection. TCP connections have Nagle's algorithm turned off, and keepalive probes
+   * (at the system's interval) on unless `keepAlive` is false.
+   */
+  connect(address: UnixAddress | TcpAddress, options?: { keepAlive?: boolean }): Promise<Conn>;
   readonly fs: FileSystem;
   spawn(command: string, args: readonly string[], options?: SpawnOptions): ChildProcess;
   /** Reads an environment variable. */

@@ -13,7 +13,7 @@ import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay, later } from "../internal/async.ts";
 import { refTimer } from "../runtime/platform.ts";
-import { connect } from "../transport.ts";
+import { connect, type ConnectOptions } from "../transport.ts";
 import { firstRead, tokenBytes } from "./handshake.ts";
 import {
   type Codec,
@@ -68,6 +68,8 @@ export interface SessionOptions {
   pingInterval?: number;
   /** Milliseconds to wait for the PONG before the connection is taken for dead. @default {5000} */
   pingTimeout?: number;
+  /** A TCP connection has keepalive probes on, at the system's interval. @default {true} */
+  keepAlive?: boolean;
 }
 
 /** What a protocol's client does with its session. */
@@ -346,7 +348,9 @@ export class SessionClient<V extends { type: number }> {
 
   async #connect(signal?: AbortSignal): Promise<Link<V>> {
     const timeout = this.#timeout;
-    const conn = await connect(this.addr, signal === undefined ? { timeout } : { timeout, signal });
+    const options: ConnectOptions = { timeout, keepAlive: this.#options.keepAlive ?? true };
+    if (signal !== undefined) options.signal = signal;
+    const conn = await connect(this.addr, options);
     const channel = new Channel(
       conn,
       this.#codec.parser(this.#frameLimit),

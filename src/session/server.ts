@@ -26,7 +26,7 @@ import {
 } from "./protocol.ts";
 
 /** The options every dockipc server takes: `serve()` and `serveHub()`. */
-export interface ServerOptions extends Pick<ListenOptions, "mode" | "signal"> {
+export interface ServerOptions extends Pick<ListenOptions, "mode" | "signal" | "keepAlive"> {
   /** Clients must name the same application. @default {"dockipc"} */
   app?: string;
   /** A shared secret clients must present; compared in constant time. */
@@ -146,6 +146,7 @@ export async function serveSessions<V extends { type: number }>(
   );
   const listenOptions: ListenOptions = {};
   if (options.mode !== undefined) listenOptions.mode = options.mode;
+  if (options.keepAlive !== undefined) listenOptions.keepAlive = options.keepAlive;
   const listener = await listen(address, listenOptions);
   const sessions = new Set<Session<V>>();
   const state = { draining: false };
