@@ -189,13 +189,15 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   /**
    * The client sent its last message. What it published goes on into the hub, even through a
    * `"block"` subscriber that holds it up. When the server is shutting down, that is waited for
-   * (so that the client's next connection cannot overtake it), and each subscription is sent
-   * what it already holds as far as the client's credit allows.
+   * (so that the client's next connection cannot overtake it), so are the answers to its
+   * requests, and each subscription is sent what it already holds as far as credit allows.
    */
   async finish(): Promise<void> {
     if (!this.#served.draining) return;
-    // Published before the client's next connection, whose PUBs would otherwise overtake these.
+    // Published before the client's next connection, whose PUBs would otherwise overtake these;
+    // and the requests it made are answered.
     await this.#publisher;
+    await Promise.all(this.#requests);
     for (const remote of this.remotes.values()) {
       while (remote.sub.stats().pending > 0 && remote.credit > 0) await delay(1);
       remote.sub.unsubscribe();

@@ -1,0 +1,230 @@
+/**
+ * The session layer's behaviour, written once and run against both vocabularies on it (RPC and
+ * the hub): handshake refusals with each code, reconnection, pings that find a silent server,
+ * the outage queue's timeout, GOAWAY, a shutdown that drains, and closing.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { type Conn, connect, listen } from "../../mod.ts";
+import type { Server, ServerOptions, SessionOptions } from "../../src/rpc/mod.ts";
+import { decodeHub } from "../../src/hub/protocol.ts";
+import {
+  Control,
+  type ControlMessage,
+  encodeControl,
+  VERSION,
+} from "../../src/session/protocol.ts";
+import { encodeFramesRaw, readAll, rejectsWith, tempDir, until } from "../_helpers.ts";
+
+/** A client of either vocabulary, reduced to what the session layer gives it. */
+export interface SessionClientUnderTest extends AsyncDisposable {
+  readonly connected: boolean;
+  /** A round trip through the server that answers at once. */
+  call(timeout?: number): Promise<unknown>;
+  /** A round trip the server takes `ms` to answer. */
+  slow(ms: number): Promise<unknown>;
+  close(): Promise<void>;
+  abort(): void;
+}
+
+/** One vocabulary, as the suite drives it. */
+export interface Vocabulary {
+  /** "RPC" or "hub", as its refusals name it. */
+  readonly protocol: string;
+  serve(path: string, options?: ServerOptions): Promise<Server>;
+  dial(path: string, options?: SessionOptions): Promise<SessionClientUnderTest>;
+}
+
+/**
+ * Sends `payloads` as a raw client, on a new connection to `path` or on `conn`, and reads the
+ * session messages the server sends until it closes.
+ */
+async function rawExchange(
+  path: string | Conn,
+  payloads: Uint8Array[],
+): Promise<ControlMessage[]> {
+  const conn = typeof path === "string" ? await connect(path) : path;
+  const writer = conn.writable.getWriter();
+  if (payloads.length > 0) await writer.write(encodeFramesRaw(payloads));
+  const bytes = await readAll(conn.readable).catch(() => new Uint8Array(0));
+  await writer.close().catch(() => {});
+  const out: ControlMessage[] = [];
+  for (let at = 0; at + 4 <= bytes.length;) {
+    const size = new DataView(bytes.buffer, bytes.byteOffset + at).getUint32(0);
+    // The session's messages decode the same through either vocabulary's decoder.
+    out.push(decodeHub(bytes.subarray(at + 4, at + 4 + size)) as ControlMessage);
+    at += 4 + size;
+  }
+  return out;
+}
+
+/** A server that welcomes every client and then never answers anything again. */
+async function mute(path: string): Promise<AsyncDisposable> {
+  const listener = await listen(path);
+  const conns: Conn[] = [];
+  void (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      const w = conn.writable.getWriter();
+      await w.write(
+        encodeFramesRaw([
+          encodeControl({ type: Control.WELCOME, version: VERSION, maxInflight: 0 }),
+        ]),
+      ).catch(() => {});
+      void conn.readable.pipeTo(new WritableStream()).catch(() => {});
+    }
+  })();
+  return {
+    [Symbol.asyncDispose]: async () => {
+      for (const conn of conns) conn.close();
+      await listener.close();
+    },
+  };
+}
+
+const hello = (over: { version?: number; app?: string } = {}): Uint8Array =>
+  encodeControl({
+    type: Control.HELLO,
+    version: over.version ?? VERSION,
+    app: over.app ?? "dockipc",
+    token: new Uint8Array(0),
+  });
+
+/** Registers the suite's tests for `v`. */
+export function sessionBehaviour(name: string, v: Vocabulary): void {
+  test(`${name}: a wrong token or app id is refused with EAUTH, another version with EPROTOCOL`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await using _server = await v.serve(path, { app: "billing", token: "s3cret" });
+    await rejectsWith(v.dial(path, { app: "billing", token: "wrong" }), "EAUTH", /token/);
+    await rejectsWith(v.dial(path, { app: "other", token: "s3cret" }), "EAUTH", /app "other"/);
+    const [refused] = await rawExchange(path, [hello({ version: 99, app: "billing" })]);
+    assert.equal(refused?.type, Control.REFUSE);
+    assert.equal((refused as { code: string }).code, "EPROTOCOL");
+    assert.match(
+      (refused as { message: string }).message,
+      new RegExp(`${v.protocol} protocol version 99; this server speaks ${VERSION}`),
+    );
+    await using ok = await v.dial(path, { app: "billing", token: "s3cret" });
+    await ok.call();
+  });
+
+  test(`${name}: a full server refuses with ECONNREFUSED; one shutting down with ECLOSED`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await using server = await v.serve(path, { maxConnections: 1 });
+    await using _first = await v.dial(path);
+    await rejectsWith(v.dial(path), "ECONNREFUSED", /maxConnections \(1\)/);
+
+    // A client still in its handshake when the server starts to shut down.
+    const other = await v.serve(`${dir.path}/t.sock`);
+    const late = await connect(`${dir.path}/t.sock`);
+    await until(() => other.connections === 1, 5000, "the server to take the connection");
+    const stopping = other.shutdown();
+    const [refused] = await rawExchange(late, [hello()]);
+    assert.equal(refused?.type, Control.REFUSE);
+    assert.equal((refused as { code: string }).code, "ECLOSED");
+    await stopping;
+  });
+
+  test(`${name}: no WELCOME within timeout is ETIMEDOUT; no HELLO within handshakeTimeout is refused`, async () => {
+    await using dir = await tempDir();
+    const silent = await listen(`${dir.path}/silent.sock`);
+    const held: Conn[] = [];
+    void (async () => {
+      for await (const conn of silent) held.push(conn);
+    })();
+    await rejectsWith(v.dial(`${dir.path}/silent.sock`, { timeout: 100 }), "ETIMEDOUT");
+    for (const conn of held) conn.close();
+    await silent.close();
+
+    const path = `${dir.path}/s.sock`;
+    await using _server = await v.serve(path, { handshakeTimeout: 50 });
+    const [refused] = await rawExchange(path, []);
+    assert.equal(refused?.type, Control.REFUSE);
+    assert.equal((refused as { code: string }).code, "ETIMEDOUT");
+  });
+
+  test(`${name}: pings find a server that stopped answering`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/mute.sock`;
+    await using _mute = await mute(path);
+    await using client = await v.dial(path, {
+      pingInterval: 30,
+      pingTimeout: 60,
+      reconnect: false,
+    });
+    assert.equal(client.connected, true);
+    await until(() => !client.connected, 5000, "the ping to time out");
+    await rejectsWith(client.call(), "ECONNRESET", /reconnect is off/);
+  });
+
+  test(`${name}: a call made while the server is away fails with ETIMEDOUT when it stays away`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    const server = await v.serve(path);
+    await using client = await v.dial(path, {
+      queueTimeout: 100,
+      reconnect: { initialDelay: 10, maxDelay: 20 },
+    });
+    await client.call();
+    server.abort();
+    await until(() => !client.connected, 5000, "the client to notice");
+    await rejectsWith(client.call(100), "ETIMEDOUT");
+    await server.close();
+  });
+
+  test(`${name}: after the server restarts the client reconnects, and a call made meanwhile gets through`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    let server = await v.serve(path);
+    await using client = await v.dial(path, { reconnect: { initialDelay: 10, maxDelay: 50 } });
+    await client.call();
+    server.abort();
+    await until(() => !client.connected, 5000, "the client to notice");
+    const during = client.call(30_000);
+    server = await v.serve(path);
+    try {
+      await during;
+      assert.equal(client.connected, true);
+      await client.call();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test(`${name}: shutdown says GOAWAY, answers the call in flight, and the client moves to the next server`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    let server = await v.serve(path);
+    await using client = await v.dial(path, { reconnect: { initialDelay: 10, maxDelay: 50 } });
+    await client.call();
+    const inflight = client.slow(100);
+    // The slow call has reached the server once a later round trip is answered.
+    await client.call();
+    await server.shutdown();
+    await inflight;
+    server = await v.serve(path);
+    try {
+      await client.call(30_000);
+      assert.equal(client.connected, true);
+    } finally {
+      await server.close();
+    }
+  });
+
+  test(`${name}: close() resolves once done and later calls fail with ECLOSED; abort() too`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await using _server = await v.serve(path);
+    const closing = await v.dial(path);
+    await closing.call();
+    await closing.close();
+    await closing.close(); // again: the same, at once
+    await rejectsWith(closing.call(), "ECLOSED");
+    const aborted = await v.dial(path);
+    aborted.abort();
+    await rejectsWith(aborted.call(), "ECLOSED");
+    await aborted.close();
+  });
+}

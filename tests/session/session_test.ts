@@ -1,0 +1,60 @@
+/** The session layer's shared behaviour (`_suite.ts`), run against RPC and against the hub. */
+import { describe } from "node:test";
+import { connectHub, Hub, serveHub } from "../../src/hub/mod.ts";
+import { dial, serve } from "../../src/rpc/mod.ts";
+import { sessionBehaviour } from "./_suite.ts";
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("the session layer under RPC", () => {
+  sessionBehaviour("RPC", {
+    protocol: "RPC",
+    serve: (path, options) =>
+      serve(path, async (request) => {
+        const [kind, ms] = new TextDecoder().decode(request).split(":");
+        if (kind === "slow") await sleep(Number(ms));
+        return request;
+      }, options),
+    dial: async (path, options) => {
+      const client = await dial(path, options);
+      return {
+        get connected() {
+          return client.connected;
+        },
+        call: (timeout = 10_000) => client.request("x", { timeout }),
+        slow: (ms) => client.request(`slow:${ms}`),
+        close: () => client.close(),
+        abort: () => client.abort(),
+        [Symbol.asyncDispose]: () => client.close(),
+      };
+    },
+  });
+});
+
+describe("the session layer under the hub", () => {
+  sessionBehaviour("hub", {
+    protocol: "hub",
+    serve: (path, options) => {
+      const hub = new Hub();
+      hub.handle("echo", (m) => m.data);
+      hub.handle("slow", async (m) => {
+        await sleep(Number(new TextDecoder().decode(m.data)));
+        return m.data;
+      });
+      return serveHub(hub, path, options);
+    },
+    dial: async (path, options) => {
+      const client = await connectHub(path, options);
+      return {
+        get connected() {
+          return client.connected;
+        },
+        call: (timeout = 10_000) => client.request("echo", "x", { timeout }),
+        slow: (ms) => client.request("slow", String(ms)),
+        close: () => client.close(),
+        abort: () => client.abort(),
+        [Symbol.asyncDispose]: () => client.close(),
+      };
+    },
+  });
+});
