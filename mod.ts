@@ -28,8 +28,8 @@
 
 export { formatAddress, parseAddress } from "./src/address.ts";
 export type { Address, ParseAddressOptions, TcpAddress, UnixAddress } from "./src/address.ts";
-export { IpcError } from "./src/errors.ts";
-export type { IpcErrorCode, IpcErrorOptions } from "./src/errors.ts";
+export { IpcError, RemoteError } from "./src/errors.ts";
+export type { IpcErrorCode, IpcErrorOptions, RemoteErrorOptions } from "./src/errors.ts";
 export { connect, listen } from "./src/transport.ts";
 export type { ConnectOptions, Listener, ListenOptions } from "./src/transport.ts";
 export type { Conn } from "./src/runtime/types.ts";

@@ -20,7 +20,8 @@
  * - `EPROTOCOL`, `EAUTH`: a peer spoke a protocol wrongly, or could not prove who it is.
  * - `ESLOWCONSUMER`, `ENORESPONDERS`: pub/sub delivery failures.
  * - `ETOPICINVALID`: a pub/sub topic or pattern could not be used.
- * - `EREMOTE`: the other side's handler failed; the message says how.
+ * - `EREMOTE`: the other side's handler failed; the message says how. Such an error is a
+ *   {@linkcode RemoteError}.
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
  * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
@@ -103,6 +104,65 @@ export class IpcError extends Error {
     this.address = options.address;
     this.path = options.path;
   }
+}
+
+/** Options of a {@linkcode RemoteError}: an {@linkcode IpcError}'s, and the remote stack. */
+export interface RemoteErrorOptions extends IpcErrorOptions {
+  /** The remote stack, when the server sends stacks. */
+  remoteStack?: string | undefined;
+}
+
+/**
+ * A handler on the other side failed: an RPC handler, or the handler of a hub request, in this
+ * process or another. It is an {@linkcode IpcError} with code `EREMOTE`; `remoteCode` is what the
+ * handler's error called itself (its `code` property if it was a string, else its class name).
+ *
+ * @example Tell a handler's failure from a transport failure
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { IpcError, RemoteError } from "@dockipc/dockipc";
+ * import { dial, serve } from "@dockipc/dockipc/rpc";
+ *
+ * await using server = await serve("tcp://127.0.0.1:0", () => {
+ *   throw Object.assign(new Error("no such user"), { code: "ENOTFOUND" });
+ * });
+ * await using client = await dial(server.addr);
+ * await assert.rejects(client.request("user 7"), (err) => {
+ *   assert.ok(err instanceof RemoteError && err instanceof IpcError);
+ *   assert.equal(err.code, "EREMOTE");
+ *   assert.equal(err.remoteCode, "ENOTFOUND");
+ *   assert.equal(err.message, "no such user");
+ *   return true;
+ * });
+ * ```
+ */
+export class RemoteError extends IpcError {
+  /** Always `"RemoteError"`. */
+  override name = "RemoteError";
+  /** The remote error's code, or its class name when it had none. */
+  readonly remoteCode: string;
+  /** The remote stack, when the server sends stacks (`exposeStack`). */
+  readonly remoteStack: string | undefined;
+
+  /**
+   * Builds the error.
+   *
+   * @param remoteCode The remote error's code.
+   * @param message The remote error's message.
+   * @param options The operation, the address, and the remote stack if sent.
+   */
+  constructor(remoteCode: string, message: string, options: RemoteErrorOptions = {}) {
+    super("EREMOTE", message, options);
+    this.remoteCode = remoteCode;
+    this.remoteStack = options.remoteStack;
+  }
+}
+
+/** What an error calls itself: its `code` property if that is a string, else its class name. */
+export function errorCode(err: unknown): string {
+  const own = (err as { code?: unknown } | undefined)?.code;
+  if (typeof own === "string") return own;
+  return err instanceof Error ? err.name : "Error";
 }
 
 /** Operating-system error codes, as Node, Bun and Deno spell them, mapped to ours. */

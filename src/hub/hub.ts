@@ -5,7 +5,7 @@
  * @module
  */
 
-import { closedError, IpcError } from "../errors.ts";
+import { closedError, errorCode, IpcError, RemoteError } from "../errors.ts";
 import {
   checkTimeout,
   deadlineAfter,
@@ -83,8 +83,9 @@ export interface HubStats {
 }
 
 /**
- * The header that carries a handler's error back to `request()`, which then rejects with
- * `EREMOTE`. A reply published by hand with this header fails its request the same way.
+ * The header that carries a handler's error back to `request()`, which then rejects with a
+ * `RemoteError` (code `EREMOTE`). A reply published by hand with this header fails its request
+ * the same way; `ERROR_CODE_HEADER`, if present, becomes its `remoteCode`.
  *
  * @example Fail a request by hand
  * ```ts
@@ -101,6 +102,9 @@ export interface HubStats {
  * ```
  */
 export const ERROR_HEADER = "dockipc-error";
+
+/** The header that carries a failed handler's error code (see {@linkcode ERROR_HEADER}). */
+export const ERROR_CODE_HEADER = "dockipc-error-code";
 
 /** Topics counted one by one; the rest are counted together under `OTHER_TOPICS`. */
 const MAX_TOPIC_STATS = 10_000;
@@ -266,7 +270,10 @@ export function handleWith(
         const answer = handler(request);
         reply = isThenable(answer) ? await answer : answer;
       } catch (err) {
-        headers = { [ERROR_HEADER]: err instanceof Error ? err.message : String(err) };
+        headers = {
+          [ERROR_HEADER]: err instanceof Error ? err.message : String(err),
+          [ERROR_CODE_HEADER]: errorCode(err),
+        };
       }
       if (request.reply !== undefined) {
         const replyOptions: PublishOptions = headers === undefined ? {} : { headers };
@@ -400,7 +407,8 @@ export class Hub implements PubSub {
    * @param data The request's payload.
    * @param options Headers, a key, a signal and a timeout.
    * @returns The reply.
-   * @throws {IpcError} `ENORESPONDERS`, `ETIMEDOUT`, `EREMOTE` (the handler threw), `ECLOSED`.
+   * @throws {IpcError} `ENORESPONDERS`, `ETIMEDOUT`, `ECLOSED`; a `RemoteError` (`EREMOTE`)
+   * when the handler threw.
    */
   request(
     topic: string,
@@ -432,9 +440,11 @@ export class Hub implements PubSub {
         if (failure === undefined) settle(undefined, reply);
         else {
           settle(
-            new IpcError("EREMOTE", `Request "${topic}" failed in its handler: ${failure}`, {
-              op: "request",
-            }),
+            new RemoteError(
+              reply.headers[ERROR_CODE_HEADER] ?? "Error",
+              `Request "${topic}" failed in its handler: ${failure}`,
+              { op: "request" },
+            ),
           );
         }
       });

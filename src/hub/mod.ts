@@ -18,7 +18,9 @@
  * @module
  */
 
-export { ERROR_HEADER, Hub } from "./hub.ts";
+export { ERROR_CODE_HEADER, ERROR_HEADER, Hub } from "./hub.ts";
+export { RemoteError } from "../errors.ts";
+export type { RemoteErrorOptions } from "../errors.ts";
 export type {
   HandleOptions,
   Handler,

@@ -45,7 +45,8 @@ const NO_FIELDS: readonly Uint8Array[] = [];
 /** A hub message. */
 export type HubMessage =
   /** A subscription or request failed: `id` names it. */
-  | { type: typeof Op.ERR; id: number; code: string; message: string }
+  /** `remoteCode`: for `EREMOTE`, what the handler's error called itself; else empty. */
+  | { type: typeof Op.ERR; id: number; code: string; message: string; remoteCode: string }
   | {
     type: typeof Op.SUB;
     sid: number;
@@ -184,6 +185,7 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
       w.u32(m.id);
       w.str(strField(m.code, "code"));
       w.str(strField(m.message.slice(0, 4096), "message"));
+      w.str(strField(m.remoteCode, "remote code"));
       break;
     case Op.SUB:
       w.u32(m.sid);
@@ -239,7 +241,8 @@ function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
   if ("env" in m) return 1 + fixedSize(m) + env!.size + m.env.data.length;
   switch (m.type) {
     case Op.ERR:
-      return 1 + 4 + 2 + 3 * m.code.length + 2 + 3 * Math.min(m.message.length, 4096);
+      return 1 + 4 + 2 + 3 * m.code.length + 2 + 3 * Math.min(m.message.length, 4096) + 2 +
+        3 * m.remoteCode.length;
     case Op.SUB:
       return 1 + 16 + 1 + 2 + 3 * m.pattern.length + 2 + 3 * (m.queue?.length ?? 0);
     default:
@@ -292,7 +295,13 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
   let m: HubMessage;
   switch (op) {
     case Op.ERR:
-      m = { type: Op.ERR, id: r.u32("id"), code: r.str("code"), message: r.str("message") };
+      m = {
+        type: Op.ERR,
+        id: r.u32("id"),
+        code: r.str("code"),
+        message: r.str("message"),
+        remoteCode: r.str("remote code"),
+      };
       break;
     case Op.SUB: {
       const sid = r.u32("sid");

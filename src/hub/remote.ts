@@ -6,7 +6,7 @@
  */
 
 import type { Address } from "../address.ts";
-import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
+import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
 import { SessionClient, type SessionOptions } from "../session/client.ts";
 import {
   awaitReply,
@@ -115,7 +115,9 @@ export class RemoteHub implements PubSub {
         return;
       }
       case Op.ERR: {
-        const err = new IpcError(m.code as IpcErrorCode, m.message, { op: "hub" });
+        const err = m.code === "EREMOTE"
+          ? new RemoteError(m.remoteCode, m.message, { op: "request" })
+          : new IpcError(m.code as IpcErrorCode, m.message, { op: "hub" });
         const p = this.#pending.get(m.id);
         if (p !== undefined) {
           this.#pending.delete(m.id);
@@ -242,8 +244,8 @@ export class RemoteHub implements PubSub {
 
   /**
    * Sends a request through the server, which makes it of its hub: resolves with the first
-   * reply; rejects with `ENORESPONDERS` when nothing handles the topic, `EREMOTE` when the
-   * handler threw, `ETIMEDOUT`, and `ECONNRESET` when the connection drops meanwhile.
+   * reply; rejects with `ENORESPONDERS` when nothing handles the topic, a `RemoteError`
+   * (`EREMOTE`) when the handler threw, `ETIMEDOUT`, and `ECONNRESET` when the connection drops meanwhile.
    */
   request(
     topic: string,

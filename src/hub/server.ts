@@ -6,7 +6,7 @@
  */
 
 import type { Address } from "../address.ts";
-import { IpcError } from "../errors.ts";
+import { IpcError, RemoteError } from "../errors.ts";
 import { delay } from "../internal/async.ts";
 import { Refusal } from "../session/handshake.ts";
 import {
@@ -48,7 +48,13 @@ const PUB_QUEUE_BYTES = 16 * 1024 * 1024;
 /** The ERR that reports `err` about subscription or request `id`; `fallback` when it has no code. */
 function errOf(id: number, err: unknown, fallback = "EPROTOCOL"): HubMessage {
   const code = err instanceof IpcError || err instanceof Refusal ? err.code : fallback;
-  return { type: Op.ERR, id, code, message: err instanceof Error ? err.message : String(err) };
+  return {
+    type: Op.ERR,
+    id,
+    code,
+    message: err instanceof Error ? err.message : String(err),
+    remoteCode: err instanceof RemoteError ? err.remoteCode : "",
+  };
 }
 
 /** A client's subscription: the hub's subscription and the credit the client granted. */
@@ -276,6 +282,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         id: m.sid,
         code: "EPROTOCOL",
         message: `The hub allows ${maxSubscriptions} subscriptions per connection`,
+        remoteCode: "",
       });
       return;
     }

@@ -6,53 +6,10 @@
  */
 
 import type { Address } from "../address.ts";
-import { closedError, IpcError } from "../errors.ts";
+import { closedError, IpcError, RemoteError } from "../errors.ts";
 import { checkTimeout, deadlineAfter, Deadlines } from "../internal/async.ts";
 import { SessionClient, type SessionHandler, type SessionOptions } from "../session/client.ts";
 import { RPC, type RpcMessage, Type } from "./protocol.ts";
-
-/**
- * An error the server's handler threw, as the client sees it: its `code` (the error's `code`
- * property, or its class name) and message. The stack travels only if the server opts in.
- *
- * @example Tell a handler's failure from a transport failure
- * ```ts
- * import assert from "node:assert/strict";
- * import { dial, RemoteError, serve } from "@dockipc/dockipc/rpc";
- *
- * await using server = await serve("tcp://127.0.0.1:0", () => {
- *   throw Object.assign(new Error("no such user"), { code: "ENOTFOUND" });
- * });
- * await using client = await dial(server.addr);
- * await assert.rejects(client.request("user 7"), (err) => {
- *   assert.ok(err instanceof RemoteError);
- *   assert.equal(err.code, "ENOTFOUND");
- *   assert.equal(err.message, "no such user");
- *   return true;
- * });
- * ```
- */
-export class RemoteError extends Error {
-  /** Always `"RemoteError"`. */
-  override name = "RemoteError";
-  /** The remote error's code, or its class name when it had none. */
-  readonly code: string;
-  /** The remote stack, when the server sends stacks (`exposeStack`). */
-  readonly remoteStack: string | undefined;
-
-  /**
-   * Builds the error.
-   *
-   * @param code The remote error's code.
-   * @param message The remote error's message.
-   * @param remoteStack The remote stack, if sent.
-   */
-  constructor(code: string, message: string, remoteStack?: string) {
-    super(message);
-    this.code = code;
-    this.remoteStack = remoteStack;
-  }
-}
 
 /** Options of {@linkcode dial}: the options every dockipc client takes, and RPC's own. */
 export interface DialOptions extends SessionOptions {
@@ -78,7 +35,7 @@ export interface RpcClient extends AsyncDisposable {
   /**
    * Sends a request and resolves with the reply.
    *
-   * @throws {RemoteError} The handler threw.
+   * @throws {RemoteError} The handler threw (an `IpcError` with code `EREMOTE`).
    * @throws {IpcError} `ETIMEDOUT`, `ECONNRESET` (the connection dropped while in flight), `ECLOSED`.
    */
   request(data: Uint8Array | string, options?: RpcRequestOptions): Promise<Uint8Array>;
@@ -371,7 +328,13 @@ class Client implements RpcClient {
         this.#pending.get(m.id)?.end();
         break;
       case Type.ERROR:
-        this.#pending.get(m.id)?.fail(new RemoteError(m.code, m.message, m.stack || undefined));
+        this.#pending.get(m.id)?.fail(
+          new RemoteError(m.code, m.message, {
+            op: "request",
+            address: this.#label,
+            remoteStack: m.stack || undefined,
+          }),
+        );
         break;
       default:
         throw new IpcError("EPROTOCOL", `Cannot read a ${m.type} message from an RPC server`, {

@@ -22,7 +22,9 @@
  * @module
  */
 
-export { dial, RemoteError } from "./client.ts";
+export { dial } from "./client.ts";
+export { RemoteError } from "../errors.ts";
+export type { RemoteErrorOptions } from "../errors.ts";
 export type { DialOptions, RpcClient, RpcRequestOptions } from "./client.ts";
 export type { ReconnectOptions, SessionOptions } from "../session/client.ts";
 export type { Server, ServerOptions } from "../session/server.ts";

@@ -6,7 +6,7 @@
  */
 
 import type { Address } from "../address.ts";
-import { IpcError } from "../errors.ts";
+import { errorCode, IpcError } from "../errors.ts";
 import {
   type Dispatcher,
   type ServedConn,
@@ -202,11 +202,10 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
       } catch (err) {
         if (request.aborted) return;
         const e = err instanceof Error ? err : new Error(String(err));
-        const own = (e as Error & { code?: unknown }).code;
         await served.send({
           type: Type.ERROR,
           id,
-          code: typeof own === "string" ? own : e.name,
+          code: errorCode(e),
           message: e.message,
           stack: this.#exposeStack ? e.stack ?? "" : "",
         });

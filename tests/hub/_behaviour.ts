@@ -4,7 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { ERROR_HEADER, type Message, type PubSub, type Subscription } from "../../src/hub/mod.ts";
+import {
+  ERROR_HEADER,
+  type Message,
+  type PubSub,
+  RemoteError,
+  type Subscription,
+} from "../../src/hub/mod.ts";
 import { rejectsWith } from "../_helpers.ts";
 
 const text = new TextDecoder();
@@ -200,7 +206,14 @@ export function pubsubBehaviour(name: string, make: () => Promise<Made>): void {
       Array.from({ length: 50 }, (_, i) => pubsub.request("math.double", String(i))),
     );
     assert.deepEqual(replies.map(textOf), Array.from({ length: 50 }, (_, i) => String(i * 2)));
-    await rejectsWith(pubsub.request("math.fail", "1"), "EREMOTE", /division by zero/);
+    const failed = await rejectsWith(
+      pubsub.request("math.fail", "1"),
+      "EREMOTE",
+      /division by zero/,
+    );
+    // One type for a remote handler's failure, in one process or across processes, and in RPC.
+    assert.ok(failed instanceof RemoteError, String(failed));
+    assert.equal(failed.remoteCode, "Error");
     await rejectsWith(pubsub.request("nobody.home", "1"), "ENORESPONDERS");
     await rejectsWith(pubsub.request("math.slow", "1", { timeout: 50 }), "ETIMEDOUT");
     const ac = new AbortController();

@@ -27,7 +27,8 @@ const env = (topic: string, data: Uint8Array, seq = 0) => ({
 const HUB_MESSAGES: HubWire[] = [
   { type: Control.HELLO, version: VERSION, app: "app", token: bytes(1, 2, 3) },
   { type: Control.WELCOME, version: VERSION, maxInflight: 0 },
-  { type: Op.ERR, id: 7, code: "EPROTOCOL", message: "no" },
+  { type: Op.ERR, id: 7, code: "EPROTOCOL", message: "no", remoteCode: "" },
+  { type: Op.ERR, id: 8, code: "EREMOTE", message: "boom", remoteCode: "TypeError" },
   {
     type: Op.SUB,
     sid: 3,

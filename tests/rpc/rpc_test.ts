@@ -94,7 +94,8 @@ describe("RPC", () => {
         await using client = await dial(server.addr);
         const err = await client.request("x").catch((e: unknown) => e);
         assert.ok(err instanceof RemoteError);
-        assert.equal(err.code, "EBADINPUT");
+        assert.equal(err.code, "EREMOTE");
+        assert.equal(err.remoteCode, "EBADINPUT");
         assert.equal(err.message, "bad input");
         assert.equal(err.remoteStack === undefined, !exposeStack);
         // The connection is fine afterwards.
@@ -106,7 +107,7 @@ describe("RPC", () => {
       await using client = await dial(server.addr);
       await assert.rejects(
         client.request(""),
-        (e: unknown) => e instanceof RemoteError && e.code === "TypeError",
+        (e: unknown) => e instanceof RemoteError && e.remoteCode === "TypeError",
       );
     },
   );
@@ -329,7 +330,7 @@ describe("RPC", () => {
     await using client = await dial(server.addr, { maxFrameSize: 1000 });
     await rejectsWith(client.request(new Uint8Array(2000), { timeout: 60_000 }), "EFRAMETOOLARGE");
     const err = await client.request("big", { timeout: 60_000 }).catch((e: unknown) => e);
-    assert.ok(err instanceof RemoteError && err.code === "EFRAMETOOLARGE", String(err));
+    assert.ok(err instanceof RemoteError && err.remoteCode === "EFRAMETOOLARGE", String(err));
     assert.equal(text.decode(await client.request("small")), "small");
   });
 
