@@ -6,6 +6,7 @@
  */
 
 import { closedError, errorCode, IpcError, RemoteError } from "../errors.ts";
+import { DEFAULT_REQUEST_TIMEOUT } from "../session/client.ts";
 import {
   checkTimeout,
   deadlineAfter,
@@ -415,7 +416,7 @@ export class Hub implements PubSub {
     data: Uint8Array | string,
     options: RequestOptions = {},
   ): Promise<Message> {
-    const { signal, timeout = 10_000 } = options;
+    const { signal, timeout = DEFAULT_REQUEST_TIMEOUT } = options;
     try {
       signal?.throwIfAborted();
       if (this.#closed) throw closedError("request", "hub");

@@ -7,7 +7,7 @@
 
 import type { Address } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
-import { SessionClient, type SessionOptions } from "../session/client.ts";
+import { DEFAULT_REQUEST_TIMEOUT, SessionClient, type SessionOptions } from "../session/client.ts";
 import {
   awaitReply,
   type HandleOptions,
@@ -73,10 +73,12 @@ export class RemoteHub implements PubSub {
   readonly #session: SessionClient<HubMessage>;
   readonly #subs = new Map<number, Sub>();
   readonly #pending = new Map<number, Pending>();
+  readonly #requestTimeout: number;
   #nextId = 0;
   #lastTopic = "";
 
   private constructor(address: string | Address, options: ConnectHubOptions) {
+    this.#requestTimeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
     this.#session = new SessionClient(address, options, HUB, {
       connected: () => {
         // Everything this client holds, again on this connection.
@@ -255,7 +257,7 @@ export class RemoteHub implements PubSub {
     try {
       this.#check("request");
       validateTopic(topic);
-      const { timeout = 10_000, signal } = options;
+      const { timeout = this.#requestTimeout, signal } = options;
       signal?.throwIfAborted();
       const bytes = typeof data === "string" ? utf8.encode(data) : data;
       const id = ++this.#nextId;

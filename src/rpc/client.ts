@@ -8,14 +8,16 @@
 import type { Address } from "../address.ts";
 import { closedError, IpcError, RemoteError } from "../errors.ts";
 import { checkTimeout, deadlineAfter, Deadlines } from "../internal/async.ts";
-import { SessionClient, type SessionHandler, type SessionOptions } from "../session/client.ts";
+import {
+  DEFAULT_REQUEST_TIMEOUT,
+  SessionClient,
+  type SessionHandler,
+  type SessionOptions,
+} from "../session/client.ts";
 import { RPC, type RpcMessage, Type } from "./protocol.ts";
 
-/** Options of {@linkcode dial}: the options every dockipc client takes, and RPC's own. */
-export interface DialOptions extends SessionOptions {
-  /** The default timeout of a request, in ms. @default {30000} */
-  requestTimeout?: number;
-}
+/** Options of {@linkcode dial}: the options every dockipc client takes. */
+export type DialOptions = SessionOptions;
 
 /** Options of one request. */
 export interface RpcRequestOptions {
@@ -353,7 +355,7 @@ class Client implements RpcClient {
 
   /** Starts a request. */
   #start(data: Uint8Array | string, options: RpcRequestOptions, outlet: Outlet): Call {
-    const timeout = options.timeout ?? this.#options.requestTimeout ?? 30_000;
+    const timeout = options.timeout ?? this.#options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
     checkTimeout("request", timeout);
     const bytes = typeof data === "string" ? utf8.encode(data) : data;
     const call = new Call(this.#newId(), bytes, options, timeout, outlet, this.#hooks, this.#label);

@@ -70,7 +70,12 @@ export interface SessionOptions {
   pingTimeout?: number;
   /** A TCP connection has keepalive probes on, at the system's interval. @default {true} */
   keepAlive?: boolean;
+  /** The timeout of a request that states none, in ms; `Infinity` for none. @default {10000} */
+  requestTimeout?: number;
 }
+
+/** The timeout of a request that states none, everywhere: see `requestTimeout`. */
+export const DEFAULT_REQUEST_TIMEOUT = 10_000;
 
 /** What a protocol's client does with its session. */
 export interface SessionHandler<V> {
