@@ -112,7 +112,7 @@ export function sessionBehaviour(name: string, v: Vocabulary): void {
   test(`${name}: a full server refuses with ECONNREFUSED; one shutting down with ECLOSED`, async () => {
     await using dir = await tempDir();
     const path = `${dir.path}/s.sock`;
-    await using server = await v.serve(path, { maxConnections: 1 });
+    await using _server = await v.serve(path, { maxConnections: 1 });
     await using _first = await v.dial(path);
     await rejectsWith(v.dial(path), "ECONNREFUSED", /maxConnections \(1\)/);
 

@@ -1,0 +1,154 @@
+/**
+ * The log's segments, as its writer manages them: the active one and the ones before it,
+ * rotation onto a prepared file, retention, removal of what a checkpoint covers, and the
+ * snapshot.
+ *
+ * @module
+ */
+
+import type { FileHandle, FileSystem } from "../runtime/types.ts";
+import type { RetentionOptions } from "./options.ts";
+import type { Preallocation } from "./preallocation.ts";
+import { SEGMENT_HEADER } from "./record.ts";
+import { installSegment, listSegments, type Segment } from "./segment.ts";
+import { type WalSnapshot, writeSnapshot } from "./snapshot.ts";
+
+/** The file appends go to, and where in it. */
+export interface ActiveSegment {
+  readonly file: FileHandle;
+  readonly path: string;
+  /** The offset the next record goes to. */
+  readonly offset: number;
+}
+
+/** A log directory's segments, oldest first; the last is the active one. */
+export class SegmentSet {
+  readonly dir: string;
+  readonly #fs: FileSystem;
+  readonly #readOnly: boolean;
+  readonly #segments: Segment[];
+  readonly #retention: RetentionOptions;
+  readonly #preallocation: Preallocation | undefined;
+  #snapshot: WalSnapshot | undefined;
+
+  constructor(
+    fs: FileSystem,
+    dir: string,
+    options: {
+      segments: Segment[];
+      snapshot: WalSnapshot | undefined;
+      readOnly: boolean;
+      retention: RetentionOptions;
+      preallocation: Preallocation | undefined;
+    },
+  ) {
+    this.#fs = fs;
+    this.dir = dir;
+    this.#segments = options.segments;
+    this.#snapshot = options.snapshot;
+    this.#readOnly = options.readOnly;
+    this.#retention = options.retention;
+    this.#preallocation = options.preallocation;
+  }
+
+  /** The newest snapshot, if one was written. */
+  get snapshot(): WalSnapshot | undefined {
+    return this.#snapshot;
+  }
+
+  /** The first sequence of the oldest segment, if there is one. */
+  get firstSeq(): number | undefined {
+    return this.#segments[0]?.firstSeq;
+  }
+
+  /** The segments as the writer knows them, or as the directory lists them when read-only. */
+  async current(): Promise<Segment[]> {
+    return this.#readOnly ? (await listSegments(this.#fs, this.dir)).segments : this.#segments;
+  }
+
+  /**
+   * Opens the last segment for appending at `tailOffset`, or makes the first one, starting at
+   * `firstSeq` with chain seed `seed`.
+   */
+  async openActive(tailOffset: number, firstSeq: number, seed: number): Promise<ActiveSegment> {
+    const last = this.#segments.at(-1);
+    if (last !== undefined) {
+      const file = await this.#fs.open(last.path, { read: true, write: true });
+      return { file, path: last.path, offset: tailOffset };
+    }
+    const prepared = await this.#preallocation?.make();
+    const { file, segment } = await installSegment(this.#fs, this.dir, prepared, firstSeq, seed);
+    this.#segments.push(segment);
+    return { file, path: segment.path, offset: SEGMENT_HEADER };
+  }
+
+  /** The active segment has `pos` bytes after `syncs` syncs: the next may be prepared. */
+  written(pos: number, syncs: number): void {
+    this.#preallocation?.written(pos, syncs);
+  }
+
+  /**
+   * Closes the active segment (synced first, so that everything acknowledged later is durable in
+   * both files) and opens the next one, from the prepared file when there is one.
+   */
+  async rotate(old: FileHandle, firstSeq: number, seed: number): Promise<ActiveSegment> {
+    await old.datasync();
+    await old.close();
+    const prepared = await this.#preallocation?.take();
+    const { file, segment } = await installSegment(this.#fs, this.dir, prepared, firstSeq, seed);
+    this.#segments.push(segment);
+    return { file, path: segment.path, offset: SEGMENT_HEADER };
+  }
+
+  /** Drops the oldest segments past the retention limits (never the active one). */
+  async applyRetention(): Promise<void> {
+    const { maxBytes, maxAge, maxSegments } = this.#retention;
+    if (maxBytes === undefined && maxAge === undefined && maxSegments === undefined) return;
+    const segs = this.#segments;
+    let drop = 0;
+    if (maxSegments !== undefined) drop = Math.max(0, segs.length - maxSegments);
+    if (maxBytes !== undefined || maxAge !== undefined) {
+      const now = Date.now();
+      let bytes = 0;
+      for (let i = segs.length - 1; i >= drop; i--) {
+        const info = await this.#fs.stat(segs[i]!.path);
+        bytes += info.size;
+        const old = maxAge !== undefined && i < segs.length - 1 && now - info.mtimeMs > maxAge;
+        if ((maxBytes !== undefined && bytes > maxBytes) || old) {
+          drop = Math.max(drop, i + 1);
+          break;
+        }
+      }
+    }
+    await this.#remove(Math.min(drop, segs.length - 1));
+  }
+
+  /** Removes the segments whose successor starts at or before `seq` (never the active one). */
+  async removeUpTo(seq: number): Promise<void> {
+    const segs = this.#segments;
+    let count = 0;
+    while (count < segs.length - 1 && segs[count + 1]!.firstSeq <= seq) count++;
+    await this.#remove(count);
+  }
+
+  /** Removes the `count` oldest segments. */
+  async #remove(count: number): Promise<void> {
+    if (count <= 0) return;
+    const gone = this.#segments.splice(0, count);
+    for (const s of gone) await this.#fs.remove(s.path);
+    await this.#fs.syncDir(this.dir);
+  }
+
+  /** Saves `state` as the snapshot at `seq`, then removes the segments it covers. */
+  async checkpoint(seq: number, state: Uint8Array): Promise<WalSnapshot> {
+    const snap = await writeSnapshot(this.#fs, this.dir, seq, state);
+    this.#snapshot = snap;
+    await this.removeUpTo(seq + 1);
+    return snap;
+  }
+
+  /** Removes a prepared file that no segment will use. */
+  close(): Promise<void> {
+    return this.#preallocation?.discard() ?? Promise.resolve();
+  }
+}
