@@ -77,7 +77,7 @@ export type {
   SyncMode,
   WalOptions,
   WalRecord,
-} from "./wal.ts";
+} from "./options.ts";
 export type { WalRecovery } from "./repair.ts";
 export type { WalSnapshot } from "./snapshot.ts";
 export { crc32c } from "./crc32c.ts";

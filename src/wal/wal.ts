@@ -18,15 +18,6 @@ import { SegmentSet } from "./segment_set.ts";
 import { loadSnapshot, type WalSnapshot } from "./snapshot.ts";
 import { WalWriter } from "./writer.ts";
 
-export type {
-  ReadOptions,
-  RetentionOptions,
-  SlowSync,
-  SyncMode,
-  WalOptions,
-  WalRecord,
-} from "./options.ts";
-
 const MiB = 1024 * 1024;
 const MAX_RECORD = 0x7fff_ffff;
 const MODES: readonly SyncMode[] = ["always", "batch", "none"];
