@@ -283,8 +283,8 @@ export class RemoteHub implements PubSub {
   }
 
   /**
-   * Resolves once the server has processed everything this client sent before (PING, then
-   * PONG): subscriptions made before are in place, publishes made before were delivered.
+   * Resolves once the server has processed everything this client sent before (FLUSH, then
+   * FLUSHED): subscriptions made before are in place, publishes made before were delivered.
    * Rejects with `ECONNRESET` if the connection drops first.
    */
   flush(): Promise<void> {

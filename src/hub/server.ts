@@ -183,7 +183,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     }
   }
 
-  /** After the PUBs before it: a PONG means "published". */
+  /** After the PUBs before it: FLUSHED means "published". */
   settled(): Promise<void> | undefined {
     return this.#publisher;
   }

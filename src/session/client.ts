@@ -102,13 +102,21 @@ function refusalCode(code: string): IpcErrorCode {
   return (REFUSAL_CODES as readonly string[]).includes(code) ? code as IpcErrorCode : "EPROTOCOL";
 }
 
+/** A caller waiting for an answer of the server's. */
+interface Waiting {
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
 /** One connection, from its WELCOME until it ends. */
 interface Link<V> {
   readonly channel: Channel<SessionMessage<V> | Invalid>;
   /** Requests the server runs at once for this connection; Infinity when it states none. */
   readonly maxInflight: number;
   /** Who waits for a PONG, in the order the PINGs went. */
-  readonly pongs: { resolve(): void; reject(err: unknown): void }[];
+  readonly pongs: Waiting[];
+  /** Who waits for a FLUSHED, in the order the FLUSHes went. */
+  readonly flushes: Waiting[];
   /** The server said GOAWAY: nothing more is sent here. */
   goaway: boolean;
   /** Our sending side's end, once begun: what was sent is written, then the side is ended. */
@@ -266,8 +274,8 @@ export class SessionClient<V extends { type: number }> {
   }
 
   /**
-   * Resolves once the server has dealt with everything sent before (PING, then PONG). Rejects
-   * with `ECONNRESET` when not connected or when the connection drops first.
+   * Resolves once the server has dealt with everything sent before (FLUSH, then FLUSHED).
+   * Rejects with `ECONNRESET` when not connected or when the connection drops first.
    */
   flush(): Promise<void> {
     const refused = this.unavailable("flush");
@@ -286,8 +294,8 @@ export class SessionClient<V extends { type: number }> {
       );
     }
     return new Promise((resolve, reject) => {
-      link.pongs.push({ resolve, reject });
-      this.#sendQuietly(link, { type: Control.PING });
+      link.flushes.push({ resolve, reject });
+      this.#sendQuietly(link, { type: Control.FLUSH });
     });
   }
 
@@ -393,6 +401,7 @@ export class SessionClient<V extends { type: number }> {
         channel,
         maxInflight: answer.maxInflight === 0 ? Infinity : answer.maxInflight,
         pongs: [],
+        flushes: [],
         goaway: false,
         early: first.slice(1),
       };
@@ -466,6 +475,9 @@ export class SessionClient<V extends { type: number }> {
       case Control.PONG:
         link.pongs.shift()?.resolve();
         return;
+      case Control.FLUSHED:
+        link.flushes.shift()?.resolve();
+        return;
       case Control.GOAWAY:
         // Send nothing more here; end our side once what was sent has left, so the server
         // reads it all before it closes. The next connection is made once this one ends.
@@ -479,6 +491,7 @@ export class SessionClient<V extends { type: number }> {
       case Control.HELLO:
       case Control.WELCOME:
       case Control.PING:
+      case Control.FLUSH:
         throw new IpcError("EPROTOCOL", `a server may not send message type ${m.type}`);
       default:
         this.#handler.receive(m as V);
@@ -487,7 +500,7 @@ export class SessionClient<V extends { type: number }> {
 
   /** The connection is gone: reconnect unless closed or told not to. */
   #lost(link: Link<V>, err: IpcError): void {
-    for (const p of link.pongs.splice(0)) p.reject(err);
+    for (const p of [...link.pongs.splice(0), ...link.flushes.splice(0)]) p.reject(err);
     if (this.#link !== link) return;
     this.#link = undefined;
     if (this.#closed) return; // the protocol failed what it had when it closed

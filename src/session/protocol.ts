@@ -1,7 +1,8 @@
 /**
  * The session protocol's toolkit (`docs/PROTOCOL.md`, "Session"), shared by RPC and the hub.
  * Every frame starts with a type byte. Types below {@linkcode FIRST_VOCABULARY_TYPE} are the
- * session's own control messages (HELLO, WELCOME, REFUSE, GOAWAY, PING, PONG); the rest belong
+ * session's own control messages (HELLO, WELCOME, REFUSE, GOAWAY, PING/PONG, FLUSH/FLUSHED); the
+ * rest belong
  * to the protocol on top, its vocabulary. Decoders check every length against the bytes left
  * and refuse anything else with `IpcError` `EPROTOCOL`.
  *
@@ -24,6 +25,8 @@ export const Control = {
   GOAWAY: 4,
   PING: 5,
   PONG: 6,
+  FLUSH: 7,
+  FLUSHED: 8,
 } as const;
 
 /** The first type byte a vocabulary may use; the ones below are the session's. */
@@ -42,9 +45,12 @@ export type ControlMessage =
   | { type: typeof Control.REFUSE; code: string; message: string }
   /** Server → client: send nothing more here; the server reads until the client ends its side. */
   | { type: typeof Control.GOAWAY }
-  /** Client → server: answered with PONG once everything sent before it has been dealt with. */
+  /** Client → server, for liveness: answered with PONG at once. */
   | { type: typeof Control.PING }
-  | { type: typeof Control.PONG };
+  | { type: typeof Control.PONG }
+  /** Client → server: answered with FLUSHED once everything sent before it was dealt with. */
+  | { type: typeof Control.FLUSH }
+  | { type: typeof Control.FLUSHED };
 
 /** Not on the wire: how a session parser hands over a frame it could not decode. */
 export interface Invalid {
@@ -125,6 +131,8 @@ function decodeControl(r: WireReader, type: number): ControlMessage {
     case Control.GOAWAY:
     case Control.PING:
     case Control.PONG:
+    case Control.FLUSH:
+    case Control.FLUSHED:
       m = { type };
       break;
     default:

@@ -260,8 +260,8 @@ class Session<V extends { type: number }> implements ServedConn<V> {
   readonly #context: SessionContext<V>;
   #dispatcher: Dispatcher<V> | undefined;
   #idle: ReturnType<typeof setTimeout> | undefined;
-  /** The last PONG still waiting for earlier work: the next one goes after it. */
-  #pong: Promise<void> | undefined;
+  /** The last FLUSHED still waiting for earlier work: the next one goes after it. */
+  #flushed: Promise<void> | undefined;
   #running: Promise<void> | undefined;
   readonly #aborted = deferred<void>();
 
@@ -322,17 +322,21 @@ class Session<V extends { type: number }> implements ServedConn<V> {
     switch (m.type) {
       case INVALID:
         throw (m as Invalid).error;
-      case Control.PING: {
-        // After the work before it: a PONG means "dealt with", and PONGs keep their order.
-        const before = this.#pong ?? this.#dispatcher!.settled();
+      case Control.PING:
+        // Liveness: at once, even while earlier work waits (a "block" subscriber, say).
+        void this.send({ type: Control.PONG });
+        return undefined;
+      case Control.FLUSH: {
+        // After the work before it: FLUSHED means "dealt with", and they keep their order.
+        const before = this.#flushed ?? this.#dispatcher!.settled();
         if (before === undefined) {
-          void this.send({ type: Control.PONG });
+          void this.send({ type: Control.FLUSHED });
         } else {
-          const pong: Promise<void> = before.then(() => {
-            if (this.#pong === pong) this.#pong = undefined;
-            void this.send({ type: Control.PONG });
+          const flushed: Promise<void> = before.then(() => {
+            if (this.#flushed === flushed) this.#flushed = undefined;
+            void this.send({ type: Control.FLUSHED });
           });
-          this.#pong = pong;
+          this.#flushed = flushed;
         }
         return undefined;
       }
@@ -341,6 +345,7 @@ class Session<V extends { type: number }> implements ServedConn<V> {
       case Control.REFUSE:
       case Control.GOAWAY:
       case Control.PONG:
+      case Control.FLUSHED:
         throw new Refusal(
           "EPROTOCOL",
           `A client may not send message type ${m.type} after the handshake`,

@@ -213,6 +213,24 @@ describe("serveHub and connectHub", () => {
     await rejectsWith(client.flush(), "ECONNRESET");
   });
 
+  test('a publish held up by a "block" subscriber keeps the connection alive; flush() waits for it', async () => {
+    await using s = await served();
+    const held = s.hub.subscribe("held", { buffer: 1, overflow: "block" }); // full after one
+    await using client = await connectHub(s.path, { pingInterval: 10, pingTimeout: 30 });
+    await client.publish("held", "1");
+    await client.publish("held", "2"); // taken by the socket; the hub holds it up
+    let flushed = false;
+    const flushing = client.flush().then(() => (flushed = true));
+    // Many ping intervals and timeouts go by while the publish is held up.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(client.connected, true, "PINGs are answered while work waits");
+    assert.equal(flushed, false, "FLUSHED waits for the held publish");
+    assert.equal(text.decode((await held.next()).value!.data), "1");
+    assert.equal(text.decode((await held.next()).value!.data), "2");
+    await flushing;
+    assert.equal(client.connected, true);
+  });
+
   test("a server that stops answering PINGs is taken for dead", async () => {
     await using dir = await tempDir();
     const path = `${dir.path}/mute.sock`;

@@ -58,6 +58,8 @@ const HUB_MESSAGES: HubWire[] = [
   { type: Op.RES, id: 5, env: env("_r.1", bytes(2), 12) },
   { type: Control.PING },
   { type: Control.PONG },
+  { type: Control.FLUSH },
+  { type: Control.FLUSHED },
 ];
 
 const RPC_MESSAGES: Message[] = [
