@@ -596,7 +596,8 @@ describe("TCP keepalive", () => {
  */
 async function keepaliveTimers(port: number): Promise<boolean[]> {
   const hex = port.toString(16).toUpperCase().padStart(4, "0");
-  const table = new TextDecoder().decode(await rt.fs.readFile("/proc/net/tcp"));
+  // Through `cat`: Deno reads /proc only with --allow-all, which the suite does not grant.
+  const table = new TextDecoder().decode(await readAll(rt.spawn("cat", ["/proc/net/tcp"]).stdout!));
   const found: boolean[] = [];
   for (const line of table.split("\n").slice(1)) {
     const fields = line.trim().split(/\s+/);
