@@ -1,10 +1,9 @@
 /**
  * The session protocol's toolkit (`docs/PROTOCOL.md`, "Session"), shared by RPC and the hub.
  * Every frame starts with a type byte. Types below {@linkcode FIRST_VOCABULARY_TYPE} are the
- * session's own control messages (HELLO, WELCOME, REFUSE, GOAWAY, PING/PONG, FLUSH/FLUSHED); the
- * rest belong
- * to the protocol on top, its vocabulary. Decoders check every length against the bytes left
- * and refuse anything else with `IpcError` `EPROTOCOL`.
+ * session's own control messages (HELLO, WELCOME, REFUSE, GOAWAY, PING/PONG, FLUSH/FLUSHED);
+ * the rest belong to the protocol on top, its vocabulary. Decoders check every length against
+ * the bytes left and refuse anything else with `IpcError` `EPROTOCOL`.
  *
  * @module
  */
