@@ -38,6 +38,8 @@ export const Op = {
   MSG: 21,
   REQ: 22,
   RES: 23,
+  DRAIN: 24,
+  END: 25,
 } as const;
 
 const NO_FIELDS: readonly Uint8Array[] = [];
@@ -58,6 +60,10 @@ export type HubMessage =
     queue: string | undefined;
   }
   | { type: typeof Op.UNSUB; sid: number }
+  /** Stop taking messages for `sid`, send what it holds as credit allows, then END. */
+  | { type: typeof Op.DRAIN; sid: number }
+  /** Subscription `sid` has ended on the server: nothing more comes for it. */
+  | { type: typeof Op.END; sid: number }
   | { type: typeof Op.CREDIT; sid: number; n: number }
   /**
    * The envelope of PUB, MSG, REQ and RES is a message as the subscriber gets it, all but its
@@ -197,6 +203,8 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
       w.str(strField(m.queue ?? "", "queue"));
       break;
     case Op.UNSUB:
+    case Op.DRAIN:
+    case Op.END:
       w.u32(m.sid);
       break;
     case Op.CREDIT:
@@ -326,7 +334,9 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
       break;
     }
     case Op.UNSUB:
-      m = { type: Op.UNSUB, sid: r.u32("sid") };
+    case Op.DRAIN:
+    case Op.END:
+      m = { type: op, sid: r.u32("sid") };
       break;
     case Op.CREDIT:
       m = { type: Op.CREDIT, sid: r.u32("sid"), n: r.u32("credit") };

@@ -7,7 +7,13 @@
 
 import type { Address } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
-import { DEFAULT_REQUEST_TIMEOUT, SessionClient, type SessionOptions } from "../session/client.ts";
+import { later } from "../internal/async.ts";
+import {
+  DEFAULT_REQUEST_TIMEOUT,
+  DEFAULT_TIMEOUT,
+  SessionClient,
+  type SessionOptions,
+} from "../session/client.ts";
 import {
   awaitReply,
   type HandleOptions,
@@ -74,11 +80,15 @@ export class RemoteHub implements PubSub {
   readonly #subs = new Map<number, Sub>();
   readonly #pending = new Map<number, Pending>();
   readonly #requestTimeout: number;
+  readonly #timeout: number;
+  /** Subscriptions being drained: called once the server has ended each. */
+  readonly #drains = new Map<number, () => void>();
   #nextId = 0;
   #lastTopic = "";
 
   private constructor(address: string | Address, options: ConnectHubOptions) {
     this.#requestTimeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
+    this.#timeout = options.timeout ?? DEFAULT_TIMEOUT;
     this.#session = new SessionClient(address, options, HUB, {
       connected: () => {
         // Everything this client holds, again on this connection.
@@ -133,6 +143,11 @@ export class RemoteHub implements PubSub {
         }
         return;
       }
+      case Op.END: {
+        const s = this.#subs.get(m.sid);
+        if (s !== undefined) this.#endSub(s);
+        return;
+      }
       default:
         throw new IpcError("EPROTOCOL", `A hub server may not send message type ${m.type}`);
     }
@@ -143,6 +158,9 @@ export class RemoteHub implements PubSub {
    * end with the same error too (their readers would otherwise wait forever).
    */
   #disconnected(error: IpcError, retrying: boolean): void {
+    // A drain waits for nothing more from this connection.
+    for (const done of this.#drains.values()) done();
+    this.#drains.clear();
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(error);
@@ -292,19 +310,36 @@ export class RemoteHub implements PubSub {
   }
 
   /**
-   * Stops every subscription and lets what the server already sent for them arrive, so that
-   * their readers can still take what is buffered; then closes as `close()` does.
+   * Drains every subscription: the server takes no more messages for it and sends what it
+   * already holds (as its reader makes room), then ends it; its reader takes what is left and
+   * then sees the end. Waits for that at most `timeout` ms, then closes as `close()` does.
    */
   async drain(): Promise<void> {
     const subs = [...this.#subs.values()];
-    for (const s of subs) this.#sendQuietly({ type: Op.UNSUB, sid: s.sid });
-    // The PONG comes after every message the server sent before it read the UNSUBs.
-    if (this.#session.connected) await this.#session.flush().catch(() => {});
-    for (const s of subs) {
-      this.#subs.delete(s.sid);
-      s.sub[STOP]();
+    if (this.#session.connected && subs.length > 0) {
+      const ended = subs.map((s) =>
+        new Promise<void>((resolve) => this.#drains.set(s.sid, resolve))
+      );
+      for (const s of subs) this.#sendQuietly({ type: Op.DRAIN, sid: s.sid });
+      // Bounded: a reader that stops reading leaves the server holding messages for want of
+      // credit, and those are not waited for past `timeout`.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(ended),
+        new Promise<void>((resolve) => (timer = later(resolve, this.#timeout))),
+      ]);
+      clearTimeout(timer);
     }
+    for (const s of [...this.#subs.values()]) this.#endSub(s);
     await this.close();
+  }
+
+  /** Ends a subscription as the server ended it: what it holds can still be read. */
+  #endSub(s: Sub): void {
+    this.#subs.delete(s.sid);
+    s.sub[STOP]();
+    this.#drains.get(s.sid)?.();
+    this.#drains.delete(s.sid);
   }
 
   /**

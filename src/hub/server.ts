@@ -18,7 +18,7 @@ import {
 } from "../session/server.ts";
 import { type Hub, PUBLISH, RESOLVED } from "./hub.ts";
 import { HUB, type HubMessage, Op } from "./protocol.ts";
-import { type Message, type Subscription, TAKE } from "./subscription.ts";
+import { type Message, STOP, type Subscription, TAKE } from "./subscription.ts";
 
 /** Options of {@linkcode serveHub}: the options every dockipc server takes, and the hub's own. */
 export interface ServeHubOptions extends ServerOptions {
@@ -63,6 +63,8 @@ class Remote {
   readonly sub: Subscription;
   credit: number;
   wake: (() => void) | undefined;
+  /** The client asked to drain it: END goes once it has sent what it held. */
+  draining = false;
 
   constructor(sid: number, sub: Subscription, credit: number) {
     this.sid = sid;
@@ -162,6 +164,18 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         this.remotes.delete(m.sid);
         remote?.sub.unsubscribe();
         remote?.wake?.();
+        return;
+      }
+      case Op.DRAIN: {
+        const remote = this.remotes.get(m.sid);
+        if (remote === undefined) {
+          void this.#served.send({ type: Op.END, sid: m.sid });
+          return;
+        }
+        // No more from the hub; the pump sends what it holds, then END.
+        remote.draining = true;
+        remote.sub[STOP]();
+        remote.wake?.();
         return;
       }
       case Op.CREDIT: {
@@ -316,7 +330,11 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     while (true) {
       // Credit first: a message taken from the subscription would make room in its buffer
       // that the client has not granted, and the overflow policy would see one too many.
-      while (remote.credit === 0 && this.remotes.get(sid) === remote) {
+      // A drained subscription with nothing left needs no credit to end.
+      while (
+        remote.credit === 0 && this.remotes.get(sid) === remote &&
+        !(remote.draining && sub.stats().pending === 0)
+      ) {
         await new Promise<void>((resolve) => (remote.wake = resolve));
         remote.wake = undefined;
       }
@@ -328,6 +346,9 @@ class HubDispatcher implements Dispatcher<HubMessage> {
             // The "error" policy: this client is too slow, and only it pays for that.
             await served.send(errOf(sid, next));
             await served.refuse(next);
+          } else if (remote.draining && this.remotes.get(sid) === remote) {
+            this.remotes.delete(sid);
+            await served.send({ type: Op.END, sid });
           }
           return;
         }

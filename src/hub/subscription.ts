@@ -403,6 +403,8 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     }
     for (const waiting of this.#waiting) waiting.resolve();
     this.#waiting = [];
+    // Readers waiting for a wake that is still queued take what is buffered first.
+    if (keep) this[WAKE]();
     const readers = this.#reader === undefined ? [] : [this.#reader, ...this.#readers];
     this.#reader = undefined;
     this.#readers = [];

@@ -77,6 +77,9 @@ export interface SessionOptions {
 /** The timeout of a request that states none, everywhere: see `requestTimeout`. */
 export const DEFAULT_REQUEST_TIMEOUT = 10_000;
 
+/** Milliseconds for connecting and the handshake, and for closing: see `timeout`. */
+export const DEFAULT_TIMEOUT = 5000;
+
 /** What a protocol's client does with its session. */
 export interface SessionHandler<V> {
   /** A connection is up: send again whatever the server must know (subscriptions, retries). */
@@ -169,7 +172,7 @@ export class SessionClient<V extends { type: number }> {
     this.#options = options;
     this.#codec = codec;
     this.#handler = handler;
-    this.#timeout = options.timeout ?? 5000;
+    this.#timeout = options.timeout ?? DEFAULT_TIMEOUT;
     this.#frameLimit = maxFrameSizeOf(
       `connecting to a ${codec.protocol} server`,
       options.maxFrameSize === undefined ? {} : { maxFrameSize: options.maxFrameSize },

@@ -329,6 +329,20 @@ describe("Hub", () => {
     assert.throws(() => hub.subscribe("x"), /closed/);
   });
 
+  test("close() right after publishing: a reader already waiting still gets everything, then the end", async () => {
+    const hub = new Hub();
+    const sub = hub.subscribe("late.*");
+    const first = sub.next(); // waiting before anything is published
+    // In the same tick: the reader's wake is still queued when the hub closes.
+    void hub.publish("late.a", "1");
+    void hub.publish("late.b", "2");
+    void hub.publish("late.c", "3");
+    await hub.close();
+    const topics = [(await first).value?.topic];
+    for await (const m of sub) topics.push(m.topic);
+    assert.deepEqual(topics, ["late.a", "late.b", "late.c"]);
+  });
+
   test("stats() counts per topic and per subscription; toPrometheus() formats them", async () => {
     await using hub = new Hub();
     const sub = hub.subscribe("s.*", { buffer: 1, overflow: "drop-newest" });

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { connectHub, Hub, serveHub } from "../../src/hub/mod.ts";
-import { dial } from "../../src/rpc/mod.ts";
-import { rt, RUNTIMES, spawnFixture, tempDir } from "../_helpers.ts";
+import { dial, serve } from "../../src/rpc/mod.ts";
+import { rt, RUNTIMES, spawnFixture, tempDir, until } from "../_helpers.ts";
 
 const text = new TextDecoder();
 /** Long enough to stress the last batches, small enough for the suite on two cores. */
@@ -118,6 +118,46 @@ describe("close() loses nothing accepted", () => {
       assert.equal((await server.status).code, 0);
     },
   );
+
+  test("RPC drain() lets the requests already made finish, refuses new ones, then closes", async () => {
+    await using dir = await tempDir();
+    await using server = await serve(`${dir.path}/rpc.sock`, async (request) => {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      return request;
+    });
+    const client = await dial(server.addr);
+    const inflight = Array.from({ length: 100 }, (_, i) => client.request(String(i)));
+    const draining = client.drain();
+    await assert.rejects(client.request("late"), { code: "ECLOSED" });
+    const replies = await Promise.all(inflight);
+    assert.deepEqual(replies.map((r) => Number(text.decode(r))), [...Array(100).keys()]);
+    await draining;
+    assert.equal(client.connected, false);
+  });
+
+  test("hub drain(): the server sends what it holds as the reader makes room, then ends the subscription", async () => {
+    await using dir = await tempDir();
+    await using hub = new Hub();
+    await using _server = await serveHub(hub, `${dir.path}/hub.sock`);
+    const client = await connectHub(`${dir.path}/hub.sock`);
+    const sub = client.subscribe("drain.>", { buffer: 100 });
+    await client.flush();
+    // The client reads nothing yet: the server holds 100 for want of credit, and the rest of
+    // the publishers wait on its full "block" buffer.
+    const published = Array.from({ length: 500 }, (_, i) => hub.publish("drain.x", String(i)));
+    await until(
+      () => sub.stats().pending === 100 && (hub.stats().subscriptions[0]?.pending ?? 0) >= 100,
+      5000,
+      "the client to have 100 and the server to hold more",
+    );
+    const draining = client.drain();
+    const got: string[] = [];
+    for await (const m of sub) got.push(text.decode(m.data));
+    await draining;
+    await Promise.all(published);
+    assert.deepEqual(got, Array.from({ length: 500 }, (_, i) => String(i)));
+    assert.equal(hub.stats().subscriptions.length, 0, "the server's subscription is gone");
+  });
 
   test("abort() discards what was not written and says so; close() after abort() resolves", async () => {
     await using dir = await tempDir();
