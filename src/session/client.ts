@@ -179,7 +179,7 @@ export class SessionClient<V extends { type: number }> {
     );
   }
 
-  /** Makes the first connection: any failure is thrown, not retried. */
+  /** Makes the first connection; a failure is thrown, not retried. */
   async open(): Promise<void> {
     this.#attach(await this.#connect(this.#options.signal));
     const interval = this.#options.pingInterval ?? 10_000;
