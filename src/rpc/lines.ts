@@ -7,6 +7,7 @@
 
 import type { Address } from "../address.ts";
 import { lines } from "../frame/framed.ts";
+import { later } from "../internal/async.ts";
 import { listen, type ListenOptions } from "../transport.ts";
 
 /** Answers one command line; an array or a string with line breaks becomes several lines. */
@@ -25,7 +26,10 @@ export interface ServeLinesOptions extends Pick<ListenOptions, "mode" | "signal"
 export interface LineServer extends AsyncDisposable {
   /** Where it listens. */
   readonly addr: Address;
-  /** Stops accepting and closes every connection. */
+  /**
+   * Stops accepting; lets each command being answered finish (10 s at most), sends every reply
+   * already written, then closes every connection. `[Symbol.asyncDispose]` does the same.
+   */
   close(): Promise<void>;
 }
 
@@ -63,18 +67,26 @@ export async function serveLines(
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   if (options.signal !== undefined) listenOptions.signal = options.signal;
   const listener = await listen(address, listenOptions);
-  const open = new Set<{ close(): void }>();
+  const open = new Set<LineSession>();
   const lineOptions = options.maxLineLength === undefined
     ? {}
     : { maxLineLength: options.maxLineLength };
   const accepting = (async () => {
     for await (const conn of listener) {
-      const session = lines(conn, lineOptions);
+      const framed = lines(conn, lineOptions);
+      const session: LineSession = {
+        writer: framed.writable.getWriter(),
+        close: () => framed.close(),
+        busy: false,
+        stopping: false,
+        finished: Promise.resolve(),
+      };
       open.add(session);
-      void (async () => {
-        const writer = session.writable.getWriter();
+      session.finished = (async () => {
+        const { writer } = session;
         try {
-          for await (const command of session.readable) {
+          for await (const command of framed.readable) {
+            session.busy = true;
             let reply: string | readonly string[];
             try {
               reply = await handler(command, { remoteAddr: conn.remoteAddr });
@@ -88,10 +100,13 @@ export async function serveLines(
             ) {
               await writer.write(line.endsWith("\r") ? line.slice(0, -1) : line);
             }
+            session.busy = false;
+            if (session.stopping) break; // the server closes: this reply was the last
           }
           await writer.close();
+          if (session.stopping) framed.close();
         } catch {
-          session.close();
+          framed.close();
         } finally {
           open.delete(session);
         }
@@ -100,8 +115,38 @@ export async function serveLines(
   })();
   const close = async (): Promise<void> => {
     await listener.close();
+    // A command being answered gets its whole reply; then, as for an idle connection, what
+    // was written leaves before the connection closes.
+    for (const session of open) {
+      session.stopping = true;
+      if (!session.busy) {
+        void session.writer.close().catch(() => {}).finally(() => session.close());
+      }
+    }
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all([...open].map((s) => s.finished)),
+      new Promise<void>((resolve) => (timer = later(resolve, CLOSE_BOUND_MS))),
+    ]);
+    clearTimeout(timer);
     for (const session of open) session.close();
     await accepting;
   };
   return { addr: listener.addr, close, [Symbol.asyncDispose]: close };
 }
+
+/** One client's connection, as `close()` needs to see it. */
+interface LineSession {
+  readonly writer: WritableStreamDefaultWriter<string>;
+  /** Closes the connection at once. */
+  close(): void;
+  /** A command is being answered. */
+  busy: boolean;
+  /** The server is closing: no command after the one being answered. */
+  stopping: boolean;
+  /** Resolves once the connection is done with. */
+  finished: Promise<void>;
+}
+
+/** How long `close()` lets commands being answered finish before it closes their connections. */
+const CLOSE_BOUND_MS = 10_000;

@@ -558,4 +558,25 @@ describe("RPC", () => {
     await w.close();
     assert.deepEqual(await Array.fromAsync(client.readable), ["echo again"]);
   });
+
+  test(
+    "serveLines(): close() lets the command being answered finish, sends its reply, then closes",
+    T,
+    async () => {
+      let begin: () => void = () => {};
+      const begun = new Promise<void>((resolve) => (begin = resolve));
+      const server = await serveLines("tcp://127.0.0.1:0", async (command) => {
+        begin();
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        return [`done ${command}`, "bye"];
+      });
+      const busy = lines(await connect(server.addr));
+      await busy.writable.getWriter().write("work"); // its sending side stays open
+      const idle = lines(await connect(server.addr));
+      await begun;
+      await server.close();
+      assert.deepEqual(await Array.fromAsync(busy.readable), ["done work", "bye"]);
+      assert.deepEqual(await Array.fromAsync(idle.readable), [], "an idle client sees a clean end");
+    },
+  );
 });
