@@ -164,7 +164,11 @@ function readEnvelope(r: WireReader, seq: number): Message {
   for (let i = 0; i < count; i++) {
     const name = r.str("header name");
     if (Object.hasOwn(headers, name)) throw r.bad(`its header "${name}" comes twice`);
-    headers[name] = r.str("header value");
+    const value = r.str("header value");
+    // Assigning "__proto__" would set the prototype instead and lose the header.
+    if (name === "__proto__") {
+      Object.defineProperty(headers, name, { value, enumerable: true, writable: true });
+    } else headers[name] = value;
   }
   return { topic, data: r.rest(), headers, seq, key, reply };
 }
@@ -307,7 +311,7 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
         type: Op.ERR,
         id: r.u32("id"),
         code: r.str("code"),
-        message: r.str("message"),
+        message: r.text("message"),
         remoteCode: r.str("remote code"),
       };
       break;

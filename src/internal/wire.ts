@@ -11,6 +11,8 @@ import { copyBytes } from "../runtime/bytes.ts";
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder("utf-8", { fatal: true });
+/** For message texts (an error's message or stack): bad bytes become U+FFFD, never a failure. */
+const lenient = new TextDecoder("utf-8");
 const HIGH = 0x1_0000_0000;
 
 /**
@@ -144,6 +146,16 @@ export class WireReader {
   }
 
   /**
+   * A string field of free text, such as an error's message: bytes that are not UTF-8 become
+   * U+FFFD rather than failing the message, and so the connection.
+   */
+  text(what: string): string {
+    const n = this.#strLength(what);
+    this.#at += n;
+    return lenient.decode(view(this.#bytes, this.#at - n, n));
+  }
+
+  /**
    * A string field that mostly repeats (a topic): compared in place with `last`, and decoded,
    * `last` then updated, only when it differs. That saves a view and a decode per message.
    */
@@ -205,6 +217,19 @@ export class WireReader {
       throw this.bad(`${this.#end - this.#at} bytes follow its last field`);
     }
   }
+}
+
+/**
+ * Free text as a field: its UTF-8 bytes, cut to fit a u16 length at a character boundary (so
+ * that what arrives is still UTF-8).
+ */
+export function textField(s: string): Uint8Array {
+  const bytes = utf8.encode(s);
+  if (bytes.length <= 0xffff) return bytes;
+  let end = 0xffff;
+  // Back off over continuation bytes (10xxxxxx) to the start of the character that would be cut.
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--;
+  return bytes.subarray(0, end);
 }
 
 /** A string as a field: its UTF-8 bytes, which must fit a u16 length. */

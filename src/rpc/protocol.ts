@@ -76,8 +76,8 @@ function decodeRpc(bytes: Uint8Array, start: number, length: number): RpcMessage
         type: Type.ERROR,
         id: r.u32("id"),
         code: r.str("code"),
-        message: r.str("message"),
-        stack: r.str("stack"),
+        message: r.text("message"),
+        stack: r.text("stack"),
       };
       break;
     case Type.CANCEL:

@@ -11,7 +11,7 @@
 import type { IpcError } from "../errors.ts";
 import type { Encoder } from "../frame/format.ts";
 import { FrameEncoding, FrameParser, type FrameTaker } from "../frame/codec.ts";
-import { WireReader } from "../internal/wire.ts";
+import { textField, WireReader } from "../internal/wire.ts";
 
 /** The version of the session protocol, and so of every vocabulary on it. */
 export const VERSION = 2;
@@ -60,19 +60,18 @@ export interface Invalid {
 /** What a session connection carries: control messages and a vocabulary's `V`. */
 export type SessionMessage<V> = V | ControlMessage;
 
-const utf8 = new TextEncoder();
 const NONE = new Uint8Array(0);
 
 /**
  * Builds a frame's payload: the type byte, then each field (a u32, or a u16-prefixed UTF-8
- * string, cut at 65,535 bytes), then `payload`.
+ * string, cut at a character boundary to fit 65,535 bytes), then `payload`.
  */
 export function buildFrame(
   type: number,
   fields: readonly (number | string)[],
   payload: Uint8Array = NONE,
 ): Uint8Array {
-  const parts = fields.map((f) => typeof f === "number" ? f : utf8.encode(f).subarray(0, 0xffff));
+  const parts = fields.map((f) => typeof f === "number" ? f : textField(f));
   let size = 1 + payload.length;
   for (const part of parts) size += typeof part === "number" ? 4 : 2 + part.length;
   const out = new Uint8Array(size);
@@ -125,7 +124,7 @@ function decodeControl(r: WireReader, type: number): ControlMessage {
       m = { type, version: r.u32("version"), maxInflight: r.u32("maxInflight") };
       break;
     case Control.REFUSE:
-      m = { type, code: r.str("code"), message: r.str("message") };
+      m = { type, code: r.str("code"), message: r.text("message") };
       break;
     case Control.GOAWAY:
     case Control.PING:

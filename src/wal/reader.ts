@@ -136,7 +136,13 @@ function batches(log: LogView, options: ReadOptions): {
     try {
       if (ended) return undefined;
       if (from === -1) from = log.firstSeq();
-      scanner ??= await openAt(log, from);
+      while (scanner === undefined) {
+        scanner = await openAt(log, from);
+        if (scanner !== undefined) break;
+        // A log with no segment yet (read-only, before its writer made one): nothing to read.
+        if (!follow || log.closed()) return undefined;
+        await delay(log.pollInterval, signal ? { signal } : {});
+      }
       let fresh = false;
       while (true) {
         signal?.throwIfAborted();
@@ -197,9 +203,10 @@ function batches(log: LogView, options: ReadOptions): {
   return { batch, close };
 }
 
-/** A scanner at the start of the segment that holds `seq`. */
-async function openAt(log: LogView, seq: number): Promise<SegmentScanner> {
+/** A scanner at the start of the segment that holds `seq`; undefined when there is no segment. */
+async function openAt(log: LogView, seq: number): Promise<SegmentScanner | undefined> {
   const segs = await log.segments();
+  if (segs.length === 0) return undefined;
   let i = segs.length - 1;
   while (i > 0 && segs[i]!.firstSeq > seq) i--;
   const seg = segs[i];

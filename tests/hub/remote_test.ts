@@ -92,6 +92,16 @@ describe("serveHub and connectHub", () => {
     assert.equal(fromClient.key, "k");
   });
 
+  test('a header named "__proto__" crosses like any other', async () => {
+    await using s = await served();
+    await using client = await connectHub(s.path);
+    const sub = s.hub.subscribe("h");
+    await client.publish("h", "x", { headers: JSON.parse('{"__proto__":"p","a":"b"}') });
+    const { headers } = (await sub.next()).value!;
+    assert.deepEqual(Object.entries(headers), [["__proto__", "p"], ["a", "b"]]);
+    assert.equal(Object.getPrototypeOf(headers), Object.prototype);
+  });
+
   test("the handshake refuses a wrong app id, a wrong token and another version", async () => {
     await using s = await served({ app: "billing", token: "s3cret" });
     await rejectsWith(

@@ -321,6 +321,29 @@ describe("RPC", () => {
     },
   );
 
+  test(
+    "a handler error longer than a field is cut at a character boundary; the connection goes on",
+    T,
+    async () => {
+      await using server = await serve("tcp://127.0.0.1:0", (request) => {
+        // 1 + 3 × 30,000 bytes: a cut at 65,535 bytes would fall inside a character.
+        if (text.decode(request) === "long") throw new Error(`x${"€".repeat(30_000)}`);
+        return request;
+      });
+      await using client = await dial(server.addr, { reconnect: false });
+      const other = client.request("other");
+      const err = await client.request("long").catch((e: unknown) => e);
+      assert.ok(err instanceof RemoteError, String(err));
+      assert.equal(
+        err.message,
+        `x${"€".repeat(21_844)}`,
+        "cut before the character that would split",
+      );
+      assert.equal(text.decode(await other), "other");
+      assert.equal(text.decode(await client.request("after")), "after");
+    },
+  );
+
   test("a request or reply over maxFrameSize fails that request only", T, async () => {
     await using server = await serve(
       "tcp://127.0.0.1:0",

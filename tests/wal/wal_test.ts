@@ -332,6 +332,17 @@ describe("Wal", () => {
     await rejectsWith(Wal.open(dir.path), "ECORRUPT", /snap.* fails its checksum/);
   });
 
+  test("an empty log opened read-only reads nothing; its follower sees records once a writer makes them", async () => {
+    await using dir = await tempDir();
+    await using reader = await Wal.open(dir.path, { readOnly: true, pollInterval: 5 });
+    assert.deepEqual(await Array.fromAsync(reader.read()), []);
+    const following = reader.read({ follow: true, to: 2 });
+    await using writer = await Wal.open(dir.path, { sync: "none" });
+    await writer.appendBatch(["a", "b"]);
+    const got = await Array.fromAsync(following);
+    assert.deepEqual(got.map((r) => new TextDecoder().decode(r.data)), ["a", "b"]);
+  });
+
   test("a second writer gets ELOCKED; a read-only reader works alongside the writer", async () => {
     await using dir = await tempDir();
     await using wal = await Wal.open(dir.path, { sync: "always" });
