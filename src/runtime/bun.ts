@@ -106,6 +106,16 @@ interface BunProcessLike {
 declare const Bun: BunLike;
 declare const process: BunProcessLike;
 
+/**
+ * What `socket.write()` answered, as a count: -1 means the socket can take nothing more. A paused
+ * socket whose peer is gone gets no `close` event until it reads, so this is how a server that
+ * stopped reading a client learns that the client is gone.
+ */
+function written(n: number): number {
+  if (n >= 0) return n;
+  throw Object.assign(new Error("the peer closed the connection"), { code: "EPIPE" });
+}
+
 class BunDriver extends StagingDriver {
   #socket: BunSocket;
   /** A partial write waits for `drain`: resolves it with the count taken. */
@@ -122,14 +132,14 @@ class BunDriver extends StagingDriver {
   }
 
   protected write(bytes: Uint8Array): number | Promise<number> {
-    const n = this.#socket.write(bytes);
+    const n = written(this.#socket.write(bytes));
     if (n >= bytes.byteLength) return n;
     // The kernel is full: the rest goes once Bun reports `drain`.
-    return new Promise((resolve) => (this.#writable = () => resolve(Math.max(n, 0))));
+    return new Promise((resolve) => (this.#writable = () => resolve(n)));
   }
 
   protected writeNow(bytes: Uint8Array): number {
-    return Math.max(this.#socket.write(bytes), 0);
+    return written(this.#socket.write(bytes));
   }
 
   /** Bun's `drain`: the socket takes bytes again. */

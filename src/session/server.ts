@@ -15,6 +15,7 @@ import { deferred, later } from "../internal/async.ts";
 import type { Conn } from "../runtime/types.ts";
 import { listen, type Listener, type ListenOptions } from "../transport.ts";
 import { type HandshakeRules, readHello, Refusal, tokenBytes } from "./handshake.ts";
+import { type Beating, Heartbeats } from "./heartbeat.ts";
 import {
   type Codec,
   Control,
@@ -108,6 +109,9 @@ export interface ServedProtocol<V extends { type: number }> {
   dispatcher(served: ServedConn<V>): Dispatcher<V>;
 }
 
+/** FLUSHes a connection may have waiting for earlier work before it is read no further. */
+const MAX_WAITING_FLUSHES = 64;
+
 /** How long `close()` and `[Symbol.asyncDispose]` let a shutdown take before closing at once. */
 const SHUTDOWN_BOUND_MS = 10_000;
 
@@ -166,7 +170,14 @@ export async function serveSessions<V extends { type: number }>(
       return undefined;
     },
   };
-  const context: SessionContext<V> = { protocol, rules, frameLimit, idleTimeout, state };
+  const context: SessionContext<V> = {
+    protocol,
+    rules,
+    frameLimit,
+    idleTimeout,
+    state,
+    heartbeats: new Heartbeats(),
+  };
   return new Served(listener, sessions, state, context, options.signal);
 }
 
@@ -176,6 +187,7 @@ interface SessionContext<V extends { type: number }> {
   readonly frameLimit: number;
   readonly idleTimeout: number;
   readonly state: { draining: boolean };
+  readonly heartbeats: Heartbeats;
 }
 
 /** A running server: accepts connections as sessions, and shuts them down. */
@@ -254,7 +266,7 @@ class Served<V extends { type: number }> implements Server {
 }
 
 /** One client connection of a server, from its handshake until it ends. */
-class Session<V extends { type: number }> implements ServedConn<V> {
+class Session<V extends { type: number }> implements ServedConn<V>, Beating {
   readonly conn: Conn;
   readonly channel: Channel<SessionMessage<V> | Invalid>;
   readonly #context: SessionContext<V>;
@@ -262,8 +274,12 @@ class Session<V extends { type: number }> implements ServedConn<V> {
   #idle: ReturnType<typeof setTimeout> | undefined;
   /** The last FLUSHED still waiting for earlier work: the next one goes after it. */
   #flushed: Promise<void> | undefined;
+  /** How many FLUSHED wait for earlier work. */
+  #flushes = 0;
   #running: Promise<void> | undefined;
   readonly #aborted = deferred<void>();
+  /** The heartbeat on its way, if any: the next waits for it. */
+  #beating: Promise<void> | undefined;
 
   constructor(conn: Conn, context: SessionContext<V>) {
     this.conn = conn;
@@ -274,6 +290,12 @@ class Session<V extends { type: number }> implements ServedConn<V> {
       context.protocol.codec.parser(limit),
       context.protocol.codec.encoding(limit),
       { lastWords: refusalOf },
+    );
+    // A socket that closed (a write failed: the client is gone) ends what runs for it at once.
+    void conn.closed.then(() =>
+      this.abort(
+        new IpcError("ECONNRESET", "Cannot serve it as the client is gone", { op: "serve" }),
+      )
     );
   }
 
@@ -302,14 +324,16 @@ class Session<V extends { type: number }> implements ServedConn<V> {
         for (const m of batch) {
           const waiting = this.#serve(m);
           // Reading waits (backpressure), unless the connection is aborted meanwhile.
-          if (waiting !== undefined) await Promise.race([waiting, this.#aborted.promise]);
+          if (waiting !== undefined) await this.#wait(waiting);
         }
         batch = await this.channel.read();
         this.idle();
       }
       // The client ended its side: finish what runs, then end ours. After `abort()` (which
-      // also ends the reads) there is nothing left to finish.
-      await Promise.race([this.#dispatcher.finish(), this.#aborted.promise]);
+      // also ends the reads) there is nothing left to finish. A client that is gone, not
+      // just done sending, is found out by the first heartbeat: one goes at once.
+      if (this.#dispatcher.busy()) this.beat();
+      await this.#wait(this.#dispatcher.finish());
       await this.channel.end().catch(() => {});
     } catch (err) {
       await this.refuse(err);
@@ -318,27 +342,47 @@ class Session<V extends { type: number }> implements ServedConn<V> {
     }
   }
 
+  /** Waits for `work` with the heartbeat on, unless the connection is aborted first. */
+  async #wait(work: Promise<void>): Promise<void> {
+    const heartbeats = this.#context.heartbeats;
+    heartbeats.waiting(this);
+    try {
+      await Promise.race([work, this.#aborted.promise]);
+    } finally {
+      heartbeats.done(this);
+    }
+  }
+
+  beat(): void {
+    if (this.#beating !== undefined) return; // at most one waits for a client that reads slowly
+    const beat = this.send({ type: Control.PONG });
+    if (beat === undefined) return;
+    this.#beating = beat;
+    void beat.finally(() => (this.#beating = undefined));
+  }
+
   #serve(m: SessionMessage<V> | Invalid): Promise<void> | undefined {
     switch (m.type) {
       case INVALID:
         throw (m as Invalid).error;
       case Control.PING:
-        // Liveness: at once, even while earlier work waits (a "block" subscriber, say).
-        void this.send({ type: Control.PONG });
-        return undefined;
+        // Liveness: at once, even while earlier work waits (a "block" subscriber, say). A
+        // client that does not read its PONGs is read no further: what waits for it is bounded.
+        return this.send({ type: Control.PONG });
       case Control.FLUSH: {
         // After the work before it: FLUSHED means "dealt with", and they keep their order.
         const before = this.#flushed ?? this.#dispatcher!.settled();
-        if (before === undefined) {
-          void this.send({ type: Control.FLUSHED });
-        } else {
-          const flushed: Promise<void> = before.then(() => {
-            if (this.#flushed === flushed) this.#flushed = undefined;
-            void this.send({ type: Control.FLUSHED });
-          });
-          this.#flushed = flushed;
-        }
-        return undefined;
+        if (before === undefined) return this.send({ type: Control.FLUSHED });
+        this.#flushes++;
+        const flushed: Promise<void> = before.then(() => {
+          this.#flushes--;
+          if (this.#flushed === flushed) this.#flushed = undefined;
+          return this.send({ type: Control.FLUSHED });
+        });
+        this.#flushed = flushed;
+        // A few may wait (their answers need work that may need this client's CREDIT); past
+        // that, the client is read no further until they are answered.
+        return this.#flushes > MAX_WAITING_FLUSHES ? flushed : undefined;
       }
       case Control.HELLO:
       case Control.WELCOME:

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { connect, IpcError, lines } from "../../mod.ts";
+import { connect, formatAddress, IpcError, lines } from "../../mod.ts";
 import { framed } from "../../src/frame/framed.ts";
 import { dial, RemoteError, type RpcContext, serve, serveLines } from "../../src/rpc/mod.ts";
 import { encode, Type } from "../../src/rpc/protocol.ts";
@@ -264,6 +264,46 @@ describe("RPC", () => {
       await until(() => stopped, 10_000, "the server's stream to be cancelled");
     },
   );
+
+  for (
+    const [transport, mode] of [["unix", "wait"], ["tcp", "wait"], ["unix", "stream"]] as const
+  ) {
+    test(
+      `a client killed with SIGKILL aborts its handlers at once (${transport}, ${mode})`,
+      T,
+      async () => {
+        await using dir = await tempDir();
+        const aborted = new Set<string>();
+        let chunks = 0;
+        let started = 0;
+        await using server = await serve(
+          transport === "unix" ? `${dir.path}/rpc.sock` : "tcp://127.0.0.1:0",
+          (request, { signal }) => {
+            const what = text.decode(request);
+            started++;
+            signal.addEventListener("abort", () => aborted.add(what), { once: true });
+            if (what === "wait") return sleep(600_000, signal).then(() => "late");
+            // A stream the client reads only once: it waits for the client's credit.
+            return new ReadableStream<Uint8Array>({
+              pull: (c) => void c.enqueue(new Uint8Array(chunks++ === 0 ? 1 : 1024)),
+            });
+          },
+        );
+        await using child = spawnFixture(rt.name, "rpc_hang.ts", [
+          formatAddress(server.addr),
+          mode,
+        ]);
+        assert.equal(await child.line(), "calling");
+        await until(() => started === (mode === "stream" ? 2 : 1), 10_000, "the calls to start");
+        child.process.kill("SIGKILL");
+        await child.status.catch(() => {});
+        await until(() => aborted.size === started, 10_000, "the handlers' signals to abort");
+        const produced = chunks;
+        await until(() => server.connections === 0, 10_000, "the connection to go");
+        assert.ok(chunks - produced <= 16, `${chunks - produced} chunks made after the abort`);
+      },
+    );
+  }
 
   test("the handshake refuses a wrong token, app id or version with a clear error", T, async () => {
     await using server = await serve("tcp://127.0.0.1:0", echo, { app: "daemon", token: "s3cret" });
