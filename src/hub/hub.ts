@@ -81,6 +81,8 @@ export interface HubStats {
   readonly topics: readonly TopicStats[];
   /** One entry per open subscription. */
   readonly subscriptions: readonly SubscriptionStats[];
+  /** Requests made of this hub still waiting for their reply. */
+  readonly requests: number;
 }
 
 /**
@@ -476,6 +478,7 @@ export class Hub implements PubSub {
     return {
       topics: [...this.#topics.values()].map((c) => ({ ...c })),
       subscriptions: [...this.#subscriptions].map((s) => s.stats()),
+      requests: this.#inboxes.size,
     };
   }
 

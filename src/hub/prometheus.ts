@@ -51,7 +51,8 @@ const SUBSCRIPTION_FAMILIES = [
  * Formats `hub.stats()` for a Prometheus scrape: per topic `dockipc_hub_published_total`,
  * `dockipc_hub_published_bytes_total` and `dockipc_hub_routed_total`; per subscription
  * `dockipc_hub_delivered_total`, `dockipc_hub_delivered_bytes_total`, `dockipc_hub_dropped_total`,
- * `dockipc_hub_pending` and `dockipc_hub_pending_bytes`.
+ * `dockipc_hub_pending` and `dockipc_hub_pending_bytes`; and `dockipc_hub_requests`, the requests
+ * waiting for their reply.
  *
  * @param stats A snapshot from `hub.stats()`.
  * @returns The text to serve with content type `text/plain; version=0.0.4`.
@@ -89,5 +90,7 @@ export function toPrometheus(stats: HubStats): string {
       (s) => `subscription="${s.id}",pattern="${label(s.pattern)}",queue="${label(s.queue ?? "")}"`,
     );
   }
+  out += "# HELP dockipc_hub_requests Requests waiting for their reply.\n" +
+    `# TYPE dockipc_hub_requests gauge\ndockipc_hub_requests ${stats.requests}\n`;
   return out;
 }

@@ -48,6 +48,11 @@ interface Pending {
   reject: (err: unknown) => void;
 }
 
+/** A request, sent or waiting for the server to have room. */
+interface Waiting extends Pending {
+  send(): void;
+}
+
 const utf8 = new TextEncoder();
 
 /**
@@ -79,6 +84,8 @@ export class RemoteHub implements PubSub {
   readonly #session: SessionClient<HubMessage>;
   readonly #subs = new Map<number, Sub>();
   readonly #pending = new Map<number, Pending>();
+  /** Requests waiting for room under the server's maxInflight, oldest first. */
+  readonly #waiting: Waiting[] = [];
   readonly #requestTimeout: number;
   readonly #timeout: number;
   /** Subscriptions being drained: called once the server has ended each. */
@@ -164,7 +171,11 @@ export class RemoteHub implements PubSub {
     const pending = [...this.#pending.values()];
     this.#pending.clear();
     for (const p of pending) p.reject(error);
-    if (retrying) return;
+    if (retrying) {
+      this.#sendWaiting(); // to the next connection, through the outage queue
+      return;
+    }
+    for (const w of this.#waiting.splice(0)) w.reject(error);
     const subs = [...this.#subs.values()];
     this.#subs.clear();
     for (const s of subs) s.sub[END](error);
@@ -281,14 +292,29 @@ export class RemoteHub implements PubSub {
       const id = ++this.#nextId;
       // The server times the request out itself; the extra second bounds one that never answers.
       return awaitReply(topic, timeout, timeout + 1000, signal, (settle) => {
-        this.#pending.set(id, { resolve: (m) => settle(undefined, m), reject: (e) => settle(e) });
-        this.#session.send({
-          type: Op.REQ,
-          id,
-          timeout: Math.min(timeout, 0xffff_ffff), // past a u32, the server's wait is unbounded too
-          env: unsequenced(topic, bytes, options.headers, options.key, undefined),
-        }, "request")?.catch((err) => settle(err));
-        return () => this.#pending.delete(id);
+        const waiting: Waiting = {
+          resolve: (m) => settle(undefined, m),
+          reject: (e) => settle(e),
+          send: () => {
+            this.#pending.set(id, waiting);
+            this.#session.send({
+              type: Op.REQ,
+              id,
+              timeout: Math.min(timeout, 0xffff_ffff), // past a u32, the server's wait is unbounded too
+              env: unsequenced(topic, bytes, options.headers, options.key, undefined),
+            }, "request")?.catch((err) => settle(err));
+          },
+        };
+        // Past the server's maxInflight it would read this connection no further (and the
+        // replies of this client's own handlers could not reach it): the rest wait here.
+        if (this.#pending.size < this.#session.maxInflight) waiting.send();
+        else this.#waiting.push(waiting);
+        return () => {
+          this.#pending.delete(id);
+          const i = this.#waiting.indexOf(waiting);
+          if (i >= 0) this.#waiting.splice(i, 1);
+          this.#sendWaiting(); // its room, if it had any, goes to the next
+        };
       });
     } catch (err) {
       return Promise.reject(err);
@@ -366,9 +392,16 @@ export class RemoteHub implements PubSub {
       this.#sendQuietly({ type: Op.UNSUB, sid: s.sid });
       s.sub.unsubscribe();
     }
-    const pending = [...this.#pending.values()];
+    const pending = [...this.#pending.values(), ...this.#waiting.splice(0)];
     this.#pending.clear();
     for (const p of pending) p.reject(closedError("request", "hub client"));
+  }
+
+  /** Sends requests that waited while the server has room for them. */
+  #sendWaiting(): void {
+    while (this.#waiting.length > 0 && this.#pending.size < this.#session.maxInflight) {
+      this.#waiting.shift()!.send();
+    }
   }
 
   /** The same as {@linkcode RemoteHub.close}. */

@@ -6,7 +6,7 @@
  */
 
 import type { Address } from "../address.ts";
-import { IpcError, RemoteError } from "../errors.ts";
+import { closedError, IpcError, RemoteError } from "../errors.ts";
 import { delay } from "../internal/async.ts";
 import { Refusal } from "../session/handshake.ts";
 import {
@@ -22,6 +22,11 @@ import { type Message, STOP, type Subscription, TAKE } from "./subscription.ts";
 
 /** Options of {@linkcode serveHub}: the options every dockipc server takes, and the hub's own. */
 export interface ServeHubOptions extends ServerOptions {
+  /**
+   * Requests through the hub a connection may have waiting for their reply; past it the
+   * connection is read no further until one ends. @default {64}
+   */
+  maxInflight?: number;
   /** Subscriptions per connection; a SUB past it is refused with ERR. @default {1024} */
   maxSubscriptions?: number;
   /**
@@ -104,27 +109,36 @@ export async function serveHub(
   options: ServeHubOptions = {},
 ): Promise<HubServer> {
   const {
+    maxInflight = 64,
     maxSubscriptions = 1024,
     maxSubscriptionBuffer = 65536,
     maxSubscriptionBytes = 64 * 1024 * 1024,
   } = options;
-  for (const [name, v] of Object.entries({ maxSubscriptionBuffer, maxSubscriptionBytes })) {
+  for (
+    const [name, v] of Object.entries({ maxInflight, maxSubscriptionBuffer, maxSubscriptionBytes })
+  ) {
     if (!Number.isInteger(v) || v < 1) {
       throw new RangeError(
         `Cannot serve the hub as ${name} must be a whole number above 0: got ${v}`,
       );
     }
   }
-  const limits: Limits = { maxSubscriptions, maxSubscriptionBuffer, maxSubscriptionBytes };
+  const limits: Limits = {
+    maxInflight,
+    maxSubscriptions,
+    maxSubscriptionBuffer,
+    maxSubscriptionBytes,
+  };
   return await serveSessions(address, options, {
     codec: HUB,
     owner: "serveHub()",
-    maxInflight: 0,
+    maxInflight,
     dispatcher: (served) => new HubDispatcher(hub, served, limits),
   });
 }
 
 interface Limits {
+  maxInflight: number;
   maxSubscriptions: number;
   maxSubscriptionBuffer: number;
   maxSubscriptionBytes: number;
@@ -138,6 +152,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   readonly remotes = new Map<number, Remote>();
   /** Requests made of the hub for this client, until their answers have been sent. */
   readonly #requests = new Set<Promise<void>>();
+  /** Aborts this connection's requests when it goes. */
+  readonly #gone = new AbortController();
   /** PUBs waiting for the hub, in arrival order: a queue in an array, `#pubHead` its first. */
   #pubs: (Message | undefined)[] = [];
   #pubHead = 0;
@@ -157,8 +173,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       case Op.PUB:
         return this.#publish(m.env);
       case Op.SUB:
-        this.#subscribe(m);
-        return;
+        return this.#subscribe(m);
       case Op.UNSUB: {
         const remote = this.remotes.get(m.sid);
         this.remotes.delete(m.sid);
@@ -168,10 +183,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       }
       case Op.DRAIN: {
         const remote = this.remotes.get(m.sid);
-        if (remote === undefined) {
-          void this.#served.send({ type: Op.END, sid: m.sid });
-          return;
-        }
+        if (remote === undefined) return this.#served.send({ type: Op.END, sid: m.sid });
         // No more from the hub; the pump sends what it holds, then END.
         remote.draining = true;
         remote.sub[STOP]();
@@ -185,13 +197,13 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         remote.wake?.();
         return;
       }
-      case Op.REQ: {
-        const answered: Promise<void> = this.#request(m.id, m.timeout, m.env).finally(() =>
-          this.#requests.delete(answered)
-        );
-        this.#requests.add(answered);
+      case Op.REQ:
+        // At maxInflight the connection is read no further until a request ends.
+        if (this.#requests.size >= this.#limits.maxInflight) {
+          return this.#requestWhenRoom(m.id, m.timeout, m.env);
+        }
+        this.#startRequest(m.id, m.timeout, m.env);
         return;
-      }
       default:
         throw new Refusal("EPROTOCOL", `A client may not send message type ${m.type}`);
     }
@@ -224,8 +236,9 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     }
   }
 
-  /** Ends every subscription of this connection. */
+  /** Ends every subscription and request of this connection. */
   release(): void {
+    this.#gone.abort(closedError("request", "connection"));
     for (const remote of this.remotes.values()) {
       remote.sub.unsubscribe();
       remote.wake?.();
@@ -285,20 +298,20 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     this.#publisher = undefined;
   }
 
-  #subscribe(m: Extract<HubMessage, { type: typeof Op.SUB }>): void {
+  /** Makes a client's subscription; a promise when its refusal waits for the socket. */
+  #subscribe(m: Extract<HubMessage, { type: typeof Op.SUB }>): Promise<void> | undefined {
     const { maxSubscriptions, maxSubscriptionBuffer, maxSubscriptionBytes } = this.#limits;
     if (this.remotes.has(m.sid)) {
       throw new Refusal("EPROTOCOL", `Subscription ${m.sid} is already in use`);
     }
     if (this.remotes.size >= maxSubscriptions) {
-      void this.#served.send({
+      return this.#served.send({
         type: Op.ERR,
         id: m.sid,
         code: "EPROTOCOL",
         message: `The hub allows ${maxSubscriptions} subscriptions per connection`,
         remoteCode: "",
       });
-      return;
     }
     let sub: Subscription;
     try {
@@ -311,8 +324,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         ...(m.queue === undefined ? {} : { queue: m.queue }),
       });
     } catch (err) {
-      void this.#served.send(errOf(m.sid, err));
-      return;
+      return this.#served.send(errOf(m.sid, err));
     }
     const remote = new Remote(m.sid, sub, m.credit);
     this.remotes.set(m.sid, remote);
@@ -362,9 +374,25 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     }
   }
 
+  async #requestWhenRoom(id: number, timeout: number, env: Message): Promise<void> {
+    while (this.#requests.size >= this.#limits.maxInflight) {
+      await Promise.race(this.#requests);
+    }
+    this.#startRequest(id, timeout, env);
+  }
+
+  #startRequest(id: number, timeout: number, env: Message): void {
+    const answered: Promise<void> = this.#request(id, timeout, env).finally(() =>
+      this.#requests.delete(answered)
+    );
+    this.#requests.add(answered);
+  }
+
   async #request(id: number, timeout: number, env: Message): Promise<void> {
     try {
       const reply = await this.#hub.request(env.topic, env.data, {
+        // A connection that goes takes its requests with it.
+        signal: this.#gone.signal,
         headers: env.headers,
         ...(timeout === 0 ? {} : { timeout }),
         ...(env.key === undefined ? {} : { key: env.key }),

@@ -366,8 +366,10 @@ describe("Hub", () => {
       pending: 0,
       pendingBytes: 0,
     }]);
+    assert.equal(stats.requests, 0);
     const text = toPrometheus(stats);
     assert.match(text, /^# TYPE dockipc_hub_published_total counter$/m);
+    assert.match(text, /^dockipc_hub_requests 0$/m);
     assert.match(text, /^dockipc_hub_published_total\{topic="s.a"\} 2$/m);
     assert.match(
       text,
@@ -377,6 +379,7 @@ describe("Hub", () => {
       toPrometheus({
         topics: [{ topic: 'a"b\\c', published: 1, bytes: 0, routed: 0 }],
         subscriptions: [],
+        requests: 0,
       }),
       /topic="a\\"b\\\\c"/,
     );

@@ -241,6 +241,23 @@ describe("serveHub and connectHub", () => {
     assert.equal(client.connected, true);
   });
 
+  test('a publisher held back past the server\'s read bound by a "block" subscriber waits, alive', async () => {
+    await using s = await served();
+    const held = s.hub.subscribe("held", { buffer: 1, overflow: "block" });
+    // Its PINGs wait unread behind 16 MiB of held PUBs; the server's heartbeat answers them.
+    await using client = await connectHub(s.path, { pingInterval: 300, pingTimeout: 2000 });
+    const big = new Uint8Array(1024 * 1024);
+    const publishes = Array.from({ length: 40 }, () => client.publish("held", big));
+    let failed = 0;
+    for (const p of publishes) p.catch(() => failed++);
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    assert.equal(failed, 0, "no publish failed");
+    assert.equal(client.connected, true, "held back is not dead");
+    for (let i = 0; i < 40; i++) await held.next();
+    await Promise.all(publishes);
+    await client.flush();
+  });
+
   test("a server that stops answering PINGs is taken for dead", async () => {
     await using dir = await tempDir();
     const path = `${dir.path}/mute.sock`;
@@ -345,6 +362,82 @@ describe("serveHub and connectHub", () => {
     await written;
     // Its reads wait behind a subscriber that never reads: a graceful close would wait its bound.
     s.server.abort();
+  });
+
+  test("a client that sends PINGs, FLUSHes and refused SUBs but never reads is read no further", async () => {
+    await using s = await served({ maxSubscriptions: 1 });
+    const subMessage = (sid: number) =>
+      encodeHub({
+        type: Op.SUB,
+        sid,
+        buffer: 1,
+        credit: 1,
+        maxBytes: 0,
+        overflow: "drop-oldest",
+        pattern: "x",
+        queue: undefined,
+      });
+    for (
+      const [name, payloads] of [
+        ["PING", Array.from({ length: 8192 }, () => encodeHub({ type: Control.PING }))],
+        ["FLUSH", Array.from({ length: 8192 }, () => encodeHub({ type: Control.FLUSH }))],
+        // Past maxSubscriptions: refused, and their sids stay free to be refused again.
+        ["SUB", Array.from({ length: 4096 }, (_, i) => subMessage(i + 1))],
+      ] as const
+    ) {
+      const conn = await connect(s.path);
+      const writer = conn.writable.getWriter();
+      await writer.write(encodeFramesRaw([hello(), subMessage(0)])); // the one it may have
+      writer.releaseLock();
+      // Each chunk asks for 4,096–8,192 answers; unread, they would pile up without a bound.
+      const chunk = encodeFramesRaw([...payloads]);
+      const { accepted, writing } = await acceptedWhileStalled(conn.writable, chunk, 400);
+      const written = writing.catch(() => {});
+      assert.ok(
+        accepted < 100,
+        `${name}: ${accepted} chunks accepted of a client that never reads`,
+      );
+      conn.close();
+      await written;
+    }
+  });
+
+  test("requests through the hub are bounded per connection and end with it", async () => {
+    await using s = await served({ maxInflight: 4 });
+    s.hub.subscribe("silent", { buffer: 1024 }); // takes requests and never answers
+    const conn = await connect(s.path);
+    const writer = conn.writable.getWriter();
+    await writer.write(encodeFramesRaw([hello()]));
+    writer.releaseLock();
+    const req = encodeHub({
+      type: Op.REQ,
+      id: 1,
+      timeout: 600_000, // only the connection's end ends them here
+      env: { topic: "silent", data: new Uint8Array(32 * 1024), headers: {}, seq: 0 },
+    });
+    const chunk = encodeFramesRaw(Array.from({ length: 16 }, () => req));
+    const { accepted, writing } = await acceptedWhileStalled(conn.writable, chunk, 400);
+    const written = writing.catch(() => {});
+    assert.ok(accepted < 100, `${accepted} chunks of 16 requests accepted`);
+    assert.equal(s.hub.stats().requests, 4, "at most maxInflight wait in the hub");
+    conn.close();
+    await written;
+    await until(
+      () => s.hub.stats().requests === 0,
+      5000,
+      "the requests to end with the connection",
+    );
+  });
+
+  test("a client keeps to the server's maxInflight: 50 requests at once to its own handler all succeed", async () => {
+    await using s = await served({ maxInflight: 2 });
+    await using client = await connectHub(s.path);
+    client.handle("double", (m) => String(2 * Number(text.decode(m.data))));
+    await client.flush();
+    const replies = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => client.request("double", String(i))),
+    );
+    assert.deepEqual(replies.map((r) => Number(text.decode(r.data))), replies.map((_, i) => 2 * i));
   });
 
   test("maxConnections and maxSubscriptions are enforced", async () => {
