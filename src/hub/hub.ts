@@ -122,6 +122,9 @@ export const RESOLVED: Promise<void> = Promise.resolve();
 /** The key of the method that publishes a message built elsewhere; not exported to users. */
 export const PUBLISH: unique symbol = Symbol("publish");
 
+/** How the reply topics of `request()` begin. */
+export const INBOX = "_INBOX.";
+
 /** A message to publish: its `seq` is 0 until the hub that takes it sets one. */
 export function unsequenced(
   topic: string,
@@ -317,7 +320,7 @@ export class Hub implements PubSub {
   readonly #groups = new Map<string, QueueGroup>();
   readonly #subscriptions = new Set<Subscription>();
   readonly #inboxes = new Map<string, (reply: Message | IpcError) => void>();
-  readonly #inboxPrefix = `_INBOX.${++hubs}${Math.random().toString(36).slice(2, 10)}.`;
+  readonly #inboxPrefix = `${INBOX}${++hubs}${Math.random().toString(36).slice(2, 10)}.`;
   #nextInbox = 0;
   #nextId = 0;
   #seq = 0;

@@ -16,7 +16,7 @@ import {
   type ServerOptions,
   serveSessions,
 } from "../session/server.ts";
-import { type Hub, PUBLISH, RESOLVED } from "./hub.ts";
+import { type Hub, INBOX, PUBLISH, RESOLVED } from "./hub.ts";
 import { HUB, type HubMessage, Op } from "./protocol.ts";
 import { type Message, STOP, type Subscription, TAKE } from "./subscription.ts";
 
@@ -45,6 +45,9 @@ export interface ServeHubOptions extends ServerOptions {
 /** A hub served over a socket: see {@linkcode Server}. Closing it leaves the hub open. */
 export type HubServer = Server;
 
+/** Inboxes a connection was asked to answer and has not answered yet: the oldest go first. */
+const MAX_ANSWERABLE = 65_536;
+
 /** PUBs a connection may have waiting for the hub before it is read no further... */
 const PUB_QUEUE = 1024;
 /** ...and the payload bytes they may hold. */
@@ -70,6 +73,8 @@ class Remote {
   wake: (() => void) | undefined;
   /** The client asked to drain it: END goes once it has sent what it held. */
   draining = false;
+  /** The hub's subscription has ended. */
+  ended = false;
 
   constructor(sid: number, sub: Subscription, credit: number) {
     this.sid = sid;
@@ -160,6 +165,11 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   #pubBytes = 0;
   #publisher: Promise<void> | undefined;
   #room: (() => void) | undefined;
+  /**
+   * The inboxes of the requests this client was given, until it answers each: a reply is taken
+   * only from a connection that got the request, as NATS's `allow_responses` does.
+   */
+  readonly #answerable = new Set<string>();
 
   constructor(hub: Hub, served: ServedConn<HubMessage>, limits: Limits) {
     this.#hub = hub;
@@ -253,6 +263,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    * `PUB_QUEUE_BYTES` of their payloads, it is read no further, which holds the publisher back.
    */
   #publish(env: Message): Promise<void> | undefined {
+    if (env.topic.startsWith(INBOX) && !this.#answerable.delete(env.topic)) return undefined;
     if (this.#publisher === undefined) {
       const published = this.#hub[PUBLISH](env);
       if (published !== RESOLVED) this.#publisher = this.#publishAll(published);
@@ -328,6 +339,12 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     }
     const remote = new Remote(m.sid, sub, m.credit);
     this.remotes.set(m.sid, remote);
+    // One that ends with nothing left to send (the "error" policy empties it) needs no credit
+    // to say so: a stalled client hears of it at once.
+    void sub.closed.then(() => {
+      remote.ended = true;
+      remote.wake?.();
+    });
     // A pump ends when its subscription does, or with the connection (a send then rejects).
     void this.#pump(remote).catch(() => {});
   }
@@ -345,7 +362,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       // A drained subscription with nothing left needs no credit to end.
       while (
         remote.credit === 0 && this.remotes.get(sid) === remote &&
-        !(remote.draining && sub.stats().pending === 0)
+        !((remote.draining || remote.ended) && sub.stats().pending === 0)
       ) {
         await new Promise<void>((resolve) => (remote.wake = resolve));
         remote.wake = undefined;
@@ -368,10 +385,18 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       }
       for (const message of batch) {
         remote.credit--;
+        if (message.reply?.startsWith(INBOX)) this.#mayAnswer(message.reply);
         const sending = served.send({ type: Op.MSG, sid, env: message });
         if (sending !== undefined) await sending;
       }
     }
+  }
+
+  #mayAnswer(inbox: string): void {
+    if (this.#answerable.size >= MAX_ANSWERABLE) {
+      this.#answerable.delete(this.#answerable.values().next().value!);
+    }
+    this.#answerable.add(inbox);
   }
 
   async #requestWhenRoom(id: number, timeout: number, env: Message): Promise<void> {

@@ -48,6 +48,11 @@ async function rawExchange(
   await writer.write(encodeFramesRaw(payloads));
   const bytes = await readAll(conn.readable); // the server closes after its ERR
   await writer.close().catch(() => {});
+  return decodeAll(bytes);
+}
+
+/** The hub messages in `bytes`, a run of whole frames. */
+function decodeAll(bytes: Uint8Array): ReturnType<typeof decodeHub>[] {
   const out: ReturnType<typeof decodeHub>[] = [];
   for (let at = 0; at + 4 <= bytes.length;) {
     const size = new DataView(bytes.buffer, bytes.byteOffset + at).getUint32(0);
@@ -174,6 +179,47 @@ describe("serveHub and connectHub", () => {
     await slow.flush();
     await s.hub.publish("other", "after");
     assert.equal(text.decode((await survivor.next()).value!.data), "after");
+  });
+
+  test('"error" tells a stalled client at once, without waiting for its credit', async () => {
+    await using s = await served();
+    const conn = await connect(s.path);
+    const writer = conn.writable.getWriter();
+    await writer.write(encodeFramesRaw([
+      hello(),
+      encodeHub({
+        type: Op.SUB,
+        sid: 7,
+        buffer: 4,
+        credit: 1, // one message, and then it grants no more: it stalls
+        maxBytes: 0,
+        overflow: "error",
+        pattern: "feed",
+        queue: undefined,
+      }),
+    ]));
+    await until(() => s.hub.stats().subscriptions.length === 1, 5000, "the subscription");
+    for (let i = 0; i < 10; i++) await s.hub.publish("feed", String(i));
+    // The server ends it (ERR, then REFUSE) and closes, though the client never granted more.
+    const got = decodeAll(await readAll(conn.readable));
+    assert.deepEqual(got.map((m) => m.type), [Control.WELCOME, Op.MSG, Op.ERR, Control.REFUSE]);
+    assert.equal((got[2] as { code: string }).code, "ESLOWCONSUMER");
+    await writer.close().catch(() => {});
+  });
+
+  test("a reply is taken only from a connection that was given the request", async () => {
+    await using s = await served();
+    await using handler = await connectHub(s.path);
+    await using third = await connectHub(s.path);
+    const requests = handler.subscribe("work"); // answers when the test says so
+    await handler.flush();
+    const asked = s.hub.request("work", "x");
+    const inbox = (await requests.next()).value!.reply!;
+    // A client that learns the inbox some other way answers first: its reply goes nowhere.
+    await third.publish(inbox, "forged");
+    await third.flush();
+    await handler.publish(inbox, "genuine");
+    assert.equal(text.decode((await asked).data), "genuine");
   });
 
   test("after a hub restart the client reconnects, resubscribes, and outage publishes get through", async () => {
