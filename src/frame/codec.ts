@@ -20,6 +20,8 @@ import {
 
 /** The bytes before each payload. */
 const PREFIX = 4;
+/** A frame split across chunks up to this size gets its whole buffer at once; a larger one grows. */
+const WHOLE_UPFRONT = 1024 * 1024;
 
 /** The largest length the prefix can state. */
 const MAX_LENGTH = 0xffff_ffff;
@@ -104,22 +106,31 @@ export type FrameTaker<T> = (bytes: Uint8Array, start: number, length: number) =
  */
 export class FrameParser<T> implements Decoder<T> {
   readonly #max: number;
+  /** The largest first frame: a server's cap on what a client may send before its handshake. */
+  readonly #firstMax: number;
   readonly #take: FrameTaker<T>;
   /** Stream bytes consumed before the current chunk, for error messages. */
   #offset = 0;
   /** A prefix split across chunks: its bytes so far. */
   readonly #prefix = new Uint8Array(PREFIX);
   #prefixLength = 0;
-  /** A payload split across chunks: its buffer and how much of it is filled. */
+  /**
+   * A payload split across chunks: its buffer, how much of it is filled, and the frame's size.
+   * The buffer holds the whole frame up to `WHOLE_UPFRONT` bytes; past that it grows as bytes
+   * come, so a length prefix alone cannot make the parser hold more than twice what was sent.
+   */
   #payload: Uint8Array | undefined;
   #filled = 0;
+  #size = 0;
 
   /**
    * @param maxFrameSize The largest length accepted.
    * @param take Makes each value from its frame's bytes, e.g. `view`.
+   * @param firstFrameSize The largest length accepted for the stream's first frame.
    */
-  constructor(maxFrameSize: number, take: FrameTaker<T>) {
+  constructor(maxFrameSize: number, take: FrameTaker<T>, firstFrameSize = maxFrameSize) {
     this.#max = maxFrameSize;
+    this.#firstMax = Math.min(firstFrameSize, maxFrameSize);
     this.#take = take;
   }
 
@@ -131,12 +142,11 @@ export class FrameParser<T> implements Decoder<T> {
     const take = this.#take;
     while (end - pos >= PREFIX) {
       const size = readUint32(chunk, pos);
-      if (size > max) this.#refuse(size, pos);
+      if (size > max || (pos === 0 && this.#offset === 0)) this.#check(size, pos);
       const start = pos + PREFIX;
       if (end - start < size) {
-        this.#payload = new Uint8Array(size);
-        this.#payload.set(chunk.subarray(start));
-        this.#filled = end - start;
+        this.#begin(size);
+        this.#append(chunk.subarray(start));
         this.#offset += end;
         return;
       }
@@ -161,7 +171,7 @@ export class FrameParser<T> implements Decoder<T> {
     if (this.#payload !== undefined) {
       throw decodeError(
         "ETRUNCATED",
-        `Cannot decode frame as the stream ended after ${this.#filled} of ${this.#payload.length} payload bytes`,
+        `Cannot decode frame as the stream ended after ${this.#filled} of ${this.#size} payload bytes`,
         this.#offset - this.#filled - PREFIX,
       );
     }
@@ -178,24 +188,45 @@ export class FrameParser<T> implements Decoder<T> {
       if (this.#prefixLength < PREFIX) return pos;
       const size = readUint32(this.#prefix, 0);
       this.#prefixLength = 0;
-      if (size > this.#max) this.#refuse(size, pos - PREFIX);
-      this.#payload = new Uint8Array(size);
-      this.#filled = 0;
+      this.#check(size, pos - PREFIX);
+      this.#begin(size);
     }
-    const payload = this.#payload;
-    const take = Math.min(payload.length - this.#filled, chunk.length - pos);
-    payload.set(chunk.subarray(pos, pos + take), this.#filled);
-    this.#filled += take;
+    const take = Math.min(this.#size - this.#filled, chunk.length - pos);
+    this.#append(chunk.subarray(pos, pos + take));
     pos += take;
-    if (this.#filled === payload.length) {
+    if (this.#filled === this.#size) {
+      const payload = this.#payload!;
       this.#payload = undefined;
-      emit(this.#take(payload, 0, payload.length));
+      emit(this.#take(payload, 0, this.#size));
     }
     return pos;
   }
 
-  #refuse(size: number, pos: number): never {
-    throw decodeError("EFRAMETOOLARGE", tooLarge("decode", size, this.#max), this.#offset + pos);
+  /** A frame of `size` bytes starts, split across chunks. */
+  #begin(size: number): void {
+    this.#size = size;
+    this.#filled = 0;
+    this.#payload = new Uint8Array(Math.min(size, WHOLE_UPFRONT));
+  }
+
+  /** Adds bytes of the split frame, growing its buffer (by doubling, up to its size) to fit. */
+  #append(bytes: Uint8Array): void {
+    let payload = this.#payload!;
+    const filled = this.#filled + bytes.length;
+    if (filled > payload.length) {
+      const grown = new Uint8Array(Math.min(this.#size, Math.max(payload.length * 2, filled)));
+      grown.set(payload.subarray(0, this.#filled));
+      this.#payload = payload = grown;
+    }
+    payload.set(bytes, this.#filled);
+    this.#filled = filled;
+  }
+
+  /** Refuses a frame of `size` that starts `pos` bytes into the chunk, when it is too large. */
+  #check(size: number, pos: number): void {
+    const at = this.#offset + pos;
+    const max = at === 0 ? this.#firstMax : this.#max;
+    if (size > max) throw decodeError("EFRAMETOOLARGE", tooLarge("decode", size, max), at);
   }
 }
 

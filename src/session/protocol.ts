@@ -195,7 +195,7 @@ export interface Codec<V extends { type: number }> {
   /** Named in errors and refusals: "RPC", "hub". */
   readonly protocol: string;
   /** The decoder of a new connection. */
-  parser(maxFrameSize: number): FrameParser<SessionMessage<V> | Invalid>;
+  parser(maxFrameSize: number, firstFrameSize?: number): FrameParser<SessionMessage<V> | Invalid>;
   /** The encoder of a new connection. */
   encoding(maxFrameSize: number): Encoder<SessionMessage<V>>;
 }
@@ -219,7 +219,7 @@ export function sessionCodec<V extends { type: number }>(
   };
   return {
     protocol,
-    parser: (maxFrameSize) => new FrameParser(maxFrameSize, take),
+    parser: (maxFrameSize, firstFrameSize) => new FrameParser(maxFrameSize, take, firstFrameSize),
     encoding: (maxFrameSize) => new SessionEncoding(maxFrameSize, encoding(maxFrameSize)),
   };
 }

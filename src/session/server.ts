@@ -30,13 +30,24 @@ import {
 export interface ServerOptions extends Pick<ListenOptions, "mode" | "signal" | "keepAlive"> {
   /** Clients must name the same application. @default {"dockipc"} */
   app?: string;
-  /** A shared secret clients must present; compared in constant time. */
+  /** A shared secret clients must present, at most 8 KiB; compared in constant time. */
   token?: string | Uint8Array;
-  /** Connections at once; more are refused at the handshake. @default {1024} */
+  /**
+   * Clients at once, counting those past their handshake; more are refused at the handshake.
+   * @default {1024}
+   */
   maxConnections?: number;
+  /**
+   * Connections still in their handshake at once: one more closes the oldest of them, so
+   * connections that never say HELLO cannot keep clients out. @default {256}
+   */
+  maxHandshakes?: number;
   /** Milliseconds a new connection has to complete its handshake. @default {5000} */
   handshakeTimeout?: number;
-  /** Milliseconds a connection may stay with nothing in flight before it is closed; 0: never. @default {0} */
+  /**
+   * Milliseconds a connection may stay with nothing in flight and no whole message from its
+   * client (a dockipc client pings every 10 s) before it is closed; 0: never. @default {120000}
+   */
   idleTimeout?: number;
   /** The largest frame either way; a client sending a larger one is disconnected. @default {16777216} */
   maxFrameSize?: number;
@@ -109,6 +120,12 @@ export interface ServedProtocol<V extends { type: number }> {
   dispatcher(served: ServedConn<V>): Dispatcher<V>;
 }
 
+/**
+ * The largest first frame a client may send: a HELLO is a few dozen bytes and its token. A
+ * connection that has not said who it is can make the server hold no more.
+ */
+const HANDSHAKE_FRAME_LIMIT = 16 * 1024;
+
 /** FLUSHes a connection may have waiting for earlier work before it is read no further. */
 const MAX_WAITING_FLUSHES = 64;
 
@@ -140,10 +157,28 @@ export async function serveSessions<V extends { type: number }>(
   const {
     app = "dockipc",
     maxConnections = 1024,
+    maxHandshakes = 256,
     handshakeTimeout = 5000,
-    idleTimeout = 0,
+    idleTimeout = 120_000,
     maxFrameSize,
   } = options;
+  const limits = { maxConnections, maxHandshakes, handshakeTimeout, idleTimeout };
+  for (const [name, v] of Object.entries(limits)) {
+    const min = name === "idleTimeout" ? 0 : 1;
+    if (!Number.isInteger(v) || v < min) {
+      throw new RangeError(
+        `Cannot start ${protocol.owner} as ${name} must be a whole number >= ${min}: got ${v}`,
+      );
+    }
+  }
+  const token = options.token === undefined ? undefined : tokenBytes(options.token);
+  if (token !== undefined && token.length > HANDSHAKE_FRAME_LIMIT / 2) {
+    throw new RangeError(
+      `Cannot start ${protocol.owner} as the token must be at most ${
+        HANDSHAKE_FRAME_LIMIT / 2
+      } bytes: got ${token.length}`,
+    );
+  }
   const frameLimit = maxFrameSizeOf(
     protocol.owner,
     maxFrameSize === undefined ? {} : { maxFrameSize },
@@ -153,20 +188,21 @@ export async function serveSessions<V extends { type: number }>(
   if (options.keepAlive !== undefined) listenOptions.keepAlive = options.keepAlive;
   const listener = await listen(address, listenOptions);
   const sessions = new Set<Session<V>>();
-  const state = { draining: false };
+  const state: ServerState = { draining: false, admitted: 0 };
   const rules: HandshakeRules = {
     protocol: protocol.codec.protocol,
     app,
-    token: options.token === undefined ? undefined : tokenBytes(options.token),
+    token,
     handshakeTimeout,
     admit: () => {
-      if (sessions.size > maxConnections) {
+      if (state.admitted >= maxConnections) {
         return new Refusal(
           "ECONNREFUSED",
           `The server has reached maxConnections (${maxConnections})`,
         );
       }
       if (state.draining) return new Refusal("ECLOSED", "The server is shutting down");
+      state.admitted++;
       return undefined;
     },
   };
@@ -177,6 +213,8 @@ export async function serveSessions<V extends { type: number }>(
     idleTimeout,
     state,
     heartbeats: new Heartbeats(),
+    handshaking: new Set(),
+    maxHandshakes,
   };
   return new Served(listener, sessions, state, context, options.signal);
 }
@@ -186,8 +224,17 @@ interface SessionContext<V extends { type: number }> {
   readonly rules: HandshakeRules;
   readonly frameLimit: number;
   readonly idleTimeout: number;
-  readonly state: { draining: boolean };
+  readonly state: ServerState;
   readonly heartbeats: Heartbeats;
+  /** Sessions still in their handshake, oldest first. */
+  readonly handshaking: Set<Session<V>>;
+  readonly maxHandshakes: number;
+}
+
+interface ServerState {
+  draining: boolean;
+  /** Sessions past their handshake: what `maxConnections` bounds. */
+  admitted: number;
 }
 
 /** A running server: accepts connections as sessions, and shuts them down. */
@@ -211,8 +258,17 @@ class Served<V extends { type: number }> implements Server {
     this.#sessions = sessions;
     this.#state = state;
     this.#accepting = (async () => {
+      const { handshaking, maxHandshakes } = context;
       for await (const conn of listener) {
         const session = new Session(conn, context);
+        if (handshaking.size >= maxHandshakes) {
+          // The oldest of those yet to say HELLO makes room: a flood of silent connections
+          // then costs each real client at most a retry, never the server.
+          const oldest = handshaking.values().next().value!;
+          handshaking.delete(oldest);
+          oldest.abort();
+        }
+        handshaking.add(session);
         sessions.add(session);
         void session.run().finally(() => sessions.delete(session));
       }
@@ -280,6 +336,8 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
   readonly #aborted = deferred<void>();
   /** The heartbeat on its way, if any: the next waits for it. */
   #beating: Promise<void> | undefined;
+  /** Past its handshake: it counts toward `maxConnections`. */
+  #admitted = false;
 
   constructor(conn: Conn, context: SessionContext<V>) {
     this.conn = conn;
@@ -287,7 +345,7 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
     const limit = context.frameLimit;
     this.channel = new Channel(
       conn,
-      context.protocol.codec.parser(limit),
+      context.protocol.codec.parser(limit, HANDSHAKE_FRAME_LIMIT),
       context.protocol.codec.encoding(limit),
       { lastWords: refusalOf },
     );
@@ -313,6 +371,8 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
         this.channel,
         this.#context.rules,
       );
+      this.#admitted = true;
+      this.#context.handshaking.delete(this);
       await this.send({
         type: Control.WELCOME,
         version: VERSION,
@@ -339,6 +399,8 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
       await this.refuse(err);
     } finally {
       this.abort();
+      this.#context.handshaking.delete(this);
+      if (this.#admitted) this.#context.state.admitted--;
     }
   }
 

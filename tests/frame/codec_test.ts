@@ -5,7 +5,14 @@ import fc from "fast-check";
 import { FrameDecoderStream, FrameEncoderStream, IpcError } from "../../mod.ts";
 import { FrameParser } from "../../src/frame/codec.ts";
 import { view } from "../../src/internal/wire.ts";
-import { concat, encodeFramesRaw, rejectsWith, splitAt, transformAll } from "../_helpers.ts";
+import {
+  concat,
+  encodeFramesRaw,
+  rejectsWith,
+  sameBytes,
+  splitAt,
+  transformAll,
+} from "../_helpers.ts";
 
 const MiB = 1024 * 1024;
 
@@ -150,6 +157,37 @@ describe("FrameEncoderStream and FrameDecoderStream", () => {
     // Deno and Node account array buffers in `external` (Bun reports 0 and is covered above).
     const grown = process.memoryUsage().external - before.external;
     assert.ok(grown < 8 * MiB, `external memory grew by ${grown} bytes`);
+  });
+
+  test("a large frame's buffer grows as its bytes come, not from its length prefix alone", () => {
+    const native = globalThis.Uint8Array;
+    let largest = 0;
+    class CountingUint8Array extends native {
+      constructor(...args: unknown[]) {
+        if (typeof args[0] === "number") largest = Math.max(largest, args[0]);
+        super(...(args as [number]));
+      }
+    }
+    const frame = payload(7, 16 * MiB);
+    const bytes = encodeFramesRaw([frame]);
+    const parser = new FrameParser(16 * MiB, view);
+    const got: Uint8Array[] = [];
+    const push = (from: number, to: number): void =>
+      parser.push(bytes.subarray(from, to), (f) => void got.push(f.slice()));
+    globalThis.Uint8Array = CountingUint8Array as Uint8ArrayConstructor;
+    let afterPrefix: number;
+    try {
+      push(0, 14); // the prefix of a 16 MiB frame and 10 bytes of it
+      afterPrefix = largest;
+      for (let at = 14; at < bytes.length; at += 64 * 1024) {
+        push(at, Math.min(at + 64 * 1024, bytes.length));
+      }
+    } finally {
+      globalThis.Uint8Array = native;
+    }
+    assert.ok(afterPrefix <= MiB, `${afterPrefix} bytes held for 10 bytes received`);
+    assert.equal(got.length, 1);
+    assert.equal(sameBytes(got[0]!, frame), undefined);
   });
 
   test("FrameDecoderStream honours a smaller maxFrameSize, and a frame of exactly that size", async () => {

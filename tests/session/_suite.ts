@@ -127,6 +127,73 @@ export function sessionBehaviour(name: string, v: Vocabulary): void {
     await stopping;
   });
 
+  test(`${name}: silent connections do not lock clients out; past maxHandshakes the oldest go`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    for (const bad of [{ maxHandshakes: 0 }, { maxConnections: 1.5 }, { idleTimeout: -1 }]) {
+      await assert.rejects(v.serve(path, bad), RangeError);
+    }
+    await using server = await v.serve(path, { maxConnections: 2, maxHandshakes: 4 });
+    const silent = [];
+    for (let i = 0; i < 10; i++) {
+      silent.push(await connect(path));
+      // Each is taken in before the next, so "oldest" is well defined.
+      await until(() => server.connections === Math.min(i + 1, 4), 5000, "the server to take it");
+    }
+    // Only sessions past their handshake count toward maxConnections.
+    await using _a = await v.dial(path);
+    await using _b = await v.dial(path);
+    await _a.call();
+    await rejectsWith(v.dial(path), "ECONNREFUSED", /maxConnections \(2\)/);
+    // A connection that finds four in their handshake sheds the oldest: six went as the silent
+    // ones came, one more as the first client came (the next found room). The server ended them.
+    const ended = await Promise.all(
+      silent.map((conn) =>
+        Promise.race([
+          readAll(conn.readable).then(() => true, () => true),
+          new Promise((resolve) => setTimeout(() => resolve(false), 300)),
+        ])
+      ),
+    );
+    assert.deepEqual(ended, Array.from({ length: 10 }, (_, i) => i < 7));
+    for (const conn of silent) conn.close();
+  });
+
+  test(`${name}: a first frame (the HELLO) over 16 KiB is refused; a token is at most 8 KiB`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await assert.rejects(v.serve(path, { token: "x".repeat(8193) }), /at most 8192 bytes/);
+    await using _server = await v.serve(path, { token: "t".repeat(8192) });
+    const conn = await connect(path);
+    const writer = conn.writable.getWriter();
+    await writer.write(new Uint8Array([1, 0, 0, 0, 1])); // a 16 MiB HELLO begins
+    writer.releaseLock();
+    const [refused] = await rawExchange(conn, []);
+    assert.equal(refused?.type, Control.REFUSE);
+    assert.equal((refused as { code: string }).code, "EFRAMETOOLARGE");
+    await using ok = await v.dial(path, { token: "t".repeat(8192) });
+    await ok.call();
+  });
+
+  test(`${name}: a frame trickled in a byte at a time holds a connection no longer than idleTimeout`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await using _server = await v.serve(path, { idleTimeout: 300 });
+    const conn = await connect(path);
+    const writer = conn.writable.getWriter();
+    await writer.write(encodeFramesRaw([hello()]));
+    await writer.write(new Uint8Array([0, 0, 4, 0])); // a 1 KiB frame begins...
+    let ended = false;
+    const reading = readAll(conn.readable).finally(() => (ended = true)).catch(() => {});
+    for (let i = 0; i < 200 && !ended; i++) {
+      await writer.write(new Uint8Array([0])).catch(() => {}); // ...and never ends
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.equal(ended, true, "the server closed it");
+    await reading;
+    conn.close();
+  });
+
   test(`${name}: no WELCOME within timeout is ETIMEDOUT; no HELLO within handshakeTimeout is refused`, async () => {
     await using dir = await tempDir();
     const silent = await listen(`${dir.path}/silent.sock`);
