@@ -51,6 +51,27 @@ export function refTimer(timer: ReturnType<typeof setTimeout>, keepAlive: boolea
 }
 
 /**
+ * When the process with this pid started, as a string that tells it apart from a later process
+ * given the same pid (Linux: the start time in `/proc/<pid>/stat`, in clock ticks since boot);
+ * `undefined` when it cannot be had here. `readFile` reads a whole file.
+ */
+export async function processStartTime(
+  pid: number,
+  readFile: (path: string) => Promise<Uint8Array>,
+): Promise<string | undefined> {
+  if (platform() !== "linux") return undefined;
+  try {
+    const stat = new TextDecoder().decode(await readFile(`/proc/${pid}/stat`));
+    // "pid (comm) state ...": comm may hold spaces and parentheses, so count from the last ")".
+    // The start time is field 22; the one after ")" is field 3.
+    const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[22 - 3];
+    return start !== undefined && /^\d+$/.test(start) ? start : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * Whether a process with this pid runs on this machine: `"yes"`, `"no"` (a definite "no such
  * process"), or `"unknown"` when the answer cannot be had here. `stat` looks a path up (`/proc`
  * on Linux) and rejects with `ENOENT` in its `code` when there is none.

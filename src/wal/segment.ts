@@ -5,7 +5,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { processAlive } from "../runtime/platform.ts";
+import { processAlive, processStartTime } from "../runtime/platform.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import { encodeSegmentHeader } from "./record.ts";
 
@@ -91,13 +91,32 @@ export async function installSegment(
   }
 }
 
+/** Who a lock file names: a pid, and when that process started where that could be had. */
+interface Owner {
+  readonly pid: number;
+  readonly start: string | undefined;
+  /** The file's text, to see whether it changed. */
+  readonly text: string;
+}
+
+/** What a lock file of this process holds: its pid and its start time, when known. */
+async function ownerText(fs: FileSystem, pid: number): Promise<string> {
+  const start = await processStartTime(pid, (path) => fs.readFile(path));
+  return start === undefined ? `${pid}\n` : `${pid} ${start}\n`;
+}
+
 /**
- * Whether a process with this pid runs on this machine. Only a definite "no such process" counts
- * as dead: when the answer cannot be had (Deno may deny `/proc` without `--allow-all`), the owner
- * is taken to be alive, and the error names the lock file for a person to judge.
+ * Whether the process a lock file names still runs: its pid runs, and (where both are known)
+ * started when the lock says, so a pid the system gave again to another process is told apart.
+ * Only a definite "no" counts as dead: when the answer cannot be had (Deno may deny `/proc`
+ * without `--allow-all`), the owner is taken to be alive, and the error names the lock file for
+ * a person to judge.
  */
-async function alive(fs: FileSystem, pid: number): Promise<boolean> {
-  return await processAlive(pid, (path) => fs.stat(path)) !== "no";
+async function alive(fs: FileSystem, owner: Owner): Promise<boolean> {
+  if (await processAlive(owner.pid, (path) => fs.stat(path)) === "no") return false;
+  if (owner.start === undefined) return true;
+  const start = await processStartTime(owner.pid, (path) => fs.readFile(path));
+  return start === undefined || start === owner.start;
 }
 
 /** Lock files this process holds, so a second writer in the same process is refused too. */
@@ -140,17 +159,23 @@ async function createWith(
   }
 }
 
-/** The pid a lock file names, or `undefined` when it names none (nothing, or not a pid). */
-async function ownerOf(fs: FileSystem, path: string): Promise<number | undefined> {
-  const text = new TextDecoder().decode(await fs.readFile(path)).trim();
-  const pid = Number(text);
-  return text !== "" && Number.isInteger(pid) && pid > 0 ? pid : undefined;
+/**
+ * Who a lock file names ("pid" or "pid start"), or `undefined` when it names nobody (nothing, or
+ * not a pid).
+ */
+async function ownerOf(fs: FileSystem, path: string): Promise<Owner | undefined> {
+  const text = new TextDecoder().decode(await fs.readFile(path));
+  const [pidText = "", start, ...rest] = text.trim().split(" ");
+  const pid = Number(pidText);
+  if (pidText === "" || !Number.isInteger(pid) || pid <= 0 || rest.length > 0) return undefined;
+  return { pid, start: start !== undefined && /^\d+$/.test(start) ? start : undefined, text };
 }
 
 /**
- * Takes the writer's lock on `dir`: a `LOCK` file holding the owner's pid, which every runtime
- * understands, plus an advisory `flock` on it where the runtime has one (Deno). A lock whose pid
- * is no longer running is stale and taken over, under a second lock file (`LOCK.takeover`, made
+ * Takes the writer's lock on `dir`: a `LOCK` file holding the owner's pid and start time, which
+ * every runtime understands, plus an advisory `flock` on it where the runtime has one (Deno). A
+ * lock whose process is no longer running (its pid is gone, or was given to a process that
+ * started later) is stale and taken over, under a second lock file (`LOCK.takeover`, made
  * the same exclusive way), so that processes that all found the owner dead cannot all take it.
  * Lock files need no sync: after a power cut every pid they name is dead. Fails with `ELOCKED`
  * naming the holder.
@@ -195,7 +220,7 @@ async function lockFile(
   locked: (holder: string) => IpcError,
 ): Promise<FileHandle> {
   const takeover = `${path}.takeover`;
-  const mine = new TextEncoder().encode(`${pid}\n`);
+  const mine = new TextEncoder().encode(await ownerText(fs, pid));
   for (let attempt = 0; attempt < 3; attempt++) {
     const created = await createWith(fs, path, mine, pid);
     let file: FileHandle;
@@ -214,14 +239,15 @@ async function lockFile(
       if (created) return file;
       // Someone's lock: keep it when its owner runs, take it over when not.
       const owner = await ownerOf(fs, path);
-      if (owner !== undefined && owner !== pid && await alive(fs, owner)) {
-        throw locked(`process ${owner}`);
+      if (owner !== undefined && owner.pid !== pid && await alive(fs, owner)) {
+        throw locked(`process ${owner.pid}`);
       }
       if (!(await claim(fs, takeover, mine, pid))) {
         throw locked("another process taking it over");
       }
       try {
-        if (await ownerOf(fs, path) !== owner) { // taken over before our claim: look again
+        // Taken over before our claim: look again.
+        if ((await ownerOf(fs, path))?.text !== owner?.text) {
           await file.close();
           continue;
         }

@@ -16,13 +16,18 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { describe, test } from "node:test";
 import { IpcError } from "../../src/errors.ts";
-import { runtimeName } from "../../src/runtime/platform.ts";
+import { processStartTime, runtimeName } from "../../src/runtime/platform.ts";
 import { crc32c, Wal, type WalOptions, type WalRecord } from "../../src/wal/mod.ts";
 import { recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
 import { pattern, rejectsWith, rt, seeded, spawnFixture, tempDir, walRecord } from "../_helpers.ts";
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
+
+/** What the lock file of a writer in process `pid` holds: its pid and start time. */
+async function lockText(pid: number): Promise<string> {
+  return `${pid} ${await processStartTime(pid, (path) => rt.fs.readFile(path))}\n`;
+}
 
 /** A full garbage collection now, in any of the three runtimes. */
 function collectGarbage(): void {
@@ -391,7 +396,9 @@ describe("Wal", () => {
         const winners = outcomes.filter((o) => o.startsWith("locked "));
         assert.equal(winners.length, 1, `round ${round}: ${outcomes.join(", ")}`);
         assert.equal(outcomes.filter((o) => o === "ELOCKED").length, 5, outcomes.join(", "));
-        assert.equal(readFileSync(`${dir.path}/LOCK`, "utf8").trim(), winners[0]!.slice(7));
+        // "pid start", or the pid alone in a process that may not read /proc (Deno).
+        const [owner] = readFileSync(`${dir.path}/LOCK`, "utf8").trim().split(" ");
+        assert.equal(owner, winners[0]!.slice(7));
       } finally {
         for (const c of contenders) await c[Symbol.asyncDispose]();
       }
@@ -549,6 +556,24 @@ describe("Wal", () => {
     }
   });
 
+  test("a lock naming a live pid that another process started with is stale (pid reuse)", async () => {
+    await using dir = await tempDir();
+    const start = await processStartTime(1, (path) => rt.fs.readFile(path));
+    assert.ok(start !== undefined, "this machine tells when pid 1 started");
+    // Pid 1 runs, but not the process that took this lock: it started at another time.
+    writeFileSync(`${dir.path}/LOCK`, `1 ${Number(start) + 1}\n`);
+    {
+      await using wal = await Wal.open(dir.path, { sync: "none" });
+      assert.equal(await wal.append("x"), 1);
+      assert.equal(readFileSync(`${dir.path}/LOCK`, "utf8"), await lockText(rt.pid));
+    }
+    // The same pid with its own start time is the live owner; so is a pid alone (can't tell).
+    for (const lock of [`1 ${start}\n`, "1\n"]) {
+      writeFileSync(`${dir.path}/LOCK`, lock);
+      await rejectsWith(Wal.open(dir.path), "ELOCKED", /process 1 holds/);
+    }
+  });
+
   test("a takeover left by a dead process is cleared; one by a live process means ELOCKED", async () => {
     const dead = `${2 ** 22 + 1}\n`; // above Linux's largest pid: no such process
     await using dir = await tempDir();
@@ -559,7 +584,7 @@ describe("Wal", () => {
     {
       await using wal = await Wal.open(dir.path, { sync: "none" });
       assert.equal(await wal.append("x"), 1);
-      assert.equal(readFileSync(`${dir.path}/LOCK`, "utf8"), `${rt.pid}\n`);
+      assert.equal(readFileSync(`${dir.path}/LOCK`, "utf8"), await lockText(rt.pid));
       assert.ok(!existsSync(`${dir.path}/LOCK.takeover`), "the takeover lock is gone once done");
       assert.deepEqual(readdirSync(dir.path).filter((n) => n.includes(".new")), []);
     }
