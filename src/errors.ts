@@ -23,6 +23,7 @@
  * - `EREMOTE`: the other side's handler failed; the message says how. Such an error is a
  *   {@linkcode RemoteError}.
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
+ * - `ENOSPC`: the disk (or the user's quota) is full.
  * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
 export type IpcErrorCode =
@@ -46,6 +47,7 @@ export type IpcErrorCode =
   | "EREMOTE"
   | "ECORRUPT"
   | "ELOCKED"
+  | "ENOSPC"
   | "EIO";
 
 /** Where an {@linkcode IpcError} happened: the operation, the address or path, the cause. */
@@ -188,6 +190,8 @@ const SYSTEM_CODES: Readonly<Record<string, IpcErrorCode>> = {
   BrokenPipe: "ECONNRESET",
   ETIMEDOUT: "ETIMEDOUT",
   TimedOut: "ETIMEDOUT",
+  ENOSPC: "ENOSPC",
+  EDQUOT: "ENOSPC",
   BadResource: "ECLOSED",
   Interrupted: "ECLOSED",
 };
@@ -202,6 +206,7 @@ const SYSTEM_REASONS: Readonly<Partial<Record<IpcErrorCode, string>>> = {
   ECONNRESET: "the peer closed the connection",
   ETIMEDOUT: "the operation timed out",
   ECLOSED: "it was already closed",
+  ENOSPC: "the disk is full",
 };
 
 /**

@@ -35,15 +35,19 @@ export interface Child extends AsyncDisposable {
   readonly status: ChildProcess["status"];
 }
 
-/** Starts `tests/fixtures/<fixture>` under `runtime`. Dispose kills it if still running. */
+/**
+ * Starts `tests/fixtures/<fixture>` under `runtime`, through the command `options.via` when
+ * given (its arguments, then the runtime's command line). Dispose kills it if still running.
+ */
 export function spawnFixture(
   runtime: RuntimeName,
   fixture: string,
   args: readonly string[] = [],
-  options: { stdin?: "pipe" | "null" } = {},
+  options: { stdin?: "pipe" | "null"; via?: readonly string[] } = {},
 ): Child {
-  const { cmd, args: argv } = command(runtime, `${ROOT}tests/fixtures/${fixture}`, args);
-  const child = rt.spawn(cmd, argv, {
+  const run = command(runtime, `${ROOT}tests/fixtures/${fixture}`, args);
+  const [cmd, ...argv] = [...(options.via ?? []), run.cmd, ...run.args];
+  const child = rt.spawn(cmd!, argv, {
     cwd: ROOT,
     stdin: options.stdin ?? "null",
     stdout: "pipe",

@@ -22,7 +22,7 @@ import {
   SegmentScanner,
   VALID,
 } from "./record.ts";
-import type { Segment } from "./segment.ts";
+import { type Segment, writeOrRemove } from "./segment.ts";
 
 /** What recovery on open found and did. */
 export interface WalRecovery {
@@ -115,12 +115,10 @@ async function keepBroken(
       if (err instanceof IpcError && err.code === "EEXIST") continue;
       throw err;
     }
-    try {
+    await writeOrRemove(fs, name, out, async () => {
       await out.write(bytes, 0);
       await out.datasync();
-    } finally {
-      await out.close();
-    }
+    });
     return name;
   }
 }

@@ -54,14 +54,32 @@ const ZEROS = new Uint8Array(1024 * 1024);
  */
 export async function prepareFile(fs: FileSystem, path: string, size: number): Promise<void> {
   const file = await fs.open(path, { write: true, create: true, truncate: true });
-  try {
+  await writeOrRemove(fs, path, file, async () => {
     for (let at = 0; at < size; at += ZEROS.length) {
       await file.write(ZEROS.subarray(0, Math.min(ZEROS.length, size - at)), at);
     }
     await file.datasync();
-  } finally {
-    await file.close();
+  });
+}
+
+/**
+ * Runs `write` on the new file `file` at `path` and closes it; when writing fails (a full disk),
+ * removes the file too, so that a failure leaves nothing half written to fill the disk.
+ */
+export async function writeOrRemove(
+  fs: FileSystem,
+  path: string,
+  file: FileHandle,
+  write: () => Promise<void>,
+): Promise<void> {
+  try {
+    await write();
+  } catch (err) {
+    await file.close().catch(() => {});
+    await fs.remove(path).catch(() => {});
+    throw err;
   }
+  await file.close();
 }
 
 /**
@@ -87,6 +105,7 @@ export async function installSegment(
     return { file, segment: { firstSeq, path } };
   } catch (err) {
     await file.close().catch(() => {});
+    await fs.remove(tmp).catch(() => {}); // not yet a segment: nothing in it is needed
     throw err;
   }
 }

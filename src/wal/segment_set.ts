@@ -76,7 +76,8 @@ export class SegmentSet {
       const file = await this.#fs.open(last.path, { read: true, write: true });
       return { file, path: last.path, offset: tailOffset };
     }
-    const prepared = await this.#preallocation?.make();
+    // Zeros ahead only save time: without room for them, the segment grows as it is written.
+    const prepared = await this.#preallocation?.make().catch(() => undefined);
     const { file, segment } = await installSegment(this.#fs, this.dir, prepared, firstSeq, seed);
     this.#segments.push(segment);
     return { file, path: segment.path, offset: SEGMENT_HEADER };

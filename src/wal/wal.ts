@@ -278,7 +278,8 @@ export class Wal implements AsyncDisposable {
   /**
    * Appends a record; resolves with its sequence once it reached the log's durability point
    * ({@linkcode SyncMode}). Rejects with `EFRAMETOOLARGE` past `maxRecordSize`, and with the
-   * disk's error (`EIO`) if a write or sync fails, after which the log refuses further appends.
+   * disk's error (`ENOSPC` when it is full, else `EIO`) if a write or sync fails, after which the
+   * log refuses further appends.
    *
    * @example Append a record
    * ```ts

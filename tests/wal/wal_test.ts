@@ -556,6 +556,33 @@ describe("Wal", () => {
     }
   });
 
+  test("a full disk: ENOSPC, nothing left half written, nothing acknowledged lost", async () => {
+    await using mount = await tempDir();
+    // A 2 MiB file system of the child's own, in a mount namespace (root, or a user namespace).
+    await using child = spawnFixture(rt.name, "wal_full.ts", [mount.path], {
+      via: [
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"',
+        mount.path,
+      ],
+    });
+    const r = JSON.parse(await child.line(60_000));
+    assert.equal(r.appendError, "ENOSPC", "a full disk has its own code");
+    assert.ok(r.acknowledged > 10, `${r.acknowledged} records fit`);
+    // No zero-filled next segment, no temporary file, is left to hold the space.
+    assert.deepEqual(r.afterFailure.filter((f: string) => !f.endsWith(".wal")), ["LOCK"]);
+    // Reopening while full either works or fails cleanly; it leaves no partial copy behind.
+    assert.ok(["ok", "ENOSPC"].includes(r.fullReopen), r.fullReopen);
+    assert.deepEqual(r.afterFullReopen.filter((f: string) => !f.endsWith(".wal")), []);
+    // With room again: every acknowledged record is there, and at most one copy of a cut tail.
+    assert.ok(r.read >= r.acknowledged, `${r.read} of ${r.acknowledged} acknowledged read back`);
+    assert.ok(r.brokenFiles <= 1);
+    assert.ok(r.afterSpace.filter((f: string) => f.includes(".broken")).length <= 1, r.afterSpace);
+  });
+
   test("a lock naming a live pid that another process started with is stale (pid reuse)", async () => {
     await using dir = await tempDir();
     const start = await processStartTime(1, (path) => rt.fs.readFile(path));
