@@ -24,6 +24,7 @@
  *   {@linkcode RemoteError}.
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
  * - `ENOSPC`: the disk (or the user's quota) is full.
+ * - `EBUSY`: a server's queue of connections to accept stayed full while `connect` retried.
  * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
 export type IpcErrorCode =
@@ -48,6 +49,7 @@ export type IpcErrorCode =
   | "ECORRUPT"
   | "ELOCKED"
   | "ENOSPC"
+  | "EBUSY"
   | "EIO";
 
 /** Where an {@linkcode IpcError} happened: the operation, the address or path, the cause. */
@@ -191,6 +193,8 @@ const SYSTEM_CODES: Readonly<Record<string, IpcErrorCode>> = {
   ETIMEDOUT: "ETIMEDOUT",
   TimedOut: "ETIMEDOUT",
   ENOSPC: "ENOSPC",
+  EAGAIN: "EBUSY",
+  WouldBlock: "EBUSY",
   EDQUOT: "ENOSPC",
   BadResource: "ECLOSED",
   Interrupted: "ECLOSED",
@@ -207,6 +211,7 @@ const SYSTEM_REASONS: Readonly<Partial<Record<IpcErrorCode, string>>> = {
   ETIMEDOUT: "the operation timed out",
   ECLOSED: "it was already closed",
   ENOSPC: "the disk is full",
+  EBUSY: "its queue of connections to accept is full: the server accepts too slowly",
 };
 
 /**

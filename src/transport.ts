@@ -18,7 +18,7 @@ import {
   type UnixAddress,
 } from "./address.ts";
 import { IpcError, systemCode } from "./errors.ts";
-import { abortable, checkTimeout, deadline } from "./internal/async.ts";
+import { abortable, checkTimeout, deadline, delay } from "./internal/async.ts";
 import { getRuntime } from "./runtime/detect.ts";
 import type {
   Conn,
@@ -164,7 +164,8 @@ export async function listen(
  * @param options Cancellation and a time limit.
  * @returns The connection.
  * @throws {IpcError} `EADDRINVALID`, `ENOENT` (no socket file), `ECONNREFUSED` (nothing
- * accepts), `ETIMEDOUT`, `EACCES`; or the signal's reason when aborted.
+ * accepts), `EBUSY` (the server's queue of connections to accept stayed full for a second, as
+ * `connect` tried again), `ETIMEDOUT`, `EACCES`; or the signal's reason when aborted.
  *
  * @example Refused when nothing listens
  * ```ts
@@ -195,7 +196,7 @@ export async function connect(
   // Checked before connecting, so that a bad timeout opens nothing.
   if (timeout !== undefined) checkTimeout("connect", timeout);
   const runtime = await getRuntime();
-  return await deadline(runtime.connect(addr, { keepAlive }), timeout ?? Infinity, {
+  return await deadline(connectRetrying(runtime, addr, { keepAlive }), timeout ?? Infinity, {
     signal,
     onLate: (late) => late.close(),
     op: "connect",
@@ -206,6 +207,32 @@ export async function connect(
         cause,
       }),
   });
+}
+
+/** The waits between connects to a server whose accept queue is full: 1.3 s in all. */
+const FULL_QUEUE_WAITS = [5, 10, 20, 40, 80, 160, 320, 640];
+
+/**
+ * Connects; while the server's queue of connections to accept is full (a burst of connects),
+ * tries again a few times. Bun reports a full queue as ECONNREFUSED, like a socket file that
+ * nobody listens on, so on Bun a refused unix socket is tried again the same way.
+ */
+async function connectRetrying(
+  runtime: Runtime,
+  addr: Address,
+  options: { keepAlive: boolean },
+): Promise<Conn> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await runtime.connect(addr, options);
+    } catch (err) {
+      const full = err instanceof IpcError &&
+        (err.code === "EBUSY" ||
+          (err.code === "ECONNREFUSED" && runtime.name === "bun" && addr.transport === "unix"));
+      if (!full || attempt === FULL_QUEUE_WAITS.length) throw err;
+      await delay(FULL_QUEUE_WAITS[attempt]!);
+    }
+  }
 }
 
 /** How long to wait for an existing socket to answer before calling it busy, in ms. */

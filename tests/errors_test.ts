@@ -10,6 +10,9 @@ describe("systemError()", () => {
     [Object.assign(new Error("x"), { code: "EPIPE" }), "ECONNRESET"],
     [Object.assign(new Error("x"), { name: "ConnectionRefused" }), "ECONNREFUSED"],
     [Object.assign(new Error("x"), { name: "PermissionDenied" }), "EACCES"],
+    [Object.assign(new Error("x"), { code: "EAGAIN" }), "EBUSY"],
+    [Object.assign(new Error("x"), { code: "ENOSPC" }), "ENOSPC"],
+    [Object.assign(new Error("x"), { code: "EDQUOT" }), "ENOSPC"],
     [Object.assign(new Error("x"), { code: "EMFILE" }), "EIO"],
     ["a string", "EIO"],
   ];

@@ -457,6 +457,26 @@ describe("Listener", () => {
     },
   );
 
+  test("a burst of 1,000 connects at once all get through", T, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/burst.sock`;
+    await using listener = await listen(path, { maxPending: 2000 });
+    const accepted: Conn[] = [];
+    void (async () => {
+      for await (const conn of listener) accepted.push(conn);
+    })();
+    const results = await Promise.allSettled(Array.from({ length: 1000 }, () => connect(path)));
+    const failed = results.filter((r) => r.status === "rejected");
+    assert.deepEqual(
+      failed.slice(0, 3).map((r) => String((r as PromiseRejectedResult).reason)),
+      [],
+      `${failed.length} of 1,000 failed`,
+    );
+    await until(() => accepted.length === 1000, 10_000, "the server to accept them all");
+    for (const r of results) if (r.status === "fulfilled") r.value.close();
+    for (const conn of accepted) conn.close();
+  });
+
   test("a listener closes connections past maxPending and keeps the rest", T, async () => {
     await using dir = await tempDir();
     await using listener = await listen(`${dir.path}/a.sock`, { maxPending: 2 });

@@ -14,6 +14,9 @@ import { systemError } from "../errors.ts";
 import { nodeFs } from "./node_fs.ts";
 import { SocketConn } from "./_socket_conn.ts";
 import { StagingDriver } from "./_staging.ts";
+
+/** Connections the kernel queues for `accept`: the system caps it at its somaxconn. */
+const backlog = 4096;
 import type {
   ChildProcess,
   ChildStatus,
@@ -154,8 +157,10 @@ function listen(address: Address, handlers: ListenHandlers): Promise<RawListener
         },
       });
     };
-    if (address.transport === "unix") server.listen({ path: address.path }, onListening);
-    else server.listen({ host: address.hostname, port: address.port }, onListening);
+    // Node's own backlog (511) drops a burst of connects that Deno's and Bun's take; this one
+    // is capped by the system's somaxconn (4096 on Linux).
+    if (address.transport === "unix") server.listen({ path: address.path, backlog }, onListening);
+    else server.listen({ host: address.hostname, port: address.port, backlog }, onListening);
   });
 }
 
