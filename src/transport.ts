@@ -19,6 +19,7 @@ import {
 } from "./address.ts";
 import { IpcError, systemCode } from "./errors.ts";
 import { abortable, checkTimeout, deadline, delay } from "./internal/async.ts";
+import { ownerAlive, ownerOf, removeOwner, writeOwner } from "./internal/owner.ts";
 import { getRuntime } from "./runtime/detect.ts";
 import type {
   Conn,
@@ -144,6 +145,7 @@ export async function listen(
     raw,
     addr.transport === "unix" ? await lstatOrUndefined(runtime.fs, addr.path) : undefined,
   );
+  if (addr.transport === "unix") await listener.lock(runtime.pid);
   if (signal?.aborted) {
     // Aborted while binding: the listener never reaches the caller, so close it here.
     await listener.close();
@@ -245,6 +247,8 @@ class QueueListener implements Listener {
   #raw: RawListener | undefined;
   #identity: FileInfo | undefined;
   #fs: FileSystem | undefined;
+  /** What this listener wrote in the socket's lock file, to remove it only if still its own. */
+  #lockText: string | undefined;
   #pending: Conn[] = [];
   #waiting: { resolve: (conn: Conn) => void; reject: (err: unknown) => void }[] = [];
   #maxPending: number;
@@ -279,6 +283,16 @@ class QueueListener implements Listener {
   setUnix(addr: UnixAddress, fs: FileSystem): void {
     this.addr = addr;
     this.#fs = fs;
+  }
+
+  /**
+   * Names this process in the socket's lock file, so that another `listen()` on the path knows
+   * the socket is live without connecting to it (a connect can be refused by a live server
+   * whose accept queue is full). Where it cannot be written, connecting is the only check.
+   */
+  async lock(pid: number): Promise<void> {
+    const path = lockPathOf(this.addr as UnixAddress);
+    this.#lockText = await writeOwner(this.#fs!, path, pid).catch(() => undefined);
   }
 
   #push(conn: Conn): void {
@@ -322,6 +336,9 @@ class QueueListener implements Listener {
     const { addr } = this;
     if (addr.transport === "unix" && this.#identity && this.#fs) {
       await removeIfSame(this.#fs, addr.path, this.#identity);
+      if (this.#lockText !== undefined) {
+        await removeOwner(this.#fs, lockPathOf(addr), this.#lockText);
+      }
     }
     this.#resolveClosed();
   }
@@ -403,6 +420,11 @@ async function clearStale(runtime: Runtime, addr: UnixAddress): Promise<void> {
   if (!found.isSocket) {
     throw inUse(label, "the path exists and is not a socket; it was left untouched");
   }
+  const lock = lockPathOf(addr);
+  const owner = await ownerOf(runtime.fs, lock).catch(() => undefined);
+  if (owner !== undefined && await ownerAlive(runtime.fs, owner)) {
+    throw inUse(label, `process ${owner.pid} listens there (its lock file is "${lock}")`);
+  }
   try {
     const probe = await abortable(
       runtime.connect(addr),
@@ -420,6 +442,11 @@ async function clearStale(runtime: Runtime, addr: UnixAddress): Promise<void> {
     throw inUse(label, "a socket there could not be checked; it was left untouched");
   }
   throw inUse(label, "another process is accepting there");
+}
+
+/** The lock file beside a unix socket: it names the process that listens there. */
+function lockPathOf(addr: UnixAddress): string {
+  return `${addr.path}.lock`;
 }
 
 function inUse(label: string, why: string): IpcError {

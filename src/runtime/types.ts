@@ -207,7 +207,7 @@ export interface ChildProcess {
   /** Resolves when the process has ended. */
   readonly status: Promise<ChildStatus>;
   /** Sends a signal. @default {"SIGTERM"} */
-  kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT"): void;
+  kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGSTOP" | "SIGCONT"): void;
 }
 
 /** The name of a supported runtime. */

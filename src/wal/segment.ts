@@ -5,7 +5,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { processAlive, processStartTime } from "../runtime/platform.ts";
+import { ownerAlive, ownerOf, ownerText } from "../internal/owner.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import { encodeSegmentHeader } from "./record.ts";
 
@@ -110,34 +110,6 @@ export async function installSegment(
   }
 }
 
-/** Who a lock file names: a pid, and when that process started where that could be had. */
-interface Owner {
-  readonly pid: number;
-  readonly start: string | undefined;
-  /** The file's text, to see whether it changed. */
-  readonly text: string;
-}
-
-/** What a lock file of this process holds: its pid and its start time, when known. */
-async function ownerText(fs: FileSystem, pid: number): Promise<string> {
-  const start = await processStartTime(pid, (path) => fs.readFile(path));
-  return start === undefined ? `${pid}\n` : `${pid} ${start}\n`;
-}
-
-/**
- * Whether the process a lock file names still runs: its pid runs, and (where both are known)
- * started when the lock says, so a pid the system gave again to another process is told apart.
- * Only a definite "no" counts as dead: when the answer cannot be had (Deno may deny `/proc`
- * without `--allow-all`), the owner is taken to be alive, and the error names the lock file for
- * a person to judge.
- */
-async function alive(fs: FileSystem, owner: Owner): Promise<boolean> {
-  if (await processAlive(owner.pid, (path) => fs.stat(path)) === "no") return false;
-  if (owner.start === undefined) return true;
-  const start = await processStartTime(owner.pid, (path) => fs.readFile(path));
-  return start === undefined || start === owner.start;
-}
-
 /** Lock files this process holds, so a second writer in the same process is refused too. */
 const held = new Set<string>();
 
@@ -176,18 +148,6 @@ async function createWith(
   } finally {
     await fs.remove(own).catch(() => {});
   }
-}
-
-/**
- * Who a lock file names ("pid" or "pid start"), or `undefined` when it names nobody (nothing, or
- * not a pid).
- */
-async function ownerOf(fs: FileSystem, path: string): Promise<Owner | undefined> {
-  const text = new TextDecoder().decode(await fs.readFile(path));
-  const [pidText = "", start, ...rest] = text.trim().split(" ");
-  const pid = Number(pidText);
-  if (pidText === "" || !Number.isInteger(pid) || pid <= 0 || rest.length > 0) return undefined;
-  return { pid, start: start !== undefined && /^\d+$/.test(start) ? start : undefined, text };
 }
 
 /**
@@ -258,7 +218,7 @@ async function lockFile(
       if (created) return file;
       // Someone's lock: keep it when its owner runs, take it over when not.
       const owner = await ownerOf(fs, path);
-      if (owner !== undefined && owner.pid !== pid && await alive(fs, owner)) {
+      if (owner !== undefined && owner.pid !== pid && await ownerAlive(fs, owner)) {
         throw locked(`process ${owner.pid}`);
       }
       if (!(await claim(fs, takeover, mine, pid))) {
@@ -293,7 +253,7 @@ async function claim(
 ): Promise<boolean> {
   if (await createWith(fs, takeover, mine, pid)) return true;
   const owner = await ownerOf(fs, takeover).catch(() => undefined);
-  if (owner !== undefined && await alive(fs, owner)) return false;
+  if (owner !== undefined && await ownerAlive(fs, owner)) return false;
   await fs.remove(takeover).catch(() => {});
   return createWith(fs, takeover, mine, pid);
 }
