@@ -33,16 +33,20 @@ export async function ownerOf(fs: FileSystem, path: string): Promise<Owner | und
 }
 
 /**
- * Whether the process an owner file names still runs: its pid runs, and (where both are known)
- * started when the file says, so a pid the system gave again to another process is told apart.
- * Only a definite "no" counts as dead: when the answer cannot be had (Deno may deny `/proc`
- * without `--allow-all`), the owner is taken to be alive, for a person to judge.
+ * Whether the process an owner file names still runs: `"running"` when its pid runs and started
+ * when the file says; `"gone"` when the pid runs no process, or one that started at another time
+ * (the system gave the pid again); `"unsure"` when its pid runs but the start times cannot be
+ * compared (the file has none, or Deno without `--allow-all` may not read `/proc`).
  */
-export async function ownerAlive(fs: FileSystem, owner: Owner): Promise<boolean> {
-  if (await processAlive(owner.pid, (path) => fs.stat(path)) === "no") return false;
-  if (owner.start === undefined) return true;
+export async function ownerState(
+  fs: FileSystem,
+  owner: Owner,
+): Promise<"running" | "gone" | "unsure"> {
+  if (await processAlive(owner.pid, (path) => fs.stat(path)) === "no") return "gone";
+  if (owner.start === undefined) return "unsure";
   const start = await processStartTime(owner.pid, (path) => fs.readFile(path));
-  return start === undefined || start === owner.start;
+  if (start === undefined) return "unsure";
+  return start === owner.start ? "running" : "gone";
 }
 
 /**

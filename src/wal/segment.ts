@@ -5,7 +5,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { ownerAlive, ownerOf, ownerText } from "../internal/owner.ts";
+import { ownerOf, ownerState, ownerText } from "../internal/owner.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import { encodeSegmentHeader } from "./record.ts";
 
@@ -218,7 +218,7 @@ async function lockFile(
       if (created) return file;
       // Someone's lock: keep it when its owner runs, take it over when not.
       const owner = await ownerOf(fs, path);
-      if (owner !== undefined && owner.pid !== pid && await ownerAlive(fs, owner)) {
+      if (owner !== undefined && owner.pid !== pid && await ownerState(fs, owner) !== "gone") {
         throw locked(`process ${owner.pid}`);
       }
       if (!(await claim(fs, takeover, mine, pid))) {
@@ -253,7 +253,7 @@ async function claim(
 ): Promise<boolean> {
   if (await createWith(fs, takeover, mine, pid)) return true;
   const owner = await ownerOf(fs, takeover).catch(() => undefined);
-  if (owner !== undefined && await ownerAlive(fs, owner)) return false;
+  if (owner !== undefined && await ownerState(fs, owner) !== "gone") return false;
   await fs.remove(takeover).catch(() => {});
   return createWith(fs, takeover, mine, pid);
 }

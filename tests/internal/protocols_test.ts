@@ -11,7 +11,8 @@ import { NO_HEADERS } from "../../src/hub/subscription.ts";
 import { decode, encode, type Message, RPC, Type } from "../../src/rpc/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
 import type { Decoder, Encoder } from "../../src/frame/format.ts";
-import { acceptedOrRefused } from "../_helpers.ts";
+import { readFileSync } from "node:fs";
+import { acceptedOrRefused, ROOT } from "../_helpers.ts";
 
 const bytes = (...xs: number[]): Uint8Array => new Uint8Array(xs);
 /** An envelope as decoded: absent fields are there, undefined; a published one has seq 0. */
@@ -270,4 +271,29 @@ describe("hub protocol decoder: the plain-message path", () => {
       assert.match(got.message, /seq is above 2\^53/);
     }
   });
+});
+
+/**
+ * Inputs that once went wrong, kept in `tests/fixtures/corpus.json` with why: each must decode
+ * to what it says, forever. Add the input of every decoder bug found to it.
+ */
+describe("the corpus of inputs that once failed", () => {
+  const corpus: {
+    decoder: "rpc" | "hub";
+    expect: string;
+    why: string;
+    hex: string;
+    header?: string;
+  }[] = JSON.parse(readFileSync(`${ROOT}tests/fixtures/corpus.json`, "utf8"));
+  for (const entry of corpus) {
+    test(`${entry.decoder}: ${entry.why}`, () => {
+      const frame = new Uint8Array(entry.hex.match(/../g)!.map((h) => parseInt(h, 16)));
+      const decoder = entry.decoder === "rpc" ? decode : decodeHub;
+      assert.equal(outcome(decoder, frame), entry.expect);
+      if (entry.header !== undefined) {
+        const m = decodeHub(frame) as { env: { headers: Record<string, string> } };
+        assert.ok(Object.hasOwn(m.env.headers, entry.header), `header ${entry.header} is kept`);
+      }
+    });
+  }
 });
