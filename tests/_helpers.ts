@@ -364,3 +364,53 @@ export function fuzzText(pieces: readonly string[], maxLength: number): fc.Arbit
     fc.array(fc.constantFrom(...pieces), { maxLength: 8 }).map((p) => p.join("")),
   );
 }
+
+/**
+ * Serves a hub in a child process of this runtime and runs `attack(path)` against it (bound
+ * it in time), sampling the server's resident set size: resolves with it before the attack and
+ * at its peak during it, in MiB. For tests of bounded memory against a misbehaving peer.
+ */
+export async function serverRssUnder(
+  attack: (path: string) => Promise<void>,
+): Promise<{ before: number; peak: number }> {
+  await using dir = await tempDir();
+  const path = `${dir.path}/hub.sock`;
+  await using server = spawnFixture(rt.name, "flood_target.ts", [path]);
+  assert.equal(await server.line(), "ready");
+  const sample = async (): Promise<number> => {
+    const line = await server.line();
+    return Number(line.slice("rss ".length)) / 2 ** 20;
+  };
+  let before = Infinity;
+  for (let i = 0; i < 5; i++) before = Math.min(before, await sample());
+  let peak = before;
+  let samplesLeft = Infinity; // once the attack is over, a few more: what it left settles
+  const sampling = (async () => {
+    for (; samplesLeft > 0; samplesLeft--) peak = Math.max(peak, await sample());
+  })();
+  try {
+    await attack(path);
+  } finally {
+    samplesLeft = 4;
+    await sampling;
+  }
+  return { before, peak };
+}
+
+/** Writes `chunk` to `conn` again and again until `ms` pass (or the connection fails). */
+export async function writeFor(conn: Conn, chunk: Uint8Array, ms: number): Promise<void> {
+  const writer = conn.writable.getWriter();
+  const end = Date.now() + ms;
+  const timeUp = new Promise<void>((resolve) => setTimeout(resolve, ms));
+  try {
+    while (Date.now() < end) {
+      if (await Promise.race([writer.write(chunk).then(() => false), timeUp.then(() => true)])) {
+        break;
+      }
+    }
+  } catch {
+    // The server closed it: the attack is over for this connection.
+  } finally {
+    writer.releaseLock();
+  }
+}
