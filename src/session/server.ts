@@ -328,6 +328,8 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
   readonly #context: SessionContext<V>;
   #dispatcher: Dispatcher<V> | undefined;
   #idle: ReturnType<typeof setTimeout> | undefined;
+  /** When the connection last did something (`Date.now()`), for the idle timer. */
+  #active = 0;
   /** The last FLUSHED still waiting for earlier work: the next one goes after it. */
   #flushed: Promise<void> | undefined;
   /** How many FLUSHED wait for earlier work. */
@@ -484,12 +486,30 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
     this.abort();
   }
 
+  /**
+   * Something happened (a message read, work ended): the idle time counts from now. Only a time
+   * is noted: the one timer looks at it when it fires, as re-arming a timer for every message
+   * cost round trips 5 % on Deno.
+   */
   idle(): void {
     const ms = this.#context.idleTimeout;
     if (ms <= 0) return;
-    clearTimeout(this.#idle);
-    if (this.#dispatcher?.busy()) return;
-    this.#idle = later(() => this.conn.close(), ms);
+    this.#active = Date.now();
+    this.#idle ??= later(() => this.#idleCheck(), ms);
+  }
+
+  /** The idle timer fired: closes a connection quiet for `idleTimeout` with nothing in flight. */
+  #idleCheck(): void {
+    const ms = this.#context.idleTimeout;
+    const quiet = Date.now() - this.#active;
+    const busy = this.#dispatcher?.busy() ?? false;
+    if (quiet >= ms && !busy) {
+      this.#idle = undefined;
+      this.conn.close();
+      return;
+    }
+    // Work in flight is looked at again a whole period on; a quiet spell, when it will be over.
+    this.#idle = later(() => this.#idleCheck(), busy ? ms : ms - quiet);
   }
 
   /** Closes the connection now, and ends what runs for it. */

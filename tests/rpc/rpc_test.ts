@@ -470,8 +470,13 @@ describe("RPC", () => {
       assert.equal(text.decode(await c.request("in")), "in");
       assert.equal(text.decode(await b.request("b")), "b");
 
-      await using idle = await serve("tcp://127.0.0.1:0", echo, { idleTimeout: 50 });
-      await using sleeper = await dial(idle.addr, { reconnect: false });
+      await using idle = await serve("tcp://127.0.0.1:0", async (request) => {
+        if (text.decode(request) === "slow") await new Promise((r) => setTimeout(r, 300));
+        return request;
+      }, { idleTimeout: 50 });
+      await using sleeper = await dial(idle.addr, { reconnect: false, pingInterval: 60_000 });
+      // A request that runs six idle periods keeps its connection: it is not idle.
+      assert.equal(text.decode(await sleeper.request("slow")), "slow");
       assert.equal(text.decode(await sleeper.request("x")), "x");
       await until(() => idle.connections === 0, 10_000, "the idle connection to close");
       await rejectsWith(sleeper.request("y"), "ECONNRESET");
