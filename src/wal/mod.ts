@@ -5,9 +5,10 @@
  *
  * A log is a directory. It holds segment files named by the sequence of their first record,
  * zero-padded to 20 digits (`00000000000000000001.wal`), so name order is sequence order; a
- * `LOCK` file holding the writer's pid and start time; at most one snapshot (`snapshot-<seq>.snap`); and, after a
- * recovery cut something, `<segment>.broken` copies of the cut bytes. Every integer is
- * little-endian.
+ * `LOCK` file holding the writer's pid and start time; `HIGHWATER`, the last sequence known
+ * synced, so that records a disk lost are reported; at most one snapshot
+ * (`snapshot-<seq>.snap`); and, after a recovery cut something, `<segment>.broken` copies of the
+ * cut bytes. Every integer is little-endian.
  *
  * A segment starts with a 32-byte header:
  *

@@ -34,6 +34,13 @@ export interface WalRecovery {
   readonly brokenFiles: readonly string[];
   /** Whether corruption in the middle was cut because `repair: "truncate"` was given. */
   readonly repaired: boolean;
+  /**
+   * Records that were acknowledged but are gone (a disk that lost writes left zeros where they
+   * were): the log's synced high-water mark is past its last record. Without `repair:
+   * "truncate"` such a log fails to open with `ECORRUPT`; with it, it opens, this says how many,
+   * and their sequences are given out again.
+   */
+  readonly lostRecords: number;
 }
 
 /** The log as recovery left it. */
@@ -232,7 +239,7 @@ export async function recover(
     segments: kept,
     chain,
     tailOffset,
-    recovery: { truncatedBytes, lastSeq: chain.seq - 1, brokenFiles, repaired },
+    recovery: { truncatedBytes, lastSeq: chain.seq - 1, brokenFiles, repaired, lostRecords: 0 },
   };
 }
 

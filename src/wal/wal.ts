@@ -10,6 +10,7 @@ import { closedError, IpcError } from "../errors.ts";
 import { getRuntime } from "../runtime/detect.ts";
 import type { FileSystem } from "../runtime/types.ts";
 import type { ReadOptions, SyncMode, WalOptions, WalRecord } from "./options.ts";
+import { checkHighWater, type HighWaterMark } from "./highwater.ts";
 import { Preallocation } from "./preallocation.ts";
 import { Followers, type LogView, readRecords } from "./reader.ts";
 import { recover, type WalRecovery } from "./repair.ts";
@@ -91,6 +92,7 @@ export class Wal implements AsyncDisposable {
       lock: DirLock | undefined;
       segments: SegmentSet;
       recovery: WalRecovery;
+      highWater: HighWaterMark;
       nextSeq: number;
       crc: number;
     },
@@ -111,6 +113,7 @@ export class Wal implements AsyncDisposable {
       onSlowSync: options.onSlowSync,
       slowSyncThreshold: options.slowSyncThreshold ?? 1000,
       acknowledged: () => this.#followers.wake(),
+      highWater: state.highWater,
     }, { nextSeq: state.nextSeq, crc: state.crc });
     this.#view = {
       dir,
@@ -204,10 +207,15 @@ export class Wal implements AsyncDisposable {
       });
       // An empty log with a snapshot (its segments removed by hand) goes on after the snapshot.
       const nextSeq = log.segments.length === 0 ? (snapshot?.seq ?? 0) + 1 : log.chain.seq;
+      const { recovery, highWater } = await checkHighWater(fs, dir, nextSeq - 1, log.recovery, {
+        readOnly,
+        repair: options.repair,
+      });
       const wal = new Wal(fs, dir, options, {
         lock,
         segments: set,
-        recovery: log.recovery,
+        recovery,
+        highWater,
         nextSeq,
         crc: log.chain.crc,
       });

@@ -10,6 +10,7 @@ import type { FileHandle } from "../runtime/types.ts";
 import type { SlowSync, SyncMode } from "./options.ts";
 import { encodeRecord, recordSize, SEGMENT_HEADER } from "./record.ts";
 import type { SegmentSet } from "./segment_set.ts";
+import type { HighWaterMark } from "./highwater.ts";
 
 /** An append waiting for its durability point. */
 interface Waiter {
@@ -75,7 +76,12 @@ export interface WriterOptions {
   readonly slowSyncThreshold: number;
   /** Called after each acknowledgement and on failure: readers that follow look again. */
   readonly acknowledged: () => void;
+  /** Where the synced high-water mark goes. */
+  readonly highWater: HighWaterMark;
 }
+
+/** How often, at most, the synced high-water mark is written while appends go on. */
+const MARK_EVERY_MS = 1000;
 
 /** Appends records to a log's segments; one writer per log. */
 export class WalWriter {
@@ -100,6 +106,11 @@ export class WalWriter {
   /** Syncs of the active segment so far, which tell whether preallocation pays off. */
   #segmentSyncs = 0;
   #failed: IpcError | undefined;
+  /** The last sequence a completed sync made durable. */
+  #durable: number;
+  /** When the high-water mark was last written, and whether a write of it is on the chain. */
+  #markedAt = 0;
+  #marking = false;
 
   constructor(
     segments: SegmentSet,
@@ -110,7 +121,7 @@ export class WalWriter {
     this.#options = options;
     this.#nextSeq = chain.nextSeq;
     this.#crc = chain.crc;
-    this.#writtenSeq = this.#ackedSeq = chain.nextSeq - 1;
+    this.#writtenSeq = this.#ackedSeq = this.#durable = chain.nextSeq - 1;
   }
 
   /** Opens the active segment for appending at `tailOffset`, or makes the first one. */
@@ -187,6 +198,11 @@ export class WalWriter {
     }
     clearTimeout(this.#syncTimer);
     await this.#io;
+    const mark = this.#options.highWater;
+    if (this.#failed === undefined && this.#durable > mark.written) {
+      await mark.write(this.#durable).catch(() => {}); // a mark behind only reports less
+    }
+    await mark.close();
     await this.#segments.close();
     await this.#file?.close().catch(() => {});
   }
@@ -324,7 +340,21 @@ export class WalWriter {
       }
     }
     this.#segmentSyncs++;
+    this.#durable = target;
     this.#ack(target);
+    if (!this.#marking && performance.now() - this.#markedAt >= MARK_EVERY_MS) this.#mark();
+  }
+
+  /** Writes the high-water mark on the I/O chain, off the path of the appends that wait. */
+  #mark(): void {
+    this.#marking = true;
+    this.#enqueue(async () => {
+      this.#marking = false;
+      this.#markedAt = performance.now();
+      const mark = this.#options.highWater;
+      // A mark that could not be written (a full disk) is one behind: it only reports less.
+      if (this.#durable > mark.written) await mark.write(this.#durable).catch(() => {});
+    });
   }
 
   /** Runs an async step after the ones before it; a failure fails the log. */

@@ -56,8 +56,16 @@ function segmentsOf(dir: string): string[] {
   return readdirSync(dir).filter((n) => n.endsWith(".wal")).sort().map((n) => `${dir}/${n}`);
 }
 
-/** A closed log of `count` records `walRecord(1..count)` in one segment that is not preallocated. */
-async function smallLog(dir: string, count: number): Promise<{ path: string; offsets: number[] }> {
+/**
+ * A closed log of `count` records `walRecord(1..count)` in one segment that is not preallocated.
+ * Its synced high-water mark is removed, as after a crash before the mark was next written,
+ * unless `keepMark`: damage to its tail is then a torn write, not acknowledged records lost.
+ */
+async function smallLog(
+  dir: string,
+  count: number,
+  keepMark = false,
+): Promise<{ path: string; offsets: number[] }> {
   const wal = await Wal.open(dir, { preallocate: false, sync: "none" });
   const offsets: number[] = [];
   let at = SEGMENT_HEADER;
@@ -68,6 +76,7 @@ async function smallLog(dir: string, count: number): Promise<{ path: string; off
     await wal.append(data);
   }
   await wal.close();
+  if (!keepMark) rmSync(`${dir}/HIGHWATER`);
   const [path] = segmentsOf(dir);
   assert.equal(statSync(path!).size, at);
   return { path: path!, offsets: [...offsets, at] };
@@ -129,6 +138,7 @@ describe("Wal", () => {
       lastSeq: 304,
       brokenFiles: [],
       repaired: false,
+      lostRecords: 0,
     });
     const recs = await readAllRecords(wal);
     assert.equal(recs.length, 304);
@@ -717,6 +727,7 @@ describe("Wal", () => {
     await wal0.append(new Uint8Array(400).fill(1)); // 32 + 416 = 448: the next record crosses 512
     await wal0.append(new Uint8Array(300).fill(2));
     await wal0.close();
+    rmSync(`${dir.path}/HIGHWATER`); // as after a crash before the mark was written again
     const seg = segmentsOf(dir.path)[0]!;
     const original = readFileSync(seg);
     const cases: [string, (b: Buffer) => Buffer, number][] = [
@@ -738,6 +749,33 @@ describe("Wal", () => {
         rmSync(copy, { recursive: true, force: true });
       }
     }
+  });
+
+  test("zeros over acknowledged records: the synced high-water mark reports them lost", async () => {
+    await using dir = await tempDir();
+    const { path, offsets } = await smallLog(dir.path, 6, true);
+    // A disk that lost the writes of records 5 and 6: zeros, like space never written.
+    const bytes = readFileSync(path);
+    bytes.fill(0, offsets[4]!);
+    writeFileSync(path, bytes);
+    await rejectsWith(
+      Wal.open(dir.path),
+      "ECORRUPT",
+      /records 5 to 6 were acknowledged \(its synced high-water mark says so\) but are gone/,
+    );
+    await rejectsWith(Wal.open(dir.path, { readOnly: true }), "ECORRUPT", /records 5 to 6/);
+    {
+      await using wal = await Wal.open(dir.path, { repair: "truncate", preallocate: false });
+      assert.equal(wal.recovery.lostRecords, 2);
+      assert.equal(wal.recovery.repaired, true);
+      assert.equal(wal.recovery.lastSeq, 4);
+      await assertRecords(wal, 4);
+      assert.equal(await wal.append(walRecord(5)), 5); // the lost sequences are given again
+    }
+    // Repaired, the log opens as any other; a mark a damaged file holds is no mark.
+    await using wal = await Wal.open(dir.path, { preallocate: false });
+    assert.equal(wal.recovery.lostRecords, 0);
+    await assertRecords(wal, 5);
   });
 
   test('corruption in the middle fails with ECORRUPT, or is cut with repair: "truncate"', async () => {
@@ -819,8 +857,9 @@ describe("Wal", () => {
 describe("Wal recovery, fuzzed", () => {
   test("any damage to a segment: a prefix of the records, ECORRUPT, or with repair a prefix", async () => {
     await using dir = await tempDir();
-    const { path, offsets } = await smallLog(dir.path, 12);
+    const { path, offsets } = await smallLog(dir.path, 12, true);
     const original = readFileSync(path);
+    const mark = readFileSync(`${dir.path}/HIGHWATER`); // says 12
     const damage = fc.oneof(
       // Bytes changed anywhere, the header included.
       fc.array(fc.tuple(fc.nat({ max: original.length - 1 }), fc.integer({ min: 1, max: 255 })), {
@@ -848,10 +887,13 @@ describe("Wal recovery, fuzzed", () => {
       ),
     );
     await fc.assert(
-      fc.asyncProperty(damage, async (damaged) => {
+      // With the mark, a lost record is reported; without it (a crash before it was written
+      // again), a damaged tail is taken for a torn write.
+      fc.asyncProperty(damage, fc.boolean(), async (damaged, keepMark) => {
         const copy = mkdtempSync(`${tmpdir()}/dk-walfuzz-`);
         try {
           writeFileSync(`${copy}/${path.split("/").at(-1)}`, damaged(original));
+          if (keepMark) writeFileSync(`${copy}/HIGHWATER`, mark);
           for (const repair of [undefined, "truncate"] as const) {
             const opened = await Wal.open(copy, {
               preallocate: false,
@@ -873,6 +915,9 @@ describe("Wal recovery, fuzzed", () => {
                 assert.deepEqual(r.data, walRecord(r.seq));
               });
               assert.equal(opened.lastSeq, recs.length);
+              const lost = keepMark ? 12 - recs.length : 0;
+              assert.equal(opened.recovery.lostRecords, repair === undefined ? 0 : lost);
+              if (repair === undefined) assert.equal(lost, 0, "records lost, yet it opened");
             } finally {
               await opened.close();
             }
