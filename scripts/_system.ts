@@ -1,7 +1,8 @@
 /**
- * The Debian packages the tests and benchmarks use, installed on demand: `ensureCommands()`
- * looks each command up on PATH and installs the packages of the missing ones with apt-get
- * (as root, the way CI and the development machines run). Runs under Node.
+ * The Debian packages the tests and benchmarks use. `ensureCommands()` looks each command up on
+ * PATH and installs the packages of the missing ones with apt-get (as root, the way CI and the
+ * development machines run): `.ci/run` does so for the tests (`node scripts/_system.ts test`),
+ * `npm run bench` for the benchmarks. `npm test` installs nothing. Runs under Node.
  *
  * @module
  */
@@ -41,9 +42,14 @@ function run(cmd: string, args: string[]): void {
   }
 }
 
+/** The commands of `commands` that are not on PATH. */
+export function missingCommands(commands: readonly SystemCommand[]): SystemCommand[] {
+  return commands.filter((c) => !onPath(c.command));
+}
+
 /** Installs the packages of the commands not on PATH; throws if that is not possible. */
 export function ensureCommands(commands: readonly SystemCommand[]): void {
-  const missing = commands.filter((c) => !onPath(c.command));
+  const missing = missingCommands(commands);
   if (missing.length === 0) return;
   const packages = [...new Set(missing.map((c) => c.debian))];
   if (process.getuid?.() !== 0 || !onPath("apt-get")) {
@@ -60,3 +66,6 @@ export function ensureCommands(commands: readonly SystemCommand[]): void {
     throw new Error(`Still missing after apt-get: ${still.map((c) => c.command).join(", ")}`);
   }
 }
+
+// `node scripts/_system.ts test`: what `.ci/run` runs before the tests.
+if (import.meta.main && process.argv[2] === "test") ensureCommands(TEST_COMMANDS);

@@ -414,3 +414,17 @@ export async function writeFor(conn: Conn, chunk: Uint8Array, ms: number): Promi
     writer.releaseLock();
   }
 }
+
+/**
+ * Why a test that runs `command` (socat, nc: Debian packages `.ci/run` installs) is skipped
+ * here, or `false` when the command is on PATH. For the `skip` option of `test()`.
+ */
+export async function skipWithout(command: string): Promise<string | false> {
+  const child = rt.spawn("sh", ["-c", `command -v ${command}`], {
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  });
+  const { code } = await child.status;
+  return code === 0 ? false : `${command} is not installed (.ci/run installs it)`;
+}

@@ -21,6 +21,7 @@ import {
   RUNTIMES,
   seeded,
   seededFrames,
+  skipWithout,
   spawnFixture,
   tempDir,
   until,
@@ -69,6 +70,12 @@ async function sendRaw(conn: Conn, ...chunks: Uint8Array[]): Promise<void> {
   for (const chunk of chunks) await writer.write(chunk);
   await writer.close();
 }
+
+/** Why each line client's test is skipped here, or false. */
+const LINE_CLIENTS_MISSING = {
+  socat: await skipWithout("socat"),
+  nc: await skipWithout("nc"),
+};
 
 describe("framed()", () => {
   for (const transport of ["unix", "tcp"] as const) {
@@ -479,7 +486,8 @@ describe("lines()", () => {
   }
 
   for (const client of ["socat", "nc"] as const) {
-    test(`lines() serves ${client} as a client over a unix socket`, T, async () => {
+    const options = { ...T, skip: LINE_CLIENTS_MISSING[client] };
+    test(`lines() serves ${client} as a client over a unix socket`, options, async () => {
       await using dir = await tempDir();
       const path = `${dir.path}/l.sock`;
       await using listener = await listen(path);

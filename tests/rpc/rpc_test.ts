@@ -5,9 +5,19 @@ import { framed } from "../../src/frame/framed.ts";
 import { dial, RemoteError, type RpcContext, serve, serveLines } from "../../src/rpc/mod.ts";
 import { encode, Type } from "../../src/rpc/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
-import { readAll, rejectsWith, rt, RUNTIMES, spawnFixture, tempDir, until } from "../_helpers.ts";
+import {
+  readAll,
+  rejectsWith,
+  rt,
+  RUNTIMES,
+  skipWithout,
+  spawnFixture,
+  tempDir,
+  until,
+} from "../_helpers.ts";
 
 const T = { timeout: 60_000 };
+const withNc = { ...T, skip: await skipWithout("nc") };
 const text = new TextDecoder();
 const utf8 = new TextEncoder();
 const echo = (request: Uint8Array): Uint8Array => request;
@@ -598,34 +608,38 @@ describe("RPC", () => {
     }
   });
 
-  test("serveLines() answers nc -U and a lines() client, one reply per command", T, async () => {
-    await using dir = await tempDir();
-    const path = `${dir.path}/l.sock`;
-    await using server = await serveLines(path, (command) => {
-      if (command === "status") return ["state running", "clients 1"];
-      if (command === "boom") throw new Error("it broke");
-      return `echo ${command}`;
-    });
-    const nc = rt.spawn("nc", ["-U", "-N", path], {
-      stdin: "pipe",
-      stdout: "pipe",
-      stderr: "inherit",
-    });
-    const output = readAll(nc.stdout!);
-    const writer = nc.stdin!.getWriter();
-    await writer.write(utf8.encode("status\nboom\nhello there\n"));
-    await writer.close();
-    assert.equal(
-      text.decode(await output),
-      "state running\nclients 1\nERR it broke\necho hello there\n",
-    );
-    assert.equal((await nc.status).code, 0);
-    const client = lines(await connect(server.addr));
-    const w = client.writable.getWriter();
-    await w.write("again");
-    await w.close();
-    assert.deepEqual(await Array.fromAsync(client.readable), ["echo again"]);
-  });
+  test(
+    "serveLines() answers nc -U and a lines() client, one reply per command",
+    withNc,
+    async () => {
+      await using dir = await tempDir();
+      const path = `${dir.path}/l.sock`;
+      await using server = await serveLines(path, (command) => {
+        if (command === "status") return ["state running", "clients 1"];
+        if (command === "boom") throw new Error("it broke");
+        return `echo ${command}`;
+      });
+      const nc = rt.spawn("nc", ["-U", "-N", path], {
+        stdin: "pipe",
+        stdout: "pipe",
+        stderr: "inherit",
+      });
+      const output = readAll(nc.stdout!);
+      const writer = nc.stdin!.getWriter();
+      await writer.write(utf8.encode("status\nboom\nhello there\n"));
+      await writer.close();
+      assert.equal(
+        text.decode(await output),
+        "state running\nclients 1\nERR it broke\necho hello there\n",
+      );
+      assert.equal((await nc.status).code, 0);
+      const client = lines(await connect(server.addr));
+      const w = client.writable.getWriter();
+      await w.write("again");
+      await w.close();
+      assert.deepEqual(await Array.fromAsync(client.readable), ["echo again"]);
+    },
+  );
 
   test(
     "serveLines(): close() lets the command being answered finish, sends its reply, then closes",
