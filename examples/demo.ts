@@ -44,7 +44,10 @@ let next = 0;
 })();
 
 const progress = setInterval(() => {
-  const line = [...flowing.values()].map((s) => `${s.name}: ${(s.bytes / 2 ** 20).toFixed(1)} MiB`);
+  // A connection is named by the first line it sends; one that has sent nothing yet is not shown.
+  const line = [...flowing.values()].filter((s) => s.bytes > 0).map((s) =>
+    `${s.name}: ${(s.bytes / 2 ** 20).toFixed(1)} MiB`
+  );
   if (line.length) console.log(`  flowing  ${line.join("  |  ")}`);
 }, 100);
 
@@ -172,7 +175,7 @@ const reports = subscriberLines.map(async (reader, i) => {
 const publishers = RUNTIMES.map((name) => run(name, "pub"));
 const ticker = setInterval(() => {
   const counts = [...live].map(([topic, n]) => `${topic} ${n}`).join("   ");
-  console.log(`  delivered to this process so far: ${counts}`);
+  if (counts !== "") console.log(`  delivered to this process so far: ${counts}`);
 }, 250);
 const pubReports = await Promise.all(
   publishers.map(async (child) => JSON.parse(await new Response(child.stdout).text())),

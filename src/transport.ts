@@ -58,7 +58,7 @@ export interface ConnectOptions {
   signal?: AbortSignal;
   /**
    * Rejects with `ETIMEDOUT` after this many milliseconds; `Infinity` for no limit. NaN or a
-   * negative number is refused with a `RangeError`. @default {no limit}
+   * negative number, or 0, is refused with a `RangeError`. @default {no limit}
    */
   timeout?: number;
   /** A TCP connection has keepalive probes on, at the system's interval. @default {true} */
@@ -228,6 +228,9 @@ async function connectRetrying(
     try {
       return await runtime.connect(addr, options);
     } catch (err) {
+      if (err instanceof IpcError && err.code === "ECONNREFUSED" && addr.transport === "unix") {
+        await refuseNonSocket(runtime.fs, addr, err);
+      }
       const full = err instanceof IpcError &&
         (err.code === "EBUSY" ||
           (err.code === "ECONNREFUSED" && runtime.name === "bun" && addr.transport === "unix"));
@@ -235,6 +238,22 @@ async function connectRetrying(
       await delay(FULL_QUEUE_WAITS[attempt]!);
     }
   }
+}
+
+/**
+ * A refused connect to a path that is no socket at all (a regular file, a directory) is told
+ * apart from a socket nobody listens on: throws what it really is, or returns.
+ */
+async function refuseNonSocket(fs: FileSystem, addr: UnixAddress, err: IpcError): Promise<void> {
+  const found = await lstatOrUndefined(fs, addr.path);
+  if (found === undefined || found.isSocket) return;
+  const what = found.isDirectory ? "a directory" : "a file that is not a socket";
+  const label = formatAddress(addr);
+  throw new IpcError("ECONNREFUSED", `Cannot connect to "${label}" as it is ${what}`, {
+    op: "connect",
+    address: label,
+    cause: err,
+  });
 }
 
 /** How long to wait for an existing socket to answer before calling it busy, in ms. */
@@ -459,7 +478,14 @@ function inUse(label: string, why: string): IpcError {
 }
 
 async function ensureDir(fs: FileSystem, dir: string, mode: number): Promise<void> {
-  if (await lstatOrUndefined(fs, dir)) return;
+  const found = await lstatOrUndefined(fs, dir);
+  if (found !== undefined && !found.isDirectory && !found.isSymlink) {
+    throw new IpcError("ENOENT", `Cannot listen in "${dir}" as it is a file, not a directory`, {
+      op: "listen",
+      path: dir,
+    });
+  }
+  if (found) return;
   await fs.mkdir(dir, { recursive: true, mode });
   await fs.chmod(dir, mode);
 }

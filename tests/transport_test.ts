@@ -1,4 +1,5 @@
 import { describe, test } from "node:test";
+import { writeFileSync } from "node:fs";
 import assert from "node:assert/strict";
 import { type Conn, connect, IpcError, listen, type Listener } from "../mod.ts";
 import {
@@ -561,6 +562,26 @@ describe("connect()", () => {
     );
   });
 
+  test(
+    "connect() to a file or a directory says so; listen() under a file names that file",
+    T,
+    async () => {
+      await using dir = await tempDir();
+      writeFileSync(`${dir.path}/plain`, "not a socket");
+      await rejectsWith(
+        connect(`${dir.path}/plain`),
+        "ECONNREFUSED",
+        /is a file that is not a socket/,
+      );
+      await rejectsWith(connect(dir.path), "ECONNREFUSED", /is a directory/);
+      await rejectsWith(
+        listen(`${dir.path}/plain/x.sock`),
+        "ENOENT",
+        new RegExp(`"${dir.path}/plain" as it is a file, not a directory`),
+      );
+    },
+  );
+
   test("connect() to a closed tcp port rejects with ECONNREFUSED", T, async () => {
     const listener = await listen("tcp://127.0.0.1:0");
     const { addr } = listener;
@@ -586,8 +607,11 @@ describe("connect()", () => {
         const conn = await connect(`${dir.path}/t.sock`, { timeout });
         conn.close();
       }
-      for (const timeout of [NaN, -1]) {
-        await assert.rejects(connect(`${dir.path}/t.sock`, { timeout }), RangeError);
+      for (const timeout of [NaN, -1, 0]) {
+        await assert.rejects(
+          connect(`${dir.path}/t.sock`, { timeout }),
+          /above 0 \(Infinity for none\)/,
+        );
       }
       await listener.close();
       await accepting;

@@ -45,7 +45,7 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /**
    * Milliseconds to wait for the reply before rejecting with `ETIMEDOUT`; `Infinity` waits as
-   * long as it takes. NaN or a negative number rejects with a `RangeError`. @default {10000}
+   * long as it takes. 0, NaN or a negative number rejects with a `RangeError`. @default {10000}
    */
   timeout?: number;
 }

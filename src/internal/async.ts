@@ -125,13 +125,13 @@ export class Deadlines {
 }
 
 /**
- * Checks a `timeout` option, in ms: a number from 0 up. `Infinity`, or anything past
+ * Checks a `timeout` option, in ms: a number above 0. `Infinity`, or anything past
  * {@linkcode MAX_TIMER}, means no timeout.
  */
 export function checkTimeout(op: string, ms: number): void {
-  if (typeof ms !== "number" || !(ms >= 0)) {
+  if (typeof ms !== "number" || !(ms > 0)) {
     throw new RangeError(
-      `Cannot ${op} as timeout must be a number of ms from 0 up (Infinity for none): got ${ms}`,
+      `Cannot ${op} as timeout must be a number of ms above 0 (Infinity for none): got ${ms}`,
     );
   }
 }

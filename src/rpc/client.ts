@@ -25,7 +25,7 @@ export interface RpcRequestOptions {
   signal?: AbortSignal;
   /**
    * Milliseconds before the request fails with `ETIMEDOUT` (and is cancelled on the server);
-   * `Infinity` for none. NaN or a negative number is refused with a `RangeError`.
+   * `Infinity` for none. 0, NaN or a negative number is refused with a `RangeError`.
    */
   timeout?: number;
   /** Safe to send again: if the connection drops while it is in flight, it is resent after reconnecting. */

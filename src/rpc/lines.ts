@@ -63,6 +63,11 @@ export async function serveLines(
   handler: LineHandler,
   options: ServeLinesOptions = {},
 ): Promise<LineServer> {
+  if (typeof handler !== "function") {
+    throw new TypeError(
+      `Cannot serve lines as the handler must be a function: got ${typeof handler}`,
+    );
+  }
   const listenOptions: ListenOptions = {};
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   if (options.signal !== undefined) listenOptions.signal = options.signal;

@@ -70,6 +70,11 @@ export function serve(
   handler: RpcHandler,
   options: ServeOptions = {},
 ): Promise<RpcServer> {
+  if (typeof handler !== "function") {
+    return Promise.reject(
+      new TypeError(`Cannot serve RPC as the handler must be a function: got ${typeof handler}`),
+    );
+  }
   const { maxInflight = 64, exposeStack = false } = options;
   return serveSessions(address, options, {
     codec: RPC,

@@ -98,7 +98,12 @@ export async function readHello<T extends { type: number }>(
     throw new Refusal("EAUTH", `The client is for app "${h.app}"; this server is "${rules.app}"`);
   }
   if (rules.token !== undefined && !sameSecret(h.token, rules.token)) {
-    throw new Refusal("EAUTH", "The client's token is wrong");
+    throw new Refusal(
+      "EAUTH",
+      h.token.length === 0
+        ? "The client sent no token; this server needs one"
+        : "The client's token is wrong",
+    );
   }
   const refused = rules.admit();
   if (refused !== undefined) throw refused;

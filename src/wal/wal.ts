@@ -32,9 +32,12 @@ function atLeast(name: string, v: number | undefined, min: number): void {
   }
 }
 
-function seqArg(op: string, seq: number): void {
-  if (!Number.isSafeInteger(seq) || seq < 0) {
-    throw new RangeError(`Cannot ${op} as the sequence must be an integer >= 0: got ${seq}`);
+function seqArg(op: string, seq: number, min = 0): void {
+  if (!Number.isSafeInteger(seq) || seq < min) {
+    const first = min === 1 ? " (records are numbered from 1)" : "";
+    throw new RangeError(
+      `Cannot ${op} as the sequence must be an integer >= ${min}${first}: got ${seq}`,
+    );
   }
 }
 
@@ -460,7 +463,7 @@ export class Wal implements AsyncDisposable {
    * ```
    */
   read(options: ReadOptions = {}): ReadableStream<WalRecord> {
-    if (options.from !== undefined) seqArg("read the log", options.from);
+    if (options.from !== undefined) seqArg("read the log", options.from, 1);
     if (options.to !== undefined) seqArg("read the log", options.to);
     if (this.#closed) throw closedError("read", "log");
     return readRecords(this.#view, options);

@@ -184,7 +184,7 @@ describe("RPC", () => {
       for (const timeout of [Infinity, 2 ** 31, 2 ** 40]) {
         assert.equal(new TextDecoder().decode(await client.request("ok", { timeout })), "ok");
       }
-      for (const timeout of [NaN, -1]) {
+      for (const timeout of [NaN, -1, 0]) {
         await assert.rejects(client.request("x", { timeout }), RangeError);
         assert.throws(() => client.requestStream("x", { timeout }), RangeError);
       }
@@ -314,6 +314,18 @@ describe("RPC", () => {
       },
     );
   }
+
+  test("serve() and serveLines() refuse a handler that is not a function", async () => {
+    await using dir = await tempDir();
+    await assert.rejects(
+      serve(`${dir.path}/a.sock`, undefined as unknown as () => string),
+      /Cannot serve RPC as the handler must be a function: got undefined/,
+    );
+    await assert.rejects(
+      serveLines(`${dir.path}/b.sock`, "x" as unknown as () => string),
+      /Cannot serve lines as the handler must be a function: got string/,
+    );
+  });
 
   test("the handshake refuses a wrong token, app id or version with a clear error", T, async () => {
     await using server = await serve("tcp://127.0.0.1:0", echo, { app: "daemon", token: "s3cret" });

@@ -96,7 +96,12 @@ export function sessionBehaviour(name: string, v: Vocabulary): void {
     await using dir = await tempDir();
     const path = `${dir.path}/s.sock`;
     await using _server = await v.serve(path, { app: "billing", token: "s3cret" });
-    await rejectsWith(v.dial(path, { app: "billing", token: "wrong" }), "EAUTH", /token/);
+    await rejectsWith(v.dial(path, { app: "billing", token: "wrong" }), "EAUTH", /token is wrong/);
+    await rejectsWith(
+      v.dial(path, { app: "billing" }),
+      "EAUTH",
+      /sent no token; this server needs/,
+    );
     await rejectsWith(v.dial(path, { app: "other", token: "s3cret" }), "EAUTH", /app "other"/);
     const [refused] = await rawExchange(path, [hello({ version: 99, app: "billing" })]);
     assert.equal(refused?.type, Control.REFUSE);

@@ -237,6 +237,7 @@ describe("Wal", () => {
     assert.equal(wal.lastSeq, 0, "a refused batch writes nothing");
     await assert.rejects(wal.append(42 as unknown as string), TypeError);
     assert.throws(() => wal.read({ from: -1 }), RangeError);
+    assert.throws(() => wal.read({ from: 0 }), /integer >= 1 \(records are numbered from 1\)/);
     await assert.rejects(wal.checkpoint(5, new Uint8Array(0)), /last record is 0/);
     assert.equal(await wal.append("x".repeat(16)), 1);
     await wal.close();
