@@ -42,27 +42,45 @@ export interface LogView {
 
 /** Who waits for the next acknowledgement: readers that follow the writer. */
 export class Followers {
-  #waiting: (() => void)[] = [];
+  #waiting = new Set<() => void>();
+  /**
+   * While a reader waits for an append, the process stays alive, as it does for a read-only
+   * follower's polls or a socket read, on every runtime; without it Deno and Node ended with an
+   * unsettled top-level await and Bun waited.
+   */
+  #keepAlive: ReturnType<typeof setInterval> | undefined;
 
   /** Resolves on the next `wake()`, or rejects when the signal aborts. */
   wait(signal: AbortSignal | undefined): Promise<void> {
     return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(signal.reason);
-      const onAbort = (): void => reject(signal?.reason);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#waiting.push(() => {
+      const wake = (): void => {
         signal?.removeEventListener("abort", onAbort);
         resolve();
-      });
+      };
+      const onAbort = (): void => {
+        this.#waiting.delete(wake);
+        if (this.#waiting.size === 0) this.#letGo();
+        reject(signal?.reason);
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#waiting.add(wake);
+      this.#keepAlive ??= setInterval(() => {}, 3_600_000);
     });
   }
 
   /** Lets every waiting reader look again. */
   wake(): void {
-    if (this.#waiting.length === 0) return;
-    const waiting = this.#waiting;
-    this.#waiting = [];
+    if (this.#waiting.size === 0) return;
+    const waiting = [...this.#waiting];
+    this.#waiting.clear();
+    this.#letGo();
     for (const wake of waiting) wake();
+  }
+
+  #letGo(): void {
+    clearInterval(this.#keepAlive);
+    this.#keepAlive = undefined;
   }
 }
 
@@ -125,8 +143,13 @@ function batches(log: LogView, options: ReadOptions): {
   let from = options.from ?? -1;
   let scanner: SegmentScanner | undefined;
   let ended = false;
+  // Ends a wait for appends when the reader is closed (a cancelled stream), not only when the
+  // caller's signal aborts: a waiting reader keeps its process alive.
+  const stop = new AbortController();
+  const waits = signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);
   const close = async (): Promise<void> => {
     ended = true;
+    stop.abort();
     const s = scanner;
     scanner = undefined;
     await s?.file.close().catch(() => {});
@@ -141,7 +164,7 @@ function batches(log: LogView, options: ReadOptions): {
         if (scanner !== undefined) break;
         // A log with no segment yet (read-only, before its writer made one): nothing to read.
         if (!follow || log.closed()) return undefined;
-        await delay(log.pollInterval, signal ? { signal } : {});
+        await delay(log.pollInterval, { signal: waits });
       }
       let fresh = false;
       while (true) {
@@ -151,7 +174,7 @@ function batches(log: LogView, options: ReadOptions): {
         if (seq > (log.readOnly ? Infinity : log.ackedSeq())) {
           if (!follow || log.closed()) break;
           if (out.length > 0) return out;
-          await log.waitForAppend(signal);
+          await log.waitForAppend(waits);
           fresh = false;
           continue;
         }
@@ -190,11 +213,13 @@ function batches(log: LogView, options: ReadOptions): {
         // A writer may be in the middle of this record: it is not returned, and a follower
         // looks again later.
         if (!follow || log.closed()) break;
-        await delay(log.pollInterval, signal ? { signal } : {});
+        await delay(log.pollInterval, { signal: waits });
         fresh = false;
       }
     } catch (err) {
+      const closed = stop.signal.aborted;
       await close();
+      if (closed && !signal?.aborted) return undefined; // closed by its reader meanwhile
       throw err;
     }
     await close();

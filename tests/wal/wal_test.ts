@@ -26,6 +26,7 @@ import {
   pattern,
   rejectsWith,
   rt,
+  RUNTIMES,
   seeded,
   spawnFixture,
   tempDir,
@@ -352,6 +353,25 @@ describe("Wal", () => {
     bytes[bytes.length - 1]! ^= 1;
     writeFileSync(snapPath, bytes);
     await rejectsWith(Wal.open(dir.path), "ECORRUPT", /snap.* fails its checksum/);
+  });
+
+  for (const runtime of RUNTIMES) {
+    test(`a follower waiting in the writer's process keeps it alive until the log closes (${runtime})`, async () => {
+      await using dir = await tempDir();
+      await using child = spawnFixture(runtime, "wal_follow.ts", [dir.path]);
+      assert.equal(await child.line(), "ended 3");
+      assert.equal((await child.status).code, 0);
+    });
+  }
+
+  test("a follower whose stream is cancelled while it waits lets its process end", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, { sync: "none" });
+    const reader = wal.read({ follow: true }).getReader();
+    const pending = reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 20)); // it waits for an append now
+    await reader.cancel();
+    assert.deepEqual(await pending, { done: true, value: undefined });
   });
 
   test("an empty log opened read-only reads nothing; its follower sees records once a writer makes them", async () => {
