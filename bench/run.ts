@@ -15,7 +15,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import process from "node:process";
 import { command, ROOT, RUNTIMES } from "../scripts/_runtimes.ts";
-import { BENCH_COMMANDS, ensureCommands } from "../scripts/_system.ts";
+import { BENCH_COMMANDS } from "../scripts/_system.ts";
+import { ensureCommands } from "../scripts/install_packages.ts";
 
 const extra = process.argv.slice(2);
 const benches = [
