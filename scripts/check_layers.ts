@@ -19,7 +19,7 @@ import { ROOT } from "./_runtimes.ts";
 const cruise = spawnSync(
   process.execPath,
   [
-    `${ROOT}node_modules/dependency-cruiser/bin/dependency-cruiser.mjs`,
+    `${ROOT}node_modules/dependency-cruiser/bin/dependency-cruise.mjs`,
     "--config",
     ".dependency-cruiser.json",
     "--output-type",
