@@ -36,11 +36,22 @@ export const BATCH_BYTES = 64 * 1024;
 /** Payloads from this size on are written by reference rather than copied into a batch. */
 export const COPY_BELOW = 16 * 1024;
 
-/** A `Transformer` that decodes with `decoder`: the body of the decoder streams. */
+/**
+ * The part of a `TransformStream`'s transformer the codecs fill in. Declared here rather than
+ * taken from the global `Transformer`, which is the DOM library's: a Node project's types (and so
+ * the npm package's `.d.ts`) have no such global.
+ */
+export interface CodecTransformer<I, O> {
+  start(controller: TransformStreamDefaultController<O>): void;
+  transform(chunk: I): void;
+  flush(): void;
+}
+
+/** A transformer that decodes with `decoder`: the body of the decoder streams. */
 export function decoderTransformer<T>(
   decoder: Decoder<T>,
   name: string,
-): Transformer<Uint8Array, T> {
+): CodecTransformer<Uint8Array, T> {
   let emit: (value: T) => void;
   return {
     start(controller): void {
@@ -57,12 +68,12 @@ export function decoderTransformer<T>(
 }
 
 /**
- * A `Transformer` that encodes with `encoder` and coalesces: values written in one burst share
+ * A transformer that encodes with `encoder` and coalesces: values written in one burst share
  * a chunk of up to {@linkcode BATCH_BYTES}, handed on when the burst ends or the chunk is full.
  * A refused value first hands on what was accepted before it, then ends the readable side
  * cleanly (so nothing acknowledged is lost) and rejects its own write.
  */
-export function encoderTransformer<T>(encoder: Encoder<T>): Transformer<T, Uint8Array> {
+export function encoderTransformer<T>(encoder: Encoder<T>): CodecTransformer<T, Uint8Array> {
   let controller: TransformStreamDefaultController<Uint8Array>;
   let buf = new Uint8Array(BATCH_BYTES);
   let len = 0;
