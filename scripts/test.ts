@@ -1,11 +1,12 @@
 /**
  * The gate: format, lint, type check, doc lint, the layering check, the test suite on Deno, Bun
- * and Node 24, and a publish dry run. `npm test` runs it under the pinned Node 24 (npm puts `node_modules/.bin`
+ * and Node 24 (every example of the README, `docs/` and the JSDoc among it), the npm package
+ * installed and used from Node 22, Node 24, Bun and Deno, and a publish dry run. `npm test` runs it under the pinned Node 24 (npm puts `node_modules/.bin`
  * first on PATH); `.ci/run` calls `npm test`. Exits non-zero if any step fails, and ends with
  * one line that counts the tests of all three runtimes. Installs nothing: the few tests that run
  * socat or nc are skipped, and say so, where those are missing (`.ci/run` installs them).
  *
- * Usage: `npm test [-- --only deno|bun|node|checks]`
+ * Usage: `npm test [-- --only deno|bun|node|package|checks]`
  *
  * @module
  */
@@ -18,7 +19,7 @@ import { missingCommands, TEST_COMMANDS } from "./_system.ts";
 
 interface Step {
   name: string;
-  group: "checks" | "deno" | "bun" | "node";
+  group: "checks" | "deno" | "bun" | "node" | "package";
   cmd: string;
   args: string[];
   /** Reads the passed and failed test counts from the step's output. */
@@ -31,6 +32,8 @@ const exportsMap = JSON.parse(readFileSync(`${ROOT}deno.json`, "utf8")).exports 
   string
 >;
 const entryPoints = Object.values(exportsMap);
+/** The markdown whose TypeScript blocks Deno's doc tests type-check and run, as JSDoc examples. */
+const MARKDOWN = ["README.md", "docs/GUIDE.md"];
 
 const steps: Step[] = [
   { name: "deno fmt --check", group: "checks", cmd: deno, args: ["fmt", "--check"] },
@@ -47,7 +50,7 @@ const steps: Step[] = [
     name: "tests on Deno (with doc tests)",
     group: "deno",
     cmd: deno,
-    args: ["test", ...DENO_PERMISSIONS, "--doc", "tests/", ...entryPoints, "src/"],
+    args: ["test", ...DENO_PERMISSIONS, "--doc", "tests/", ...entryPoints, "src/", ...MARKDOWN],
     count: (out) => {
       const m =
         /(ok|FAILED) \| (\d+) passed(?: \((\d+) steps?\))? \| (\d+) failed(?: \((\d+) steps?\))?/
@@ -78,6 +81,12 @@ const steps: Step[] = [
       const fail = /^ℹ fail (\d+)$/m.exec(out);
       return pass && fail ? { passed: Number(pass[1]), failed: Number(fail[1]) } : undefined;
     },
+  },
+  {
+    name: "npm package: built, packed, installed; used from Node 22, Node 24, Bun and Deno",
+    group: "package",
+    cmd: binary("node"),
+    args: ["scripts/check_package.ts"],
   },
   {
     name: "deno publish --dry-run",

@@ -217,8 +217,8 @@ export interface FrameChannel extends AsyncDisposable {
  * import { connect, frameChannel, listen } from "@dockipc/dockipc";
  *
  * await using listener = await listen("tcp://127.0.0.1:0");
- * const sender = frameChannel(await connect(listener.addr));
- * const receiver = frameChannel(await listener.accept());
+ * await using sender = frameChannel(await connect(listener.addr));
+ * await using receiver = frameChannel(await listener.accept());
  * for (let i = 0; i < 1000; i++) {
  *   const wait = sender.send(new Uint8Array([i & 255]));
  *   if (wait) await wait; // backpressure
