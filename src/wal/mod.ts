@@ -34,8 +34,9 @@
  *
  * Because each checksum continues the one before it, across segments too (through the header's
  * chain seed), a record left from an older file cannot pass for a record of this log. A record
- * header of 16 zero bytes ends a segment's records: segments are written full of zeros before use
- * (`preallocate`), so the rest of the file is zeros.
+ * header of 16 zero bytes ends a segment's records: the active segment is written with zeros a
+ * step ahead of its records (`preallocate`), so the rest of the file is zeros, cut off when the
+ * segment is sealed or the log closed.
  *
  * A snapshot is a 32-byte header — magic `44 4B 53 4E 50 0D 0A 1A` (`"DKSNP\r\n\x1a"`), version
  * (u32), state length (u32), sequence covered (u64), CRC-32C of bytes 0–23 and the state (u32),
@@ -43,7 +44,9 @@
  *
  * ## Recovery
  *
- * Opening checks every record. The records of the last segment may end in a torn write: a partial
+ * Opening checks every record of the last segment (of every segment with `verify: "all"`); the
+ * segments before it were synced whole before the next began, and readers check every record they
+ * read. The records of the last segment may end in a torn write: a partial
  * record, a bad checksum or a zero-filled region, with no record after it. That tail is cut back to
  * the last valid record, a copy of the cut bytes is kept as `<segment>.broken`, and
  * {@linkcode Wal.recovery} says how many bytes went. A damaged record followed by valid ones is

@@ -41,11 +41,11 @@ export interface WalOptions {
   /** A segment is closed and the next one begun past this many bytes. @default {64 MiB} */
   segmentSize?: number;
   /**
-   * Write each segment full of zeros before use (ahead of need, off the append path), so a sync
-   * need not grow the file: more syncs per second with `"always"` (`docs/BENCHMARKS.md`). Where
-   * syncs are large (64 KiB or more on average in the segment before), or with `"batch"` and
-   * `"none"`, the zeros would mostly double the bytes written, so the next segment is not
-   * zero-filled.
+   * Keep the active segment's file written with zeros ahead of its records, a 1 MiB step at a
+   * time, so a sync need not grow the file: more syncs per second with `"always"`
+   * (`docs/BENCHMARKS.md`). Where syncs are large (64 KiB or more on average in the segment), or
+   * with `"batch"` and `"none"`, the zeros would mostly double the bytes written, so the file
+   * grows as it is written. Closing the log or its segment cuts the zeros off.
    * @default {true with sync: "always", else false}
    */
   preallocate?: boolean;
@@ -59,6 +59,15 @@ export interface WalOptions {
    * @default {true with sync: "always", else false}
    */
   blockingSync?: boolean;
+  /**
+   * What opening checks record by record. `"last"`: the last segment, the only one a crash can
+   * leave torn (each segment is synced whole before the next begins), so an open costs the last
+   * segment's records, however long the log; damage in an earlier segment is then found by the
+   * reader that reaches it (`ECORRUPT`). `"all"`: every segment, so that damage anywhere fails
+   * the open (or, with `repair`, is cut there).
+   * @default {"last"}
+   */
+  verify?: "last" | "all";
   /**
    * `"truncate"`: when a record in the middle of the log is damaged, cut the log there (keeping
    * the cut bytes in `.broken` files) instead of failing with `ECORRUPT`.

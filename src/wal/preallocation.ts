@@ -1,59 +1,69 @@
 /**
- * The next segment's file, written full of zeros ahead of need and off the append path, so that
- * a sync in it need not grow the file.
+ * Zeros written ahead of the active segment's records, a step at a time, so that a sync of
+ * records need not grow the file, without writing a whole segment before the first append.
  *
  * @module
  */
 
-import type { FileSystem } from "../runtime/types.ts";
-import { join, PREPARED, prepareFile } from "./segment.ts";
+import type { FileHandle } from "../runtime/types.ts";
 
-/** A prepared segment file: at most one at a time, made once the active segment is half full. */
+/** How far ahead of the records the zeros reach: one step is written when half of it is left. */
+export const PREALLOCATION_STEP = 1024 * 1024;
+
+const ZEROS = new Uint8Array(PREALLOCATION_STEP);
+
+/** Syncs that carry this much on average are limited by the disk's bandwidth, not its latency. */
+const LARGE_SYNC = 64 * 1024;
+
+/** The zeroed room ahead of the active segment's records. */
 export class Preallocation {
-  readonly #fs: FileSystem;
-  readonly #dir: string;
   readonly #segmentSize: number;
-  #prepared: Promise<string | undefined> | undefined;
+  /** The active file's size: records, then zeros up to here. */
+  #end = 0;
+  /** Not worth it in this segment: syncs are large, or the disk is full. */
+  #off = false;
 
-  constructor(fs: FileSystem, dir: string, segmentSize: number) {
-    this.#fs = fs;
-    this.#dir = dir;
+  constructor(segmentSize: number) {
     this.#segmentSize = segmentSize;
   }
 
-  /** Writes the zero-filled file now; resolves with its path. */
-  async make(): Promise<string> {
-    const path = join(this.#dir, PREPARED);
-    await prepareFile(this.#fs, path, this.#segmentSize);
-    return path;
+  /** A segment became the active one, its file `size` bytes long. */
+  activated(size: number): void {
+    this.#end = size;
+    this.#off = false;
   }
 
   /**
-   * The active segment has `pos` bytes after `syncs` syncs: once it is half full, prepare the
-   * next file, unless syncs are large. Zeros pay off when syncs are small, as each then finds
-   * its blocks already written; when syncs carry 64 KiB or more each, the disk's bandwidth is the
-   * limit, and writing every byte twice would halve it: the next segment then grows as written.
+   * Whether to grow the file now, with records up to `pos` after `syncs` syncs of this segment.
+   * Zeros pay off when syncs are small, as each then finds its blocks already written; when
+   * syncs carry 64 KiB or more each, writing every byte twice would halve the disk's bandwidth.
    */
-  written(pos: number, syncs: number): void {
-    if (this.#prepared !== undefined || pos <= this.#segmentSize / 2) return;
-    if (syncs > 0 && pos / syncs >= 64 * 1024) {
-      this.#prepared = Promise.resolve(undefined);
-      return;
+  due(pos: number, syncs: number): boolean {
+    const end = this.#end;
+    if (
+      this.#off || Math.max(end, pos) >= this.#segmentSize || pos + PREALLOCATION_STEP / 2 <= end
+    ) {
+      return false;
     }
-    // A failure here only costs speed: rotation then makes the segment without preallocation.
-    this.#prepared = this.make().catch(() => undefined);
+    if (syncs > 0 && pos / syncs >= LARGE_SYNC) this.#off = true;
+    return !this.#off;
   }
 
-  /** The prepared file's path, if one was made, for the next segment; forgets it. */
-  async take(): Promise<string | undefined> {
-    const prepared = await this.#prepared;
-    this.#prepared = undefined;
-    return prepared;
-  }
-
-  /** Removes a prepared file that no segment will use. */
-  async discard(): Promise<void> {
-    const prepared = await this.take();
-    if (prepared !== undefined) await this.#fs.remove(prepared).catch(() => {});
+  /**
+   * Writes the next step of zeros after the records, which end at `pos`, and syncs it. Call it
+   * only while no record is being written. A failure (a full disk) only costs speed: what it
+   * wrote is cut, and the segment then grows as it is written.
+   */
+  async grow(file: FileHandle, pos: number): Promise<void> {
+    const from = Math.max(this.#end, pos);
+    const to = Math.min(from + PREALLOCATION_STEP, this.#segmentSize);
+    try {
+      await file.write(ZEROS.subarray(0, to - from), from);
+      await file.datasync();
+      this.#end = to;
+    } catch {
+      this.#off = true;
+      await file.truncate(from).catch(() => {});
+    }
   }
 }

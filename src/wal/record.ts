@@ -161,8 +161,9 @@ export class SegmentScanner {
   offset: number;
   readonly chain: Chain;
   readonly maxRecordSize: number;
-  /** After `VALID`: the record's data. */
-  data: Uint8Array = new Uint8Array(0);
+  /** After `VALID`: where the record's data lies in the buffer. */
+  #dataStart = 0;
+  #dataEnd = 0;
   /** After `BAD`: what is wrong. */
   why = "";
   #buf: Uint8Array = new Uint8Array(0);
@@ -185,6 +186,14 @@ export class SegmentScanner {
     this.chain = chain;
     this.maxRecordSize = maxRecordSize;
     this.#bufStart = offset;
+  }
+
+  /**
+   * After `VALID`: the record's data, a view of the buffer made when asked for, since recovery
+   * checks records without looking at them.
+   */
+  get data(): Uint8Array {
+    return this.#buf.subarray(this.#dataStart, this.#dataEnd);
   }
 
   /** Checks the next record in the buffer and, when it is valid, moves past it. */
@@ -241,7 +250,8 @@ export class SegmentScanner {
         return BAD;
       }
     }
-    this.data = buf.subarray(at + RECORD_HEADER, at + RECORD_HEADER + length);
+    this.#dataStart = at + RECORD_HEADER;
+    this.#dataEnd = at + RECORD_HEADER + length;
     this.chain.crc = crc;
     this.chain.seq = seq + 1;
     this.offset = Math.min(this.offset + recordSize(length), this.size);

@@ -1,6 +1,7 @@
 /**
- * Recovery on open: checks every segment record by record, cuts a torn or zeroed tail back to the
- * last valid record (keeping a copy of the cut bytes), and refuses corruption in the middle.
+ * Recovery on open: checks the last segment (or, asked to, every segment) record by record, cuts
+ * a torn or zeroed tail back to the last valid record (keeping a copy of the cut bytes), and
+ * refuses corruption in the middle.
  *
  * @module
  */
@@ -55,8 +56,13 @@ export interface RecoveredLog {
 
 /** How recovery treats damage. */
 export interface RecoverOptions {
-  /** Look only: cut nothing, and stop at a damaged tail as at an end. */
+  /**
+   * Look only: cut nothing, and stop at the end of the last segment's valid records, as a reader
+   * does, leaving what follows them to the writer's recovery (unless `verify` is `"all"`).
+   */
   readOnly: boolean;
+  /** Check every segment, or only the last, the one a crash can leave torn. */
+  verify: "last" | "all";
   repair: "truncate" | undefined;
   maxRecordSize: number;
 }
@@ -151,19 +157,25 @@ function checkHeader(
   return chain;
 }
 
-/** Checks every segment in order and leaves the log ending at its last valid record. */
+/**
+ * Checks the segments in order and leaves the log ending at its last valid record. With `verify:
+ * "last"`, the segments before the last are taken as they are: each was synced whole before the
+ * next was made, and readers check every record they read.
+ */
 export async function recover(
   fs: FileSystem,
   segments: readonly Segment[],
   options: RecoverOptions,
 ): Promise<RecoveredLog> {
-  const kept: Segment[] = [];
+  const all = options.verify === "all";
+  const kept: Segment[] = all ? [] : segments.slice(0, -1);
+  const look = options.readOnly && !all;
   const brokenFiles: string[] = [];
   let truncatedBytes = 0;
   let repaired = false;
   let chain: Chain | undefined;
   let tailOffset = SEGMENT_HEADER;
-  for (let i = 0; i < segments.length; i++) {
+  for (let i = kept.length; i < segments.length; i++) {
     const seg = segments[i]!;
     const last = i === segments.length - 1;
     const file = await fs.open(seg.path, { read: true });
@@ -189,8 +201,11 @@ export async function recover(
         let status: number;
         while ((status = scanner.step()) === VALID || (status === NEED && await scanner.refill()));
         const at = scanner.offset;
-        const { end, followed } = await examine(file, at, size, chain.seq);
         tailOffset = at;
+        // Where the records stop is where a reader stops; the writer looks at what follows.
+        const { end, followed } = look
+          ? { end: at, followed: false }
+          : await examine(file, at, size, chain.seq);
         if (status === BAD || end > at) {
           const why = status === BAD
             ? scanner.why
@@ -203,6 +218,10 @@ export async function recover(
             await cut(fs, seg.path, at, end, size);
           }
         }
+      }
+      if (damage?.whole && !all && i > 0) {
+        // The last segment's header is damaged: where the log ends comes from the one before.
+        return recover(fs, segments, { ...options, verify: "all" });
       }
       if (damage !== undefined) {
         if (options.readOnly || options.repair !== "truncate") {

@@ -1,7 +1,7 @@
 /**
- * The log's segments, as its writer manages them: the active one and the ones before it,
- * rotation onto a prepared file, retention, removal of what a checkpoint covers, and the
- * snapshot.
+ * The log's segments, as its writer manages them: the active one and the ones before it, the
+ * zeros ahead of the active one's records, rotation, retention, removal of what a checkpoint
+ * covers, and the snapshot.
  *
  * @module
  */
@@ -74,30 +74,51 @@ export class SegmentSet {
     const last = this.#segments.at(-1);
     if (last !== undefined) {
       const file = await this.#fs.open(last.path, { read: true, write: true });
+      this.#preallocation?.activated((await file.stat()).size);
       return { file, path: last.path, offset: tailOffset };
     }
-    // Zeros ahead only save time: without room for them, the segment grows as it is written.
-    const prepared = await this.#preallocation?.make().catch(() => undefined);
-    const { file, segment } = await installSegment(this.#fs, this.dir, prepared, firstSeq, seed);
-    this.#segments.push(segment);
-    return { file, path: segment.path, offset: SEGMENT_HEADER };
+    return this.#install(firstSeq, seed);
   }
 
-  /** The active segment has `pos` bytes after `syncs` syncs: the next may be prepared. */
-  written(pos: number, syncs: number): void {
-    this.#preallocation?.written(pos, syncs);
+  /** Whether to write zeros ahead now: the active segment has `pos` bytes after `syncs` syncs. */
+  growDue(pos: number, syncs: number): boolean {
+    return this.#preallocation?.due(pos, syncs) ?? false;
+  }
+
+  /** Writes the next zeros ahead of the active segment's records, which end at `pos`. */
+  grow(file: FileHandle, pos: number): Promise<void> {
+    return this.#preallocation?.grow(file, pos) ?? Promise.resolve();
   }
 
   /**
-   * Closes the active segment (synced first, so that everything acknowledged later is durable in
-   * both files) and opens the next one, from the prepared file when there is one.
+   * Cuts the zeros after the active segment's records, which end at `end`, so that a closed or
+   * sealed segment holds its records and nothing else. Not synced: zeros left after a crash are
+   * only room.
    */
-  async rotate(old: FileHandle, firstSeq: number, seed: number): Promise<ActiveSegment> {
+  seal(file: FileHandle, end: number): Promise<void> {
+    return file.truncate(end);
+  }
+
+  /**
+   * Seals the active segment, which ends at `end`, syncs and closes it (so that everything
+   * acknowledged later is durable in both files), and makes the next one.
+   */
+  async rotate(
+    old: FileHandle,
+    end: number,
+    firstSeq: number,
+    seed: number,
+  ): Promise<ActiveSegment> {
+    await this.seal(old, end);
     await old.datasync();
     await old.close();
-    const prepared = await this.#preallocation?.take();
-    const { file, segment } = await installSegment(this.#fs, this.dir, prepared, firstSeq, seed);
+    return this.#install(firstSeq, seed);
+  }
+
+  async #install(firstSeq: number, seed: number): Promise<ActiveSegment> {
+    const { file, segment } = await installSegment(this.#fs, this.dir, firstSeq, seed);
     this.#segments.push(segment);
+    this.#preallocation?.activated(SEGMENT_HEADER);
     return { file, path: segment.path, offset: SEGMENT_HEADER };
   }
 
@@ -146,10 +167,5 @@ export class SegmentSet {
     this.#snapshot = snap;
     await this.removeUpTo(seq + 1);
     return snap;
-  }
-
-  /** Removes a prepared file that no segment will use. */
-  close(): Promise<void> {
-    return this.#preallocation?.discard() ?? Promise.resolve();
   }
 }

@@ -163,6 +163,11 @@ export class Wal implements AsyncDisposable {
         `Cannot open the log as sync must be "always", "batch" or "none": got ${options.sync}`,
       );
     }
+    if (options.verify !== undefined && options.verify !== "last" && options.verify !== "all") {
+      throw new RangeError(
+        `Cannot open the log as verify must be "last" or "all": got ${options.verify}`,
+      );
+    }
     if (options.repair !== undefined && options.repair !== "truncate") {
       throw new RangeError(
         `Cannot open the log as repair must be "truncate": got ${options.repair}`,
@@ -194,6 +199,7 @@ export class Wal implements AsyncDisposable {
       const snapshot = await loadSnapshot(fs, dir);
       const log = await recover(fs, segments, {
         readOnly,
+        verify: options.verify ?? "last",
         repair: options.repair,
         maxRecordSize: options.maxRecordSize ?? 16 * MiB,
       });
@@ -204,9 +210,7 @@ export class Wal implements AsyncDisposable {
         snapshot,
         readOnly,
         retention: options.retention ?? {},
-        preallocation: preallocate && !readOnly
-          ? new Preallocation(fs, dir, segmentSize)
-          : undefined,
+        preallocation: preallocate && !readOnly ? new Preallocation(segmentSize) : undefined,
       });
       // An empty log with a snapshot (its segments removed by hand) goes on after the snapshot.
       const nextSeq = log.segments.length === 0 ? (snapshot?.seq ?? 0) + 1 : log.chain.seq;

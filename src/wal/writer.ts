@@ -89,6 +89,8 @@ export class WalWriter {
   readonly #options: WriterOptions;
   #file: FileHandle | undefined;
   #filePath = "";
+  /** Where the records in the active file end. */
+  #fileEnd = 0;
   /** Runs of encoded records not yet written, one per segment they go to. */
   #runs: Run[] = [];
   #nextSeq: number;
@@ -105,6 +107,8 @@ export class WalWriter {
   #syncTimer: ReturnType<typeof setTimeout> | undefined;
   /** Syncs of the active segment so far, which tell whether preallocation pays off. */
   #segmentSyncs = 0;
+  /** Whether writing zeros ahead of the records is on the I/O chain. */
+  #growing = false;
   #failed: IpcError | undefined;
   /** The last sequence a completed sync made durable. */
   #durable: number;
@@ -129,6 +133,7 @@ export class WalWriter {
     const active = await this.#segments.openActive(tailOffset, this.#nextSeq, this.#crc);
     this.#file = active.file;
     this.#filePath = active.path;
+    this.#fileEnd = active.offset;
     this.#runs = [newRun(true, this.#nextSeq, this.#crc, active.offset, RUN_BYTES)];
   }
 
@@ -188,11 +193,15 @@ export class WalWriter {
     return result.value;
   }
 
-  /** Writes and syncs what is pending, then closes the active file; rejects if the log failed. */
+  /**
+   * Writes and syncs what is pending, cuts the zeros after the records, then closes the active
+   * file; rejects if the log failed.
+   */
   async close(): Promise<void> {
     if (this.#failed === undefined) {
       await this.#enqueue(async () => {
         await this.#drainRuns();
+        await this.#segments.seal(this.#file!, this.#fileEnd);
         await this.#syncWritten(true);
       });
     }
@@ -203,7 +212,6 @@ export class WalWriter {
       await mark.write(this.#durable).catch(() => {}); // a mark behind only reports less
     }
     await mark.close();
-    await this.#segments.close();
     await this.#file?.close().catch(() => {});
   }
 
@@ -241,6 +249,7 @@ export class WalWriter {
     if (this.#runs.length === 1 && run.installed && this.#ioBusy === 0) {
       if (!this.#writeRun(run)) return;
       this.#afterWrite();
+      this.#growIfDue();
     } else {
       this.#enqueue(() => this.#drainRuns());
     }
@@ -258,7 +267,7 @@ export class WalWriter {
     const written = run.len;
     run.pos += written;
     run.len = 0;
-    this.#segments.written(run.pos, this.#segmentSyncs);
+    this.#fileEnd = run.pos;
     // A buffer grown for a burst is given back once writes no longer need most of it.
     if (run.bytes.length > 16 * RUN_BYTES && written < run.bytes.length / 4) {
       run.bytes = new Uint8Array(RUN_BYTES);
@@ -278,6 +287,20 @@ export class WalWriter {
       this.#runs.shift();
     }
     this.#afterWrite();
+    this.#growIfDue();
+  }
+
+  /**
+   * Puts the next zeros ahead of the records on the I/O chain when they are due, after the sync
+   * just asked for: no record is written while they are.
+   */
+  #growIfDue(): void {
+    if (this.#growing || !this.#segments.growDue(this.#fileEnd, this.#segmentSyncs)) return;
+    this.#growing = true;
+    this.#enqueue(async () => {
+      this.#growing = false;
+      await this.#segments.grow(this.#file!, this.#fileEnd);
+    });
   }
 
   /** Acknowledges what the mode allows after a write. */
@@ -408,9 +431,10 @@ export class WalWriter {
 
   /** Closes the active segment and opens the next one; then applies retention. */
   async #rotate(run: Run): Promise<void> {
-    const active = await this.#segments.rotate(this.#file!, run.firstSeq, run.seed);
+    const active = await this.#segments.rotate(this.#file!, this.#fileEnd, run.firstSeq, run.seed);
     this.#file = active.file;
     this.#filePath = active.path;
+    this.#fileEnd = active.offset;
     this.#segmentSyncs = 0;
     run.installed = true;
     await this.#segments.applyRetention();

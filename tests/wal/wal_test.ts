@@ -20,7 +20,8 @@ import { IpcError } from "../../src/errors.ts";
 import { ownerText } from "../../src/internal/owner.ts";
 import { processStartTime, runtimeName } from "../../src/runtime/platform.ts";
 import { crc32c, Wal, type WalOptions, type WalRecord } from "../../src/wal/mod.ts";
-import { recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
+import { PREALLOCATION_STEP } from "../../src/wal/preallocation.ts";
+import { RECORD_HEADER, recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
 import {
   concat,
   pattern,
@@ -155,20 +156,55 @@ describe("Wal", () => {
     assert.equal(await wal.append("more"), 305);
   });
 
-  test('"always": the next segment is zero-filled after small syncs, not after large ones', async () => {
-    const segmentSize = 256 * 1024;
-    for (const [size, filled] of [[100, true], [96 * 1024, false]] as const) {
+  test('"always": zeros reach a step ahead of small syncs, never ahead of large ones; closing and rotation cut them', async () => {
+    const segmentSize = 4 * PREALLOCATION_STEP;
+    for (const [size, ahead] of [[100, true], [96 * 1024, false]] as const) {
       await using dir = await tempDir();
-      await using wal = await Wal.open(dir.path, { sync: "always", segmentSize });
+      const wal = await Wal.open(dir.path, { sync: "always", segmentSize });
       const first = segmentsOf(dir.path)[0]!;
-      assert.equal(statSync(first).size, segmentSize, "the first segment is made at open, filled");
-      let seq = 0;
-      while (segmentsOf(dir.path).length < 2) seq = await wal.append(new Uint8Array(size).fill(1));
-      const second = segmentsOf(dir.path)[1]!;
-      // A filled segment has its full size at once; one that grows has just what was written.
-      assert.equal(statSync(second).size === segmentSize, filled, `${size} B records`);
-      assert.equal((await readAllRecords(wal)).length, seq);
+      assert.equal(statSync(first).size, SEGMENT_HEADER, "nothing is written ahead at open");
+      let end = SEGMENT_HEADER;
+      let grown = 0;
+      while (segmentsOf(dir.path).length < 2) {
+        await wal.append(new Uint8Array(size).fill(1));
+        const file = statSync(segmentsOf(dir.path).at(-1)!).size;
+        if (segmentsOf(dir.path).length > 1) break;
+        end += recordSize(size);
+        // Zeros never lie under records, and reach at most a step past them.
+        assert.ok(
+          file >= end && file <= Math.max(end, segmentSize) + PREALLOCATION_STEP,
+          `${file}`,
+        );
+        if (file > end) grown++;
+      }
+      assert.equal(grown > 0, ahead, `${size} B records: zeros ahead ${grown} times`);
+      assert.equal(statSync(first).size, end, "a sealed segment ends with its last record");
+      const seq = wal.lastSeq;
+      await wal.close();
+      const last = segmentsOf(dir.path).at(-1)!;
+      assert.equal(statSync(last).size, SEGMENT_HEADER + recordSize(size), "close cuts the zeros");
+      await using again = await Wal.open(dir.path);
+      assert.equal((await readAllRecords(again)).length, seq);
     }
+  });
+
+  test('a fresh "always" log takes no room ahead; a reopened one grows from where it ended', async () => {
+    await using dir = await tempDir();
+    {
+      await using wal = await Wal.open(dir.path, { sync: "always" });
+      await wal.append("one");
+    }
+    const [segment] = segmentsOf(dir.path);
+    assert.equal(statSync(segment!).size, SEGMENT_HEADER + recordSize(3));
+    await using wal = await Wal.open(dir.path, { sync: "always" });
+    await wal.append("two");
+    await wal.append("three");
+    // The step was written after "two", whose sync it followed.
+    assert.equal(statSync(segment!).size, SEGMENT_HEADER + 2 * recordSize(3) + PREALLOCATION_STEP);
+    assert.deepEqual(
+      (await readAllRecords(wal)).map((r) => new TextDecoder().decode(r.data)),
+      ["one", "two", "three"],
+    );
   });
 
   for (const sync of ["always", "batch", "none"] as const) {
@@ -816,7 +852,7 @@ describe("Wal", () => {
     await assertRecords(wal, 2);
   });
 
-  test("a damaged segment header or a missing segment is ECORRUPT", async () => {
+  test("a damaged segment header or a missing segment is ECORRUPT, on open or on read", async () => {
     await using dir = await tempDir();
     {
       await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
@@ -827,7 +863,15 @@ describe("Wal", () => {
     const copy = copyDir(dir.path);
     try {
       rmSync(segmentsOf(copy)[1]!);
-      await rejectsWith(Wal.open(copy), "ECORRUPT", /starts at seq \d+ where \d+ was expected/);
+      await rejectsWith(
+        Wal.open(copy, { verify: "all" }),
+        "ECORRUPT",
+        /starts at seq \d+ where \d+ was expected/,
+      );
+      // By default only the last segment is checked on open: the reader finds the gap.
+      await using wal = await Wal.open(copy);
+      assert.equal(wal.lastSeq, 100);
+      await rejectsWith(readAllRecords(wal), "ECORRUPT", /record seq \d+ is missing/);
     } finally {
       rmSync(copy, { recursive: true, force: true });
     }
@@ -835,6 +879,55 @@ describe("Wal", () => {
     head[20]! ^= 1;
     writeFileSync(segs.at(-1)!, head);
     await rejectsWith(Wal.open(dir.path), "ECORRUPT", /header fails its checksum/);
+  });
+
+  test('damage before the last segment: the reader finds it; verify: "all" finds it on open', async () => {
+    await using dir = await tempDir();
+    {
+      await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
+      for (let seq = 1; seq <= 100; seq++) await wal.append(walRecord(seq));
+    }
+    const first = segmentsOf(dir.path)[0]!;
+    const bytes = readFileSync(first);
+    const fourth = [1, 2, 3].reduce(
+      (at, seq) => at + recordSize(walRecord(seq).length),
+      SEGMENT_HEADER,
+    );
+    bytes[fourth + RECORD_HEADER]! ^= 0xff; // the first byte of record 4's data
+    writeFileSync(first, bytes);
+    await rejectsWith(Wal.open(dir.path, { verify: "all" }), "ECORRUPT", /more records follow/);
+    {
+      await using wal = await Wal.open(dir.path);
+      assert.equal(wal.lastSeq, 100);
+      const seen: number[] = [];
+      await rejectsWith(
+        (async () => {
+          for await (const r of wal.read()) seen.push(r.seq);
+        })(),
+        "ECORRUPT",
+        /checksum/,
+      );
+      assert.deepEqual(seen, [1, 2, 3], "the records before the damage are read");
+    }
+    await using repaired = await Wal.open(dir.path, { verify: "all", repair: "truncate" });
+    assert.equal(repaired.lastSeq, 3);
+    assert.ok(repaired.recovery.repaired);
+  });
+
+  test("a read-only open stops where the last segment's records stop; the writer looks further", async () => {
+    await using dir = await tempDir();
+    const { path, offsets } = await smallLog(dir.path, 5);
+    // Zeros after the records, then a record-like header: corruption to a writer.
+    const bytes = readFileSync(path);
+    const tail = new Uint8Array(64);
+    new DataView(tail.buffer).setUint32(32, 8, true);
+    new DataView(tail.buffer).setBigUint64(40, 7n, true);
+    writeFileSync(path, concat([bytes, tail]));
+    await using reader = await Wal.open(dir.path, { readOnly: true });
+    assert.equal(reader.lastSeq, 5);
+    assert.equal((await readAllRecords(reader)).length, offsets.length - 1);
+    await rejectsWith(Wal.open(dir.path, { readOnly: true, verify: "all" }), "ECORRUPT");
+    await rejectsWith(Wal.open(dir.path), "ECORRUPT", /more records follow/);
   });
 
   test("1,000,000 small records are written and read back", async () => {
