@@ -137,6 +137,16 @@ export async function webStreamsCeiling(messages: number): Promise<number> {
   return read / ((performance.now() - start) / 1000);
 }
 
+/** `--repeats N` from the script's arguments, else `fallback`; refuses anything but N ≥ 1. */
+export function repeatsArg(fallback: number): number {
+  const args = scriptArgs();
+  const i = args.indexOf("--repeats");
+  if (i < 0) return fallback;
+  const n = Number(args[i + 1]);
+  if (!Number.isInteger(n) || n < 1) throw new RangeError("--repeats must be a whole number ≥ 1");
+  return n;
+}
+
 /** `--only TEXT`: run just the workloads whose name contains TEXT (for working on one figure). */
 const ONLY: string | undefined = ((args) => {
   const i = args.indexOf("--only");

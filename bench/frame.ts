@@ -48,6 +48,7 @@ import {
   pairedRuns,
   printPaired,
   printTable,
+  repeatsArg,
   rotated,
   type Row,
   rt,
@@ -339,7 +340,7 @@ if (args[0] === "paired") {
   const result = raw ? await rawChild(w, path!, impl!) : await framedChild(w, path!, impl!);
   console.log(JSON.stringify(result));
 } else {
-  const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+  const repeats = repeatsArg(5);
   const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
   const dir = await rt.fs.makeTempDir("dk-bench-");
   const rows: Row[] = [];

@@ -15,10 +15,17 @@
 
 import { EventEmitter } from "node:events";
 import { Hub } from "../src/hub/mod.ts";
-import { median, printTable, type Row, scriptArgs, webStreamsCeiling } from "./_harness.ts";
+import {
+  median,
+  printTable,
+  repeatsArg,
+  type Row,
+  scriptArgs,
+  webStreamsCeiling,
+} from "./_harness.ts";
 
 const args = scriptArgs();
-const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+const repeats = repeatsArg(5);
 const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";
 const payload = new Uint8Array(64);
 

@@ -38,6 +38,7 @@ import {
   pairedRuns,
   printPaired,
   printTable,
+  repeatsArg,
   rotated,
   type Row,
   rt,
@@ -275,7 +276,7 @@ if (args[0] === "server") {
   console.log(JSON.stringify({ rate }));
   process.exit(0); // a peer's client may keep a timer of its own
 } else {
-  const repeats = Number(args[args.indexOf("--repeats") + 1] || 3);
+  const repeats = repeatsArg(3);
   const dir = await rt.fs.makeTempDir("dk-hubbench-");
   const hubPath = `${dir}/hub.sock`;
   const relayPath = `${dir}/relay.sock`;

@@ -31,6 +31,7 @@ import {
   pairedRatios,
   printPaired,
   printTable,
+  repeatsArg,
   type Row,
   rt,
   scriptArgs,
@@ -161,7 +162,7 @@ if (args[0] === "client") {
   }
   if (result !== undefined) console.log(JSON.stringify(result));
 } else {
-  const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+  const repeats = repeatsArg(5);
   const dir = await rt.fs.makeTempDir("dk-bench-");
   const nats = await startNats(dir);
   const natsPort = nats.where;

@@ -34,6 +34,7 @@ import {
   pairedRuns,
   printPaired,
   printTable,
+  repeatsArg,
   rotated,
   type Row,
   rt,
@@ -89,7 +90,7 @@ if (args[0] === "paired") {
   await new Promise((r) => setTimeout(r, 50));
   peer.close();
 } else {
-  const repeats = Number(args[args.indexOf("--repeats") + 1] || 5);
+  const repeats = repeatsArg(5);
   const dir = await rt.fs.makeTempDir("dk-bench-");
   const rows: Row[] = [];
   const only = args.includes("--only") ? args[args.indexOf("--only") + 1]! : "";

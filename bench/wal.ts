@@ -14,7 +14,11 @@
  * - batches of 1,000 records: `appendBatch` in `"none"` mode (one batch at a time), and in
  *   `"batch"` mode with 64 batches in flight, against SQLite `synchronous=NORMAL`, 1,000 inserts
  *   per transaction;
- * - reading the log back, against reading its segment files with the raw API in 256 KiB reads.
+ * - reading the log back, against reading its segment files with the raw API in 256 KiB reads;
+ * - opening: a fresh log in `"always"` mode, against making a file the way a crash-safe log must
+ *   (create, write a header, sync, rename, sync the directory); and reopening a log of 1,000,000
+ *   records, writer and read-only, against reading its segment's bytes and checksumming them,
+ *   the least a recovery that checks the records it may have to cut can do.
  *
  * SQLite is `node:sqlite` on Deno and Node 24, `bun:sqlite` on Bun. Every loop is bounded by a
  * count and a time. Usage: `<runtime> bench/wal.ts [--repeats N]`.
@@ -24,10 +28,9 @@
 
 import { crc32c } from "../src/wal/crc32c.ts";
 import { Wal } from "../src/wal/mod.ts";
-import { printTable, rotated, type Row, rt, scriptArgs } from "./_harness.ts";
+import { printTable, repeatsArg, rotated, type Row, rt } from "./_harness.ts";
 
-const args = scriptArgs();
-const repeats = Number(args[args.indexOf("--repeats") + 1] || 3);
+const repeats = repeatsArg(3);
 const fs = rt.fs;
 const root = await fs.makeTempDir("dk-walbench-");
 let runs = 0;
@@ -222,8 +225,99 @@ async function readBack(size: number, impl: string): Promise<number> {
   return rate;
 }
 
+/** Opens per second of a fresh log in `"always"` mode, or of the raw steps any such log takes. */
+async function freshOpens(impl: string): Promise<number> {
+  const dirs = await Promise.all(
+    Array.from({ length: 50 }, () => freshSubdir()),
+  );
+  const header = new Uint8Array(32).fill(1);
+  const start = performance.now();
+  for (const dir of dirs) {
+    if (impl === "wal open + close") {
+      await (await Wal.open(dir, { sync: "always" })).close();
+      continue;
+    }
+    const file = await fs.open(`${dir}/new.tmp`, { write: true, create: true });
+    await file.write(header, 0);
+    await file.datasync();
+    await fs.rename(`${dir}/new.tmp`, `${dir}/1.wal`);
+    await fs.syncDir(dir);
+    await file.close();
+  }
+  return dirs.length / ((performance.now() - start) / 1000);
+}
+
+let subdirs = 0;
+async function freshSubdir(): Promise<string> {
+  const dir = `${root}/open-${subdirs++}`;
+  await fs.mkdir(dir, { recursive: true });
+  return dir;
+}
+
+/** A closed log of 1,000,000 records of 8 B, made once. */
+let million: string | undefined;
+async function millionRecordLog(): Promise<string> {
+  if (million !== undefined) return million;
+  const dir = await freshSubdir();
+  const wal = await Wal.open(dir, { sync: "none" });
+  const batch = Array.from({ length: 1000 }, () => new Uint8Array(8).fill(7));
+  for (let i = 0; i < 1000; i++) await wal.appendBatch(batch);
+  await wal.close();
+  return million = dir;
+}
+
+/** Reads a file in 256 KiB reads and checksums every byte: the least a checking recovery does. */
+async function checksumFile(path: string): Promise<number> {
+  const file = await fs.open(path, { read: true });
+  const buf = new Uint8Array(256 * 1024);
+  let crc = 0;
+  for (let pos = 0, got; (got = await file.read(buf, pos)) > 0; pos += got) {
+    crc = crc32c(crc, buf, 0, got);
+  }
+  await file.close();
+  return crc;
+}
+
+/** Reopens per second of the million-record log, or raw reads and checksums of its bytes. */
+async function reopens(impl: string): Promise<number> {
+  const dir = await millionRecordLog();
+  const start = performance.now();
+  let n = 0;
+  while (n < 20 && performance.now() - start < 2000) {
+    n++;
+    if (impl === "raw read + CRC-32C") {
+      for (
+        const name of (await fs.readDir(dir)).filter((f) => f.endsWith(".wal"))
+      ) {
+        await checksumFile(`${dir}/${name}`);
+      }
+    } else {
+      const wal = await Wal.open(dir, { readOnly: impl.includes("read-only") });
+      if (wal.lastSeq !== 1_000_000) {
+        throw new Error(`reopened at ${wal.lastSeq}`);
+      }
+      await wal.close();
+    }
+  }
+  return n / ((performance.now() - start) / 1000);
+}
+
 const rows: Row[] = [];
 try {
+  rows.push(
+    ...await rotated(
+      { name: 'open a fresh log, "always"', unit: "opens/s" },
+      ["raw create, sync, rename, sync dir", "wal open + close"],
+      repeats,
+      freshOpens,
+    ),
+    ...await rotated(
+      { name: "reopen 1,000,000 records of 8 B", unit: "opens/s" },
+      ["raw read + CRC-32C", "wal open", "wal open read-only"],
+      repeats,
+      reopens,
+    ),
+  );
   for (const size of [64, 4096]) {
     const label = size === 64 ? "64 B" : "4 KiB";
     const mb = (recordsPerSec: number): number => (recordsPerSec * (size + RECORD_OVERHEAD)) / 1e6;
@@ -293,4 +387,6 @@ printTable(rows, [
   "wal always ×1",
   "sqlite NORMAL 1000/tx",
   "raw 256 KiB reads",
+  "raw create, sync, rename, sync dir",
+  "raw read + CRC-32C",
 ]);
