@@ -2,8 +2,9 @@
  * dockipc: local inter-process communication for Deno, Bun and Node.
  *
  * This entry point holds the transport: {@linkcode listen} and {@linkcode connect} over unix
- * sockets and TCP, each connection a pair of Web Streams ({@linkcode Conn}), addresses, and the
- * one error class {@linkcode IpcError}.
+ * sockets and TCP, each connection a pair of Web Streams ({@linkcode Conn}), addresses, the
+ * payload codecs {@linkcode json} and {@linkcode text}, and the one error class
+ * {@linkcode IpcError}.
  *
  * @example A unix-socket echo server and a client
  * ```ts
@@ -29,6 +30,8 @@
 export { formatAddress, parseAddress } from "./src/address.ts";
 export type { Address, ParseAddressOptions, TcpAddress, UnixAddress } from "./src/address.ts";
 export { IpcError, RemoteError } from "./src/errors.ts";
+export { json, text } from "./src/codec.ts";
+export type { Codec, JsonValue, ReplyValue } from "./src/codec.ts";
 export type { IpcErrorCode, IpcErrorOptions, RemoteErrorOptions } from "./src/errors.ts";
 export { connect, listen } from "./src/transport.ts";
 export type { ConnectOptions, Listener, ListenOptions } from "./src/transport.ts";

@@ -20,6 +20,8 @@
  * - `EPROTOCOL`, `EAUTH`: a peer spoke a protocol wrongly, or could not prove who it is.
  * - `ESLOWCONSUMER`, `ENORESPONDERS`: pub/sub delivery failures.
  * - `ETOPICINVALID`: a pub/sub topic or pattern could not be used.
+ * - `ECODEC`: a value could not be encoded as a payload (`json`, `text`, a handler's answer),
+ *   or bytes could not be decoded as the value they should hold.
  * - `EREMOTE`: the other side's handler failed; the message says how. Such an error is a
  *   {@linkcode RemoteError}.
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
@@ -45,6 +47,7 @@ export type IpcErrorCode =
   | "ESLOWCONSUMER"
   | "ENORESPONDERS"
   | "ETOPICINVALID"
+  | "ECODEC"
   | "EREMOTE"
   | "ECORRUPT"
   | "ELOCKED"

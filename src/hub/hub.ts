@@ -5,6 +5,7 @@
  * @module
  */
 
+import { replyBytes, type ReplyValue } from "../codec.ts";
 import { closedError, errorCode, IpcError, RemoteError } from "../errors.ts";
 import { DEFAULT_REQUEST_TIMEOUT } from "../session/client.ts";
 import {
@@ -51,9 +52,12 @@ export interface RequestOptions {
 }
 
 /** Answers a request; its return value is the reply's payload. A throw is sent back as an error. */
-export type Handler = (
-  message: Message,
-) => Uint8Array | string | void | Promise<Uint8Array | string | void>;
+/**
+ * Answers a request: with bytes, text (sent as UTF-8), a JSON value (sent as JSON, as
+ * `json.encode` would) or nothing (an empty reply). Anything else fails the request with
+ * `ECODEC`; what it throws fails the request with a `RemoteError`.
+ */
+export type Handler = (message: Message) => ReplyValue | Promise<ReplyValue>;
 
 /** Options of `hub.handle()`. */
 export interface HandleOptions {
@@ -270,11 +274,11 @@ export function handleWith(
   // would cost microtasks, and replies made fewer microtasks apart leave in one socket write.
   void (async () => {
     for await (const request of sub) {
-      let reply: Uint8Array | string | void = undefined;
+      let reply: Uint8Array = EMPTY;
       let headers: Record<string, string> | undefined;
       try {
         const answer = handler(request);
-        reply = isThenable(answer) ? await answer : answer;
+        reply = replyBytes(isThenable(answer) ? await answer : answer, "The handler");
       } catch (err) {
         headers = {
           [ERROR_HEADER]: err instanceof Error ? err.message : String(err),
@@ -283,7 +287,7 @@ export function handleWith(
       }
       if (request.reply !== undefined) {
         const replyOptions: PublishOptions = headers === undefined ? {} : { headers };
-        const sent = pubsub.publish(request.reply, reply ?? EMPTY, replyOptions);
+        const sent = pubsub.publish(request.reply, reply, replyOptions);
         if (sent !== RESOLVED) await sent.catch(() => {});
       }
     }

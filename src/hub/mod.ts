@@ -19,6 +19,7 @@
  */
 
 export { ERROR_CODE_HEADER, ERROR_HEADER, Hub } from "./hub.ts";
+export type { JsonValue, ReplyValue } from "../codec.ts";
 export { RemoteError } from "../errors.ts";
 export type { RemoteErrorOptions } from "../errors.ts";
 export type {

@@ -23,6 +23,7 @@
  */
 
 export { dial } from "./client.ts";
+export type { JsonValue, ReplyValue } from "../codec.ts";
 export { RemoteError } from "../errors.ts";
 export type { RemoteErrorOptions } from "../errors.ts";
 export type { DialOptions, RpcClient, RpcRequestOptions } from "./client.ts";

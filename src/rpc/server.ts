@@ -6,6 +6,7 @@
  */
 
 import type { Address } from "../address.ts";
+import { chunkBytes, replyBytes, type ReplyValue } from "../codec.ts";
 import { errorCode, IpcError } from "../errors.ts";
 import {
   type Dispatcher,
@@ -24,8 +25,12 @@ export interface RpcContext {
   readonly remoteAddr: Address;
 }
 
-/** A handler's reply: bytes, text (sent as UTF-8), or a stream of chunks. */
-export type RpcReply = Uint8Array | string | ReadableStream<Uint8Array>;
+/**
+ * A handler's reply: bytes, text (sent as UTF-8), a JSON value (sent as JSON, as `json.encode`
+ * would), nothing (an empty reply), or a stream of chunks, each bytes or text. Anything else
+ * fails the request with `ECODEC`, saying what the handler returned.
+ */
+export type RpcReply = ReplyValue | ReadableStream<Uint8Array | string>;
 
 /** Answers one request. What it throws reaches the client as a `RemoteError`. */
 export type RpcHandler = (request: Uint8Array, context: RpcContext) => RpcReply | Promise<RpcReply>;
@@ -40,8 +45,6 @@ export interface ServeOptions extends ServerOptions {
 
 /** A running RPC server: see {@linkcode Server}. */
 export interface RpcServer extends Server {}
-
-const utf8 = new TextEncoder();
 
 /**
  * Serves `handler` at `address`: each request a client sends is answered with what the
@@ -192,17 +195,13 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
         if (reply instanceof ReadableStream) {
           for await (const chunk of reply) {
             if (request.aborted) return;
-            await served.reply({ type: Type.CHUNK, id, data: chunk });
+            const data = chunkBytes(chunk, "The handler's stream");
+            await served.reply({ type: Type.CHUNK, id, data });
           }
           await served.send({ type: Type.END, id });
         } else {
-          const bytes = typeof reply === "string" ? utf8.encode(reply) : reply;
-          if (!(bytes instanceof Uint8Array)) {
-            throw new TypeError(
-              `The handler returned ${typeof reply}, not bytes, text or a stream`,
-            );
-          }
-          await served.reply({ type: Type.REPLY, id, data: bytes });
+          const data = replyBytes(reply, "The handler");
+          await served.reply({ type: Type.REPLY, id, data });
         }
       } catch (err) {
         if (request.aborted) return;

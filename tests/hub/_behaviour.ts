@@ -11,6 +11,7 @@ import {
   RemoteError,
   type Subscription,
 } from "../../src/hub/mod.ts";
+import { json } from "../../mod.ts";
 import { rejectsWith } from "../_helpers.ts";
 
 const text = new TextDecoder();
@@ -221,6 +222,32 @@ export function pubsubBehaviour(name: string, make: () => Promise<Made>): void {
     ac.abort(new Error("no longer needed"));
     await assert.rejects(pending, /no longer needed/);
     assert.equal(ERROR_HEADER, "dockipc-error");
+  });
+
+  test(`${name}: handlers answer with bytes, text, JSON values or nothing; anything else is ECODEC`, async () => {
+    await using made = await make();
+    const { pubsub } = made;
+    pubsub.handle("answer.number", () => 42);
+    pubsub.handle("answer.object", (m) => Promise.resolve({ echo: textOf(m), list: [1, null] }));
+    pubsub.handle("answer.nothing", () => {});
+    pubsub.handle("answer.bytes", () => new Uint8Array([1, 2]));
+    pubsub.handle("answer.map", () => new Map() as unknown as string);
+    await made.settle();
+    assert.deepEqual(json.decode((await pubsub.request("answer.number", "")).data), 42);
+    assert.deepEqual(json.decode((await pubsub.request("answer.object", "hi")).data), {
+      echo: "hi",
+      list: [1, null],
+    });
+    assert.equal((await pubsub.request("answer.nothing", "")).data.length, 0);
+    assert.deepEqual((await pubsub.request("answer.bytes", "")).data, new Uint8Array([1, 2]));
+    // The requester learns at once what went wrong, rather than waiting for its timeout.
+    const failed = await rejectsWith(
+      pubsub.request("answer.map", "", { timeout: 60_000 }),
+      "EREMOTE",
+      /The handler answered with something that cannot be sent \(Cannot encode a Map/,
+    );
+    assert.ok(failed instanceof RemoteError);
+    assert.equal(failed.remoteCode, "ECODEC");
   });
 
   test(`${name}: a request with timeout Infinity waits as long as it takes; NaN or a negative one is refused`, async () => {

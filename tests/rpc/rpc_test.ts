@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { connect, formatAddress, IpcError, lines } from "../../mod.ts";
+import { connect, formatAddress, IpcError, json, lines, text } from "../../mod.ts";
 import { framed } from "../../src/frame/framed.ts";
 import { dial, RemoteError, type RpcContext, serve, serveLines } from "../../src/rpc/mod.ts";
 import { encode, Type } from "../../src/rpc/protocol.ts";
@@ -18,7 +18,6 @@ import {
 
 const T = { timeout: 60_000 };
 const withNc = { ...T, skip: await skipWithout("nc") };
-const text = new TextDecoder();
 const utf8 = new TextEncoder();
 const echo = (request: Uint8Array): Uint8Array => request;
 
@@ -119,6 +118,53 @@ describe("RPC", () => {
         client.request(""),
         (e: unknown) => e instanceof RemoteError && e.remoteCode === "TypeError",
       );
+    },
+  );
+
+  test(
+    "handlers answer with bytes, text, JSON values, nothing or streams; anything else is ECODEC",
+    T,
+    async () => {
+      await using server = await serve("tcp://127.0.0.1:0", (request) => {
+        switch (new TextDecoder().decode(request)) {
+          case "number":
+            return 42;
+          case "object":
+            return { ok: true, items: ["a"] };
+          case "nothing":
+            return undefined;
+          case "lines":
+            return ReadableStream.from(["one\n", new TextEncoder().encode("two\n")]);
+          case "bad stream":
+            return ReadableStream.from(["fine", 7]) as ReadableStream<string>;
+          default:
+            return new Set([1]) as unknown as string;
+        }
+      });
+      await using client = await dial(server.addr);
+      assert.equal(json.decode(await client.request("number")), 42);
+      assert.deepEqual(json.decode(await client.request("object")), { ok: true, items: ["a"] });
+      assert.equal((await client.request("nothing")).length, 0);
+      const lines: string[] = [];
+      for await (const chunk of client.requestStream("lines")) lines.push(text.decode(chunk));
+      assert.deepEqual(lines, ["one\n", "two\n"]);
+      const bad = await client.request("set").catch((e: unknown) => e);
+      assert.ok(bad instanceof RemoteError, String(bad));
+      assert.equal(bad.remoteCode, "ECODEC");
+      assert.match(bad.message, /The handler answered with something that cannot be sent/);
+      assert.match(bad.message, /a Set as JSON without losing its contents/);
+      const chunks: string[] = [];
+      const streamed = await (async () => {
+        for await (const chunk of client.requestStream("bad stream")) {
+          chunks.push(text.decode(chunk));
+        }
+      })().catch((e: unknown) => e);
+      assert.deepEqual(chunks, ["fine"]);
+      assert.ok(
+        streamed instanceof RemoteError && streamed.remoteCode === "ECODEC",
+        String(streamed),
+      );
+      assert.match(streamed.message, /a chunk that is a number \(7\)/);
     },
   );
 
@@ -269,7 +315,7 @@ describe("RPC", () => {
       assert.deepEqual(chunks.map((c) => text.decode(c)), ["a", "bb", "ccc"]);
       assert.equal(text.decode(await client.request("three")), "abbccc");
       const reader = client.requestStream("forever").getReader();
-      for (let i = 0; i < 5; i++) assert.equal(text.decode((await reader.read()).value), ".");
+      for (let i = 0; i < 5; i++) assert.equal(text.decode((await reader.read()).value!), ".");
       await reader.cancel(new Error("enough"));
       await until(() => stopped, 10_000, "the server's stream to be cancelled");
     },
@@ -360,14 +406,14 @@ describe("RPC", () => {
       const path = `${dir.path}/r.sock`;
       // Garbage instead of a handshake: refused with EPROTOCOL.
       const garbage = await rawSession(path, [utf8.encode("GET / HTTP/1.1")]);
-      assert.match(text.decode(garbage[0] ?? new Uint8Array()), /EPROTOCOL/);
+      assert.match(new TextDecoder().decode(garbage[0] ?? new Uint8Array()), /EPROTOCOL/);
       // Raw bytes that are not even frames: the length says 1.9 GB, more than maxFrameSize.
       const raw = await connect(path);
       const w = raw.writable.getWriter();
       await w.write(utf8.encode("GARBAGE!"));
       const refused = await readAll(raw.readable).catch(() => new Uint8Array(0));
       assert.equal(refused[4], Control.REFUSE, "one frame, a REFUSE, and nothing else");
-      assert.match(text.decode(refused), /EFRAMETOOLARGE/);
+      assert.match(new TextDecoder().decode(refused), /EFRAMETOOLARGE/);
       // After a good handshake: an unknown message type, then an oversize frame.
       for (const bad of [new Uint8Array([99, 1, 2]), new Uint8Array(2000)]) {
         const session = await rawSession(path, [
@@ -424,7 +470,7 @@ describe("RPC", () => {
     const conn = await connect(server.addr);
     const reply = framed(conn);
     const frames = await Array.fromAsync(reply.readable);
-    assert.match(text.decode(frames[0]), /No handshake within 100 ms/);
+    assert.match(text.decode(frames[0]!), /No handshake within 100 ms/);
   });
 
   test("maxInflight bounds the handlers running for one connection; the rest wait", T, async () => {
