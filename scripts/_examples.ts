@@ -16,22 +16,24 @@ export interface Example {
   readonly code: string;
 }
 
-const FENCE_OPEN = /^```ts\s*$/;
-const FENCE_CLOSE = /^```\s*$/;
+/** An opening fence, indented as in a list item or not; its indent is taken off each line. */
+const FENCE_OPEN = /^( *)```ts\s*$/;
+const FENCE_CLOSE = /^ *```\s*$/;
 
 /** The ```ts blocks of `text`; `strip` turns a line of the file into a line of the block. */
 function blocks(file: string, text: string, strip: (line: string) => string): Example[] {
   const found: Example[] = [];
-  let open: { line: number; code: string[] } | undefined;
+  let open: { line: number; indent: number; code: string[] } | undefined;
   text.split("\n").forEach((raw, i) => {
     const line = strip(raw);
     if (open === undefined) {
-      if (FENCE_OPEN.test(line)) open = { line: i + 1, code: [] };
+      const fence = FENCE_OPEN.exec(line);
+      if (fence) open = { line: i + 1, indent: fence[1]!.length, code: [] };
     } else if (FENCE_CLOSE.test(line)) {
       found.push({ where: `${file}:${open.line}`, code: open.code.join("\n") + "\n" });
       open = undefined;
     } else {
-      open.code.push(line);
+      open.code.push(line.slice(Math.min(open.indent, line.length - line.trimStart().length)));
     }
   });
   if (open) throw new Error(`${file}:${open.line}: a code block is never closed`);

@@ -17,11 +17,12 @@ import {
 } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import {
+  HubSubscription,
   type Message,
   NO_HEADERS,
   STOP,
   type SubscribeOptions,
-  Subscription,
+  type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
 import { TopicTrie, validatePattern } from "./topics.ts";
@@ -123,8 +124,27 @@ const EMPTY = new Uint8Array(0);
 /** What `publish()` returns when every subscription took the message at once: compare to it. */
 export const RESOLVED: Promise<void> = Promise.resolve();
 
-/** The key of the method that publishes a message built elsewhere; not exported to users. */
-export const PUBLISH: unique symbol = Symbol("publish");
+/** Set by `Hub`'s static block: its private publish of a message built elsewhere. */
+let publishOn: (hub: Hub, message: Message) => Promise<void>;
+/** Set by `Hub`'s static block: its private subscribe, which returns the hub's own side. */
+let subscribeOn: (hub: Hub, pattern: string, options: SubscribeOptions) => HubSubscription;
+
+/** Subscribes on `hub` as `hub.subscribe()` does, for a served hub, which needs the hub's side. */
+export function subscribeTo(
+  hub: Hub,
+  pattern: string,
+  options: SubscribeOptions,
+): HubSubscription {
+  return subscribeOn(hub, pattern, options);
+}
+
+/**
+ * Publishes `message` on `hub` as it is, its `seq` set there: for a served hub, whose decoder
+ * built the message, which saves making it again. For the hub's own files; not exported to users.
+ */
+export function publishMessage(hub: Hub, message: Message): Promise<void> {
+  return publishOn(hub, message);
+}
 
 /** How the reply topics of `request()` begin. */
 export const INBOX = "_INBOX.";
@@ -150,23 +170,23 @@ interface TopicCounters {
 
 /** The members of one queue group on one pattern; each message goes to one of them. */
 class QueueGroup {
-  readonly members: Subscription[] = [];
+  readonly members: HubSubscription[] = [];
   #next = 0;
-  #ring: HashRing<Subscription> | undefined;
+  #ring: HashRing<HubSubscription> | undefined;
 
-  add(member: Subscription): void {
+  add(member: HubSubscription): void {
     this.members.push(member);
     this.#ring = undefined;
   }
 
-  remove(member: Subscription): void {
+  remove(member: HubSubscription): void {
     const i = this.members.indexOf(member);
     if (i >= 0) this.members.splice(i, 1);
     this.#ring = undefined;
   }
 
   /** Round robin, or the key's owner on the consistent-hash ring. */
-  pick(key: string | undefined): Subscription | undefined {
+  pick(key: string | undefined): HubSubscription | undefined {
     if (key !== undefined) {
       this.#ring ??= new HashRing(this.members, (m) => String(m.id));
       return this.#ring.owner(key);
@@ -177,7 +197,7 @@ class QueueGroup {
   }
 }
 
-type Target = Subscription | QueueGroup;
+type Target = HubSubscription | QueueGroup;
 
 interface Route {
   targets: readonly Target[];
@@ -322,7 +342,7 @@ export class Hub implements PubSub {
   #routes = new Map<string, Route>();
   readonly #topics = new Map<string, TopicCounters>();
   readonly #groups = new Map<string, QueueGroup>();
-  readonly #subscriptions = new Set<Subscription>();
+  readonly #subscriptions = new Set<HubSubscription>();
   readonly #inboxes = new Map<string, (reply: Message | IpcError) => void>();
   readonly #inboxPrefix = `${INBOX}${++hubs}${Math.random().toString(36).slice(2, 10)}.`;
   #nextInbox = 0;
@@ -349,7 +369,7 @@ export class Hub implements PubSub {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
-      return this[PUBLISH](
+      return this.#publish(
         unsequenced(topic, bytes, options?.headers, options?.key, options?.reply),
       );
     } catch (err) {
@@ -357,11 +377,13 @@ export class Hub implements PubSub {
     }
   }
 
-  /**
-   * Publishes `message` as it is, its `seq` (0) set here: for a served hub, whose decoder built
-   * the message, which saves making it again.
-   */
-  [PUBLISH](message: Message): Promise<void> {
+  static {
+    publishOn = (hub, message) => hub.#publish(message);
+    subscribeOn = (hub, pattern, options) => hub.#subscribe(pattern, options);
+  }
+
+  /** Publishes `message` as it is, its `seq` (0) set here. */
+  #publish(message: Message): Promise<void> {
     try {
       if (this.#closed) throw closedError("publish", "hub");
       (message as { seq: number }).seq = ++this.#seq;
@@ -385,9 +407,13 @@ export class Hub implements PubSub {
    * @throws {RangeError} For a bad buffer bound or policy.
    */
   subscribe(pattern: string, options: SubscribeOptions = {}): Subscription {
+    return this.#subscribe(pattern, options);
+  }
+
+  #subscribe(pattern: string, options: SubscribeOptions): HubSubscription {
     if (this.#closed) throw closedError("subscribe", "hub");
     validatePattern(pattern);
-    const sub = new Subscription(++this.#nextId, pattern, options, (s) => this.#detach(s));
+    const sub = new HubSubscription(++this.#nextId, pattern, options, (s) => this.#detach(s));
     this.#subscriptions.add(sub);
     if (options.queue === undefined) {
       this.#trie.insert(pattern, sub);
@@ -510,7 +536,7 @@ export class Hub implements PubSub {
     return this.close();
   }
 
-  #close(end: (sub: Subscription) => void): void {
+  #close(end: (sub: HubSubscription) => void): void {
     if (this.#closed) return;
     this.#closed = true;
     for (const sub of [...this.#subscriptions]) end(sub);
@@ -539,7 +565,7 @@ export class Hub implements PubSub {
     counters.bytes += message.data.length;
     let waiting: Promise<void>[] | undefined;
     for (const target of route.targets) {
-      const sub = target instanceof Subscription ? target : target.pick(message.key);
+      const sub = target instanceof HubSubscription ? target : target.pick(message.key);
       if (sub === undefined) continue;
       counters.routed++;
       const taken = sub.offer(message);
@@ -549,7 +575,7 @@ export class Hub implements PubSub {
     return waiting.length === 1 ? waiting[0]! : Promise.all(waiting).then(() => {});
   }
 
-  #detach(sub: Subscription): void {
+  #detach(sub: HubSubscription): void {
     if (!this.#subscriptions.delete(sub)) return;
     if (sub.queue === undefined) {
       this.#trie.remove(sub.pattern, sub);

@@ -31,7 +31,7 @@ export type {
   RequestOptions,
   TopicStats,
 } from "./hub.ts";
-export { Subscription } from "./subscription.ts";
+export type { Subscription } from "./subscription.ts";
 export type {
   Message,
   OverflowPolicy,
@@ -41,8 +41,8 @@ export type {
 export { toPrometheus } from "./prometheus.ts";
 export { serveHub } from "./server.ts";
 export type { HubServer, ServeHubOptions } from "./server.ts";
-export { connectHub, RemoteHub } from "./remote.ts";
-export type { ConnectHubOptions } from "./remote.ts";
-export type { ReconnectOptions, SessionOptions } from "../session/client.ts";
+export { connectHub } from "./remote.ts";
+export type { ConnectHubOptions, RemoteHub, RemoteHubStats } from "./remote.ts";
+export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";
 export type { Server, ServerOptions } from "../session/server.ts";
 export { topicMatches, validatePattern, validateTopic } from "./topics.ts";

@@ -9,6 +9,7 @@ import type { Address } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
 import { later } from "../internal/async.ts";
 import {
+  type ConnectionEvent,
   DEFAULT_REQUEST_TIMEOUT,
   DEFAULT_TIMEOUT,
   SessionClient,
@@ -26,7 +27,15 @@ import {
   unsequenced,
 } from "./hub.ts";
 import { HUB, type HubMessage, Op } from "./protocol.ts";
-import { END, type Message, STOP, type SubscribeOptions, Subscription } from "./subscription.ts";
+import {
+  END,
+  HubSubscription,
+  type Message,
+  STOP,
+  type SubscribeOptions,
+  type Subscription,
+  type SubscriptionStats,
+} from "./subscription.ts";
 import { validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of {@linkcode connectHub}: the options every dockipc client takes. */
@@ -35,7 +44,7 @@ export type ConnectHubOptions = SessionOptions;
 /** A subscription of this client, kept across reconnections. */
 interface Sub {
   readonly sid: number;
-  readonly sub: Subscription;
+  readonly sub: HubSubscription;
   readonly pattern: string;
   readonly options: SubscribeOptions;
   readonly buffer: number;
@@ -78,7 +87,51 @@ const utf8 = new TextEncoder();
  * assert.deepEqual(value?.headers, { size: "small" });
  * ```
  */
-export class RemoteHub implements PubSub {
+export interface RemoteHub extends PubSub, AsyncDisposable {
+  /** The server's address. */
+  readonly addr: Address;
+  /** Whether a connection to the server is up now. */
+  readonly connected: boolean;
+  /**
+   * The connection's changes from now on (`disconnected`, `reconnecting`, `reconnected`,
+   * `error`), as an async iterable that ends when the client is closed or gives up. Each call
+   * follows on its own; one that is not read keeps the latest 256 events.
+   */
+  status(): AsyncIterableIterator<ConnectionEvent>;
+  /** This client's counters: its connection, what it published, its requests, its subscriptions. */
+  stats(): RemoteHubStats;
+  /**
+   * Resolves once the server has processed everything this client sent before (FLUSH, then
+   * FLUSHED): subscriptions made before are in place, publishes made before were delivered.
+   * Rejects with `ECONNRESET` if the connection drops first.
+   */
+  flush(): Promise<void>;
+  /**
+   * Drains every subscription: the server takes no more messages for it and sends what it
+   * already holds (as its reader makes room), then ends it; its reader takes what is left and
+   * then sees the end. Waits for that at most `timeout` ms, then closes as `close()` does.
+   */
+  drain(): Promise<void>;
+  /** Closes the connection at once, discarding whatever has not been written yet. */
+  abort(): void;
+}
+
+/** A {@linkcode RemoteHub}'s counters, from `stats()`. */
+export interface RemoteHubStats {
+  /** Whether a connection to the server is up now. */
+  readonly connected: boolean;
+  /** Connections made again after one was lost. */
+  readonly reconnects: number;
+  /** Messages this client handed to its connection (or its outage queue) to publish. */
+  readonly published: number;
+  /** Requests waiting for their reply, and those waiting for room under the server's `maxInflight`. */
+  readonly requests: { readonly inFlight: number; readonly waiting: number };
+  /** Each subscription's counters, as the in-process hub counts them. */
+  readonly subscriptions: readonly SubscriptionStats[];
+}
+
+/** The client behind {@linkcode RemoteHub}; not exported to users. */
+class HubClient implements RemoteHub {
   /** The server's address. */
   readonly addr: Address;
   readonly #session: SessionClient<HubMessage>;
@@ -92,6 +145,7 @@ export class RemoteHub implements PubSub {
   readonly #drains = new Map<number, () => void>();
   #nextId = 0;
   #lastTopic = "";
+  #published = 0;
 
   private constructor(address: string | Address, options: ConnectHubOptions) {
     this.#requestTimeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
@@ -107,16 +161,29 @@ export class RemoteHub implements PubSub {
     this.addr = this.#session.addr;
   }
 
-  /** @internal Connects and shakes hands; see {@linkcode connectHub}. */
+  /** Connects and shakes hands; see {@linkcode connectHub}. */
   static async connect(address: string | Address, options: ConnectHubOptions): Promise<RemoteHub> {
-    const remote = new RemoteHub(address, options);
+    const remote = new HubClient(address, options);
     await remote.#session.open();
     return remote;
   }
 
-  /** Whether a connection to the server is up now. */
   get connected(): boolean {
     return this.#session.connected;
+  }
+
+  status(): AsyncIterableIterator<ConnectionEvent> {
+    return this.#session.status();
+  }
+
+  stats(): RemoteHubStats {
+    return {
+      connected: this.#session.connected,
+      reconnects: this.#session.reconnects,
+      published: this.#published,
+      requests: { inFlight: this.#pending.size, waiting: this.#waiting.length },
+      subscriptions: [...this.#subs.values()].map((s) => s.sub.stats()),
+    };
   }
 
   #receive(m: HubMessage): void {
@@ -205,7 +272,12 @@ export class RemoteHub implements PubSub {
         );
       }
       const env = unsequenced(topic, bytes, options.headers, options.key, options.reply);
-      return this.#session.send({ type: Op.PUB, env }, "publish") ?? RESOLVED;
+      const sent = this.#session.send({ type: Op.PUB, env }, "publish");
+      if (sent === undefined) {
+        this.#published++;
+        return RESOLVED;
+      }
+      return sent.then(() => void this.#published++);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -220,7 +292,7 @@ export class RemoteHub implements PubSub {
     validatePattern(pattern);
     const sid = ++this.#nextId;
     const buffer = options.buffer ?? 1024;
-    const sub = new Subscription(
+    const sub = new HubSubscription(
       sid,
       pattern,
       options,
@@ -404,7 +476,7 @@ export class RemoteHub implements PubSub {
     }
   }
 
-  /** The same as {@linkcode RemoteHub.close}. */
+  /** The same as `close()`. */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
@@ -433,5 +505,5 @@ export function connectHub(
   address: string | Address,
   options: ConnectHubOptions = {},
 ): Promise<RemoteHub> {
-  return RemoteHub.connect(address, options);
+  return HubClient.connect(address, options);
 }

@@ -16,9 +16,9 @@ import {
   type ServerOptions,
   serveSessions,
 } from "../session/server.ts";
-import { type Hub, INBOX, PUBLISH, RESOLVED } from "./hub.ts";
+import { type Hub, INBOX, publishMessage, RESOLVED, subscribeTo } from "./hub.ts";
 import { HUB, type HubMessage, Op } from "./protocol.ts";
-import { type Message, STOP, type Subscription, TAKE } from "./subscription.ts";
+import { type HubSubscription, type Message, STOP, TAKE } from "./subscription.ts";
 
 /** Options of {@linkcode serveHub}: the options every dockipc server takes, and the hub's own. */
 export interface ServeHubOptions extends ServerOptions {
@@ -68,7 +68,7 @@ function errOf(id: number, err: unknown, fallback = "EPROTOCOL"): HubMessage {
 /** A client's subscription: the hub's subscription and the credit the client granted. */
 class Remote {
   readonly sid: number;
-  readonly sub: Subscription;
+  readonly sub: HubSubscription;
   credit: number;
   wake: (() => void) | undefined;
   /** The client asked to drain it: END goes once it has sent what it held. */
@@ -76,7 +76,7 @@ class Remote {
   /** The hub's subscription has ended. */
   ended = false;
 
-  constructor(sid: number, sub: Subscription, credit: number) {
+  constructor(sid: number, sub: HubSubscription, credit: number) {
     this.sid = sid;
     this.sub = sub;
     this.credit = credit;
@@ -265,7 +265,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   #publish(env: Message): Promise<void> | undefined {
     if (env.topic.startsWith(INBOX) && !this.#answerable.delete(env.topic)) return undefined;
     if (this.#publisher === undefined) {
-      const published = this.#hub[PUBLISH](env);
+      const published = publishMessage(this.#hub, env);
       if (published !== RESOLVED) this.#publisher = this.#publishAll(published);
       return undefined;
     }
@@ -300,7 +300,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       const env = this.#pubs[this.#pubHead]!;
       this.#pubs[this.#pubHead++] = undefined;
       this.#pubBytes -= env.data.length;
-      const published = this.#hub[PUBLISH](env);
+      const published = publishMessage(this.#hub, env);
       waiting = published === RESOLVED ? undefined : published;
     }
     this.#pubs = [];
@@ -324,9 +324,9 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         remoteCode: "",
       });
     }
-    let sub: Subscription;
+    let sub: HubSubscription;
     try {
-      sub = this.#hub.subscribe(m.pattern, {
+      sub = subscribeTo(this.#hub, m.pattern, {
         buffer: Math.min(Math.max(1, m.buffer), maxSubscriptionBuffer),
         overflow: m.overflow,
         maxBytes: m.maxBytes === 0

@@ -93,7 +93,7 @@ export const STOP: unique symbol = Symbol("stop");
  * reaches, and a reader that wakes finds every message published meanwhile already buffered,
  * which it takes without waiting again.
  */
-let toWake: Subscription[] = [];
+let toWake: HubSubscription[] = [];
 const WAKE: unique symbol = Symbol("wake");
 
 function wakeReaders(): void {
@@ -127,7 +127,32 @@ function wakeReaders(): void {
  * assert.deepEqual(seen, ["orders.created", "orders.paid"]);
  * ```
  */
-export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
+export interface Subscription extends AsyncIterable<Message>, AsyncDisposable {
+  /** A number unique within its hub. */
+  readonly id: number;
+  /** The pattern it was made with. */
+  readonly pattern: string;
+  /** Its queue group, if any. */
+  readonly queue: string | undefined;
+  /** Resolves once it has ended, for whatever reason. Never rejects. */
+  readonly closed: Promise<void>;
+  /** The messages as a `ReadableStream`; cancelling it unsubscribes. */
+  readonly readable: ReadableStream<Message>;
+  /** Reads the next message; `{ done: true }` once unsubscribed. */
+  next(): Promise<IteratorResult<Message>>;
+  /** Iterates over the messages; leaving the loop early unsubscribes. */
+  [Symbol.asyncIterator](): AsyncIterator<Message>;
+  /** Stops delivery now: buffered messages are discarded, waiting publishers released. */
+  unsubscribe(): void;
+  /** Its counters. */
+  stats(): SubscriptionStats;
+}
+
+/**
+ * The hub's side of a {@linkcode Subscription}: the bounded buffer, the overflow policy, and
+ * what the hub, a served hub and a remote hub call on it. Not exported to users.
+ */
+export class HubSubscription implements Subscription {
   /** A number unique within its hub. */
   readonly id: number;
   /** The pattern it was made with. */
@@ -140,7 +165,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
   readonly #buffer: number;
   readonly #maxBytes: number;
   readonly #overflow: OverflowPolicy;
-  readonly #detach: (sub: Subscription) => void;
+  readonly #detach: (sub: HubSubscription) => void;
   #resolveClosed!: () => void;
   /**
    * Buffered messages: `#items[#head]` to `#items[#tail - 1]`. The array is kept and refilled
@@ -175,7 +200,7 @@ export class Subscription implements AsyncIterable<Message>, AsyncDisposable {
     id: number,
     pattern: string,
     options: SubscribeOptions,
-    detach: (sub: Subscription) => void,
+    detach: (sub: HubSubscription) => void,
     onDelivered?: () => void,
   ) {
     this.#onDelivered = onDelivered;

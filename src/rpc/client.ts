@@ -9,6 +9,7 @@ import type { Address } from "../address.ts";
 import { closedError, IpcError, RemoteError } from "../errors.ts";
 import { checkTimeout, deadlineAfter, Deadlines } from "../internal/async.ts";
 import {
+  type ConnectionEvent,
   DEFAULT_REQUEST_TIMEOUT,
   SessionClient,
   type SessionHandler,
@@ -45,6 +46,25 @@ export interface RpcClient extends AsyncDisposable {
   requestStream(data: Uint8Array | string, options?: RpcRequestOptions): ReadableStream<Uint8Array>;
   /** Whether a connection to the server is up now. */
   readonly connected: boolean;
+  /**
+   * The connection's changes from now on (`disconnected`, `reconnecting`, `reconnected`,
+   * `error`), as an async iterable that ends when the client is closed or gives up. Each call
+   * follows on its own; one that is not read keeps the latest 256 events.
+   *
+   * @example Log what happens to the connection
+   * ```ts
+   * import { dial, serve } from "@dockipc/dockipc/rpc";
+   *
+   * await using server = await serve("tcp://127.0.0.1:0", () => "pong");
+   * const client = await dial(server.addr);
+   * const log = (async () => {
+   *   for await (const event of client.status()) console.log(event.type);
+   * })();
+   * await client.close(); // the events end
+   * await log;
+   * ```
+   */
+  status(): AsyncIterableIterator<ConnectionEvent>;
   /**
    * Lets the requests already made finish (new ones are refused with `ECLOSED`), then closes
    * as `close()` does.
@@ -252,6 +272,10 @@ class Client implements RpcClient {
 
   get connected(): boolean {
     return this.#session.connected;
+  }
+
+  status(): AsyncIterableIterator<ConnectionEvent> {
+    return this.#session.status();
   }
 
   request(data: Uint8Array | string, options: RpcRequestOptions = {}): Promise<Uint8Array> {

@@ -27,7 +27,7 @@ export type { JsonValue, ReplyValue } from "../codec.ts";
 export { RemoteError } from "../errors.ts";
 export type { RemoteErrorOptions } from "../errors.ts";
 export type { DialOptions, RpcClient, RpcRequestOptions } from "./client.ts";
-export type { ReconnectOptions, SessionOptions } from "../session/client.ts";
+export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";
 export type { Server, ServerOptions } from "../session/server.ts";
 export { serve } from "./server.ts";
 export type { RpcContext, RpcHandler, RpcReply, RpcServer, ServeOptions } from "./server.ts";

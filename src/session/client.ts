@@ -12,6 +12,7 @@ import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay, later } from "../internal/async.ts";
+import { Feed } from "../internal/feed.ts";
 import { refTimer } from "../runtime/platform.ts";
 import { connect, type ConnectOptions } from "../transport.ts";
 import { firstRead, tokenBytes } from "./handshake.ts";
@@ -73,6 +74,28 @@ export interface SessionOptions {
   /** The timeout of a request that states none, in ms; `Infinity` for none. @default {10000} */
   requestTimeout?: number;
 }
+
+/**
+ * A change in a client's connection, as `status()` tells it:
+ *
+ * - `disconnected`: the connection was lost, with why; a new one is being made unless
+ *   `reconnect` is off (then an `error` follows).
+ * - `reconnecting`: attempt `attempt` (from 1) begins after `delay` ms; `error` says why the
+ *   attempt before it failed.
+ * - `reconnected`: a new connection is up; subscriptions were made again on it.
+ * - `error`: the client gave up (reconnection is off, or `maxAttempts` ran out): every call now
+ *   fails with this error. The events end here, as they do when the client is closed.
+ */
+export type ConnectionEvent =
+  | { readonly type: "disconnected"; readonly error: IpcError }
+  | {
+    readonly type: "reconnecting";
+    readonly attempt: number;
+    readonly delay: number;
+    readonly error?: IpcError;
+  }
+  | { readonly type: "reconnected" }
+  | { readonly type: "error"; readonly error: IpcError };
 
 /** The timeout of a request that states none, everywhere: see `requestTimeout`. */
 export const DEFAULT_REQUEST_TIMEOUT = 10_000;
@@ -153,6 +176,8 @@ export class SessionClient<V extends { type: number }> {
   readonly #frameLimit: number;
   readonly #timeout: number;
   #link: Link<V> | undefined;
+  readonly #events = new Feed<ConnectionEvent>();
+  #reconnects = 0;
   #queued: Queued<V>[] = [];
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -201,6 +226,16 @@ export class SessionClient<V extends { type: number }> {
   /** Whether the client was closed. */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Connections made again after one was lost. */
+  get reconnects(): number {
+    return this.#reconnects;
+  }
+
+  /** The connection's changes from now on, until the client closes or gives up. */
+  status(): AsyncIterableIterator<ConnectionEvent> {
+    return this.#events.follow();
   }
 
   /**
@@ -353,6 +388,7 @@ export class SessionClient<V extends { type: number }> {
     this.#closed = true;
     clearInterval(this.#pinger);
     this.#failQueued(err);
+    this.#events.end();
   }
 
   #failQueued(err: unknown): void {
@@ -421,9 +457,14 @@ export class SessionClient<V extends { type: number }> {
       link.channel.close();
       return;
     }
+    const again = this.#reconnecting !== undefined;
     this.#link = link;
     this.#down = undefined;
     link.reading = this.#read(link);
+    if (again) {
+      this.#reconnects++;
+      this.#events.emit({ type: "reconnected" });
+    }
     this.#handler.connected();
     for (const q of this.#queued.splice(0)) {
       clearTimeout(q.timer);
@@ -507,6 +548,7 @@ export class SessionClient<V extends { type: number }> {
     if (this.#link !== link) return;
     this.#link = undefined;
     if (this.#closed) return; // the protocol failed what it had when it closed
+    this.#events.emit({ type: "disconnected", error: err });
     const reconnect = this.#options.reconnect ?? true;
     if (reconnect === false) {
       this.#goDown(
@@ -522,7 +564,10 @@ export class SessionClient<V extends { type: number }> {
 
   async #reconnect(options: ReconnectOptions): Promise<void> {
     let last: unknown;
+    let attempt = 0;
     for (const wait of backoff({ initialDelay: 100, maxDelay: 2000, ...options })) {
+      const error = last === undefined ? {} : { error: asIpcError(last) };
+      this.#events.emit({ type: "reconnecting", attempt: ++attempt, delay: wait, ...error });
       await delay(wait);
       if (this.#closed) return;
       try {
@@ -547,7 +592,10 @@ export class SessionClient<V extends { type: number }> {
   #goDown(err: IpcError): void {
     this.#down = err;
     this.#failQueued(this.unavailable("send"));
-    this.#handler.disconnected(this.unavailable("send")!, false);
+    const error = this.unavailable("send")!;
+    this.#handler.disconnected(error, false);
+    this.#events.emit({ type: "error", error });
+    this.#events.end();
   }
 
   #ping(): void {
@@ -567,4 +615,10 @@ export class SessionClient<V extends { type: number }> {
       // The channel failed: its read loop ends the link.
     }
   }
+}
+
+/** A failure as an `IpcError`: itself, or `EIO` wrapping it. */
+function asIpcError(err: unknown): IpcError {
+  if (err instanceof IpcError) return err;
+  return new IpcError("EIO", err instanceof Error ? err.message : String(err), { cause: err });
 }

@@ -81,6 +81,39 @@ describe("RemoteHub: the shared PubSub behaviour", () => {
 });
 
 describe("serveHub and connectHub", () => {
+  test("stats() counts what the client published, its requests and its subscriptions", async () => {
+    await using hub = new Hub();
+    hub.handle("slow", () => new Promise((resolve) => setTimeout(() => resolve("done"), 200)));
+    await using server = await serveHub(hub, "tcp://127.0.0.1:0");
+    await using client = await connectHub(server.addr);
+    const sub = client.subscribe("news.>", { buffer: 8, queue: "readers" });
+    await client.flush();
+    for (let i = 0; i < 3; i++) await client.publish("news.today", `item ${i}`);
+    const slow = client.request("slow", "");
+    await client.flush();
+    await until(() => sub.stats().pending === 3, 5000, "the three messages");
+    const stats = client.stats();
+    assert.equal(stats.connected, true);
+    assert.equal(stats.reconnects, 0);
+    assert.equal(stats.published, 3);
+    assert.deepEqual(stats.requests, { inFlight: 1, waiting: 0 });
+    assert.equal(stats.subscriptions.length, 1);
+    assert.equal(stats.subscriptions[0]?.pattern, "news.>");
+    assert.equal(stats.subscriptions[0]?.queue, "readers");
+    assert.equal(stats.subscriptions[0]?.pending, 3);
+    assert.equal(new TextDecoder().decode((await slow).data), "done");
+    assert.deepEqual(client.stats().requests, { inFlight: 0, waiting: 0 });
+    sub.unsubscribe();
+    assert.equal(client.stats().subscriptions.length, 0);
+  });
+
+  test("the hub's API has no internals: no Subscription or RemoteHub class, no hidden methods on Hub", async () => {
+    const api = await import("../../src/hub/mod.ts");
+    assert.equal("Subscription" in api, false);
+    assert.equal("RemoteHub" in api, false);
+    assert.deepEqual(Object.getOwnPropertySymbols(Hub.prototype), [Symbol.asyncDispose]);
+  });
+
   test("in-process publishers reach remote subscribers and back", async () => {
     await using s = await served();
     await using client = await connectHub(s.path);

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { type Conn, connect, listen } from "../../mod.ts";
-import type { Server, ServerOptions, SessionOptions } from "../../src/rpc/mod.ts";
+import type { ConnectionEvent, Server, ServerOptions, SessionOptions } from "../../src/rpc/mod.ts";
 import { decodeHub } from "../../src/hub/protocol.ts";
 import {
   Control,
@@ -19,6 +19,7 @@ import { encodeFramesRaw, readAll, rejectsWith, tempDir, until } from "../_helpe
 /** A client of either vocabulary, reduced to what the session layer gives it. */
 export interface SessionClientUnderTest extends AsyncDisposable {
   readonly connected: boolean;
+  status(): AsyncIterableIterator<ConnectionEvent>;
   /** A round trip through the server that answers at once. */
   call(timeout?: number): Promise<unknown>;
   /** A round trip the server takes `ms` to answer. */
@@ -263,6 +264,68 @@ export function sessionBehaviour(name: string, v: Vocabulary): void {
     } finally {
       await server.close();
     }
+  });
+
+  test(`${name}: status() tells disconnected, reconnecting and reconnected, then error when it gives up`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    let server = await v.serve(path);
+    const client = await v.dial(path, {
+      reconnect: { initialDelay: 10, maxDelay: 20, maxAttempts: 40 },
+    });
+    const events: ConnectionEvent[] = [];
+    const early = client.status();
+    const watching = (async () => {
+      for await (const event of early) events.push(event);
+    })();
+    // A second reader follows on its own and may leave when it likes.
+    const second = client.status();
+    server.abort();
+    await until(() => events.some((e) => e.type === "reconnecting" && e.attempt >= 2), 5000);
+    assert.equal((await second.next()).value?.type, "disconnected");
+    await second.return?.();
+    server = await v.serve(path);
+    await until(() => events.some((e) => e.type === "reconnected"), 5000, "the reconnection");
+    await client.call();
+    const lost = events.find((e) => e.type === "disconnected");
+    assert.ok(lost?.type === "disconnected" && lost.error.code === "ECONNRESET", String(lost));
+    const retries = events.filter((e) => e.type === "reconnecting");
+    assert.deepEqual(retries.map((e) => e.type === "reconnecting" && e.attempt).slice(0, 2), [
+      1,
+      2,
+    ]);
+    const failed = retries[1];
+    // Why the attempt before failed: nothing listens at the path any more.
+    assert.ok(
+      failed?.type === "reconnecting" &&
+        ["ENOENT", "ECONNREFUSED"].includes(failed.error?.code ?? ""),
+      JSON.stringify(failed),
+    );
+    // Gone for good: "error", and the events end.
+    server.abort();
+    await until(() => events.at(-1)?.type === "error", 10_000, "the client to give up");
+    await watching;
+    const last = events.at(-1);
+    assert.ok(last?.type === "error" && last.error.code === "ECONNRESET", String(last));
+    await rejectsWith(client.call(), "ECONNRESET");
+    await client.close();
+    // A reader that starts after the end ends at once.
+    assert.equal((await client.status().next()).done, true);
+  });
+
+  test(`${name}: status() ends when the client closes`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await using _server = await v.serve(path);
+    const client = await v.dial(path);
+    const seen: string[] = [];
+    const watching = (async () => {
+      for await (const event of client.status()) seen.push(event.type);
+    })();
+    await client.call();
+    await client.close();
+    await watching;
+    assert.deepEqual(seen, []);
   });
 
   test(`${name}: shutdown says GOAWAY, answers the call in flight, and the client moves to the next server`, async () => {

@@ -21,6 +21,7 @@ describe("the session layer under RPC", () => {
         get connected() {
           return client.connected;
         },
+        status: () => client.status(),
         call: (timeout = 10_000) => client.request("x", { timeout }),
         slow: (ms) => client.request(`slow:${ms}`),
         close: () => client.close(),
@@ -49,6 +50,7 @@ describe("the session layer under the hub", () => {
         get connected() {
           return client.connected;
         },
+        status: () => client.status(),
         call: (timeout = 10_000) => client.request("echo", "x", { timeout }),
         slow: (ms) => client.request("slow", String(ms)),
         close: () => client.close(),
