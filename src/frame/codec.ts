@@ -64,10 +64,19 @@ export function writeUint32(buf: Uint8Array, at: number, n: number): void {
 
 /** The frame format's encoder; {@linkcode FrameEncoderStream} and `framed()` drive it. */
 export class FrameEncoding implements Encoder<Uint8Array> {
-  readonly #max: number;
+  #max: number;
 
   constructor(maxFrameSize: number) {
     this.#max = maxFrameSize;
+  }
+
+  /** The largest frame it writes. */
+  get max(): number {
+    return this.#max;
+  }
+
+  narrow(max: number): void {
+    this.#max = Math.min(this.#max, max);
   }
 
   encode(frame: Uint8Array, buf: Uint8Array, at: number): number {

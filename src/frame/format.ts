@@ -28,6 +28,8 @@ export interface Encoder<T> {
   encode(value: T, buf: Uint8Array, at: number): number;
   /** The chunks that carry `value` on its own, referencing its bytes where it can. */
   encodeAlone(value: T): Uint8Array[];
+  /** Lowers the largest frame it writes to `max`, when the peer takes no larger one. */
+  narrow?(max: number): void;
 }
 
 /** The size of a coalesced chunk: many small frames, one socket write. */

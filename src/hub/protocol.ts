@@ -369,12 +369,14 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
  * their own allocated; only a payload large enough to write by reference goes apart.
  */
 class HubEncoding implements Encoder<HubMessage> {
-  readonly #max: number;
   readonly #frames: FrameEncoding;
 
   constructor(maxFrameSize: number) {
-    this.#max = maxFrameSize;
     this.#frames = new FrameEncoding(maxFrameSize);
+  }
+
+  narrow(max: number): void {
+    this.#frames.narrow(max);
   }
 
   encode(m: HubMessage, buf: Uint8Array, at: number): number {
@@ -384,7 +386,7 @@ class HubEncoding implements Encoder<HubMessage> {
     }
     const env = "env" in m ? encodeEnvelope(m.env) : undefined;
     const bound = sizeBound(m, env);
-    if (bound > this.#max) return this.#frames.encode(encodeHub(m), buf, at); // refuses it
+    if (bound > this.#frames.max) return this.#frames.encode(encodeHub(m), buf, at); // refuses it
     if (at + 4 + bound > buf.length) return -1;
     const end = writeMessage(m, buf, at + 4, env);
     writeUint32(buf, at, end - at - 4);

@@ -99,12 +99,14 @@ export const decode: WireDecoder<Message> = sessionDecoder("RPC", decodeRpc);
  * small payload is written there field by field, with no frame allocated for it.
  */
 class RpcEncoding implements Encoder<RpcMessage> {
-  readonly #max: number;
   readonly #frames: FrameEncoding;
 
   constructor(maxFrameSize: number) {
-    this.#max = maxFrameSize;
     this.#frames = new FrameEncoding(maxFrameSize);
+  }
+
+  narrow(max: number): void {
+    this.#frames.narrow(max);
   }
 
   encode(m: RpcMessage, buf: Uint8Array, at: number): number {
@@ -114,7 +116,7 @@ class RpcEncoding implements Encoder<RpcMessage> {
     const data = m.data;
     const size = 5 + data.length;
     // Too large (the frame encoder says so) or large enough to write by reference.
-    if (size > this.#max || data.length >= COPY_BELOW) {
+    if (size > this.#frames.max || data.length >= COPY_BELOW) {
       return this.#frames.encode(encode(m), buf, at);
     }
     if (at + 4 + size > buf.length) return -1;

@@ -403,11 +403,8 @@ export class SessionClient<V extends { type: number }> {
     const options: ConnectOptions = { timeout, keepAlive: this.#options.keepAlive ?? true };
     if (signal !== undefined) options.signal = signal;
     const conn = await connect(this.addr, options);
-    const channel = new Channel(
-      conn,
-      this.#codec.parser(this.#frameLimit),
-      this.#codec.encoding(this.#frameLimit),
-    );
+    const encoding = this.#codec.encoding(this.#frameLimit);
+    const channel = new Channel(conn, this.#codec.parser(this.#frameLimit), encoding);
     const fail = (why: string, code: IpcErrorCode = "EPROTOCOL"): IpcError =>
       new IpcError(code, `Cannot connect to "${this.label}" as ${why}`, {
         op: "connect",
@@ -436,6 +433,9 @@ export class SessionClient<V extends { type: number }> {
           `it answered the handshake wrongly: is it a dockipc ${this.#codec.protocol} server?`,
         );
       }
+      // A message the server would refuse (and close the connection for) is refused here, with
+      // the reason, before it is sent.
+      if (answer.maxFrameSize > 0) encoding.narrow?.(answer.maxFrameSize);
       const link: Link<V> = {
         channel,
         maxInflight: answer.maxInflight === 0 ? Infinity : answer.maxInflight,

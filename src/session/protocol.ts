@@ -14,7 +14,7 @@ import { FrameEncoding, FrameParser, type FrameTaker } from "../frame/codec.ts";
 import { textField, WireReader } from "../internal/wire.ts";
 
 /** The version of the session protocol, and so of every vocabulary on it. */
-export const VERSION = 2;
+export const VERSION = 3;
 
 /** The session's message types. */
 export const Control = {
@@ -39,7 +39,7 @@ export type ControlMessage =
   /** Client → server, first: the protocol version, the application, the shared secret. */
   | { type: typeof Control.HELLO; version: number; app: string; token: Uint8Array }
   /** Server → client: the handshake succeeded; requests the server runs at once (0: no bound). */
-  | { type: typeof Control.WELCOME; version: number; maxInflight: number }
+  | { type: typeof Control.WELCOME; version: number; maxInflight: number; maxFrameSize: number }
   /** Server → client: the connection is refused (at the handshake or later); it closes next. */
   | { type: typeof Control.REFUSE; code: string; message: string }
   /** Server → client: send nothing more here; the server reads until the client ends its side. */
@@ -105,7 +105,7 @@ export function encodeControl(m: ControlMessage): Uint8Array {
     case Control.HELLO:
       return buildFrame(m.type, [m.version, m.app], m.token);
     case Control.WELCOME:
-      return buildFrame(m.type, [m.version, m.maxInflight]);
+      return buildFrame(m.type, [m.version, m.maxInflight, m.maxFrameSize]);
     case Control.REFUSE:
       return buildFrame(m.type, [m.code, m.message.slice(0, 4096)]);
     default:
@@ -121,7 +121,12 @@ function decodeControl(r: WireReader, type: number): ControlMessage {
       m = { type, version: r.u32("version"), app: r.str("app id"), token: r.rest() };
       break;
     case Control.WELCOME:
-      m = { type, version: r.u32("version"), maxInflight: r.u32("maxInflight") };
+      m = {
+        type,
+        version: r.u32("version"),
+        maxInflight: r.u32("maxInflight"),
+        maxFrameSize: r.u32("maxFrameSize"),
+      };
       break;
     case Control.REFUSE:
       m = { type, code: r.str("code"), message: r.text("message") };
@@ -187,6 +192,11 @@ export class SessionEncoding<V extends { type: number }> implements Encoder<Sess
   encodeAlone(m: SessionMessage<V>): Uint8Array[] {
     if (isControl(m)) return this.#frames.encodeAlone(encodeControl(m));
     return this.#vocabulary.encodeAlone(m);
+  }
+
+  narrow(max: number): void {
+    this.#frames.narrow(max);
+    this.#vocabulary.narrow?.(max);
   }
 }
 

@@ -379,6 +379,7 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
         type: Control.WELCOME,
         version: VERSION,
         maxInflight: this.#context.protocol.maxInflight,
+        maxFrameSize: this.#context.frameLimit,
       });
       this.#dispatcher = this.#context.protocol.dispatcher(this);
       this.idle();

@@ -345,7 +345,9 @@ describe("serveHub and connectHub", () => {
       for await (const conn of listener) {
         const w = conn.writable.getWriter();
         await w.write(
-          encodeFramesRaw([encodeHub({ type: Control.WELCOME, version: VERSION, maxInflight: 0 })]),
+          encodeFramesRaw([
+            encodeHub({ type: Control.WELCOME, version: VERSION, maxInflight: 0, maxFrameSize: 0 }),
+          ]),
         );
         // Reads everything and answers nothing.
         void conn.readable.pipeTo(new WritableStream()).catch(() => {});

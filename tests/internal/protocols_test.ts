@@ -27,7 +27,7 @@ const env = (topic: string, data: Uint8Array, seq = 0) => ({
 
 const HUB_MESSAGES: HubWire[] = [
   { type: Control.HELLO, version: VERSION, app: "app", token: bytes(1, 2, 3) },
-  { type: Control.WELCOME, version: VERSION, maxInflight: 0 },
+  { type: Control.WELCOME, version: VERSION, maxInflight: 0, maxFrameSize: 1 << 20 },
   { type: Op.ERR, id: 7, code: "EPROTOCOL", message: "no", remoteCode: "" },
   { type: Op.ERR, id: 8, code: "EREMOTE", message: "boom", remoteCode: "TypeError" },
   {
@@ -65,7 +65,7 @@ const HUB_MESSAGES: HubWire[] = [
 
 const RPC_MESSAGES: Message[] = [
   { type: Control.HELLO, version: VERSION, app: "app", token: bytes(4, 5) },
-  { type: Control.WELCOME, version: VERSION, maxInflight: 64 },
+  { type: Control.WELCOME, version: VERSION, maxInflight: 64, maxFrameSize: 0 },
   { type: Control.REFUSE, code: "EAUTH", message: "bad token" },
   { type: Type.REQUEST, id: 1, data: bytes(1, 2, 3) },
   { type: Type.REPLY, id: 1, data: bytes() },

@@ -24,6 +24,8 @@ export interface SessionClientUnderTest extends AsyncDisposable {
   call(timeout?: number): Promise<unknown>;
   /** A round trip the server takes `ms` to answer. */
   slow(ms: number): Promise<unknown>;
+  /** Sends a message of about `bytes` bytes: a request, or a publish. */
+  big(bytes: number): Promise<unknown>;
   close(): Promise<void>;
   abort(): void;
 }
@@ -69,7 +71,12 @@ async function mute(path: string): Promise<AsyncDisposable> {
       const w = conn.writable.getWriter();
       await w.write(
         encodeFramesRaw([
-          encodeControl({ type: Control.WELCOME, version: VERSION, maxInflight: 0 }),
+          encodeControl({
+            type: Control.WELCOME,
+            version: VERSION,
+            maxInflight: 0,
+            maxFrameSize: 0,
+          }),
         ]),
       ).catch(() => {});
       void conn.readable.pipeTo(new WritableStream()).catch(() => {});
@@ -311,6 +318,17 @@ export function sessionBehaviour(name: string, v: Vocabulary): void {
     await client.close();
     // A reader that starts after the end ends at once.
     assert.equal((await client.status().next()).done, true);
+  });
+
+  test(`${name}: a message over the server's maxFrameSize is refused here, with the reason; the connection stays`, async () => {
+    await using dir = await tempDir();
+    const path = `${dir.path}/s.sock`;
+    await using _server = await v.serve(path, { maxFrameSize: 1024 });
+    await using client = await v.dial(path, { reconnect: false });
+    await client.call();
+    await rejectsWith(client.big(4096), "EFRAMETOOLARGE", /exceeds maxFrameSize \(1024\)/);
+    assert.equal(client.connected, true);
+    await client.call();
   });
 
   test(`${name}: status() ends when the client closes`, async () => {
