@@ -11,6 +11,7 @@ import {
   rejectsWith,
   ROOT,
   rt,
+  RUNTIMES,
   sameBytes,
   spawnFixture,
   tempDir,
@@ -647,6 +648,16 @@ describe("connect()", () => {
       await assert.rejects(attempt, /changed my mind/);
     },
   );
+});
+
+describe("an open connection and its process", () => {
+  for (const runtime of RUNTIMES) {
+    test(`an idle connection keeps its process alive until it is closed (${runtime})`, async () => {
+      await using child = spawnFixture(runtime, "idle_conns.ts");
+      assert.equal(await child.line(), "closed");
+      assert.equal((await child.status).code, 0);
+    });
+  }
 });
 
 describe("TCP keepalive", () => {

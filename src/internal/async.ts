@@ -31,6 +31,29 @@ export function delay(ms: number, options: { signal?: AbortSignal } = {}): Promi
 /** The longest delay a timer takes: 2^31 - 1 ms, about 24.8 days. Runtimes fire longer ones at once. */
 export const MAX_TIMER = 2 ** 31 - 1;
 
+/** How many holds keep the process alive, and the one timer that does it for all of them. */
+let holds = 0;
+let holder: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * Keeps the process alive until the returned release is called (more calls do nothing), as a
+ * socket does on Node and Bun while it is open: for what a runtime would otherwise let the
+ * process end under (an idle connection on Deno, a reader waiting for a log's appends). One
+ * interval timer stands for every hold.
+ */
+export function holdProcess(): () => void {
+  if (holds++ === 0) holder = setInterval(() => {}, MAX_TIMER);
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    if (--holds === 0) {
+      clearInterval(holder);
+      holder = undefined;
+    }
+  };
+}
+
 /** Whether `value` is a promise or any other thenable: what `await` would wait for. */
 export function isThenable<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
   return typeof (value as PromiseLike<T> | undefined)?.then === "function";

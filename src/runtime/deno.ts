@@ -7,7 +7,7 @@
 import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { atPath as at, systemError } from "../errors.ts";
-import { delay } from "../internal/async.ts";
+import { delay, holdProcess } from "../internal/async.ts";
 import { SocketConn } from "./_socket_conn.ts";
 import { StagingDriver } from "./_staging.ts";
 import type {
@@ -89,6 +89,9 @@ function wrap(conn: Deno.Conn, label: string, keepAlive: boolean, localAddr?: Ad
   const driver = new DenoDriver(conn);
   const sink = new SocketConn(driver, local, toAddress(conn.remoteAddr), label);
   driver.attach(sink);
+  // Deno waits only for pending operations: an open connection nothing reads would let the
+  // process end, where on Node and Bun it keeps it alive until closed.
+  void sink.closed.then(holdProcess());
   return sink;
 }
 

@@ -6,7 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
-import { delay } from "../internal/async.ts";
+import { delay, holdProcess } from "../internal/async.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import type { ReadOptions, WalRecord } from "./options.ts";
 import {
@@ -48,7 +48,7 @@ export class Followers {
    * follower's polls or a socket read, on every runtime; without it Deno and Node ended with an
    * unsettled top-level await and Bun waited.
    */
-  #keepAlive: ReturnType<typeof setInterval> | undefined;
+  #release: (() => void) | undefined;
 
   /** Resolves on the next `wake()`, or rejects when the signal aborts. */
   wait(signal: AbortSignal | undefined): Promise<void> {
@@ -65,7 +65,7 @@ export class Followers {
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       this.#waiting.add(wake);
-      this.#keepAlive ??= setInterval(() => {}, 3_600_000);
+      this.#release ??= holdProcess();
     });
   }
 
@@ -79,8 +79,8 @@ export class Followers {
   }
 
   #letGo(): void {
-    clearInterval(this.#keepAlive);
-    this.#keepAlive = undefined;
+    this.#release?.();
+    this.#release = undefined;
   }
 }
 
