@@ -25,7 +25,9 @@ import {
   type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
-import { TopicTrie, validatePattern } from "./topics.ts";
+import type { PublishAck, StoredMessage, StreamConfig, StreamInfo } from "./stream.ts";
+import { StreamStore } from "./streams.ts";
+import { TopicTrie, validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of `hub.publish()`. */
 export interface PublishOptions {
@@ -35,6 +37,34 @@ export interface PublishOptions {
   key?: string;
   /** Where a reply should be published; `request()` sets it for you. */
   reply?: string;
+  /**
+   * The message's id, for a stream's topic: published again within the stream's
+   * `duplicateWindow`, it is not stored again. Travels as the header `dockipc-msg-id`.
+   */
+  id?: string;
+}
+
+/** The header that carries a message's id (`PublishOptions.id`), across processes too. */
+export const MSG_ID_HEADER = "dockipc-msg-id";
+
+/** A publish's headers, with its id among them as {@linkcode MSG_ID_HEADER}. */
+export function headersOf(
+  options: PublishOptions | undefined,
+): Readonly<Record<string, string>> | undefined {
+  if (options?.id === undefined) return options?.headers;
+  if (typeof options.id !== "string" || options.id === "") {
+    throw new TypeError(`Cannot publish as id must be a non-empty string: got ${options.id}`);
+  }
+  return { ...options.headers, [MSG_ID_HEADER]: options.id };
+}
+
+/** Options of `new Hub()`. */
+export interface HubOptions {
+  /**
+   * A directory for stored streams (made `0700` when missing): one directory per stream. Without
+   * it the hub holds no streams.
+   */
+  store?: string;
 }
 
 /** Options of `hub.request()`. */
@@ -211,8 +241,15 @@ let hubs = 0;
  * process or across processes, so code written against it runs on either.
  */
 export interface PubSub extends AsyncDisposable {
-  /** Publishes a message; see {@linkcode Hub.publish}. */
-  publish(topic: string, data: Uint8Array | string, options?: PublishOptions): Promise<void>;
+  /**
+   * Publishes a message; see {@linkcode Hub.publish}. Resolves with a {@linkcode PublishAck}
+   * when a stream of an in-process hub stored it.
+   */
+  publish(
+    topic: string,
+    data: Uint8Array | string,
+    options?: PublishOptions,
+  ): Promise<PublishAck | void>;
   /** Subscribes to a pattern; see {@linkcode Hub.subscribe}. */
   subscribe(pattern: string, options?: SubscribeOptions): Subscription;
   /** Sends a request and waits for one reply; see {@linkcode Hub.request}. */
@@ -349,6 +386,27 @@ export class Hub implements PubSub {
   #nextId = 0;
   #seq = 0;
   #closed = false;
+  /** The store, once open; `#storeOpening` is set when the hub was given one. */
+  #store: StreamStore | undefined;
+  readonly #storeOpening: Promise<StreamStore> | undefined;
+
+  /**
+   * A hub, with a store of streams when `options.store` names a directory.
+   *
+   * @throws {TypeError} If `store` is not a non-empty path.
+   */
+  constructor(options: HubOptions = {}) {
+    const { store } = options;
+    if (store === undefined) return;
+    if (typeof store !== "string" || store === "") {
+      throw new TypeError(`Cannot make a hub as store must be a directory's path: got ${store}`);
+    }
+    this.#storeOpening = StreamStore.open(store).then((opened) => {
+      if (this.#closed) return opened.close().then(() => opened);
+      return this.#store = opened;
+    });
+    this.#storeOpening.catch(() => {}); // reported by each call that needs the store
+  }
 
   /**
    * Publishes a message to every subscription whose pattern matches `topic`, and to one
@@ -361,7 +419,11 @@ export class Hub implements PubSub {
    * policy: at once, unless a `"block"` subscription is full.
    * @throws {IpcError} `ETOPICINVALID` for a bad topic, `ECLOSED` after `close()` (as a rejection).
    */
-  publish(topic: string, data: Uint8Array | string, options?: PublishOptions): Promise<void> {
+  publish(
+    topic: string,
+    data: Uint8Array | string,
+    options?: PublishOptions,
+  ): Promise<PublishAck | void> {
     try {
       const bytes = typeof data === "string" ? utf8.encode(data) : data;
       if (!(bytes instanceof Uint8Array)) {
@@ -369,16 +431,125 @@ export class Hub implements PubSub {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
-      return this.#publish(
-        unsequenced(topic, bytes, options?.headers, options?.key, options?.reply),
+      return this.#publishOrStore(
+        unsequenced(topic, bytes, headersOf(options), options?.key, options?.reply),
       );
     } catch (err) {
       return Promise.reject(err);
     }
   }
 
+  /** Publishes `message`, stored first when a stream takes its topic. */
+  #publishOrStore(message: Message): Promise<PublishAck | void> {
+    if (this.#storeOpening !== undefined) {
+      const store = this.#store;
+      if (store === undefined || (!store.empty && store.streamFor(message.topic) !== undefined)) {
+        return this.#storeThenPublish(message);
+      }
+    }
+    return this.#publish(message);
+  }
+
+  async #storeThenPublish(message: Message): Promise<PublishAck | void> {
+    if (this.#closed) throw closedError("publish", "hub");
+    validateTopic(message.topic);
+    const stream = (await this.#openStore("publish")).streamFor(message.topic);
+    if (stream === undefined) return this.#publish(message);
+    const ack = await stream.store(message, message.headers[MSG_ID_HEADER] ?? "");
+    // A duplicate was delivered when it was first stored.
+    if (!ack.duplicate) await this.#publish(message);
+    return ack;
+  }
+
+  /** The store, once open; `ENOENT` for a hub made without one. */
+  async #openStore(op: string): Promise<StreamStore> {
+    if (this.#closed) throw closedError(op, "hub");
+    if (this.#storeOpening === undefined) {
+      throw new IpcError(
+        "ENOENT",
+        `Cannot ${op} as this hub has no store: make it with new Hub({ store: dir })`,
+        { op },
+      );
+    }
+    return this.#store ?? await this.#storeOpening;
+  }
+
+  /**
+   * Adds a stream: from now on, every message published to a topic its `subjects` match is
+   * stored before `publish()` resolves, with a {@linkcode PublishAck}.
+   *
+   * @throws {IpcError} `EEXIST` for a name in use or subjects that overlap another stream's,
+   * `ENOENT` for a hub without a store, and the log's errors (`ENOSPC`, `EIO`).
+   * @throws {TypeError} For a bad name or subjects; {RangeError} for a bad limit.
+   *
+   * @example A stream of orders
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { mkdtempSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { Hub } from "@dockipc/dockipc/hub";
+   *
+   * const store = mkdtempSync(`${tmpdir()}/store-`);
+   * {
+   *   await using hub = new Hub({ store });
+   *   await hub.addStream({ name: "orders", subjects: ["orders.>"], maxMessages: 1000 });
+   *   const ack = await hub.publish("orders.eu", "order 1", { id: "o-1" });
+   *   assert.deepEqual(ack, { stream: "orders", seq: 1, duplicate: false, durability: "always" });
+   *   assert.equal((await hub.publish("orders.eu", "order 1", { id: "o-1" }))?.duplicate, true);
+   * }
+   * // After a restart the messages are there, and so is the duplicate window.
+   * await using hub = new Hub({ store });
+   * for await (const m of hub.readStream("orders")) assert.equal(m.id, "o-1");
+   * assert.equal((await hub.publish("orders.eu", "order 1", { id: "o-1" }))?.duplicate, true);
+   * ```
+   */
+  async addStream(config: StreamConfig): Promise<StreamInfo> {
+    return (await (await this.#openStore("add a stream")).put(config, false)).info();
+  }
+
+  /** Changes a stream's settings (not its durability); new limits apply at once. */
+  async updateStream(config: StreamConfig): Promise<StreamInfo> {
+    const stream = await (await this.#openStore("update a stream")).put(config, true);
+    await stream.applyLimits();
+    return stream.info();
+  }
+
+  /** Removes a stream and every message in it; `ENOENT` when there is none of that name. */
+  async deleteStream(name: string): Promise<void> {
+    await (await this.#openStore("delete a stream")).remove(name);
+  }
+
+  /** Removes every message of a stream; its sequence numbers go on from where they were. */
+  async purge(name: string): Promise<StreamInfo> {
+    const stream = (await this.#openStore("purge a stream")).get(name, "purge the stream");
+    await stream.purge();
+    return stream.info();
+  }
+
+  /** A stream's settings and state; `ENOENT` when there is none of that name. */
+  async streamInfo(name: string): Promise<StreamInfo> {
+    return (await this.#openStore("look at a stream")).get(name, "look at the stream").info();
+  }
+
+  /** Every stream's settings and state, by name. */
+  async streams(): Promise<StreamInfo[]> {
+    return (await this.#openStore("list the streams")).all().map((s) => s.info());
+  }
+
+  /**
+   * The messages a stream holds, from `from` (its first, by default) to `to` (its last as the
+   * read begins), in order, each with its stream sequence (`seq`), time and id.
+   */
+  async *readStream(
+    name: string,
+    options: { from?: number; to?: number } = {},
+  ): AsyncGenerator<StoredMessage, void, void> {
+    const stream = (await this.#openStore("read a stream")).get(name, "read the stream");
+    yield* stream.messages(options);
+  }
+
   static {
-    publishOn = (hub, message) => hub.#publish(message);
+    publishOn = (hub, message) => hub.#publishOrStore(message) as Promise<void>;
     subscribeOn = (hub, pattern, options) => hub.#subscribe(pattern, options);
   }
 
@@ -523,12 +694,19 @@ export class Hub implements PubSub {
    */
   close(): Promise<void> {
     this.#close((sub) => sub[STOP]());
-    return RESOLVED;
+    return this.#closeStore();
   }
 
   /** Closes the hub and discards what subscriptions hold: they end at once. */
   abort(): void {
     this.#close((sub) => sub.unsubscribe());
+    void this.#closeStore().catch(() => {});
+  }
+
+  /** Closes the store's logs, once what they stored is synced. */
+  #closeStore(): Promise<void> {
+    if (this.#storeOpening === undefined) return RESOLVED;
+    return this.#storeOpening.then((store) => store.close(), () => {});
   }
 
   /** The same as {@linkcode Hub.close}. */

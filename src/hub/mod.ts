@@ -18,13 +18,22 @@
  * @module
  */
 
-export { ERROR_CODE_HEADER, ERROR_HEADER, Hub } from "./hub.ts";
+export { ERROR_CODE_HEADER, ERROR_HEADER, Hub, MSG_ID_HEADER } from "./hub.ts";
+export type {
+  PublishAck,
+  StoredMessage,
+  StreamConfig,
+  StreamInfo,
+  StreamRetention,
+} from "./stream.ts";
+export type { SyncMode } from "../wal/options.ts";
 export type { JsonValue, ReplyValue } from "../codec.ts";
 export { RemoteError } from "../errors.ts";
 export type { RemoteErrorOptions } from "../errors.ts";
 export type {
   HandleOptions,
   Handler,
+  HubOptions,
   HubStats,
   PublishOptions,
   PubSub,

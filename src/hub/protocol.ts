@@ -5,6 +5,7 @@
  * @module
  */
 
+import { IpcError } from "../errors.ts";
 import { COPY_BELOW, type Encoder } from "../frame/format.ts";
 import { FrameEncoding, writeUint32 } from "../frame/codec.ts";
 import {
@@ -395,6 +396,55 @@ class HubEncoding implements Encoder<HubMessage> {
 
   encodeAlone(m: HubMessage): Uint8Array[] {
     return this.#frames.encodeAlone(encodeHub(m));
+  }
+}
+
+/** The first byte of a message stored in a stream's log: the format of what follows. */
+const STORED_FORMAT = 1;
+
+/** A message as a stream stores it: the envelope, when it was stored, and its message id. */
+export interface StoredRecord {
+  readonly message: Message;
+  /** When it was stored, in `Date.now()` milliseconds. */
+  readonly timestamp: number;
+  /** The id it was published with, for deduplication; `""` for none. */
+  readonly id: string;
+}
+
+/**
+ * A message as one record of a stream's log: the format byte, the time (u64 ms), the id, then
+ * the envelope as PUB carries it (topic, key, reply, headers, data).
+ */
+export function encodeStored(message: Message, timestamp: number, id: string): Uint8Array {
+  const env = encodeEnvelope(message);
+  const idBytes = strField(id, "message id");
+  const out = new Uint8Array(1 + 8 + 2 + idBytes.length + env.size + message.data.length);
+  const w = new WireWriter(out, 0);
+  w.u8(STORED_FORMAT);
+  w.u64(timestamp);
+  w.str(idBytes);
+  writeEnvelope(w, env, message.data);
+  return out;
+}
+
+/**
+ * A record of a stream's log as the message it stores, numbered `seq`, its data copied out of
+ * `bytes`; throws `ECORRUPT` naming `seq` for bytes that are not such a record.
+ */
+export function decodeStored(bytes: Uint8Array, seq: number): StoredRecord {
+  try {
+    const r = new WireReader(bytes, "stream record");
+    if (r.type() !== STORED_FORMAT) throw r.bad(`its format ${bytes[0]} is unknown`);
+    const timestamp = r.u64("timestamp");
+    const id = r.str("message id");
+    const message = readEnvelope(r, seq);
+    return { message: { ...message, data: message.data.slice() }, timestamp, id };
+  } catch (err) {
+    throw new IpcError(
+      "ECORRUPT",
+      `Cannot read stored message ${seq}: ${(err as Error).message}`,
+      { op: "read", cause: err },
+    );
   }
 }
 

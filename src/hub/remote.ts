@@ -20,6 +20,7 @@ import {
   type HandleOptions,
   type Handler,
   handleWith,
+  headersOf,
   type PublishOptions,
   type PubSub,
   type RequestOptions,
@@ -271,7 +272,7 @@ class HubClient implements RemoteHub {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
-      const env = unsequenced(topic, bytes, options.headers, options.key, options.reply);
+      const env = unsequenced(topic, bytes, headersOf(options), options.key, options.reply);
       const sent = this.#session.send({ type: Op.PUB, env }, "publish");
       if (sent === undefined) {
         this.#published++;
