@@ -58,6 +58,17 @@ export function headersOf(
   return { ...options.headers, [MSG_ID_HEADER]: options.id };
 }
 
+/** A publish waiting for its store before it is delivered. */
+interface InOrder {
+  readonly message: Message;
+  /** Its store settled: with the ack (or `undefined`, no stream), or with the failure. */
+  settled: boolean;
+  failed: boolean;
+  outcome: unknown;
+  resolve?: (ack: PublishAck | void) => void;
+  reject?: (err: unknown) => void;
+}
+
 /** Options of `new Hub()`. */
 export interface HubOptions {
   /**
@@ -389,6 +400,9 @@ export class Hub implements PubSub {
   /** The store, once open; `#storeOpening` is set when the hub was given one. */
   #store: StreamStore | undefined;
   readonly #storeOpening: Promise<StreamStore> | undefined;
+  /** Publishes waiting for their store, in publish order: later ones are delivered after them. */
+  readonly #inOrder: InOrder[] = [];
+  #delivering = false;
 
   /**
    * A hub, with a store of streams when `options.store` names a directory.
@@ -439,26 +453,84 @@ export class Hub implements PubSub {
     }
   }
 
-  /** Publishes `message`, stored first when a stream takes its topic. */
+  /**
+   * Publishes `message`, stored first when a stream takes its topic. Deliveries keep publish
+   * order: while a publish waits for its store, later ones (stored or not) are delivered after
+   * it, though they are stored meanwhile (sharing its sync).
+   */
   #publishOrStore(message: Message): Promise<PublishAck | void> {
     if (this.#storeOpening !== undefined) {
       const store = this.#store;
-      if (store === undefined || (!store.empty && store.streamFor(message.topic) !== undefined)) {
+      if (
+        store === undefined || this.#inOrder.length > 0 ||
+        (!store.empty && store.streamFor(message.topic) !== undefined)
+      ) {
         return this.#storeThenPublish(message);
       }
     }
     return this.#publish(message);
   }
 
-  async #storeThenPublish(message: Message): Promise<PublishAck | void> {
-    if (this.#closed) throw closedError("publish", "hub");
+  #storeThenPublish(message: Message): Promise<PublishAck | void> {
+    if (this.#closed) return Promise.reject(closedError("publish", "hub"));
+    return new Promise((resolve, reject) => {
+      const entry: InOrder = { message, settled: false, failed: false, outcome: undefined };
+      entry.resolve = resolve;
+      entry.reject = reject;
+      this.#inOrder.push(entry);
+      this.#storeOf(message).then((ack) => {
+        entry.outcome = ack;
+        entry.settled = true;
+        void this.#deliverInOrder();
+      }, (err) => {
+        entry.outcome = err;
+        entry.failed = entry.settled = true;
+        void this.#deliverInOrder();
+      });
+    });
+  }
+
+  /**
+   * Delivers, from the oldest, every publish whose store has settled, and settles each: all that
+   * are ready at once, so that their publishers go on together (and their next stores share a
+   * sync).
+   */
+  async #deliverInOrder(): Promise<void> {
+    if (this.#delivering) return;
+    this.#delivering = true;
+    try {
+      const queue = this.#inOrder;
+      while (queue.length > 0 && queue[0]!.settled) {
+        const e = queue.shift()!;
+        if (e.failed) {
+          e.reject!(e.outcome);
+          continue;
+        }
+        const ack = e.outcome as PublishAck | undefined;
+        // A duplicate was delivered when it was first stored.
+        if (ack === undefined || !ack.duplicate) {
+          const delivered = this.#publish(e.message);
+          if (delivered !== RESOLVED) {
+            try {
+              await delivered;
+            } catch (err) {
+              e.reject!(err);
+              continue;
+            }
+          }
+        }
+        e.resolve!(ack);
+      }
+    } finally {
+      this.#delivering = false;
+    }
+  }
+
+  /** Stores `message` in the stream its topic belongs to; `undefined` when none does. */
+  async #storeOf(message: Message): Promise<PublishAck | undefined> {
     validateTopic(message.topic);
     const stream = (await this.#openStore("publish")).streamFor(message.topic);
-    if (stream === undefined) return this.#publish(message);
-    const ack = await stream.store(message, message.headers[MSG_ID_HEADER] ?? "");
-    // A duplicate was delivered when it was first stored.
-    if (!ack.duplicate) await this.#publish(message);
-    return ack;
+    return stream?.store(message, message.headers[MSG_ID_HEADER] ?? "");
   }
 
   /** The store, once open; `ENOENT` for a hub made without one. */

@@ -60,6 +60,19 @@ describe("streams", () => {
     assert.equal(after.firstTime, m?.timestamp);
   });
 
+  test("live subscribers get stored and plain messages in publish order, though storing takes a sync", async () => {
+    await using dir = await tempDir();
+    await using hub = new Hub({ store: dir.path });
+    await hub.addStream({ name: "s", subjects: ["s.*"] });
+    const all = hub.subscribe(">", { buffer: 100 });
+    const topics = ["s.a", "plain.1", "s.b", "s.c", "plain.2", "plain.3", "s.d"];
+    const results = await Promise.all(topics.map((t) => hub.publish(t, t)));
+    assert.deepEqual(results.map((r) => r?.seq), [1, undefined, 2, 3, undefined, undefined, 4]);
+    const seen: string[] = [];
+    while (seen.length < topics.length) seen.push((await all.next()).value!.topic);
+    assert.deepEqual(seen, topics);
+  });
+
   test("an id seen within the window is stored and delivered once, also when published at once, and across a restart", async () => {
     await using dir = await tempDir();
     {
