@@ -25,7 +25,7 @@ import {
   type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
-import type { PublishAck, StoredMessage, StreamConfig, StreamInfo } from "./stream.ts";
+import type { PublishAck, StoredMessage, StreamConfig, StreamInfo, StreamStats } from "./stream.ts";
 import { StreamStore } from "./streams.ts";
 import { TopicTrie, validatePattern, validateTopic } from "./topics.ts";
 
@@ -129,6 +129,8 @@ export interface HubStats {
   readonly subscriptions: readonly SubscriptionStats[];
   /** Requests made of this hub still waiting for their reply. */
   readonly requests: number;
+  /** One entry per stored stream (none before the store has opened). */
+  readonly streams: readonly StreamStats[];
 }
 
 /**
@@ -755,6 +757,7 @@ export class Hub implements PubSub {
       topics: [...this.#topics.values()].map((c) => ({ ...c })),
       subscriptions: [...this.#subscriptions].map((s) => s.stats()),
       requests: this.#inboxes.size,
+      streams: this.#store?.all().map((s) => s.stats()) ?? [],
     };
   }
 

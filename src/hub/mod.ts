@@ -25,6 +25,7 @@ export type {
   StreamConfig,
   StreamInfo,
   StreamRetention,
+  StreamStats,
 } from "./stream.ts";
 export type { SyncMode } from "../wal/options.ts";
 export type { JsonValue, ReplyValue } from "../codec.ts";

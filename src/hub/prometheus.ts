@@ -5,6 +5,7 @@
  */
 
 import type { HubStats, TopicStats } from "./hub.ts";
+import type { StreamStats } from "./stream.ts";
 import type { SubscriptionStats } from "./subscription.ts";
 
 /** Escapes a label value: backslash, double quote and line feed. */
@@ -47,12 +48,26 @@ const SUBSCRIPTION_FAMILIES = [
   ],
 ] as const satisfies readonly (readonly [string, string, string, keyof SubscriptionStats])[];
 
+const STREAM_FAMILIES = [
+  ["dockipc_hub_stream_messages", "Messages a stream holds.", "gauge", "messages"],
+  ["dockipc_hub_stream_bytes", "Bytes of the messages a stream holds.", "gauge", "bytes"],
+  ["dockipc_hub_stream_last_seq", "The last sequence a stream stored.", "gauge", "lastSeq"],
+  ["dockipc_hub_stream_stored_total", "Messages a stream stored.", "counter", "stored"],
+  [
+    "dockipc_hub_stream_duplicates_total",
+    "Publishes a stream did not store again: their id was in its duplicate window.",
+    "counter",
+    "duplicates",
+  ],
+] as const satisfies readonly (readonly [string, string, string, keyof StreamStats])[];
+
 /**
  * Formats `hub.stats()` for a Prometheus scrape: per topic `dockipc_hub_published_total`,
  * `dockipc_hub_published_bytes_total` and `dockipc_hub_routed_total`; per subscription
  * `dockipc_hub_delivered_total`, `dockipc_hub_delivered_bytes_total`, `dockipc_hub_dropped_total`,
- * `dockipc_hub_pending` and `dockipc_hub_pending_bytes`; and `dockipc_hub_requests`, the requests
- * waiting for their reply.
+ * `dockipc_hub_pending` and `dockipc_hub_pending_bytes`; per stored stream
+ * `dockipc_hub_stream_messages`, `_bytes`, `_last_seq`, `_stored_total` and
+ * `_duplicates_total`; and `dockipc_hub_requests`, the requests waiting for their reply.
  *
  * @param stats A snapshot from `hub.stats()`.
  * @returns The text to serve with content type `text/plain; version=0.0.4`.
@@ -90,6 +105,7 @@ export function toPrometheus(stats: HubStats): string {
       (s) => `subscription="${s.id}",pattern="${label(s.pattern)}",queue="${label(s.queue ?? "")}"`,
     );
   }
+  for (const f of STREAM_FAMILIES) family(f, stats.streams, (s) => `stream="${label(s.stream)}"`);
   out += "# HELP dockipc_hub_requests Requests waiting for their reply.\n" +
     `# TYPE dockipc_hub_requests gauge\ndockipc_hub_requests ${stats.requests}\n`;
   return out;

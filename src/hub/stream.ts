@@ -69,6 +69,24 @@ export interface StreamInfo {
   readonly lastTime: number | undefined;
 }
 
+/** A stream's counters, in `hub.stats().streams` and the Prometheus text. */
+export interface StreamStats {
+  /** The stream's name. */
+  readonly stream: string;
+  /** Messages it holds. */
+  readonly messages: number;
+  /** Bytes of the messages it holds, as stored. */
+  readonly bytes: number;
+  /** The first sequence it holds. */
+  readonly firstSeq: number;
+  /** The last sequence it stored. */
+  readonly lastSeq: number;
+  /** Messages stored since the hub opened it. */
+  readonly stored: number;
+  /** Publishes not stored again since the hub opened it: their id was in the window. */
+  readonly duplicates: number;
+}
+
 /** A message read back from a stream: the message, its stream sequence, its time and id. */
 export interface StoredMessage extends Message {
   /** The stream it is stored in. */
@@ -184,6 +202,8 @@ export class Stream {
   #bytes = 0;
   /** Ids within the duplicate window, oldest first: the sequence each was stored as. */
   #ids = new Map<string, { seq: Promise<number>; time: number }>();
+  #stored = 0;
+  #duplicates = 0;
   /** The log failed a write or sync (a full disk): it is opened again before the next store. */
   #failed = false;
   #reloading: Promise<void> | undefined;
@@ -274,6 +294,7 @@ export class Stream {
     this.#forgetIds(now);
     const seen = id === "" ? undefined : this.#ids.get(id);
     if (seen !== undefined) {
+      this.#duplicates++;
       return { stream: name, seq: await seen.seq, duplicate: true, durability };
     }
     const record = encodeStored(message, now, id);
@@ -297,6 +318,7 @@ export class Stream {
     }
     this.#index.push(record.length, now);
     this.#bytes += record.length;
+    this.#stored++;
     await this.applyLimits();
     return { stream: name, seq: stored, duplicate: false, durability };
   }
@@ -363,6 +385,20 @@ export class Stream {
       lastSeq: last,
       firstTime: empty ? undefined : this.#index.time(this.#floor),
       lastTime: empty ? undefined : this.#index.time(last),
+    };
+  }
+
+  /** Its counters. */
+  stats(): StreamStats {
+    const { messages, bytes, firstSeq, lastSeq } = this.info();
+    return {
+      stream: this.name,
+      messages,
+      bytes,
+      firstSeq,
+      lastSeq,
+      stored: this.#stored,
+      duplicates: this.#duplicates,
     };
   }
 

@@ -380,6 +380,7 @@ describe("Hub", () => {
         topics: [{ topic: 'a"b\\c', published: 1, bytes: 0, routed: 0 }],
         subscriptions: [],
         requests: 0,
+        streams: [],
       }),
       /topic="a\\"b\\\\c"/,
     );

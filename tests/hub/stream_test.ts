@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { json, text } from "../../mod.ts";
-import { connectHub, Hub, type Message, serveHub } from "../../src/hub/mod.ts";
+import { connectHub, Hub, type Message, serveHub, toPrometheus } from "../../src/hub/mod.ts";
 import { patternsOverlap } from "../../src/hub/streams.ts";
 import { Wal } from "../../src/wal/mod.ts";
 import { runtimeName } from "../../src/runtime/platform.ts";
@@ -156,6 +156,32 @@ describe("streams", () => {
     assert.equal(existsSync(`${dir.path}/p`), false);
     assert.deepEqual(await hub.streams(), []);
     assert.equal(await hub.publish("p.x", "plain again"), undefined);
+  });
+
+  test("stats() and the Prometheus text count each stream's messages, stores and duplicates", async () => {
+    await using dir = await tempDir();
+    await using hub = new Hub({ store: dir.path });
+    await hub.addStream({ name: "orders", subjects: ["orders.*"], maxMessages: 2 });
+    for (const id of ["a", "b", "c", "c"]) await hub.publish("orders.new", id, { id });
+    const [stats] = hub.stats().streams;
+    assert.deepEqual(
+      { ...stats, bytes: undefined },
+      {
+        stream: "orders",
+        messages: 2,
+        bytes: undefined,
+        firstSeq: 2,
+        lastSeq: 3,
+        stored: 3,
+        duplicates: 1,
+      },
+    );
+    assert.ok(stats!.bytes > 0);
+    const text = toPrometheus(hub.stats());
+    assert.match(text, /^dockipc_hub_stream_messages\{stream="orders"\} 2$/m);
+    assert.match(text, /^dockipc_hub_stream_stored_total\{stream="orders"\} 3$/m);
+    assert.match(text, /^dockipc_hub_stream_duplicates_total\{stream="orders"\} 1$/m);
+    assert.match(text, /^dockipc_hub_stream_last_seq\{stream="orders"\} 3$/m);
   });
 
   test("bad input: names, subjects, overlaps, limits, unknown streams, a hub without a store", async () => {
