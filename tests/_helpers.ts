@@ -94,6 +94,17 @@ export function spawnFixture(
   };
 }
 
+/**
+ * Starts `tests/fixtures/<fixture>` under this runtime on a 2 MiB file system of its own,
+ * mounted at `mount` (its one argument) in a mount namespace: root, or a user namespace. For
+ * what a full disk does.
+ */
+export function onSmallDisk(fixture: string, mount: string): Child {
+  return spawnFixture(rt.name, fixture, [mount], {
+    via: ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"', mount],
+  });
+}
+
 /** Writes `data` in random-sized chunks (1 to `max` bytes, from `seed`), then half-closes. */
 export async function writeChunked(
   conn: Conn,

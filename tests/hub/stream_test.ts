@@ -7,7 +7,7 @@ import { connectHub, Hub, type Message, serveHub, toPrometheus } from "../../src
 import { patternsOverlap } from "../../src/hub/streams.ts";
 import { Wal } from "../../src/wal/mod.ts";
 import { runtimeName } from "../../src/runtime/platform.ts";
-import { rejectsWith, rt, seeded, spawnFixture, tempDir } from "../_helpers.ts";
+import { onSmallDisk, rejectsWith, seeded, spawnFixture, tempDir } from "../_helpers.ts";
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -302,17 +302,7 @@ describe("streams", () => {
 
   test("a full disk: the publish rejects with ENOSPC, nothing acknowledged is lost, the stream works again with room", async () => {
     await using mount = await tempDir();
-    // A 2 MiB file system of the child's own, in a mount namespace (root, or a user namespace).
-    await using child = spawnFixture(rt.name, "stream_full.ts", [mount.path], {
-      via: [
-        "unshare",
-        "-rm",
-        "sh",
-        "-c",
-        'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"',
-        mount.path,
-      ],
-    });
+    await using child = onSmallDisk("stream_full.ts", mount.path);
     const r = JSON.parse(await child.line(60_000));
     assert.equal(r.firstError, "ENOSPC");
     assert.ok(r.acknowledged > 10, `${r.acknowledged} messages fit`);

@@ -24,6 +24,7 @@ import { PREALLOCATION_STEP } from "../../src/wal/preallocation.ts";
 import { RECORD_HEADER, recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
 import {
   concat,
+  onSmallDisk,
   pattern,
   rejectsWith,
   rt,
@@ -631,17 +632,7 @@ describe("Wal", () => {
 
   test("a full disk: ENOSPC, nothing left half written, nothing acknowledged lost", async () => {
     await using mount = await tempDir();
-    // A 2 MiB file system of the child's own, in a mount namespace (root, or a user namespace).
-    await using child = spawnFixture(rt.name, "wal_full.ts", [mount.path], {
-      via: [
-        "unshare",
-        "-rm",
-        "sh",
-        "-c",
-        'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"',
-        mount.path,
-      ],
-    });
+    await using child = onSmallDisk("wal_full.ts", mount.path);
     const r = JSON.parse(await child.line(60_000));
     assert.equal(r.appendError, "ENOSPC", "a full disk has its own code");
     assert.ok(r.acknowledged > 10, `${r.acknowledged} records fit`);
