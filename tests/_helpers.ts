@@ -7,6 +7,8 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import v8 from "node:v8";
+import vm from "node:vm";
 import { IpcError } from "../src/errors.ts";
 import { getRuntime } from "../src/runtime/detect.ts";
 import type { ChildProcess, Conn, Runtime } from "../src/runtime/types.ts";
@@ -103,6 +105,14 @@ export function onSmallDisk(fixture: string, mount: string): Child {
   return spawnFixture(rt.name, fixture, [mount], {
     via: ["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=2m tmpfs "$0" && exec "$@"', mount],
   });
+}
+
+/** A full garbage collection now, in any of the three runtimes. */
+export function collectGarbage(): void {
+  const bun = (globalThis as { Bun?: { gc(full: boolean): void } }).Bun;
+  if (bun !== undefined) return bun.gc(true);
+  v8.setFlagsFromString("--expose-gc");
+  (vm.runInNewContext("gc") as () => void)();
 }
 
 /** Writes `data` in random-sized chunks (1 to `max` bytes, from `seed`), then half-closes. */

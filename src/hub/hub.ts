@@ -25,7 +25,14 @@ import {
   type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
-import type { PublishAck, StoredMessage, StreamConfig, StreamInfo, StreamStats } from "./stream.ts";
+import type {
+  PublishAck,
+  ReadStreamOptions,
+  StoredMessage,
+  StreamConfig,
+  StreamInfo,
+  StreamStats,
+} from "./stream.ts";
 import { StreamStore } from "./streams.ts";
 import { TopicTrie, validatePattern, validateTopic } from "./topics.ts";
 
@@ -611,12 +618,13 @@ export class Hub implements PubSub {
   }
 
   /**
-   * The messages a stream holds, from `from` (its first, by default) to `to` (its last as the
-   * read begins), in order, each with its stream sequence (`seq`), time and id.
+   * The messages a stream holds, in order, each with its stream sequence (`seq`), time and id:
+   * from `from` or from the first stored `since` a time (its first, by default) to `to` (its
+   * last as the read begins).
    */
   async *readStream(
     name: string,
-    options: { from?: number; to?: number } = {},
+    options: ReadStreamOptions = {},
   ): AsyncGenerator<StoredMessage, void, void> {
     const stream = (await this.#openStore("read a stream")).get(name, "read the stream");
     yield* stream.messages(options);

@@ -21,6 +21,7 @@
 export { ERROR_CODE_HEADER, ERROR_HEADER, Hub, MSG_ID_HEADER } from "./hub.ts";
 export type {
   PublishAck,
+  ReadStreamOptions,
   StoredMessage,
   StreamConfig,
   StreamInfo,

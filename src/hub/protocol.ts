@@ -427,16 +427,33 @@ export function encodeStored(message: Message, timestamp: number, id: string): U
   return out;
 }
 
+/** The time and id of a stored record, read without its message: what opening a stream needs. */
+export function decodeStoredHead(
+  bytes: Uint8Array,
+  seq: number,
+): { timestamp: number; id: string } {
+  return decodeStoredParts(bytes, seq, false) as { timestamp: number; id: string };
+}
+
 /**
  * A record of a stream's log as the message it stores, numbered `seq`, its data copied out of
  * `bytes`; throws `ECORRUPT` naming `seq` for bytes that are not such a record.
  */
 export function decodeStored(bytes: Uint8Array, seq: number): StoredRecord {
+  return decodeStoredParts(bytes, seq, true) as StoredRecord;
+}
+
+function decodeStoredParts(
+  bytes: Uint8Array,
+  seq: number,
+  whole: boolean,
+): StoredRecord | { timestamp: number; id: string } {
   try {
     const r = new WireReader(bytes, "stream record");
     if (r.type() !== STORED_FORMAT) throw r.bad(`its format ${bytes[0]} is unknown`);
     const timestamp = r.u64("timestamp");
     const id = r.str("message id");
+    if (!whole) return { timestamp, id };
     const message = readEnvelope(r, seq);
     return { message: { ...message, data: message.data.slice() }, timestamp, id };
   } catch (err) {

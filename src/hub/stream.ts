@@ -9,7 +9,7 @@
 import { IpcError } from "../errors.ts";
 import type { SyncMode } from "../wal/options.ts";
 import { Wal } from "../wal/wal.ts";
-import { decodeStored, encodeStored } from "./protocol.ts";
+import { decodeStored, decodeStoredHead, encodeStored } from "./protocol.ts";
 import type { Message } from "./subscription.ts";
 
 const MiB = 1024 * 1024;
@@ -87,6 +87,16 @@ export interface StreamStats {
   readonly duplicates: number;
 }
 
+/** Which of a stream's messages `readStream()` gives: all it holds by default. */
+export interface ReadStreamOptions {
+  /** The first sequence. */
+  from?: number;
+  /** The last sequence. @default {the last stored as the read begins} */
+  to?: number;
+  /** From the first message stored at this time or later (a `Date`, or `Date.now()` ms). */
+  since?: Date | number;
+}
+
 /** A message read back from a stream: the message, its stream sequence, its time and id. */
 export interface StoredMessage extends Message {
   /** The stream it is stored in. */
@@ -124,6 +134,18 @@ class Index {
     }
     this.#sizes[this.count] = size;
     this.#times[this.count++] = time;
+  }
+
+  /** The first sequence stored at `time` or later (times rise with sequences); `last + 1` for none. */
+  firstAtOrAfter(time: number): number {
+    let lo = 0;
+    let hi = this.count;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#times[mid]! < time) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.base + lo;
   }
 
   size(seq: number): number {
@@ -236,7 +258,7 @@ export class Stream {
       let bytes = 0;
       const since = Date.now() - this.config.duplicateWindow;
       for await (const rec of wal.read({ from: floor })) {
-        const stored = decodeStored(rec.data, rec.seq);
+        const stored = decodeStoredHead(rec.data, rec.seq);
         index.push(rec.data.length, stored.timestamp);
         bytes += rec.data.length;
         if (stored.id !== "" && stored.timestamp >= since) {
@@ -403,11 +425,12 @@ export class Stream {
   }
 
   /** The stored messages from `from` (the first held, by default) to `to` (the last). */
-  async *messages(
-    options: { from?: number; to?: number } = {},
-  ): AsyncGenerator<StoredMessage, void, void> {
+  async *messages(options: ReadStreamOptions = {}): AsyncGenerator<StoredMessage, void, void> {
     this.#advanceFloor();
-    const from = Math.max(options.from ?? this.#floor, this.#floor);
+    const since = options.since === undefined
+      ? this.#floor
+      : this.#index.firstAtOrAfter(Number(options.since));
+    const from = Math.max(options.from ?? this.#floor, this.#floor, since);
     const to = Math.min(options.to ?? this.#index.last, this.#index.last);
     if (from > to) return;
     for await (const rec of this.#wal.read({ from, to })) {

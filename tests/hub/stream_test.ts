@@ -314,6 +314,35 @@ describe("streams", () => {
     assert.equal(r.intact, true);
   });
 
+  test("replay from a sequence, up to a sequence, or from a time", async () => {
+    await using dir = await tempDir();
+    await using hub = new Hub({ store: dir.path });
+    await hub.addStream({ name: "r", subjects: ["r"] });
+    for (const m of ["a", "b"]) await hub.publish("r", m);
+    await sleep(20);
+    const midway = new Date();
+    for (const m of ["c", "d"]) await hub.publish("r", m);
+    assert.deepEqual(await stored(hub, "r"), ["1:a", "2:b", "3:c", "4:d"]);
+    const read = async (options: { from?: number; to?: number; since?: Date | number }) =>
+      (await Array.fromAsync(hub.readStream("r", options))).map((m) => text.decode(m.data));
+    assert.deepEqual(await read({ from: 2, to: 3 }), ["b", "c"]);
+    assert.deepEqual(await read({ since: midway }), ["c", "d"]);
+    assert.deepEqual(await read({ since: midway.getTime(), from: 4 }), ["d"]);
+    assert.deepEqual(await read({ since: Date.now() + 60_000 }), []);
+  });
+
+  test("a stream of 1,000,000 messages opens and replays with memory bounded by its index", async () => {
+    await using dir = await tempDir();
+    await using child = spawnFixture(runtimeName(), "stream_million.ts", [dir.path]);
+    const r = JSON.parse(await child.line(120_000));
+    assert.equal(r.messages, 1_000_000);
+    assert.equal(r.read, 1_000_000);
+    // The index is 12 MB; the 40 MB of messages are read a buffer at a time, never all at once.
+    console.log(`# 1,000,000 messages, MiB retained / RSS: ${JSON.stringify(r)}`);
+    assert.ok(r.opened.retained - r.before.retained < 40, JSON.stringify(r));
+    assert.ok(r.replayed.retained - r.before.retained < 40, JSON.stringify(r));
+  });
+
   test("streams keep their settings in stream.json and their messages in log/", async () => {
     await using dir = await tempDir();
     {

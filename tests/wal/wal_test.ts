@@ -12,8 +12,6 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import v8 from "node:v8";
-import vm from "node:vm";
 import { describe, test } from "node:test";
 import fc from "fast-check";
 import { IpcError } from "../../src/errors.ts";
@@ -23,6 +21,7 @@ import { crc32c, Wal, type WalOptions, type WalRecord } from "../../src/wal/mod.
 import { PREALLOCATION_STEP } from "../../src/wal/preallocation.ts";
 import { RECORD_HEADER, recordSize, SEGMENT_HEADER } from "../../src/wal/record.ts";
 import {
+  collectGarbage,
   concat,
   onSmallDisk,
   pattern,
@@ -37,14 +36,6 @@ import {
 
 const utf8 = new TextEncoder();
 const text = new TextDecoder();
-
-/** A full garbage collection now, in any of the three runtimes. */
-function collectGarbage(): void {
-  const bun = (globalThis as { Bun?: { gc(full: boolean): void } }).Bun;
-  if (bun !== undefined) return bun.gc(true);
-  v8.setFlagsFromString("--expose-gc");
-  (vm.runInNewContext("gc") as () => void)();
-}
 
 async function readAllRecords(wal: Wal, options: Parameters<Wal["read"]>[0] = {}): Promise<
   WalRecord[]
