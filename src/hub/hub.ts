@@ -437,10 +437,13 @@ export class Hub implements PubSub {
    *
    * @param topic Dot-separated tokens, no wildcards.
    * @param data The payload; a string is sent as its UTF-8 bytes.
-   * @param options Headers, a key for queue groups, a reply topic.
+   * @param options Headers, a key for queue groups, a reply topic, an id for deduplication.
    * @returns Resolves once every matching subscription has taken the message according to its
-   * policy: at once, unless a `"block"` subscription is full.
-   * @throws {IpcError} `ETOPICINVALID` for a bad topic, `ECLOSED` after `close()` (as a rejection).
+   * policy: at once, unless a `"block"` subscription is full. For a topic a stream stores, once it
+   * is stored too, with its {@linkcode PublishAck}.
+   * @throws {IpcError} `ETOPICINVALID` for a bad topic, `ECLOSED` after `close()` (as a rejection);
+   * for a stream's topic `EFRAMETOOLARGE` past its `maxMessageSize`, and the log's errors
+   * (`ENOSPC`, `EIO`).
    */
   publish(
     topic: string,
