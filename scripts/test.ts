@@ -1,8 +1,9 @@
 /**
  * The gate: format, lint, type check, doc lint, the layering check, the test suite on Deno, Bun
  * and Node 24 (every example of the README, `docs/` and the JSDoc among it), the npm package
- * installed and used from Node 22, Node 24, Bun and Deno, and a publish dry run. `npm test` runs it under the pinned Node 24 (npm puts `node_modules/.bin`
- * first on PATH); `.ci/run` calls `npm test`. Exits non-zero if any step fails, and ends with
+ * installed and used from Node 22, Node 24, Bun and Deno, and a publish dry run. `npm test` runs
+ * it under the pinned Node 24, named by its path (`node22` claims the `node` bin name too);
+ * `.ci/run` calls `npm test`. Exits non-zero if any step fails, and ends with
  * one line that counts the tests of all three runtimes. Installs nothing: the few tests that run
  * socat or nc are skipped, and say so, where those are missing (`.ci/run` installs them).
  *

@@ -12,6 +12,8 @@ import {
   checkTimeout,
   deadlineAfter,
   Deadlines,
+  type Deferred,
+  deferred,
   type Expiring,
   isThenable,
 } from "../internal/async.ts";
@@ -72,8 +74,8 @@ interface InOrder {
   settled: boolean;
   failed: boolean;
   outcome: unknown;
-  resolve?: (ack: PublishAck | void) => void;
-  reject?: (err: unknown) => void;
+  /** What its `publish()` returned. */
+  readonly done: Deferred<PublishAck | void>;
 }
 
 /** Options of `new Hub()`. */
@@ -485,21 +487,24 @@ export class Hub implements PubSub {
 
   #storeThenPublish(message: Message): Promise<PublishAck | void> {
     if (this.#closed) return Promise.reject(closedError("publish", "hub"));
-    return new Promise((resolve, reject) => {
-      const entry: InOrder = { message, settled: false, failed: false, outcome: undefined };
-      entry.resolve = resolve;
-      entry.reject = reject;
-      this.#inOrder.push(entry);
-      this.#storeOf(message).then((ack) => {
-        entry.outcome = ack;
-        entry.settled = true;
-        void this.#deliverInOrder();
-      }, (err) => {
-        entry.outcome = err;
-        entry.failed = entry.settled = true;
-        void this.#deliverInOrder();
-      });
+    const entry: InOrder = {
+      message,
+      settled: false,
+      failed: false,
+      outcome: undefined,
+      done: deferred(),
+    };
+    this.#inOrder.push(entry);
+    this.#storeOf(message).then((ack) => {
+      entry.outcome = ack;
+      entry.settled = true;
+      void this.#deliverInOrder();
+    }, (err) => {
+      entry.outcome = err;
+      entry.failed = entry.settled = true;
+      void this.#deliverInOrder();
     });
+    return entry.done.promise;
   }
 
   /**
@@ -515,7 +520,7 @@ export class Hub implements PubSub {
       while (queue.length > 0 && queue[0]!.settled) {
         const e = queue.shift()!;
         if (e.failed) {
-          e.reject!(e.outcome);
+          e.done.reject(e.outcome);
           continue;
         }
         const ack = e.outcome as PublishAck | undefined;
@@ -526,12 +531,12 @@ export class Hub implements PubSub {
             try {
               await delivered;
             } catch (err) {
-              e.reject!(err);
+              e.done.reject(err);
               continue;
             }
           }
         }
-        e.resolve!(ack);
+        e.done.resolve(ack);
       }
     } finally {
       this.#delivering = false;

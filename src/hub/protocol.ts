@@ -427,35 +427,15 @@ export function encodeStored(message: Message, timestamp: number, id: string): U
   return out;
 }
 
-/** The time and id of a stored record, read without its message: what opening a stream needs. */
-export function decodeStoredHead(
-  bytes: Uint8Array,
-  seq: number,
-): { timestamp: number; id: string } {
-  return decodeStoredParts(bytes, seq, false) as { timestamp: number; id: string };
-}
-
 /**
- * A record of a stream's log as the message it stores, numbered `seq`, its data copied out of
- * `bytes`; throws `ECORRUPT` naming `seq` for bytes that are not such a record.
+ * Reads a stored record of sequence `seq` with `read`, after its format byte; throws `ECORRUPT`
+ * naming `seq` for bytes that are not such a record.
  */
-export function decodeStored(bytes: Uint8Array, seq: number): StoredRecord {
-  return decodeStoredParts(bytes, seq, true) as StoredRecord;
-}
-
-function decodeStoredParts(
-  bytes: Uint8Array,
-  seq: number,
-  whole: boolean,
-): StoredRecord | { timestamp: number; id: string } {
+function readStored<T>(bytes: Uint8Array, seq: number, read: (r: WireReader) => T): T {
   try {
     const r = new WireReader(bytes, "stream record");
     if (r.type() !== STORED_FORMAT) throw r.bad(`its format ${bytes[0]} is unknown`);
-    const timestamp = r.u64("timestamp");
-    const id = r.str("message id");
-    if (!whole) return { timestamp, id };
-    const message = readEnvelope(r, seq);
-    return { message: { ...message, data: message.data.slice() }, timestamp, id };
+    return read(r);
   } catch (err) {
     throw new IpcError(
       "ECORRUPT",
@@ -463,6 +443,31 @@ function decodeStoredParts(
       { op: "read", cause: err },
     );
   }
+}
+
+/** A stored record's time and id: what comes before its message. */
+function readHead(r: WireReader): { timestamp: number; id: string } {
+  return { timestamp: r.u64("timestamp"), id: r.str("message id") };
+}
+
+/** The time and id of a stored record, read without its message: what opening a stream needs. */
+export function decodeStoredHead(
+  bytes: Uint8Array,
+  seq: number,
+): { timestamp: number; id: string } {
+  return readStored(bytes, seq, readHead);
+}
+
+/**
+ * A record of a stream's log as the message it stores, numbered `seq`, its data copied out of
+ * `bytes`; throws `ECORRUPT` naming `seq` for bytes that are not such a record.
+ */
+export function decodeStored(bytes: Uint8Array, seq: number): StoredRecord {
+  return readStored(bytes, seq, (r) => {
+    const { timestamp, id } = readHead(r);
+    const message = readEnvelope(r, seq);
+    return { message: { ...message, data: message.data.slice() }, timestamp, id };
+  });
 }
 
 /** The hub's wire format, for the session layer. */

@@ -8,7 +8,7 @@
  */
 
 import { type Address, formatAddress, parseAddress } from "../address.ts";
-import { closedError, IpcError, type IpcErrorCode } from "../errors.ts";
+import { closedError, IpcError, type IpcErrorCode, systemError } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { backoff, delay, later } from "../internal/async.ts";
@@ -566,7 +566,9 @@ export class SessionClient<V extends { type: number }> {
     let last: unknown;
     let attempt = 0;
     for (const wait of backoff({ initialDelay: 100, maxDelay: 2000, ...options })) {
-      const error = last === undefined ? {} : { error: asIpcError(last) };
+      const error = last === undefined
+        ? {}
+        : { error: systemError(last, "connect to", this.label) };
       this.#events.emit({ type: "reconnecting", attempt: ++attempt, delay: wait, ...error });
       await delay(wait);
       if (this.#closed) return;
@@ -615,10 +617,4 @@ export class SessionClient<V extends { type: number }> {
       // The channel failed: its read loop ends the link.
     }
   }
-}
-
-/** A failure as an `IpcError`: itself, or `EIO` wrapping it. */
-function asIpcError(err: unknown): IpcError {
-  if (err instanceof IpcError) return err;
-  return new IpcError("EIO", err instanceof Error ? err.message : String(err), { cause: err });
 }
