@@ -20,6 +20,8 @@
  * - `EPROTOCOL`, `EAUTH`: a peer spoke a protocol wrongly, or could not prove who it is.
  * - `ESLOWCONSUMER`, `ENORESPONDERS`: pub/sub delivery failures.
  * - `ETOPICINVALID`: a pub/sub topic or pattern could not be used.
+ * - `ENOTPENDING`: an ack, nak, term or working for a stream message that is not waiting for
+ *   one from this reader (already acknowledged, redelivered elsewhere, or never delivered here).
  * - `ECODEC`: a value could not be encoded as a payload (`json`, `text`, a handler's answer),
  *   or bytes could not be decoded as the value they should hold.
  * - `EREMOTE`: the other side's handler failed; the message says how. Such an error is a
@@ -47,6 +49,7 @@ export type IpcErrorCode =
   | "ESLOWCONSUMER"
   | "ENORESPONDERS"
   | "ETOPICINVALID"
+  | "ENOTPENDING"
   | "ECODEC"
   | "EREMOTE"
   | "ECORRUPT"

@@ -36,6 +36,9 @@ import type {
   StreamStats,
 } from "./stream.ts";
 import { StreamStore } from "./streams.ts";
+import type { ConsumeOptions, ConsumerInfo, DeadLetterSink, StreamConsumer } from "./consumer.ts";
+import type { SyncMode } from "../wal/options.ts";
+import { type Consumer, readLocally } from "./consumer_reader.ts";
 import { TopicTrie, validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of `hub.publish()`. */
@@ -53,8 +56,31 @@ export interface PublishOptions {
   id?: string;
 }
 
+/** A reader's `buffer` option, checked: a whole number above 0, 256 by default. */
+export function readerBuffer(options: ConsumeOptions): number {
+  const buffer = options.buffer ?? 256;
+  if (!Number.isSafeInteger(buffer) || buffer < 1) {
+    throw new RangeError(`Cannot consume as buffer must be a whole number above 0: got ${buffer}`);
+  }
+  return buffer;
+}
+
 /** The header that carries a message's id (`PublishOptions.id`), across processes too. */
 export const MSG_ID_HEADER = "dockipc-msg-id";
+
+/**
+ * The headers a dead letter carries beside its original ones: the stream and consumer it came
+ * from, its stream sequence, its topic, how many deliveries it had, and why it was given up
+ * (`"maxDeliver"`, or `"term"` followed by the reason given to `term()`).
+ */
+export const DEAD_LETTER_HEADERS = {
+  stream: "dockipc-dead-stream",
+  consumer: "dockipc-dead-consumer",
+  seq: "dockipc-dead-seq",
+  topic: "dockipc-dead-topic",
+  attempts: "dockipc-dead-attempts",
+  reason: "dockipc-dead-reason",
+} as const;
 
 /** A publish's headers, with its id among them as {@linkcode MSG_ID_HEADER}. */
 export function headersOf(
@@ -140,6 +166,8 @@ export interface HubStats {
   readonly requests: number;
   /** One entry per stored stream (none before the store has opened). */
   readonly streams: readonly StreamStats[];
+  /** One entry per consumer of a stored stream. */
+  readonly consumers: readonly ConsumerInfo[];
 }
 
 /**
@@ -177,7 +205,44 @@ const EMPTY = new Uint8Array(0);
 export const RESOLVED: Promise<void> = Promise.resolve();
 
 /** Set by `Hub`'s static block: its private publish of a message built elsewhere. */
-let publishOn: (hub: Hub, message: Message) => Promise<void>;
+let publishOn: (hub: Hub, message: Message) => Promise<PublishAck | void>;
+/** Set by `Hub`'s static block: a consumer of its store, for a served hub's readers. */
+let consumerOn: (hub: Hub, stream: string, options: ConsumeOptions) => Promise<ServedConsumer>;
+/** Set by `Hub`'s static block: calls `listener` with its streams now and on every change. */
+let watchOn: (hub: Hub, listener: StreamsListener) => () => void;
+
+/** What a served hub's connection needs to know of each stream: which publishes it stores. */
+export interface StreamSummary {
+  readonly name: string;
+  readonly subjects: readonly string[];
+  readonly durability: SyncMode;
+}
+
+/** Hears of the streams a hub holds: see {@linkcode watchStreams}. */
+export type StreamsListener = (streams: readonly StreamSummary[]) => void;
+
+/** A consumer of a hub's store, and what to call once a remote reader of it leaves. */
+export interface ServedConsumer {
+  readonly consumer: StreamConsumer;
+  readonly left: () => Promise<void>;
+}
+
+/** A consumer of `hub`'s stream, as `consume()` makes or joins it, for a served hub's readers. */
+export function consumerOf(
+  hub: Hub,
+  stream: string,
+  options: ConsumeOptions,
+): Promise<ServedConsumer> {
+  return consumerOn(hub, stream, options);
+}
+
+/**
+ * Calls `listener` with `hub`'s streams once its store is open (at once, with none, for a hub
+ * without one), then after each change; returns what stops it.
+ */
+export function watchStreams(hub: Hub, listener: StreamsListener): () => void {
+  return watchOn(hub, listener);
+}
 /** Set by `Hub`'s static block: its private subscribe, which returns the hub's own side. */
 let subscribeOn: (hub: Hub, pattern: string, options: SubscribeOptions) => HubSubscription;
 
@@ -194,7 +259,7 @@ export function subscribeTo(
  * Publishes `message` on `hub` as it is, its `seq` set there: for a served hub, whose decoder
  * built the message, which saves making it again. For the hub's own files; not exported to users.
  */
-export function publishMessage(hub: Hub, message: Message): Promise<void> {
+export function publishMessage(hub: Hub, message: Message): Promise<PublishAck | void> {
   return publishOn(hub, message);
 }
 
@@ -285,6 +350,35 @@ export interface PubSub extends AsyncDisposable {
   close(): Promise<void>;
   /** Closes at once, discarding what is buffered or not yet written. */
   abort(): void;
+}
+
+/**
+ * What {@linkcode Hub} and `RemoteHub` share for stored streams: the same calls, in one process
+ * or across processes (where the streams and consumers live in the server's hub).
+ */
+export interface StoredStreams {
+  /** Adds a stream; see {@linkcode Hub.addStream}. */
+  addStream(config: StreamConfig): Promise<StreamInfo>;
+  /** Changes a stream's settings; see {@linkcode Hub.updateStream}. */
+  updateStream(config: StreamConfig): Promise<StreamInfo>;
+  /** Removes a stream and its messages; see {@linkcode Hub.deleteStream}. */
+  deleteStream(name: string): Promise<void>;
+  /** Removes a stream's messages; see {@linkcode Hub.purge}. */
+  purge(name: string): Promise<StreamInfo>;
+  /** A stream's settings and state; see {@linkcode Hub.streamInfo}. */
+  streamInfo(name: string): Promise<StreamInfo>;
+  /** Every stream; see {@linkcode Hub.streams}. */
+  streams(): Promise<StreamInfo[]>;
+  /** A stream's messages, in order; see {@linkcode Hub.readStream}. */
+  readStream(name: string, options?: ReadStreamOptions): AsyncGenerator<StoredMessage, void, void>;
+  /** Reads a stream through a consumer; see {@linkcode Hub.consume}. */
+  consume(stream: string, options?: ConsumeOptions): Promise<Consumer>;
+  /** A consumer's settings and state; see {@linkcode Hub.consumerInfo}. */
+  consumerInfo(stream: string, consumer: string): Promise<ConsumerInfo>;
+  /** A stream's consumers; see {@linkcode Hub.consumers}. */
+  consumers(stream: string): Promise<ConsumerInfo[]>;
+  /** Removes a consumer; see {@linkcode Hub.deleteConsumer}. */
+  deleteConsumer(stream: string, consumer: string): Promise<void>;
 }
 
 /** The timeouts of every request of every hub in this process, on one timer. */
@@ -396,7 +490,7 @@ export function handleWith(
  * assert.equal(new TextDecoder().decode(reply.data), "42");
  * ```
  */
-export class Hub implements PubSub {
+export class Hub implements PubSub, StoredStreams {
   readonly #trie = new TopicTrie<Target>();
   #routes = new Map<string, Route>();
   readonly #topics = new Map<string, TopicCounters>();
@@ -414,6 +508,8 @@ export class Hub implements PubSub {
   /** Publishes waiting for their store, in publish order: later ones are delivered after them. */
   readonly #inOrder: InOrder[] = [];
   #delivering = false;
+  /** Who hears of changes to the streams: served connections. */
+  readonly #watchers = new Set<StreamsListener>();
 
   /**
    * A hub, with a store of streams when `options.store` names a directory.
@@ -426,7 +522,7 @@ export class Hub implements PubSub {
     if (typeof store !== "string" || store === "") {
       throw new TypeError(`Cannot make a hub as store must be a directory's path: got ${store}`);
     }
-    this.#storeOpening = StreamStore.open(store).then((opened) => {
+    this.#storeOpening = StreamStore.open(store, this.#deadLetter).then((opened) => {
       if (this.#closed) return opened.close().then(() => opened);
       return this.#store = opened;
     });
@@ -543,6 +639,26 @@ export class Hub implements PubSub {
     }
   }
 
+  /** Publishes what a consumer gave up on to its dead letter topic, headers saying why. */
+  readonly #deadLetter: DeadLetterSink = (message, consumer, attempts, reason) => {
+    const { stream, consumer: name, seq, topic, attempts: tries, reason: why } =
+      DEAD_LETTER_HEADERS;
+    const headers = {
+      ...message.headers,
+      [stream]: message.stream,
+      [name]: consumer.name,
+      [seq]: String(message.seq),
+      [topic]: message.topic,
+      [tries]: String(attempts),
+      [why]: reason,
+      // Published again after a failure or a crash, a dead letter is stored once.
+      [MSG_ID_HEADER]: `dead.${message.stream}.${consumer.name}.${message.seq}`,
+    };
+    return this.#publishOrStore(
+      unsequenced(consumer.deadLetter, message.data, headers, message.key, undefined),
+    );
+  };
+
   /** Stores `message` in the stream its topic belongs to; `undefined` when none does. */
   async #storeOf(message: Message): Promise<PublishAck | undefined> {
     validateTopic(message.topic);
@@ -593,12 +709,15 @@ export class Hub implements PubSub {
    * ```
    */
   async addStream(config: StreamConfig): Promise<StreamInfo> {
-    return (await (await this.#openStore("add a stream")).put(config, false)).info();
+    const stream = await (await this.#openStore("add a stream")).put(config, false);
+    this.#streamsChanged();
+    return stream.info();
   }
 
   /** Changes a stream's settings (not its durability); new limits apply at once. */
   async updateStream(config: StreamConfig): Promise<StreamInfo> {
     const stream = await (await this.#openStore("update a stream")).put(config, true);
+    this.#streamsChanged();
     await stream.applyLimits();
     return stream.info();
   }
@@ -606,6 +725,7 @@ export class Hub implements PubSub {
   /** Removes a stream and every message in it; `ENOENT` when there is none of that name. */
   async deleteStream(name: string): Promise<void> {
     await (await this.#openStore("delete a stream")).remove(name);
+    this.#streamsChanged();
   }
 
   /** Removes every message of a stream; its sequence numbers go on from where they were. */
@@ -638,8 +758,107 @@ export class Hub implements PubSub {
     yield* stream.messages(options);
   }
 
+  /**
+   * Reads a stream through a consumer: a durable one (made with these settings, or joined: its
+   * readers share its messages) or an ephemeral one. Each message must be acknowledged
+   * (`ack()`), or it is delivered again after `ackWait`, and after `maxDeliver` attempts it goes
+   * to `deadLetter`. A durable consumer's position is stored: after a restart it goes on where
+   * it was, and what was not acknowledged is delivered again.
+   *
+   * @param stream The stream's name.
+   * @param options The consumer's name and settings, and this reader's buffer.
+   * @returns The reader, once its consumer is ready.
+   * @throws {IpcError} `ENOENT` for an unknown stream or a hub without a store, `EEXIST` for a
+   * durable that exists with another filter or dead letter topic, or a work queue's consumer
+   * whose filter overlaps another's.
+   * @throws {TypeError} For a bad name or filter; {RangeError} for a bad limit or `deliver`.
+   *
+   * @example Redelivery, then a dead letter
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { mkdtempSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { Hub } from "@dockipc/dockipc/hub";
+   *
+   * await using hub = new Hub({ store: mkdtempSync(`${tmpdir()}/store-`) });
+   * await hub.addStream({ name: "mail", subjects: ["mail.>"] });
+   * const dead = hub.subscribe("mail.dead");
+   * await hub.publish("mail.send", "to: nobody");
+   * await using sender = await hub.consume("mail", {
+   *   durable: "sender",
+   *   maxDeliver: 2,
+   *   deadLetter: "mail.dead",
+   * });
+   * for await (const m of sender) {
+   *   await m.nak(); // failed: try again
+   *   if (m.attempt === 2) break;
+   * }
+   * const { value } = await dead.next();
+   * assert.equal(value?.headers["dockipc-dead-reason"], "maxDeliver");
+   * assert.equal(value?.headers["dockipc-dead-attempts"], "2");
+   * ```
+   */
+  async consume(stream: string, options: ConsumeOptions = {}): Promise<Consumer> {
+    options.signal?.throwIfAborted();
+    const buffer = readerBuffer(options);
+    const store = await this.#openStore("consume a stream");
+    const consumer = await store.consumer(stream, options);
+    return readLocally(
+      consumer,
+      { buffer, ordered: consumer.config.ordered, signal: options.signal },
+      () => store.dropEphemeral(consumer),
+    );
+  }
+
+  /** A consumer's settings and state; `ENOENT` for an unknown stream or consumer. */
+  async consumerInfo(stream: string, consumer: string): Promise<ConsumerInfo> {
+    const store = await this.#openStore("look at a consumer");
+    return store.getConsumer(stream, consumer, "look at the consumer").info();
+  }
+
+  /** The consumers of a stream, by name; `ENOENT` for an unknown stream. */
+  async consumers(stream: string): Promise<ConsumerInfo[]> {
+    const store = await this.#openStore("list the consumers");
+    return store.consumersOf(stream, "list the consumers").map((c) => c.info());
+  }
+
+  /**
+   * Removes a consumer: its readers end with `ENOENT`, and a durable one's stored position is
+   * deleted. `ENOENT` for an unknown stream or consumer.
+   */
+  async deleteConsumer(stream: string, consumer: string): Promise<void> {
+    await (await this.#openStore("delete a consumer")).removeConsumer(stream, consumer);
+  }
+
+  /** Tells the watchers which streams there are now. */
+  #streamsChanged(): void {
+    const store = this.#store;
+    if (store === undefined || this.#watchers.size === 0) return;
+    const streams = store.all().map(({ config: { name, subjects, durability } }) => ({
+      name,
+      subjects,
+      durability,
+    }));
+    for (const watcher of this.#watchers) watcher(streams);
+  }
+
   static {
-    publishOn = (hub, message) => hub.#publishOrStore(message) as Promise<void>;
+    publishOn = (hub, message) => hub.#publishOrStore(message);
+    consumerOn = async (hub, stream, options) => {
+      const store = await hub.#openStore("consume a stream");
+      const consumer = await store.consumer(stream, options);
+      return { consumer, left: () => store.dropEphemeral(consumer) };
+    };
+    watchOn = (hub, listener) => {
+      hub.#watchers.add(listener);
+      if (hub.#storeOpening === undefined) listener([]);
+      else {
+        hub.#storeOpening.then(() => {
+          if (hub.#watchers.has(listener)) hub.#streamsChanged();
+        }, () => listener([]));
+      }
+      return () => void hub.#watchers.delete(listener);
+    };
     subscribeOn = (hub, pattern, options) => hub.#subscribe(pattern, options);
   }
 
@@ -774,6 +993,7 @@ export class Hub implements PubSub {
       subscriptions: [...this.#subscriptions].map((s) => s.stats()),
       requests: this.#inboxes.size,
       streams: this.#store?.all().map((s) => s.stats()) ?? [],
+      consumers: this.#store?.allConsumers().map((c) => c.info()) ?? [],
     };
   }
 

@@ -18,7 +18,16 @@
  * @module
  */
 
-export { ERROR_CODE_HEADER, ERROR_HEADER, Hub, MSG_ID_HEADER } from "./hub.ts";
+export { DEAD_LETTER_HEADERS, ERROR_CODE_HEADER, ERROR_HEADER, Hub, MSG_ID_HEADER } from "./hub.ts";
+export type {
+  ConsumedMessage,
+  ConsumeOptions,
+  ConsumerConfig,
+  ConsumerInfo,
+  DeliverPolicy,
+  NakOptions,
+} from "./consumer.ts";
+export type { Consumer } from "./consumer_reader.ts";
 export type {
   PublishAck,
   ReadStreamOptions,
@@ -40,6 +49,7 @@ export type {
   PublishOptions,
   PubSub,
   RequestOptions,
+  StoredStreams,
   TopicStats,
 } from "./hub.ts";
 export type { Subscription } from "./subscription.ts";

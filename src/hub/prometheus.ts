@@ -5,6 +5,7 @@
  */
 
 import type { HubStats, TopicStats } from "./hub.ts";
+import type { ConsumerInfo } from "./consumer.ts";
 import type { StreamStats } from "./stream.ts";
 import type { SubscriptionStats } from "./subscription.ts";
 
@@ -61,13 +62,41 @@ const STREAM_FAMILIES = [
   ],
 ] as const satisfies readonly (readonly [string, string, string, keyof StreamStats])[];
 
+const CONSUMER_FAMILIES = [
+  [
+    "dockipc_hub_consumer_pending",
+    "Messages a consumer delivered and is waiting to hear about.",
+    "gauge",
+    "pending",
+  ],
+  ["dockipc_hub_consumer_ack_floor", "Every message below it is finished.", "gauge", "ackFloor"],
+  ["dockipc_hub_consumer_lag", "Messages a consumer has not looked at yet.", "gauge", "lag"],
+  ["dockipc_hub_consumer_readers", "Readers attached to a consumer.", "gauge", "readers"],
+  ["dockipc_hub_consumer_delivered_total", "Deliveries, repeats too.", "counter", "delivered"],
+  [
+    "dockipc_hub_consumer_redelivered_total",
+    "Repeated deliveries: after the ack wait, a nak, or a reader that went.",
+    "counter",
+    "redelivered",
+  ],
+  ["dockipc_hub_consumer_acked_total", "Messages acknowledged.", "counter", "acked"],
+  [
+    "dockipc_hub_consumer_dead_lettered_total",
+    "Messages given up on: past maxDeliver, or terminated.",
+    "counter",
+    "deadLettered",
+  ],
+] as const satisfies readonly (readonly [string, string, string, keyof ConsumerInfo])[];
+
 /**
  * Formats `hub.stats()` for a Prometheus scrape: per topic `dockipc_hub_published_total`,
  * `dockipc_hub_published_bytes_total` and `dockipc_hub_routed_total`; per subscription
  * `dockipc_hub_delivered_total`, `dockipc_hub_delivered_bytes_total`, `dockipc_hub_dropped_total`,
  * `dockipc_hub_pending` and `dockipc_hub_pending_bytes`; per stored stream
  * `dockipc_hub_stream_messages`, `_bytes`, `_last_seq`, `_stored_total` and
- * `_duplicates_total`; and `dockipc_hub_requests`, the requests waiting for their reply.
+ * `_duplicates_total`; per consumer `dockipc_hub_consumer_pending`, `_ack_floor`, `_lag`,
+ * `_readers`, `_delivered_total`, `_redelivered_total`, `_acked_total` and
+ * `_dead_lettered_total`; and `dockipc_hub_requests`, the requests waiting for their reply.
  *
  * @param stats A snapshot from `hub.stats()`.
  * @returns The text to serve with content type `text/plain; version=0.0.4`.
@@ -106,6 +135,13 @@ export function toPrometheus(stats: HubStats): string {
     );
   }
   for (const f of STREAM_FAMILIES) family(f, stats.streams, (s) => `stream="${label(s.stream)}"`);
+  for (const f of CONSUMER_FAMILIES) {
+    family(
+      f,
+      stats.consumers,
+      (c) => `stream="${label(c.stream)}",consumer="${label(c.config.name)}"`,
+    );
+  }
   out += "# HELP dockipc_hub_requests Requests waiting for their reply.\n" +
     `# TYPE dockipc_hub_requests gauge\ndockipc_hub_requests ${stats.requests}\n`;
   return out;

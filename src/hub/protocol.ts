@@ -27,7 +27,18 @@ import {
   type SessionMessage,
   type WireDecoder,
 } from "../session/protocol.ts";
+import type { SyncMode } from "../wal/options.ts";
 import { type Message, NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
+
+/** What a reader did with a consumed message: acknowledged, gave back, gave up, still working. */
+export type Settlement = "ack" | "nak" | "term" | "working";
+
+/** A message as a stream stored it: what DELIVER carries (a `StoredMessage`). */
+export interface StoredEnvelope extends Message {
+  readonly stream: string;
+  readonly timestamp: number;
+  readonly id: string;
+}
 
 /** The hub's message types: the first byte of every frame after the session's own. */
 export const Op = {
@@ -41,7 +52,24 @@ export const Op = {
   RES: 23,
   DRAIN: 24,
   END: 25,
+  SPUB: 26,
+  PUBACK: 27,
+  CALL: 28,
+  RESULT: 29,
+  CONSUME: 30,
+  CONSUMING: 31,
+  DELIVER: 32,
+  SETTLE: 33,
+  SETTLED: 34,
+  UNCONSUME: 35,
+  STREAMS: 36,
 } as const;
+
+/** How SETTLE says what the reader did with a message. */
+export const SETTLEMENTS: readonly Settlement[] = ["ack", "nak", "term", "working"];
+/** How PUBACK says how durable a stored message is. */
+const SYNC_MODES: readonly SyncMode[] = ["always", "batch", "none"];
+const utf8 = new TextEncoder();
 
 const NO_FIELDS: readonly Uint8Array[] = [];
 
@@ -73,7 +101,39 @@ export type HubMessage =
   | { type: typeof Op.PUB; env: Message }
   | { type: typeof Op.MSG; sid: number; env: Message }
   | { type: typeof Op.REQ; id: number; timeout: number; env: Message }
-  | { type: typeof Op.RES; id: number; env: Message };
+  | { type: typeof Op.RES; id: number; env: Message }
+  /** A publish to a stream's topic: PUBACK (or ERR) answers `id` once it is stored. */
+  | { type: typeof Op.SPUB; id: number; env: Message }
+  | {
+    type: typeof Op.PUBACK;
+    id: number;
+    seq: number;
+    duplicate: boolean;
+    durability: SyncMode;
+    stream: string;
+  }
+  /** A call of a stream or consumer operation by name, its arguments as JSON: RESULT answers. */
+  | { type: typeof Op.CALL; id: number; method: string; body: Uint8Array }
+  | { type: typeof Op.RESULT; id: number; body: Uint8Array }
+  /** Attach reader `cid` to a consumer (its options as JSON): CONSUMING (or ERR) answers. */
+  | { type: typeof Op.CONSUME; cid: number; buffer: number; stream: string; body: Uint8Array }
+  | { type: typeof Op.CONSUMING; cid: number; name: string }
+  /** A message for reader `cid`: its attempt, and the stored message (its `seq` the stream's). */
+  | { type: typeof Op.DELIVER; cid: number; attempt: number; env: StoredEnvelope }
+  /** Reader `cid` settles message `seq`: SETTLED (or ERR) answers `id`. */
+  | {
+    type: typeof Op.SETTLE;
+    id: number;
+    cid: number;
+    seq: number;
+    how: Settlement;
+    arg: string;
+  }
+  | { type: typeof Op.SETTLED; id: number }
+  /** Reader `cid` is closed: what it holds goes to the consumer's other readers. */
+  | { type: typeof Op.UNCONSUME; cid: number }
+  /** The streams' names, subjects and durability, as JSON: sent on connecting and on a change. */
+  | { type: typeof Op.STREAMS; body: Uint8Array };
 
 /** What a hub connection carries: the session's messages and the hub's. */
 export type HubWire = SessionMessage<HubMessage>;
@@ -182,6 +242,10 @@ function fixedSize(m: HubMessage): number {
       return 4 + 8;
     case Op.REQ:
       return 4 + 4;
+    case Op.SPUB:
+      return 4;
+    case Op.DELIVER:
+      return 4 + 4 + 8 + 8 + 2 + 3 * m.env.id.length;
     default:
       return 0;
   }
@@ -234,6 +298,60 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
       w.u64(m.env.seq);
       writeEnvelope(w, env!, m.env.data);
       break;
+    case Op.SPUB:
+      w.u32(m.id);
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    case Op.PUBACK:
+      w.u32(m.id);
+      w.u64(m.seq);
+      w.u8(m.duplicate ? 1 : 0);
+      w.u8(SYNC_MODES.indexOf(m.durability));
+      w.str(strField(m.stream, "stream"));
+      break;
+    case Op.CALL:
+      w.u32(m.id);
+      w.str(strField(m.method, "method"));
+      w.bytes(m.body);
+      break;
+    case Op.RESULT:
+      w.u32(m.id);
+      w.bytes(m.body);
+      break;
+    case Op.CONSUME:
+      w.u32(m.cid);
+      w.u32(m.buffer);
+      w.str(strField(m.stream, "stream"));
+      w.bytes(m.body);
+      break;
+    case Op.CONSUMING:
+      w.u32(m.cid);
+      w.str(strField(m.name, "consumer"));
+      break;
+    case Op.DELIVER:
+      w.u32(m.cid);
+      w.u32(m.attempt);
+      w.u64(m.env.seq);
+      w.u64(m.env.timestamp);
+      w.str(strField(m.env.id, "message id"));
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    case Op.SETTLE:
+      w.u32(m.id);
+      w.u32(m.cid);
+      w.u64(m.seq);
+      w.u8(SETTLEMENTS.indexOf(m.how));
+      w.str(strField(m.arg, "argument"));
+      break;
+    case Op.SETTLED:
+      w.u32(m.id);
+      break;
+    case Op.UNCONSUME:
+      w.u32(m.cid);
+      break;
+    case Op.STREAMS:
+      w.bytes(m.body);
+      break;
   }
   return w.at;
 }
@@ -258,6 +376,20 @@ function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
         3 * m.remoteCode.length;
     case Op.SUB:
       return 1 + 16 + 1 + 2 + 3 * m.pattern.length + 2 + 3 * (m.queue?.length ?? 0);
+    case Op.PUBACK:
+      return 1 + 4 + 8 + 2 + 2 + 3 * m.stream.length;
+    case Op.CALL:
+      return 1 + 4 + 2 + 3 * m.method.length + m.body.length;
+    case Op.RESULT:
+      return 1 + 4 + m.body.length;
+    case Op.CONSUME:
+      return 1 + 8 + 2 + 3 * m.stream.length + m.body.length;
+    case Op.CONSUMING:
+      return 1 + 4 + 2 + 3 * m.name.length;
+    case Op.SETTLE:
+      return 1 + 8 + 8 + 1 + 2 + 3 * m.arg.length;
+    case Op.STREAMS:
+      return 1 + m.body.length;
     default:
       return 1 + 8;
   }
@@ -358,6 +490,66 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
     case Op.RES:
       m = { type: Op.RES, id: r.u32("id"), env: readEnvelope(r, r.u64("seq")) };
       break;
+    case Op.SPUB:
+      m = { type: Op.SPUB, id: r.u32("id"), env: readEnvelope(r, 0) };
+      break;
+    case Op.PUBACK: {
+      const id = r.u32("id");
+      const seq = r.u64("seq");
+      const duplicate = r.u8("duplicate") === 1;
+      const mode = r.u8("durability");
+      const durability = SYNC_MODES[mode];
+      if (durability === undefined) throw r.bad(`its durability ${mode} is unknown`);
+      m = { type: Op.PUBACK, id, seq, duplicate, durability, stream: r.str("stream") };
+      break;
+    }
+    case Op.CALL:
+      m = { type: Op.CALL, id: r.u32("id"), method: r.str("method"), body: r.rest() };
+      break;
+    case Op.RESULT:
+      m = { type: Op.RESULT, id: r.u32("id"), body: r.rest() };
+      break;
+    case Op.CONSUME:
+      m = {
+        type: Op.CONSUME,
+        cid: r.u32("cid"),
+        buffer: r.u32("buffer"),
+        stream: r.str("stream"),
+        body: r.rest(),
+      };
+      break;
+    case Op.CONSUMING:
+      m = { type: Op.CONSUMING, cid: r.u32("cid"), name: r.str("consumer") };
+      break;
+    case Op.DELIVER: {
+      const cid = r.u32("cid");
+      const attempt = r.u32("attempt");
+      const seq = r.u64("seq");
+      const timestamp = r.u64("timestamp");
+      const id = r.str("message id");
+      const env = readEnvelope(r, seq);
+      m = { type: Op.DELIVER, cid, attempt, env: { ...env, stream: "", timestamp, id } };
+      break;
+    }
+    case Op.SETTLE: {
+      const id = r.u32("id");
+      const cid = r.u32("cid");
+      const seq = r.u64("seq");
+      const kind = r.u8("settlement");
+      const how = SETTLEMENTS[kind];
+      if (how === undefined) throw r.bad(`its settlement ${kind} is unknown`);
+      m = { type: Op.SETTLE, id, cid, seq, how, arg: r.text("argument") };
+      break;
+    }
+    case Op.SETTLED:
+      m = { type: Op.SETTLED, id: r.u32("id") };
+      break;
+    case Op.UNCONSUME:
+      m = { type: Op.UNCONSUME, cid: r.u32("cid") };
+      break;
+    case Op.STREAMS:
+      m = { type: Op.STREAMS, body: r.rest() };
+      break;
     default:
       throw r.bad(`its type ${op} is unknown`);
   }
@@ -396,6 +588,23 @@ class HubEncoding implements Encoder<HubMessage> {
 
   encodeAlone(m: HubMessage): Uint8Array[] {
     return this.#frames.encodeAlone(encodeHub(m));
+  }
+}
+
+/** `value` as JSON bytes, `Infinity` as `null` (settings use it for "no limit"). */
+export function jsonBody(value: unknown): Uint8Array {
+  return utf8.encode(JSON.stringify(value, (_, v) => v === Infinity ? null : v) ?? "null");
+}
+
+/** A JSON body read back, `null` as `Infinity`; `EPROTOCOL` for bytes that are not JSON. */
+export function parseBody(body: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(new TextDecoder().decode(body), (_, v) => v === null ? Infinity : v);
+  } catch (err) {
+    throw new IpcError("EPROTOCOL", `Cannot read hub message as its ${what} is not JSON`, {
+      op: "decode",
+      cause: err,
+    });
   }
 }
 

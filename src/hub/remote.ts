@@ -7,7 +7,7 @@
 
 import type { Address } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
-import { later } from "../internal/async.ts";
+import { type Deferred, deferred, later } from "../internal/async.ts";
 import {
   type ConnectionEvent,
   DEFAULT_REQUEST_TIMEOUT,
@@ -23,11 +23,23 @@ import {
   headersOf,
   type PublishOptions,
   type PubSub,
+  readerBuffer,
   type RequestOptions,
   RESOLVED,
+  type StoredStreams,
+  type StreamSummary,
   unsequenced,
 } from "./hub.ts";
-import { HUB, type HubMessage, Op } from "./protocol.ts";
+import type { ConsumeOptions, ConsumerInfo } from "./consumer.ts";
+import { Consumed, type Consumer, ConsumerReader, type ReaderLink } from "./consumer_reader.ts";
+import { HUB, type HubMessage, jsonBody, Op, parseBody, type Settlement } from "./protocol.ts";
+import type {
+  PublishAck,
+  ReadStreamOptions,
+  StoredMessage,
+  StreamConfig,
+  StreamInfo,
+} from "./stream.ts";
 import {
   END,
   HubSubscription,
@@ -37,7 +49,7 @@ import {
   type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
-import { validatePattern, validateTopic } from "./topics.ts";
+import { topicMatches, validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of {@linkcode connectHub}: the options every dockipc client takes. */
 export type ConnectHubOptions = SessionOptions;
@@ -61,6 +73,31 @@ interface Pending {
 /** A request, sent or waiting for the server to have room. */
 interface Waiting extends Pending {
   send(): void;
+}
+
+/** A stored publish, call, settlement or consume waiting for the server's answer. */
+interface Call {
+  resolve(m: HubMessage): void;
+  reject(err: unknown): void;
+}
+
+/** A reader of a consumer, kept across reconnections. */
+interface Reader {
+  readonly cid: number;
+  readonly stream: string;
+  /** Its options as the server gets them; an ephemeral reader's `deliver` moves on. */
+  options: ConsumeOptions;
+  readonly buffer: number;
+  readonly reader: ConsumerReader;
+  readonly link: ReaderLink;
+  /** Delivered and not yet acknowledged or terminated: an ephemeral one starts there again. */
+  readonly unfinished: Set<number>;
+  /** The highest sequence delivered. */
+  last: number;
+  /** Resolves the first CONSUMING. */
+  readonly ready: Deferred<string>;
+  /** The consumer's name, once the server said it. */
+  name: string;
 }
 
 const utf8 = new TextEncoder();
@@ -88,7 +125,7 @@ const utf8 = new TextEncoder();
  * assert.deepEqual(value?.headers, { size: "small" });
  * ```
  */
-export interface RemoteHub extends PubSub, AsyncDisposable {
+export interface RemoteHub extends PubSub, StoredStreams, AsyncDisposable {
   /** The server's address. */
   readonly addr: Address;
   /** Whether a connection to the server is up now. */
@@ -131,6 +168,11 @@ export interface RemoteHubStats {
   readonly subscriptions: readonly SubscriptionStats[];
 }
 
+/** What ends a subscription or reader: an ERR's error, as an `IpcError`. */
+function asIpcError(err: Error): IpcError {
+  return err instanceof IpcError ? err : new IpcError("EPROTOCOL", err.message, { op: "hub" });
+}
+
 /** The client behind {@linkcode RemoteHub}; not exported to users. */
 class HubClient implements RemoteHub {
   /** The server's address. */
@@ -144,6 +186,13 @@ class HubClient implements RemoteHub {
   readonly #timeout: number;
   /** Subscriptions being drained: called once the server has ended each. */
   readonly #drains = new Map<number, () => void>();
+  readonly #calls = new Map<number, Call>();
+  readonly #readers = new Map<number, Reader>();
+  /** The server's streams, from STREAMS; `#storedBy` caches which stores a topic. */
+  #streams: readonly StreamSummary[] = [];
+  readonly #storedBy = new Map<string, StreamSummary | null>();
+  /** Resolves with the first STREAMS of a connection: publishing needs to know them. */
+  #streamsKnown: Deferred<void> = deferred();
   #nextId = 0;
   #lastTopic = "";
   #published = 0;
@@ -155,6 +204,7 @@ class HubClient implements RemoteHub {
       connected: () => {
         // Everything this client holds, again on this connection.
         for (const s of this.#subs.values()) this.#sendSub(s);
+        for (const r of this.#readers.values()) this.#sendConsume(r);
       },
       receive: (m) => this.#receive(m),
       disconnected: (error, retrying) => this.#disconnected(error, retrying),
@@ -166,6 +216,29 @@ class HubClient implements RemoteHub {
   static async connect(address: string | Address, options: ConnectHubOptions): Promise<RemoteHub> {
     const remote = new HubClient(address, options);
     await remote.#session.open();
+    // The server says which topics it stores right after its WELCOME.
+    const known = remote.#streamsKnown.promise;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((_, reject) => {
+      timer = later(() =>
+        reject(
+          new IpcError(
+            "EPROTOCOL",
+            `The hub at ${remote.#session.label} did not list its streams`,
+            {
+              op: "connect",
+            },
+          ),
+        ), remote.#timeout);
+    });
+    try {
+      await Promise.race([known, late]);
+    } catch (err) {
+      remote.abort();
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
     return remote;
   }
 
@@ -201,10 +274,60 @@ class HubClient implements RemoteHub {
         p?.resolve(m.env);
         return;
       }
+      case Op.PUBACK:
+      case Op.RESULT:
+      case Op.SETTLED: {
+        const call = this.#calls.get(m.id);
+        this.#calls.delete(m.id);
+        call?.resolve(m);
+        return;
+      }
+      case Op.CONSUMING: {
+        const r = this.#readers.get(m.cid);
+        if (r === undefined) return;
+        r.name = m.name;
+        r.ready.resolve(m.name);
+        return;
+      }
+      case Op.DELIVER: {
+        const r = this.#readers.get(m.cid);
+        if (r === undefined) return; // closed while it travelled
+        const seq = m.env.seq;
+        if (r.options.ordered && seq <= r.last) return; // seen: a restarted consumer sends it again
+        r.last = Math.max(r.last, seq);
+        if (!r.options.ordered) r.unfinished.add(seq);
+        const message: StoredMessage = { ...m.env, stream: r.stream };
+        r.reader.push(new Consumed(message, m.attempt, r.link));
+        return;
+      }
+      case Op.STREAMS: {
+        this.#streams = parseBody(m.body, "streams") as StreamSummary[];
+        this.#storedBy.clear();
+        this.#streamsKnown.resolve();
+        return;
+      }
       case Op.ERR: {
         const err = m.code === "EREMOTE"
           ? new RemoteError(m.remoteCode, m.message, { op: "request" })
+          : m.code === "TypeError"
+          ? new TypeError(m.message)
+          : m.code === "RangeError"
+          ? new RangeError(m.message)
           : new IpcError(m.code as IpcErrorCode, m.message, { op: "hub" });
+        const call = this.#calls.get(m.id);
+        if (call !== undefined) {
+          this.#calls.delete(m.id);
+          call.reject(err);
+          return;
+        }
+        const r = this.#readers.get(m.id);
+        if (r !== undefined) {
+          // Refused, or its consumer was deleted: the reader ends with why.
+          this.#readers.delete(m.id);
+          r.ready.reject(err);
+          r.reader.end(asIpcError(err));
+          return;
+        }
         const p = this.#pending.get(m.id);
         if (p !== undefined) {
           this.#pending.delete(m.id);
@@ -214,7 +337,7 @@ class HubClient implements RemoteHub {
         const s = this.#subs.get(m.id);
         if (s !== undefined) {
           this.#subs.delete(m.id);
-          s.sub[END](err);
+          s.sub[END](asIpcError(err));
         }
         return;
       }
@@ -236,9 +359,20 @@ class HubClient implements RemoteHub {
     // A drain waits for nothing more from this connection.
     for (const done of this.#drains.values()) done();
     this.#drains.clear();
-    const pending = [...this.#pending.values()];
+    const pending = [...this.#pending.values(), ...this.#calls.values()];
     this.#pending.clear();
+    this.#calls.clear();
     for (const p of pending) p.reject(error);
+    // The next connection lists the streams again before stored publishes go out.
+    this.#streamsKnown = deferred();
+    for (const r of this.#readers.values()) {
+      // An ephemeral consumer ends with its connection: a new one starts where this one was.
+      if (r.options.durable === undefined) {
+        const from = Math.min(r.last + 1, ...r.unfinished);
+        r.unfinished.clear();
+        if (r.last > 0) r.options = { ...r.options, deliver: { seq: from } };
+      } else r.unfinished.clear();
+    }
     if (retrying) {
       this.#sendWaiting(); // to the next connection, through the outage queue
       return;
@@ -247,6 +381,12 @@ class HubClient implements RemoteHub {
     const subs = [...this.#subs.values()];
     this.#subs.clear();
     for (const s of subs) s.sub[END](error);
+    const readers = [...this.#readers.values()];
+    this.#readers.clear();
+    for (const r of readers) {
+      r.ready.reject(error);
+      r.reader.end(error);
+    }
   }
 
   #check(op: string): void {
@@ -258,8 +398,15 @@ class HubClient implements RemoteHub {
    * Publishes a message through the server. Resolves once it is handed to the connection (the
    * socket's backpressure, and through it a `"block"` subscriber's, holds it back); during an
    * outage it waits for the reconnection up to `queueTimeout`, then rejects with `ETIMEDOUT`.
+   * A topic one of the server's streams stores resolves once it is stored, with its
+   * {@linkcode PublishAck}; if the connection drops first it rejects with `ECONNRESET`, and
+   * publishing again with the same `id` stores it once.
    */
-  publish(topic: string, data: Uint8Array | string, options: PublishOptions = {}): Promise<void> {
+  publish(
+    topic: string,
+    data: Uint8Array | string,
+    options: PublishOptions = {},
+  ): Promise<PublishAck | void> {
     try {
       // Most publishers repeat one topic: it is checked once.
       if (topic !== this.#lastTopic) {
@@ -273,6 +420,9 @@ class HubClient implements RemoteHub {
         );
       }
       const env = unsequenced(topic, bytes, headersOf(options), options.key, options.reply);
+      if (this.#streams.length > 0 && this.#storedIn(topic) !== undefined) {
+        return this.#publishStored(env);
+      }
       const sent = this.#session.send({ type: Op.PUB, env }, "publish");
       if (sent === undefined) {
         this.#published++;
@@ -282,6 +432,192 @@ class HubClient implements RemoteHub {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** The stream of the server's that stores `topic`, if any. */
+  #storedIn(topic: string): StreamSummary | undefined {
+    let found = this.#storedBy.get(topic);
+    if (found === undefined) {
+      found = this.#streams.find((s) => s.subjects.some((p) => topicMatches(p, topic))) ?? null;
+      if (this.#storedBy.size >= 4096) this.#storedBy.clear();
+      this.#storedBy.set(topic, found);
+    }
+    return found ?? undefined;
+  }
+
+  /** Publishes with SPUB, and resolves with the PUBACK. */
+  async #publishStored(env: Message): Promise<PublishAck | void> {
+    const m = await this.#call("publish", (id) => ({ type: Op.SPUB, id, env }));
+    this.#published++;
+    if (m.type !== Op.PUBACK) return; // the stream was deleted meanwhile: delivered, not stored
+    const { stream, seq, duplicate, durability } = m;
+    return { stream, seq, duplicate, durability };
+  }
+
+  /**
+   * Sends the message `make` builds with a new id, and resolves with the server's answer to it;
+   * rejects with its ERR, or `ECONNRESET` when the connection drops first. While disconnected it
+   * waits for the reconnection as `publish()` does.
+   */
+  async #call(op: string, make: (id: number) => HubMessage): Promise<HubMessage> {
+    this.#check(op);
+    await this.#streamsKnown.promise;
+    const id = ++this.#nextId;
+    return await new Promise<HubMessage>((resolve, reject) => {
+      this.#calls.set(id, { resolve, reject });
+      try {
+        this.#session.send(make(id), op)?.catch((err) => {
+          this.#calls.delete(id);
+          reject(err);
+        });
+      } catch (err) {
+        this.#calls.delete(id);
+        reject(err);
+      }
+    });
+  }
+
+  /** Calls a stream or consumer operation of the server's hub; resolves with its result. */
+  async #invoke<T>(method: string, ...args: unknown[]): Promise<T> {
+    const m = await this.#call(method, (id) => ({
+      type: Op.CALL,
+      id,
+      method,
+      body: jsonBody(args),
+    }));
+    return parseBody((m as { body: Uint8Array }).body, "result") as T;
+  }
+
+  addStream(config: StreamConfig): Promise<StreamInfo> {
+    return this.#invoke("addStream", config);
+  }
+
+  updateStream(config: StreamConfig): Promise<StreamInfo> {
+    return this.#invoke("updateStream", config);
+  }
+
+  async deleteStream(name: string): Promise<void> {
+    await this.#invoke("deleteStream", name);
+  }
+
+  purge(name: string): Promise<StreamInfo> {
+    return this.#invoke("purge", name);
+  }
+
+  streamInfo(name: string): Promise<StreamInfo> {
+    return this.#invoke("streamInfo", name);
+  }
+
+  streams(): Promise<StreamInfo[]> {
+    return this.#invoke("streams");
+  }
+
+  consumerInfo(stream: string, consumer: string): Promise<ConsumerInfo> {
+    return this.#invoke("consumerInfo", stream, consumer);
+  }
+
+  consumers(stream: string): Promise<ConsumerInfo[]> {
+    return this.#invoke("consumers", stream);
+  }
+
+  async deleteConsumer(stream: string, consumer: string): Promise<void> {
+    await this.#invoke("deleteConsumer", stream, consumer);
+  }
+
+  /**
+   * The messages a stream holds, as `Hub.readStream()` gives them: read through an ordered
+   * consumer, from `from` (or the first stored `since`) to `to` (the last as the read begins).
+   */
+  async *readStream(
+    name: string,
+    options: ReadStreamOptions = {},
+  ): AsyncGenerator<StoredMessage, void, void> {
+    const info = await this.streamInfo(name);
+    const to = Math.min(options.to ?? info.lastSeq, info.lastSeq);
+    const from = Math.max(options.from ?? info.firstSeq, info.firstSeq);
+    if (from > to) return;
+    const deliver = options.since === undefined ? { seq: from } : { time: Number(options.since) };
+    await using reader = await this.consume(name, { ordered: true, deliver });
+    for await (const m of reader) {
+      if (m.seq < from) continue;
+      if (m.seq > to) return;
+      const { topic, data, headers, seq, key, reply, stream, timestamp, id } = m;
+      yield { topic, data, headers, seq, key, reply, stream, timestamp, id };
+      if (m.seq === to) return;
+    }
+  }
+
+  /**
+   * Reads a stream of the server's hub through a consumer, as `Hub.consume()` does: the consumer
+   * and its state live on the server. A durable reader is attached again on a new connection
+   * (what it held is delivered again); an ephemeral consumer is made again from the oldest
+   * message it had not finished, so messages may come twice. Acks on a lost connection fail
+   * with `ENOTPENDING` or `ECONNRESET`.
+   */
+  async consume(stream: string, options: ConsumeOptions = {}): Promise<Consumer> {
+    this.#check("consume");
+    options.signal?.throwIfAborted();
+    const buffer = readerBuffer(options);
+    const cid = ++this.#nextId;
+    const { signal: _, ...rest } = options;
+    const deliver = rest.deliver;
+    const sent: ConsumeOptions = typeof deliver === "object" && "time" in deliver
+      ? { ...rest, deliver: { time: Number(deliver.time) } }
+      : rest;
+    const link: ReaderLink = {
+      settle: (seq, how, arg) => this.#settle(r, seq, how, arg),
+      info: () => this.consumerInfo(stream, r.name),
+      close: () => {
+        if (this.#readers.delete(cid)) this.#sendQuietly({ type: Op.UNCONSUME, cid });
+        return RESOLVED;
+      },
+    };
+    const reader = new ConsumerReader(stream, "", {
+      buffer,
+      ordered: options.ordered ?? false,
+      signal: options.signal,
+    }, link);
+    const r: Reader = {
+      cid,
+      stream,
+      options: sent,
+      buffer,
+      reader,
+      link,
+      unfinished: new Set(),
+      last: 0,
+      ready: deferred(),
+      name: "",
+    };
+    this.#readers.set(cid, r);
+    await this.#streamsKnown.promise;
+    this.#sendConsume(r);
+    const name = await r.ready.promise;
+    Object.defineProperty(reader, "name", { value: name });
+    return reader;
+  }
+
+  #sendConsume(r: Reader): void {
+    if (!this.#session.connected) return; // on the next connection
+    this.#sendQuietly({
+      type: Op.CONSUME,
+      cid: r.cid,
+      buffer: r.buffer,
+      stream: r.stream,
+      body: jsonBody(r.options),
+    });
+  }
+
+  async #settle(r: Reader, seq: number, how: Settlement, arg?: number | string): Promise<void> {
+    await this.#call(how, (id) => ({
+      type: Op.SETTLE,
+      id,
+      cid: r.cid,
+      seq,
+      how,
+      arg: arg === undefined ? "" : String(arg),
+    }));
+    if (how === "ack" || how === "term") r.unfinished.delete(seq);
   }
 
   /**
@@ -446,9 +782,26 @@ class HubClient implements RemoteHub {
    * and everything already published is handed to the kernel, and read by the server, before
    * the connection closes. `[Symbol.asyncDispose]` does the same.
    */
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // Stored publishes and acks already sent are answered first (bounded by `timeout`): their
+    // promises then say what happened rather than only that the client closed.
+    if (this.#calls.size > 0 && this.#session.connected) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const answered = [...this.#calls.values()].map((c) =>
+        new Promise<void>((resolve) => {
+          const { resolve: ok, reject } = c;
+          c.resolve = (m) => (ok(m), resolve());
+          c.reject = (e) => (reject(e), resolve());
+        })
+      );
+      await Promise.race([
+        Promise.all(answered),
+        new Promise<void>((resolve) => (timer = later(resolve, this.#timeout))),
+      ]);
+      clearTimeout(timer);
+    }
     this.#end();
-    return this.#session.close();
+    await this.#session.close();
   }
 
   /** Closes the connection at once, discarding whatever has not been written yet. */
@@ -465,9 +818,21 @@ class HubClient implements RemoteHub {
       this.#sendQuietly({ type: Op.UNSUB, sid: s.sid });
       s.sub.unsubscribe();
     }
-    const pending = [...this.#pending.values(), ...this.#waiting.splice(0)];
+    const pending = [
+      ...this.#pending.values(),
+      ...this.#waiting.splice(0),
+      ...this.#calls.values(),
+    ];
     this.#pending.clear();
+    this.#calls.clear();
     for (const p of pending) p.reject(closedError("request", "hub client"));
+    const readers = [...this.#readers.values()];
+    this.#readers.clear();
+    for (const r of readers) {
+      this.#sendQuietly({ type: Op.UNCONSUME, cid: r.cid });
+      r.ready.reject(closedError("consume", "hub client"));
+      r.reader.end();
+    }
   }
 
   /** Sends requests that waited while the server has room for them. */

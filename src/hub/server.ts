@@ -16,9 +16,22 @@ import {
   type ServerOptions,
   serveSessions,
 } from "../session/server.ts";
-import { type Hub, INBOX, publishMessage, RESOLVED, subscribeTo } from "./hub.ts";
-import { HUB, type HubMessage, Op } from "./protocol.ts";
+import {
+  consumerOf,
+  type Hub,
+  INBOX,
+  publishMessage,
+  readerBuffer,
+  RESOLVED,
+  type ServedConsumer,
+  subscribeTo,
+  watchStreams,
+} from "./hub.ts";
+import type { ConsumeOptions, ConsumerMember } from "./consumer.ts";
+import type { PublishAck } from "./stream.ts";
+import { HUB, type HubMessage, jsonBody, Op, parseBody } from "./protocol.ts";
 import { type HubSubscription, type Message, STOP, TAKE } from "./subscription.ts";
+import type { StoredMessage } from "./stream.ts";
 
 /** Options of {@linkcode serveHub}: the options every dockipc server takes, and the hub's own. */
 export interface ServeHubOptions extends ServerOptions {
@@ -53,9 +66,16 @@ const PUB_QUEUE = 1024;
 /** ...and the payload bytes they may hold. */
 const PUB_QUEUE_BYTES = 16 * 1024 * 1024;
 
-/** The ERR that reports `err` about subscription or request `id`; `fallback` when it has no code. */
+/**
+ * The ERR that reports `err` about subscription or request `id`; `fallback` when it has no code.
+ * A `TypeError` or `RangeError` (a bad argument) keeps its name as its code.
+ */
 function errOf(id: number, err: unknown, fallback = "EPROTOCOL"): HubMessage {
-  const code = err instanceof IpcError || err instanceof Refusal ? err.code : fallback;
+  const code = err instanceof IpcError || err instanceof Refusal
+    ? err.code
+    : err instanceof TypeError || err instanceof RangeError
+    ? err.name
+    : fallback;
   return {
     type: Op.ERR,
     id,
@@ -82,6 +102,53 @@ class Remote {
     this.credit = credit;
   }
 }
+
+/** The stream and consumer operations a client may CALL, by name, with their arguments. */
+const CALLS: Readonly<Record<string, (hub: Hub, args: unknown[]) => Promise<unknown>>> = {
+  addStream: (hub, [config]) => hub.addStream(config as Parameters<Hub["addStream"]>[0]),
+  updateStream: (hub, [config]) => hub.updateStream(config as Parameters<Hub["updateStream"]>[0]),
+  deleteStream: (hub, [name]) => hub.deleteStream(name as string),
+  purge: (hub, [name]) => hub.purge(name as string),
+  streamInfo: (hub, [name]) => hub.streamInfo(name as string),
+  streams: (hub) => hub.streams(),
+  consumerInfo: (hub, [stream, name]) => hub.consumerInfo(stream as string, name as string),
+  consumers: (hub, [stream]) => hub.consumers(stream as string),
+  deleteConsumer: (hub, [stream, name]) => hub.deleteConsumer(stream as string, name as string),
+};
+
+/** A client's reader of a consumer: what the consumer gives it goes out as DELIVER. */
+class RemoteReader implements ConsumerMember {
+  readonly id: number;
+  readonly window: number;
+  held = 0;
+  readonly cid: number;
+  readonly served: ServedConsumer;
+  readonly #send: (m: HubMessage) => void;
+
+  constructor(
+    id: number,
+    cid: number,
+    window: number,
+    served: ServedConsumer,
+    send: (m: HubMessage) => void,
+  ) {
+    this.id = id;
+    this.cid = cid;
+    this.window = window;
+    this.served = served;
+    this.#send = send;
+  }
+
+  give(message: StoredMessage, attempt: number): void {
+    this.#send({ type: Op.DELIVER, cid: this.cid, attempt, env: message });
+  }
+
+  end(error?: IpcError): void {
+    this.#send(errOf(this.cid, error ?? closedError("consume", "hub")));
+  }
+}
+
+let remoteReaders = 0;
 
 /**
  * Serves `hub` at `address` to {@linkcode connectHub} clients in any runtime: they publish into
@@ -159,6 +226,17 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   readonly #requests = new Set<Promise<void>>();
   /** Aborts this connection's requests when it goes. */
   readonly #gone = new AbortController();
+  /** The readers of consumers of this connection, by cid. */
+  readonly readers = new Map<number, RemoteReader>();
+  /** Stops telling this client of changes to the streams. */
+  readonly #unwatch: () => void;
+  /** Answers being made (PUBACK, SETTLED, RESULT): a client that ends its side gets them. */
+  readonly #answering = new Set<Promise<unknown>>();
+  /** SPUBs being stored, and a reader of the connection waiting for fewer of them. */
+  #storing = 0;
+  #storeRoom: (() => void) | undefined;
+  /** The SPUBs among the queued PUBs, with the id their PUBACK answers. */
+  readonly #acked = new Map<Message, number>();
   /** PUBs waiting for the hub, in arrival order: a queue in an array, `#pubHead` its first. */
   #pubs: (Message | undefined)[] = [];
   #pubHead = 0;
@@ -175,6 +253,28 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     this.#hub = hub;
     this.#served = served;
     this.#limits = limits;
+    this.#unwatch = watchStreams(
+      hub,
+      (streams) => this.#sendQuietly({ type: Op.STREAMS, body: jsonBody(streams) }),
+    );
+  }
+
+  /** Sends, and forgets: a send that fails means the connection is gone, which is handled there. */
+  #sendQuietly(m: HubMessage): void {
+    try {
+      this.#served.send(m)?.catch(() => {});
+    } catch {
+      // gone
+    }
+  }
+
+  /** Sends what `work` resolves with (or the ERR of `id` it fails with) once it settles. */
+  #answer(id: number, work: Promise<HubMessage>, fallback: string): void {
+    const answered = work.then(
+      (m) => this.#sendQuietly(m),
+      (err) => this.#sendQuietly(errOf(id, err, fallback)),
+    ).finally(() => this.#answering.delete(answered));
+    this.#answering.add(answered);
   }
 
   /** Serves one message; a promise only when reading must wait (the PUB queue is full). */
@@ -182,6 +282,37 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     switch (m.type) {
       case Op.PUB:
         return this.#publish(m.env);
+      case Op.SPUB:
+        return this.#publish(m.env, m.id);
+      case Op.CALL:
+        this.#answer(
+          m.id,
+          this.#call(m.method, m.body).then((body) => ({ type: Op.RESULT, id: m.id, body })),
+          "EIO",
+        );
+        return;
+      case Op.CONSUME:
+        return this.#consume(m.cid, m.buffer, m.stream, m.body);
+      case Op.SETTLE: {
+        const reader = this.readers.get(m.cid);
+        const settled = reader === undefined
+          ? Promise.reject(
+            new IpcError("ENOTPENDING", `Cannot ${m.how} as reader ${m.cid} is closed`),
+          )
+          : reader.served.consumer.settle(
+            reader,
+            m.seq,
+            m.how,
+            m.how === "nak" ? Number(m.arg) : m.arg,
+          );
+        this.#answer(m.id, settled.then(() => ({ type: Op.SETTLED, id: m.id })), "EIO");
+        return;
+      }
+      case Op.UNCONSUME: {
+        const reader = this.readers.get(m.cid);
+        if (reader !== undefined) this.#leave(reader);
+        return;
+      }
       case Op.SUB:
         return this.#subscribe(m);
       case Op.UNSUB: {
@@ -225,7 +356,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   }
 
   busy(): boolean {
-    return this.#publisher !== undefined || this.#requests.size > 0;
+    return this.#publisher !== undefined || this.#requests.size > 0 || this.#answering.size > 0;
   }
 
   /**
@@ -235,6 +366,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    * requests, and each subscription is sent what it already holds as far as credit allows.
    */
   async finish(): Promise<void> {
+    // Stores, acks and calls the client is waiting for are answered first, whatever the case.
+    while (this.#answering.size > 0) await Promise.all(this.#answering);
     if (!this.#served.draining) return;
     // Published before the client's next connection, whose PUBs would otherwise overtake these;
     // and the requests it made are answered.
@@ -246,9 +379,12 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     }
   }
 
-  /** Ends every subscription and request of this connection. */
+  /** Ends every subscription, request and reader of this connection. */
   release(): void {
     this.#gone.abort(closedError("request", "connection"));
+    this.#unwatch();
+    // What the readers held goes to the consumers' other readers at once.
+    for (const reader of [...this.readers.values()]) this.#leave(reader);
     for (const remote of this.remotes.values()) {
       remote.sub.unsubscribe();
       remote.wake?.();
@@ -262,13 +398,15 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    * (perhaps from this very client) still gets through; past `PUB_QUEUE` waiting messages, or
    * `PUB_QUEUE_BYTES` of their payloads, it is read no further, which holds the publisher back.
    */
-  #publish(env: Message): Promise<void> | undefined {
+  #publish(env: Message, ackId?: number): Promise<void> | undefined {
     if (env.topic.startsWith(INBOX) && !this.#answerable.delete(env.topic)) return undefined;
     if (this.#publisher === undefined) {
       const published = publishMessage(this.#hub, env);
+      if (ackId !== undefined) return this.#ack(ackId, published);
       if (published !== RESOLVED) this.#publisher = this.#publishAll(published);
       return undefined;
     }
+    if (ackId !== undefined) this.#acked.set(env, ackId);
     this.#pubs.push(env);
     this.#pubBytes += env.data.length;
     if (this.#pubs.length - this.#pubHead < PUB_QUEUE && this.#pubBytes < PUB_QUEUE_BYTES) {
@@ -277,9 +415,33 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     return new Promise((resolve) => (this.#room = resolve));
   }
 
+  /**
+   * Answers SPUB `id` with PUBACK once `published` is stored (or with ERR). The hub keeps such
+   * publishes in order itself, so the next one need not wait: concurrent ones share a sync. Past
+   * `PUB_QUEUE` of them the connection is read no further.
+   */
+  #ack(id: number, published: Promise<PublishAck | void>): Promise<void> | undefined {
+    this.#storing++;
+    const acked = published.then((ack): HubMessage => {
+      // Not stored: the stream was deleted meanwhile. Delivered, as a plain publish is.
+      if (ack === undefined) return { type: Op.RESULT, id, body: jsonBody(null) };
+      return { type: Op.PUBACK, id, ...ack };
+    });
+    this.#answer(id, acked, "EIO");
+    acked.catch(() => {}).finally(() => {
+      if (--this.#storing < PUB_QUEUE / 2 && this.#storeRoom !== undefined) {
+        const room = this.#storeRoom;
+        this.#storeRoom = undefined;
+        room();
+      }
+    });
+    if (this.#storing < PUB_QUEUE) return undefined;
+    return new Promise((resolve) => (this.#storeRoom = resolve));
+  }
+
   /** Waits for a publish that did not finish at once, then publishes the queue in order. */
-  async #publishAll(first: Promise<void>): Promise<void> {
-    let waiting: Promise<void> | undefined = first;
+  async #publishAll(first: Promise<PublishAck | void>): Promise<void> {
+    let waiting: Promise<PublishAck | void> | undefined = first;
     while (true) {
       try {
         if (waiting !== undefined) await waiting;
@@ -301,7 +463,12 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       this.#pubs[this.#pubHead++] = undefined;
       this.#pubBytes -= env.data.length;
       const published = publishMessage(this.#hub, env);
-      waiting = published === RESOLVED ? undefined : published;
+      const ackId = this.#acked.get(env);
+      if (ackId !== undefined) {
+        this.#acked.delete(env);
+        await this.#ack(ackId, published);
+        waiting = undefined;
+      } else waiting = published === RESOLVED ? undefined : published;
     }
     this.#pubs = [];
     this.#pubHead = 0;
@@ -390,6 +557,68 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         if (sending !== undefined) await sending;
       }
     }
+  }
+
+  /** Runs a CALL of a stream or consumer operation: its result, as JSON. */
+  async #call(method: string, body: Uint8Array): Promise<Uint8Array> {
+    const call = Object.hasOwn(CALLS, method) ? CALLS[method] : undefined;
+    if (call === undefined) {
+      throw new IpcError("EPROTOCOL", `A hub has no operation "${method}" to call`);
+    }
+    const args = parseBody(body, "arguments");
+    if (!Array.isArray(args)) {
+      throw new IpcError("EPROTOCOL", "A CALL's arguments must be an array");
+    }
+    return jsonBody(await call(this.#hub, args) ?? null);
+  }
+
+  /** Attaches reader `cid` of this client to a consumer; CONSUMING or ERR answers. */
+  #consume(
+    cid: number,
+    buffer: number,
+    stream: string,
+    body: Uint8Array,
+  ): Promise<void> | undefined {
+    if (this.readers.has(cid)) throw new Refusal("EPROTOCOL", `Reader ${cid} is already in use`);
+    if (this.readers.size + this.remotes.size >= this.#limits.maxSubscriptions) {
+      return this.#served.send(
+        errOf(
+          cid,
+          new IpcError(
+            "EPROTOCOL",
+            `The hub allows ${this.#limits.maxSubscriptions} subscriptions and readers per connection`,
+          ),
+        ),
+      );
+    }
+    void (async () => {
+      try {
+        const options = parseBody(body, "consumer options") as ConsumeOptions;
+        const window = Math.min(readerBuffer({ buffer }), this.#limits.maxSubscriptionBuffer);
+        const served = await consumerOf(this.#hub, stream, options);
+        const reader = new RemoteReader(
+          ++remoteReaders,
+          cid,
+          window,
+          served,
+          (m) => this.#sendQuietly(m),
+        );
+        if (this.#gone.signal.aborted) return void served.left();
+        this.readers.set(cid, reader);
+        this.#sendQuietly({ type: Op.CONSUMING, cid, name: served.consumer.name });
+        served.consumer.attach(reader);
+      } catch (err) {
+        this.#sendQuietly(errOf(cid, err, "EIO"));
+      }
+    })();
+    return undefined;
+  }
+
+  /** Reader `reader` leaves its consumer: what it held goes to the others. */
+  #leave(reader: RemoteReader): void {
+    this.readers.delete(reader.cid);
+    reader.served.consumer.detach(reader);
+    reader.served.left().catch(() => {});
   }
 
   #mayAnswer(inbox: string): void {

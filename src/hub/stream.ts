@@ -14,8 +14,13 @@ import type { Message } from "./subscription.ts";
 
 const MiB = 1024 * 1024;
 
-/** How a stream keeps its messages. Only `"limits"` so far: the oldest go first past a limit. */
-export type StreamRetention = "limits";
+/**
+ * How a stream keeps its messages. Under every kind the limits apply (the oldest go first past
+ * one); besides, under `"workqueue"` a message goes once a consumer has finished it (its
+ * consumers' filters may not overlap), and under `"interest"` once every consumer has (and at
+ * once while there is none).
+ */
+export type StreamRetention = "limits" | "workqueue" | "interest";
 
 /** A stream's settings: what `addStream()` takes and `streamInfo()` gives back, defaults filled in. */
 export interface StreamConfig {
@@ -188,10 +193,9 @@ export function fullConfig(config: StreamConfig): Required<StreamConfig> {
     return v;
   };
   const retention = config.retention ?? "limits";
-  if (retention !== "limits") {
+  if (!["limits", "workqueue", "interest"].includes(retention)) {
     throw new RangeError(
-      `Cannot add stream "${name}" with retention ${JSON.stringify(retention)}: only "limits" ` +
-        "is built so far (work queues and interest retention come with consumers)",
+      `Cannot add stream "${name}" as retention must be "limits", "workqueue" or "interest": got ${retention}`,
     );
   }
   const durability = config.durability ?? "always";
@@ -213,10 +217,29 @@ export function fullConfig(config: StreamConfig): Required<StreamConfig> {
   };
 }
 
+/** What a stream needs of a consumer reading it: see `consumer.ts`. */
+export interface StreamReader {
+  /** The stream stored a message: deliver it if there is room. */
+  wake(): void;
+  /** The sequence below which this reader has finished every message. */
+  finishedBelow(): number;
+}
+
+/** Messages kept in memory for readers to take without reading the log: the latest stored. */
+const RECENT = 1024;
+
 /** A stream's log and what is known of it; see the module doc. */
 export class Stream {
   config: Required<StreamConfig>;
+  /** The stream's directory: its log is in `log/`, its durable consumers in `consumers/`. */
+  readonly home: string;
   readonly #dir: string;
+  /** Its consumers. Under `"workqueue"` and `"interest"` their progress moves the floor. */
+  readonly readers = new Set<StreamReader>();
+  /** Set once the durable consumers are loaded: until then retention waits for them. */
+  tracking = false;
+  /** The latest messages stored while it has readers, by sequence: see {@linkcode RECENT}. */
+  readonly #recent = new Map<number, StoredMessage>();
   #wal!: Wal;
   #index = new Index();
   /** Messages below this sequence are gone (limits, purge). */
@@ -230,14 +253,15 @@ export class Stream {
   #failed = false;
   #reloading: Promise<void> | undefined;
 
-  private constructor(config: Required<StreamConfig>, dir: string) {
+  private constructor(config: Required<StreamConfig>, home: string) {
     this.config = config;
-    this.#dir = dir;
+    this.home = home;
+    this.#dir = `${home}/log`;
   }
 
-  /** Opens (or makes) the stream's log in `dir` and rebuilds its index and id window. */
-  static async open(config: Required<StreamConfig>, dir: string): Promise<Stream> {
-    const stream = new Stream(config, dir);
+  /** Opens (or makes) the stream's log in `home/log` and rebuilds its index and id window. */
+  static async open(config: Required<StreamConfig>, home: string): Promise<Stream> {
+    const stream = new Stream(config, home);
     await stream.#load();
     return stream;
   }
@@ -341,6 +365,11 @@ export class Stream {
     this.#index.push(record.length, now);
     this.#bytes += record.length;
     this.#stored++;
+    if (this.readers.size > 0) {
+      this.#recent.set(stored, { ...message, seq: stored, stream: name, timestamp: now, id });
+      if (this.#recent.size > RECENT) this.#recent.delete(this.#recent.keys().next().value!);
+      for (const reader of this.readers) reader.wake();
+    }
     await this.applyLimits();
     return { stream: name, seq: stored, duplicate: false, durability };
   }
@@ -360,10 +389,11 @@ export class Stream {
     const last = this.#index.last;
     const oldestAllowed = Date.now() - maxAge;
     const before = this.#floor;
+    const finished = this.#finishedBelow();
     while (
       this.#floor <= last &&
       (last - this.#floor + 1 > maxMessages || this.#bytes > maxBytes ||
-        this.#index.time(this.#floor) < oldestAllowed)
+        this.#index.time(this.#floor) < oldestAllowed || this.#floor < finished)
     ) {
       this.#bytes -= this.#index.size(this.#floor);
       this.#floor++;
@@ -371,6 +401,16 @@ export class Stream {
     if (this.#floor === before) return false;
     this.#index.dropBefore(this.#floor);
     return true;
+  }
+
+  /** Under `"workqueue"` and `"interest"`, the sequence below which every reader is finished. */
+  #finishedBelow(): number {
+    const { retention } = this.config;
+    if (retention === "limits" || !this.tracking) return 0;
+    if (this.readers.size === 0) return retention === "interest" ? Infinity : 0;
+    let below = Infinity;
+    for (const reader of this.readers) below = Math.min(below, reader.finishedBelow());
+    return below;
   }
 
   /**
@@ -410,6 +450,40 @@ export class Stream {
     };
   }
 
+  /** The sequence of the first message it holds; `lastSeq + 1` when it holds none. */
+  get firstSeq(): number {
+    return this.#floor;
+  }
+
+  /** The sequence of the last message it stored; 0 before the first. */
+  get lastSeq(): number {
+    return this.#index.last;
+  }
+
+  /** The first sequence stored at `time` or later; `lastSeq + 1` for none. */
+  seqAt(time: number): number {
+    return Math.max(this.#floor, this.#index.firstAtOrAfter(time));
+  }
+
+  /**
+   * Up to `max` of the messages it holds from `from` on, from memory when they are recent, else
+   * from the log; none past the last.
+   */
+  async fetch(from: number, max: number): Promise<StoredMessage[]> {
+    from = Math.max(from, this.#floor);
+    const to = Math.min(from + max - 1, this.#index.last);
+    const out: StoredMessage[] = [];
+    let seq = from;
+    for (; seq <= to; seq++) {
+      const recent = this.#recent.get(seq);
+      if (recent === undefined) break;
+      out.push(recent);
+    }
+    if (seq > to) return out;
+    for await (const m of this.messages({ from: seq, to })) out.push(m);
+    return out;
+  }
+
   /** Its counters. */
   stats(): StreamStats {
     const { messages, bytes, firstSeq, lastSeq } = this.info();
@@ -442,6 +516,7 @@ export class Stream {
 
   /** Closes its log, once what was stored is synced. */
   close(): Promise<void> {
+    this.#recent.clear();
     return this.#wal.close();
   }
 }

@@ -14,7 +14,7 @@ import { FrameEncoding, FrameParser, type FrameTaker } from "../frame/codec.ts";
 import { textField, WireReader } from "../internal/wire.ts";
 
 /** The version of the session protocol, and so of every vocabulary on it. */
-export const VERSION = 3;
+export const VERSION = 4;
 
 /** The session's message types. */
 export const Control = {

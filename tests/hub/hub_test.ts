@@ -381,6 +381,7 @@ describe("Hub", () => {
         subscriptions: [],
         requests: 0,
         streams: [],
+        consumers: [],
       }),
       /topic="a\\"b\\\\c"/,
     );

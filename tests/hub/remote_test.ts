@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { connect, type IpcError, listen } from "../../mod.ts";
 import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts";
-import { decodeHub, encodeHub, Op } from "../../src/hub/protocol.ts";
+import { decodeHub, encodeHub, jsonBody, Op } from "../../src/hub/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
 import { runtimeName } from "../../src/runtime/platform.ts";
 import {
@@ -235,8 +235,14 @@ describe("serveHub and connectHub", () => {
     for (let i = 0; i < 10; i++) await s.hub.publish("feed", String(i));
     // The server ends it (ERR, then REFUSE) and closes, though the client never granted more.
     const got = decodeAll(await readAll(conn.readable));
-    assert.deepEqual(got.map((m) => m.type), [Control.WELCOME, Op.MSG, Op.ERR, Control.REFUSE]);
-    assert.equal((got[2] as { code: string }).code, "ESLOWCONSUMER");
+    assert.deepEqual(got.map((m) => m.type), [
+      Control.WELCOME,
+      Op.STREAMS,
+      Op.MSG,
+      Op.ERR,
+      Control.REFUSE,
+    ]);
+    assert.equal((got[3] as { code: string }).code, "ESLOWCONSUMER");
     await writer.close().catch(() => {});
   });
 
@@ -347,6 +353,7 @@ describe("serveHub and connectHub", () => {
         await w.write(
           encodeFramesRaw([
             encodeHub({ type: Control.WELCOME, version: VERSION, maxInflight: 0, maxFrameSize: 0 }),
+            encodeHub({ type: Op.STREAMS, body: jsonBody([]) }),
           ]),
         );
         // Reads everything and answers nothing.

@@ -199,8 +199,13 @@ describe("streams", () => {
     await rejectsWith(hub.addStream({ name: "a", subjects: ["z"] }), "EEXIST", /"a" exists/);
     await assert.rejects(hub.addStream({ name: "m", subjects: ["m"], maxMessages: 0 }), RangeError);
     await assert.rejects(
-      hub.addStream({ name: "w", subjects: ["w"], retention: "workqueue" as "limits" }),
-      /only "limits" is built so far/,
+      hub.addStream({ name: "w", subjects: ["w"], retention: "forever" as "limits" }),
+      /retention must be "limits", "workqueue" or "interest": got forever/,
+    );
+    await hub.addStream({ name: "q", subjects: ["q"], retention: "workqueue" });
+    await assert.rejects(
+      hub.updateStream({ name: "q", subjects: ["q"], retention: "interest" }),
+      /its retention cannot change: it is workqueue/,
     );
     for (
       const call of [

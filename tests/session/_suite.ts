@@ -34,6 +34,8 @@ export interface SessionClientUnderTest extends AsyncDisposable {
 export interface Vocabulary {
   /** "RPC" or "hub", as its refusals name it. */
   readonly protocol: string;
+  /** What its server sends right after WELCOME, before anything is asked of it. */
+  readonly opening: readonly Uint8Array[];
   serve(path: string, options?: ServerOptions): Promise<Server>;
   dial(path: string, options?: SessionOptions): Promise<SessionClientUnderTest>;
 }
@@ -61,8 +63,11 @@ async function rawExchange(
   return out;
 }
 
-/** A server that welcomes every client and then never answers anything again. */
-async function mute(path: string): Promise<AsyncDisposable> {
+/**
+ * A server that welcomes every client (with `opening` after its WELCOME) and then never answers
+ * anything again.
+ */
+async function mute(path: string, opening: readonly Uint8Array[]): Promise<AsyncDisposable> {
   const listener = await listen(path);
   const conns: Conn[] = [];
   void (async () => {
@@ -77,6 +82,7 @@ async function mute(path: string): Promise<AsyncDisposable> {
             maxInflight: 0,
             maxFrameSize: 0,
           }),
+          ...opening,
         ]),
       ).catch(() => {});
       void conn.readable.pipeTo(new WritableStream()).catch(() => {});
@@ -228,7 +234,7 @@ export function sessionBehaviour(name: string, v: Vocabulary): void {
   test(`${name}: pings find a server that stopped answering`, async () => {
     await using dir = await tempDir();
     const path = `${dir.path}/mute.sock`;
-    await using _mute = await mute(path);
+    await using _mute = await mute(path, v.opening);
     await using client = await v.dial(path, {
       pingInterval: 30,
       pingTimeout: 60,

@@ -1,6 +1,7 @@
 /** The session layer's shared behaviour (`_suite.ts`), run against RPC and against the hub. */
 import { describe } from "node:test";
 import { connectHub, Hub, serveHub } from "../../src/hub/mod.ts";
+import { encodeHub, jsonBody, Op } from "../../src/hub/protocol.ts";
 import { dial, serve } from "../../src/rpc/mod.ts";
 import { sessionBehaviour } from "./_suite.ts";
 
@@ -9,6 +10,7 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 describe("the session layer under RPC", () => {
   sessionBehaviour("RPC", {
     protocol: "RPC",
+    opening: [],
     serve: (path, options) =>
       serve(path, async (request) => {
         const [kind, ms] = new TextDecoder().decode(request).split(":");
@@ -36,6 +38,8 @@ describe("the session layer under RPC", () => {
 describe("the session layer under the hub", () => {
   sessionBehaviour("hub", {
     protocol: "hub",
+    // A hub server lists its streams (here none) right after its WELCOME.
+    opening: [encodeHub({ type: Op.STREAMS, body: jsonBody([]) })],
     serve: (path, options) => {
       const hub = new Hub();
       hub.handle("echo", (m) => m.data);
