@@ -32,10 +32,17 @@ async function stopped(child: ChildProcess): Promise<void> {
   await child.status;
 }
 
-/** `nats-server` on 127.0.0.1 and a port of its choosing; `where` is the port. */
-export async function startNats(dir: string): Promise<Started> {
+/**
+ * `nats-server` on 127.0.0.1 and a port of its choosing; `where` is the port. With `jetstream`,
+ * JetStream is on, its file storage under `dir`.
+ */
+export async function startNats(
+  dir: string,
+  { jetstream = false }: { jetstream?: boolean } = {},
+): Promise<Started> {
   const log = `${dir}/nats.log`;
-  const child = spawnChild("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", log], {
+  const js = jetstream ? ["-js", "-sd", `${dir}/jetstream`] : [];
+  const child = spawnChild("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", log, ...js], {
     stdout: "null",
     stderr: "null",
   });
@@ -48,10 +55,14 @@ export async function startNats(dir: string): Promise<Started> {
 }
 
 /**
- * `redis-server` on a unix socket only (no TCP port), no persistence, no output limit for pub/sub
- * clients; `where` is the path.
+ * `redis-server` on a unix socket only (no TCP port), no output limit for pub/sub clients;
+ * `where` is the path. No persistence, or with `appendfsync` its append-only file under `dir`,
+ * synced as that says.
  */
-export async function startRedis(dir: string): Promise<Started> {
+export async function startRedis(
+  dir: string,
+  { appendfsync }: { appendfsync?: "always" | "everysec" } = {},
+): Promise<Started> {
   const path = `${dir}/redis.sock`;
   const log = `${dir}/redis.log`;
   const child = spawnChild("redis-server", [
@@ -63,8 +74,9 @@ export async function startRedis(dir: string): Promise<Started> {
     "700",
     "--save",
     "",
-    "--appendonly",
-    "no",
+    ...(appendfsync === undefined
+      ? ["--appendonly", "no"]
+      : ["--appendonly", "yes", "--appendfsync", appendfsync, "--dir", dir]),
     // Its default cuts a pub/sub client 8 MB behind; the benchmark's subscribers share a CPU
     // with the publisher, so they fall behind by more for a moment and are not to be cut.
     "--client-output-buffer-limit",

@@ -26,6 +26,7 @@ const benches = [
   "bench/rpc.ts",
   "bench/hub_remote.ts",
   "bench/wal.ts",
+  "bench/stream.ts",
 ];
 // The RPC benchmark compares against NATS: nats-server comes from Debian.
 ensureCommands(BENCH_COMMANDS);

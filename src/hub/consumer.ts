@@ -271,8 +271,13 @@ export function sameConsumer(config: ConsumerConfig, options: ConsumeOptions): s
   return undefined;
 }
 
-/** Messages read from the stream at a time, ahead of delivery. */
-const READ_AHEAD = 256;
+/**
+ * Messages read from the stream at a time, ahead of delivery, and their bytes at most (one
+ * message is read whatever its size). Each read of the log costs a few system calls: larger reads
+ * make catching up on a backlog cheaper.
+ */
+const READ_AHEAD = 4096;
+const READ_AHEAD_BYTES = 1024 * 1024;
 
 /** A consumer of a stream; see the module doc. */
 export class StreamConsumer implements StreamReader {
@@ -344,7 +349,11 @@ export class StreamConsumer implements StreamReader {
     if (dir === undefined) {
       return new StreamConsumer(stream, config, undefined, undefined, deadLetter);
     }
-    const { log, position } = await ConsumerLog.open(dir, stream.config.durability);
+    const { log, position } = await ConsumerLog.open(
+      dir,
+      stream.config.durability,
+      stream.repair,
+    );
     return new StreamConsumer(stream, config, log, position, deadLetter);
   }
 
@@ -439,7 +448,7 @@ export class StreamConsumer implements StreamReader {
         if (this.#next < this.stream.firstSeq) this.#next = this.stream.firstSeq;
         if (this.#next > this.stream.lastSeq) return;
         const from = this.#next;
-        const batch = await this.stream.fetch(from, READ_AHEAD);
+        const batch = await this.stream.fetch(from, READ_AHEAD, READ_AHEAD_BYTES);
         if (this.#closed) return;
         if (batch.length === 0) {
           this.#next = Math.max(this.#next, this.stream.firstSeq);

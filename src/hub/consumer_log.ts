@@ -3,8 +3,9 @@
  * or terminated) and of redeliveries, compacted now and then into a snapshot of where it was.
  * What it keeps is bounded by the consumer's pending messages, not by how many it has acked.
  *
- * Records are 13 bytes: a kind (1 done, 2 attempt), the stream sequence (u64), and the attempt
- * (u32). A snapshot is JSON: `{ next, pending: [[seq, attempt], …], done: [seq, …] }`: every
+ * A record is a kind, then for kind 1 (done) the stream sequences finished together (u64 each:
+ * the acks of one moment share a record), for kind 2 (attempt) a stream sequence (u64) and
+ * which delivery of it began (u32). A snapshot is JSON: `{ next, pending: [[seq, attempt], …], done: [seq, …] }`: every
  * sequence below `next` that is not pending is finished, and so is each of `done` (past `next`).
  *
  * @module
@@ -16,9 +17,9 @@ import { Wal } from "../wal/wal.ts";
 
 const DONE = 1;
 const ATTEMPT = 2;
-const RECORD_SIZE = 13;
-/** Records between snapshots. */
-const COMPACT_EVERY = 1024;
+const ATTEMPT_SIZE = 13;
+/** Sequences recorded between snapshots. */
+const COMPACT_EVERY = 4096;
 
 /** Where a consumer stood when its log was opened. */
 export interface ConsumerPosition {
@@ -32,11 +33,28 @@ export interface ConsumerPosition {
   attemptsAhead: Map<number, number>;
 }
 
-function encode(kind: number, seq: number, attempt: number): Uint8Array {
-  const bytes = new Uint8Array(RECORD_SIZE);
+function setSeq(view: DataView, at: number, seq: number): void {
+  view.setUint32(at, Math.floor(seq / 2 ** 32));
+  view.setUint32(at + 4, seq >>> 0);
+}
+
+function getSeq(view: DataView, at: number): number {
+  return view.getUint32(at) * 2 ** 32 + view.getUint32(at + 4);
+}
+
+function encodeDone(seqs: readonly number[]): Uint8Array {
+  const bytes = new Uint8Array(1 + 8 * seqs.length);
   const view = new DataView(bytes.buffer);
-  view.setUint8(0, kind);
-  view.setBigUint64(1, BigInt(seq));
+  view.setUint8(0, DONE);
+  for (let i = 0; i < seqs.length; i++) setSeq(view, 1 + 8 * i, seqs[i]!);
+  return bytes;
+}
+
+function encodeAttempt(seq: number, attempt: number): Uint8Array {
+  const bytes = new Uint8Array(ATTEMPT_SIZE);
+  const view = new DataView(bytes.buffer);
+  view.setUint8(0, ATTEMPT);
+  setSeq(view, 1, seq);
   view.setUint32(9, Math.min(attempt, 0xffff_ffff));
   return bytes;
 }
@@ -50,6 +68,9 @@ export class ConsumerLog {
   /** The log sequence of the last record whose append resolved: what a snapshot may cover. */
   #resolved = 0;
   #compacting: Promise<void> | undefined;
+  /** Sequences finished this moment, recorded together once it ends, and their promise. */
+  #done: number[] = [];
+  #doneStored: Promise<void> | undefined;
 
   private constructor(wal: Wal, path: string) {
     this.#wal = wal;
@@ -60,8 +81,13 @@ export class ConsumerLog {
   static async open(
     dir: string,
     sync: SyncMode,
+    repair: boolean,
   ): Promise<{ log: ConsumerLog; position: ConsumerPosition }> {
-    const wal = await Wal.open(dir, { sync, segmentSize: 1024 * 1024 });
+    const wal = await Wal.open(dir, {
+      sync,
+      segmentSize: 1024 * 1024,
+      ...(repair ? { repair: "truncate" } : {}),
+    });
     try {
       const position: ConsumerPosition = {
         next: undefined,
@@ -80,26 +106,30 @@ export class ConsumerLog {
       for await (
         const rec of wal.read({ from: Math.max(wal.firstSeq, (snapshot?.seq ?? 0) + 1) })
       ) {
-        if (rec.data.length !== RECORD_SIZE) throw log.#corrupt(rec.seq, "its size is wrong");
-        const view = new DataView(rec.data.buffer, rec.data.byteOffset, RECORD_SIZE);
-        const seq = Number(view.getBigUint64(1));
-        const attempt = view.getUint32(9);
-        const behind = position.next !== undefined && seq < position.next;
-        switch (view.getUint8(0)) {
-          case DONE:
-            if (behind) position.pending.delete(seq);
+        const { data } = rec;
+        const view = new DataView(data.buffer, data.byteOffset, data.length);
+        const behind = (seq: number) => position.next !== undefined && seq < position.next;
+        const kind = data[0];
+        if (kind === DONE && data.length > 1 && (data.length - 1) % 8 === 0) {
+          for (let at = 1; at < data.length; at += 8) {
+            const seq = getSeq(view, at);
+            if (behind(seq)) position.pending.delete(seq);
             else position.doneAhead.add(seq);
-            break;
-          case ATTEMPT:
-            if (behind) {
-              if (position.pending.has(seq)) position.pending.set(seq, attempt);
-            } else position.attemptsAhead.set(seq, attempt);
-            break;
-          default:
-            throw log.#corrupt(rec.seq, `its kind ${view.getUint8(0)} is unknown`);
+          }
+          log.#since += (data.length - 1) / 8;
+        } else if (kind === ATTEMPT && data.length === ATTEMPT_SIZE) {
+          const seq = getSeq(view, 1);
+          const attempt = view.getUint32(9);
+          if (!behind(seq)) position.attemptsAhead.set(seq, attempt);
+          else if (position.pending.has(seq)) position.pending.set(seq, attempt);
+          log.#since++;
+        } else {
+          throw log.#corrupt(
+            rec.seq,
+            `it is not a record of kind 1 or 2 (kind ${kind}, ${data.length} bytes)`,
+          );
         }
         log.#resolved = rec.seq;
-        log.#since++;
       }
       return { log, position };
     } catch (err) {
@@ -123,24 +153,26 @@ export class ConsumerLog {
    * Records that message `seq` is finished; resolves once that is as durable as the stream's
    * `durability`. `state` gives the consumer's position for the snapshot taken now and then.
    */
-  async done(seq: number, state: () => Uint8Array): Promise<void> {
-    await this.#append(DONE, seq, 0, state);
+  done(seq: number, state: () => Uint8Array): Promise<void> {
+    this.#done.push(seq);
+    // The acks of this moment (a batch read from a socket, a loop) go in one record.
+    return this.#doneStored ??= new Promise<void>((resolve) => queueMicrotask(resolve)).then(() => {
+      const seqs = this.#done;
+      this.#done = [];
+      this.#doneStored = undefined;
+      return this.#append(encodeDone(seqs), seqs.length, state);
+    });
   }
 
   /** Records that message `seq` is being delivered for the `attempt`th time; not waited for. */
   attempt(seq: number, attempt: number, state: () => Uint8Array): void {
-    this.#append(ATTEMPT, seq, attempt, state).catch(() => {}); // the next done() reports it
+    this.#append(encodeAttempt(seq, attempt), 1, state).catch(() => {}); // the next done() reports it
   }
 
-  async #append(
-    kind: number,
-    seq: number,
-    attempt: number,
-    state: () => Uint8Array,
-  ): Promise<void> {
-    const logSeq = await this.#wal.append(encode(kind, seq, attempt));
+  async #append(record: Uint8Array, seqs: number, state: () => Uint8Array): Promise<void> {
+    const logSeq = await this.#wal.append(record);
     if (logSeq > this.#resolved) this.#resolved = logSeq;
-    if (++this.#since >= COMPACT_EVERY && this.#compacting === undefined) {
+    if ((this.#since += seqs) >= COMPACT_EVERY && this.#compacting === undefined) {
       // The state is taken now: every append up to #resolved is in it, none after is needed.
       const covered = this.#resolved;
       const snapshot = state();
@@ -152,6 +184,7 @@ export class ConsumerLog {
 
   /** Saves `state` as the snapshot when anything was recorded since the last one, then closes. */
   async close(state: () => Uint8Array): Promise<void> {
+    await this.#doneStored?.catch(() => {});
     await this.#compacting;
     try {
       if (this.#since > 0 && this.#resolved > 0) {

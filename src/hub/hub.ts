@@ -111,6 +111,12 @@ export interface HubOptions {
    * it the hub holds no streams.
    */
   store?: string;
+  /**
+   * Opens a stream's (or a consumer's) log whose records fail their checksum by cutting it at
+   * the first bad record, as `Wal.open(dir, { repair: "truncate" })` does, instead of failing
+   * with `ECORRUPT`: what followed that record is lost. Use it once, after reading the error.
+   */
+  repair?: "truncate";
 }
 
 /** Options of `hub.request()`. */
@@ -517,15 +523,20 @@ export class Hub implements PubSub, StoredStreams {
    * @throws {TypeError} If `store` is not a non-empty path.
    */
   constructor(options: HubOptions = {}) {
-    const { store } = options;
+    const { store, repair } = options;
     if (store === undefined) return;
+    if (repair !== undefined && repair !== "truncate") {
+      throw new RangeError(`Cannot make a hub as repair must be "truncate": got ${repair}`);
+    }
     if (typeof store !== "string" || store === "") {
       throw new TypeError(`Cannot make a hub as store must be a directory's path: got ${store}`);
     }
-    this.#storeOpening = StreamStore.open(store, this.#deadLetter).then((opened) => {
-      if (this.#closed) return opened.close().then(() => opened);
-      return this.#store = opened;
-    });
+    this.#storeOpening = StreamStore.open(store, this.#deadLetter, repair === "truncate").then(
+      (opened) => {
+        if (this.#closed) return opened.close().then(() => opened);
+        return this.#store = opened;
+      },
+    );
     this.#storeOpening.catch(() => {}); // reported by each call that needs the store
   }
 

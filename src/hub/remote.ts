@@ -363,8 +363,12 @@ class HubClient implements RemoteHub {
     this.#pending.clear();
     this.#calls.clear();
     for (const p of pending) p.reject(error);
-    // The next connection lists the streams again before stored publishes go out.
+    // The next connection lists the streams again; once gone for good, nothing waits for that.
     this.#streamsKnown = deferred();
+    if (!retrying) {
+      this.#streamsKnown.promise.catch(() => {});
+      this.#streamsKnown.reject(error);
+    }
     for (const r of this.#readers.values()) {
       // An ephemeral consumer ends with its connection: a new one starts where this one was.
       if (r.options.durable === undefined) {
@@ -461,7 +465,7 @@ class HubClient implements RemoteHub {
    */
   async #call(op: string, make: (id: number) => HubMessage): Promise<HubMessage> {
     this.#check(op);
-    await this.#streamsKnown.promise;
+    // Sent now, not after an await: an ack made before the reader closes goes before UNCONSUME.
     const id = ++this.#nextId;
     return await new Promise<HubMessage>((resolve, reject) => {
       this.#calls.set(id, { resolve, reject });

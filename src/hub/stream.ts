@@ -253,15 +253,23 @@ export class Stream {
   #failed = false;
   #reloading: Promise<void> | undefined;
 
-  private constructor(config: Required<StreamConfig>, home: string) {
+  /** Opens its logs (and its consumers') cutting a corrupt tail: `Wal.open`'s `repair`. */
+  readonly repair: boolean;
+
+  private constructor(config: Required<StreamConfig>, home: string, repair: boolean) {
     this.config = config;
     this.home = home;
+    this.repair = repair;
     this.#dir = `${home}/log`;
   }
 
   /** Opens (or makes) the stream's log in `home/log` and rebuilds its index and id window. */
-  static async open(config: Required<StreamConfig>, home: string): Promise<Stream> {
-    const stream = new Stream(config, home);
+  static async open(
+    config: Required<StreamConfig>,
+    home: string,
+    repair = false,
+  ): Promise<Stream> {
+    const stream = new Stream(config, home, repair);
     await stream.#load();
     return stream;
   }
@@ -270,6 +278,7 @@ export class Stream {
   async #load(): Promise<void> {
     const wal = await Wal.open(this.#dir, {
       sync: this.config.durability,
+      ...(this.repair ? { repair: "truncate" } : {}),
       // Room for the largest message and what is stored beside it (topic, headers, id).
       maxRecordSize: Math.min(2 ** 31 - 1, Math.max(16 * MiB, this.config.maxMessageSize + MiB)),
     });
@@ -466,12 +475,22 @@ export class Stream {
   }
 
   /**
-   * Up to `max` of the messages it holds from `from` on, from memory when they are recent, else
-   * from the log; none past the last.
+   * Up to `max` of the messages it holds from `from` on, and (but for the first) `maxBytes` of
+   * them as stored, from memory when they are recent, else from the log; none past the last.
    */
-  async fetch(from: number, max: number): Promise<StoredMessage[]> {
+  async fetch(from: number, max: number, maxBytes = Infinity): Promise<StoredMessage[]> {
     from = Math.max(from, this.#floor);
-    const to = Math.min(from + max - 1, this.#index.last);
+    let to = Math.min(from + max - 1, this.#index.last);
+    if (maxBytes < Infinity && to >= from) {
+      let bytes = this.#index.size(from);
+      for (let seq = from + 1; seq <= to; seq++) {
+        bytes += this.#index.size(seq);
+        if (bytes > maxBytes) {
+          to = seq - 1;
+          break;
+        }
+      }
+    }
     const out: StoredMessage[] = [];
     let seq = from;
     for (; seq <= to; seq++) {

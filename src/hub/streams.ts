@@ -55,25 +55,32 @@ export class StreamStore {
   /** Each stream's consumers, by name. */
   readonly #consumers = new Map<Stream, Map<string, StreamConsumer>>();
   readonly #deadLetter: DeadLetterSink;
+  readonly #repair: boolean;
   /** The stream of each topic published lately; `null` for none. */
   readonly #byTopic = new Map<string, Stream | null>();
   /** Changes to the set of streams, one at a time. */
   #changing: Promise<unknown> = Promise.resolve();
 
-  private constructor(fs: FileSystem, dir: string, deadLetter: DeadLetterSink) {
+  private constructor(fs: FileSystem, dir: string, deadLetter: DeadLetterSink, repair: boolean) {
     this.#fs = fs;
     this.dir = dir;
     this.#deadLetter = deadLetter;
+    this.#repair = repair;
   }
 
   /**
    * Opens the store in `dir` (made `0700` when missing), every stream in it and their durable
-   * consumers; `deadLetter` publishes what consumers give up on.
+   * consumers; `deadLetter` publishes what consumers give up on; `repair` cuts a corrupt log at
+   * its first bad record instead of failing with `ECORRUPT`.
    */
-  static async open(dir: string, deadLetter: DeadLetterSink): Promise<StreamStore> {
+  static async open(
+    dir: string,
+    deadLetter: DeadLetterSink,
+    repair = false,
+  ): Promise<StreamStore> {
     const fs = (await getRuntime()).fs;
     await fs.mkdir(dir, { recursive: true, mode: 0o700 });
-    const store = new StreamStore(fs, dir, deadLetter);
+    const store = new StreamStore(fs, dir, deadLetter, repair);
     try {
       for (const name of (await fs.readDir(dir)).sort()) {
         let text: string;
@@ -84,7 +91,7 @@ export class StreamStore {
           throw err;
         }
         const config = fullConfig(fromJson(text) as StreamConfig);
-        const stream = await Stream.open(config, `${dir}/${name}`);
+        const stream = await Stream.open(config, `${dir}/${name}`, repair);
         store.#streams.set(name, stream);
         store.#consumers.set(stream, new Map());
         await store.#loadConsumers(stream);

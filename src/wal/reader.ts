@@ -38,7 +38,24 @@ export interface LogView {
   segments(): Promise<Segment[]>;
   /** Resolves on the next acknowledgement or close; rejects when the signal aborts. */
   waitForAppend(signal: AbortSignal | undefined): Promise<void>;
+  /** Where readers found records, by segment path: see {@linkcode SeekPoint}. */
+  readonly seekPoints: Map<string, SeekPoint[]>;
 }
+
+/**
+ * A place in a segment a reader passed: the offset of record `seq` and the checksum chain there.
+ * A read from `seq` or later starts at the last such point before it instead of the segment's
+ * start, so reading a large segment in pieces (a stream's consumer catching up) does not check
+ * every record before each piece again.
+ */
+export interface SeekPoint {
+  readonly seq: number;
+  readonly offset: number;
+  readonly crc: number;
+}
+
+/** Records between seek points: the most a read checks before the records it wants. */
+const SEEK_EVERY = 256;
 
 /** Who waits for the next acknowledgement: readers that follow the writer. */
 export class Followers {
@@ -182,6 +199,7 @@ function batches(log: LogView, options: ReadOptions): {
         if (status === VALID) {
           fresh = false;
           if (seq >= from) out.push({ seq, data: scanner.data });
+          if (scanner.chain.seq % SEEK_EVERY === 0) notePoint(log, scanner);
           continue;
         }
         if (out.length > 0) return out; // what this buffer held; the next call reads on
@@ -228,7 +246,24 @@ function batches(log: LogView, options: ReadOptions): {
   return { batch, close };
 }
 
-/** A scanner at the start of the segment that holds `seq`; undefined when there is no segment. */
+/**
+ * Notes where the scanner stands (before record `chain.seq`) as a seek point of its segment.
+ * Not on a read-only log: another process's writer may cut and rewrite its tail.
+ */
+function notePoint(log: LogView, scanner: SegmentScanner): void {
+  if (log.readOnly) return;
+  let points = log.seekPoints.get(scanner.path);
+  if (points === undefined) log.seekPoints.set(scanner.path, points = []);
+  const { seq, crc } = scanner.chain;
+  if (points.length === 0 || points.at(-1)!.seq < seq) {
+    points.push({ seq, offset: scanner.offset, crc });
+  }
+}
+
+/**
+ * A scanner in the segment that holds `seq`, at the last seek point at or before it (else at the
+ * segment's start); undefined when there is no segment.
+ */
 async function openAt(log: LogView, seq: number): Promise<SegmentScanner | undefined> {
   const segs = await log.segments();
   if (segs.length === 0) return undefined;
@@ -238,9 +273,27 @@ async function openAt(log: LogView, seq: number): Promise<SegmentScanner | undef
   if (seg === undefined || seq < seg.firstSeq) {
     throw removed(log, seq, seg?.firstSeq ?? log.nextSeq());
   }
-  const s = await openSegment(log, seg);
+  // Points of segments removed since are forgotten.
+  if (log.seekPoints.size > segs.length) {
+    const live = new Set(segs.map((s) => s.path));
+    for (const path of log.seekPoints.keys()) if (!live.has(path)) log.seekPoints.delete(path);
+  }
+  const s = await openSegment(log, seg, undefined, lastPoint(log.seekPoints.get(seg.path), seq));
   if (s === undefined) return openAt(log, seq); // removed meanwhile: look again
   return s;
+}
+
+/** The last of `points` (in order) at or before `seq`. */
+function lastPoint(points: readonly SeekPoint[] | undefined, seq: number): SeekPoint | undefined {
+  if (points === undefined || points.length === 0 || points[0]!.seq > seq) return undefined;
+  let lo = 0;
+  let hi = points.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (points[mid]!.seq <= seq) lo = mid;
+    else hi = mid - 1;
+  }
+  return points[lo];
 }
 
 /** The error for a read that reaches records that retention or `truncateBefore` removed. */
@@ -257,6 +310,7 @@ async function openSegment(
   log: LogView,
   seg: Segment,
   chain?: { crc: number; seq: number },
+  at?: SeekPoint,
 ): Promise<SegmentScanner | undefined> {
   let file: FileHandle;
   try {
@@ -278,8 +332,8 @@ async function openSegment(
       file,
       seg.path,
       size,
-      SEGMENT_HEADER,
-      { crc: header.seed, seq: header.firstSeq },
+      at?.offset ?? SEGMENT_HEADER,
+      at === undefined ? { crc: header.seed, seq: header.firstSeq } : { crc: at.crc, seq: at.seq },
       log.maxRecordSize,
     );
   } catch (err) {

@@ -130,6 +130,7 @@ export class Wal implements AsyncDisposable {
       firstSeq: () => this.firstSeq,
       segments: () => this.#segments.current(),
       waitForAppend: (signal) => this.#followers.wait(signal),
+      seekPoints: new Map(),
     };
   }
 

@@ -199,6 +199,20 @@ describe("stored streams over the socket", () => {
     assert.equal((await client.consumers("jobs")).length, 0, "its ordered consumers are gone");
   });
 
+  test("an ack made just before its reader closes is sent first, and stored", async () => {
+    await using s = await served();
+    await using client = await connectHub(s.path);
+    await client.publish("jobs.x", "a");
+    const reader = await client.consume("jobs", { durable: "w" });
+    let acked: Promise<void> | undefined;
+    for await (const m of reader) {
+      acked = m.ack(); // not awaited: leaving the loop closes the reader at once
+      break;
+    }
+    await acked;
+    assert.equal((await client.consumerInfo("jobs", "w")).ackFloor, 1);
+  });
+
   test("deleting a consumer ends its remote readers with ENOENT", async () => {
     await using s = await served();
     await using a = await connectHub(s.path);

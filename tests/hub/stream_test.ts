@@ -1,6 +1,6 @@
 /** Stored streams of a hub with a store: issue 25's first part (no consumers yet). */
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { json, text } from "../../mod.ts";
 import { connectHub, Hub, type Message, serveHub, toPrometheus } from "../../src/hub/mod.ts";
@@ -237,6 +237,31 @@ describe("streams", () => {
     }
     await using hub = new Hub({ store: dir.path });
     await rejectsWith(hub.streams(), "ECORRUPT", /stored message 2/);
+  });
+
+  test('a corrupt record fails the opening with ECORRUPT naming its file; repair: "truncate" cuts it there', async () => {
+    await using dir = await tempDir();
+    {
+      await using hub = new Hub({ store: dir.path });
+      await hub.addStream({ name: "s", subjects: ["s"] });
+      for (let i = 1; i <= 10; i++) await hub.publish("s", `payload-${String(i).padStart(4, "0")}`);
+    }
+    const segment = `${dir.path}/s/log/${
+      readdirSync(`${dir.path}/s/log`).find((n) => n.endsWith(".wal"))
+    }`;
+    const bytes = readFileSync(segment);
+    bytes[bytes.indexOf("payload-0007")]! ^= 1;
+    writeFileSync(segment, bytes);
+    {
+      await using hub = new Hub({ store: dir.path });
+      const err = await rejectsWith(hub.streams(), "ECORRUPT", /record seq 7 fails its checksum/);
+      assert.ok(err.message.includes(segment), err.message);
+    }
+    assert.throws(() => new Hub({ store: dir.path, repair: "cut" as "truncate" }), RangeError);
+    await using hub = new Hub({ store: dir.path, repair: "truncate" });
+    const info = await hub.streamInfo("s");
+    assert.deepEqual([info.messages, info.lastSeq], [6, 6]);
+    assert.equal((await hub.publish("s", "after"))?.seq, 7);
   });
 
   test("over the socket: a remote publish to a stream's topic is stored, its id deduplicated", async () => {

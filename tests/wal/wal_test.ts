@@ -303,6 +303,29 @@ describe("Wal", () => {
     await assert.rejects(open, /enough/);
   });
 
+  test("reads from anywhere in a large segment, before and after earlier reads left seek points", async () => {
+    await using dir = await tempDir();
+    await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4 * 1024 * 1024 });
+    for (let seq = 1; seq <= 3000; seq++) wal.append(walRecord(seq));
+    await wal.flush();
+    const random = seeded(7);
+    const froms = [1, 255, 256, 257, 511, 512, 513, 2999, 3000];
+    for (let i = 0; i < 30; i++) froms.push(1 + Math.floor(random() * 3000));
+    for (const pass of ["first", "again"]) {
+      for (const from of froms) {
+        const to = Math.min(3000, from + 5);
+        const recs = await readAllRecords(wal, { from, to });
+        assert.deepEqual(
+          recs.map((r) => r.seq),
+          Array.from({ length: to - from + 1 }, (_, k) => from + k),
+          `${pass} read from ${from}`,
+        );
+        recs.forEach((r) => assert.deepEqual(r.data, walRecord(r.seq)));
+      }
+      await assertRecords(wal, 3000); // leaves a seek point every 256 records
+    }
+  });
+
   test("read() is a stream too: getReader(), pipeTo(), and leaving a for await early", async () => {
     await using dir = await tempDir();
     await using wal = await Wal.open(dir.path, { sync: "none", segmentSize: 4096 });
