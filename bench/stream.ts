@@ -5,19 +5,21 @@
  * `nats` client, the `redis` client).
  *
  * Workloads:
- * - stored publish, 256 in flight: our `"batch"` stream (synced within 10 ms), JetStream (file
- *   storage, `js.publish()`), Redis `XADD` (256 pipelined, `appendfsync everysec`);
- * - stored publish, 1 in flight: our `"always"` stream (each publish synced before it resolves),
- *   our `"batch"` stream, JetStream (which syncs its files every two minutes, not per message);
+ * - stored publish, 256 in flight: our `"batch"` stream (each publish resolves after the sync that
+ *   follows within 10 ms) and `"always"` stream (synced, group commit), JetStream (file storage,
+ *   `js.publish()`), Redis `XADD` (256 pipelined, `appendfsync everysec`);
+ * - stored publish, 1 in flight: our `"always"` stream (each publish synced before it resolves)
+ *   and `"none"` stream (written, not synced: what JetStream's default does), JetStream (which
+ *   syncs its files every two minutes, not per message);
  * - consume with an ack per message, from a stream filled beforehand: a durable reader over the
  *   socket acking each message (acks not awaited one by one, as NATS's `ack()` is not), a
  *   JetStream pull consumer with `ack()`, Redis `XREADGROUP` of 256 and an `XACK` per message;
  * - end-to-end latency, one message at a time: from `publish()` to the consumer's hands, p50 and
- *   p99, ours on a `"batch"` and an `"always"` stream, JetStream's.
+ *   p99, ours on a `"none"` and an `"always"` stream, JetStream's.
  *
  * Ceilings in the same run: the write-ahead log alone, in the client's process, appending 64 B
- * records with the same sync (`"batch"` 256 in flight, `"always"` 1 in flight). A stored
- * publish does that and a socket round trip besides, so none can beat it.
+ * records with the same sync and as many in flight. A stored publish does that and a socket
+ * round trip besides, so none can beat it.
  *
  * Usage: `<runtime> bench/stream.ts [--repeats N] [--only TEXT]`.
  *
@@ -51,7 +53,7 @@ const payload = new Uint8Array(64);
 const OURS = "dockipc";
 const JETSTREAM = "JetStream";
 const REDIS = "Redis Streams";
-const WAL = "WAL alone (ceiling)";
+const WAL = "WAL alone";
 /** Messages filled in before a consume measurement. */
 const FILL = 60_000;
 
@@ -322,25 +324,40 @@ if (args[0] === "server") {
       [OURS]: hubPath,
       [`${OURS}, "always"`]: hubPath,
       [`${OURS}, "batch"`]: hubPath,
+      [`${OURS}, "none"`]: hubPath,
       [JETSTREAM]: nats.where,
       [REDIS]: redis.where,
-      [WAL]: "",
+      [`${WAL}, "batch"`]: "",
       [`${WAL}, "always"`]: "",
+      [`${WAL}, "none"`]: "",
     };
-    const impl = (name: string): string => name.replace(/, "(always|batch)"$/, "");
+    const impl = (name: string): string => name.replace(/, "(always|batch|none)"$/, "");
     const syncOf = (name: string, fallback: SyncMode): SyncMode =>
-      (/"(always|batch)"$/.exec(name)?.[1] as SyncMode | undefined) ?? fallback;
+      (/"(always|batch|none)"$/.exec(name)?.[1] as SyncMode | undefined) ?? fallback;
     const rate = async (a: string[]) => ((await measure(a)) as { rate: number }).rate;
     rows.push(
       ...await rotated(
         { name: "stored publish, 256 in flight", unit: "msg/s" },
-        [JETSTREAM, REDIS, `${OURS}, "batch"`, WAL],
+        [
+          JETSTREAM,
+          REDIS,
+          `${OURS}, "batch"`,
+          `${OURS}, "always"`,
+          `${WAL}, "batch"`,
+          `${WAL}, "always"`,
+        ],
         repeats,
         (name) => rate(["publish", impl(name), where[name]!, "256", syncOf(name, "batch")]),
       ),
       ...await rotated(
         { name: "stored publish, 1 in flight", unit: "msg/s" },
-        [JETSTREAM, `${OURS}, "batch"`, `${OURS}, "always"`, `${WAL}, "always"`],
+        [
+          JETSTREAM,
+          `${OURS}, "none"`,
+          `${OURS}, "always"`,
+          `${WAL}, "none"`,
+          `${WAL}, "always"`,
+        ],
         repeats,
         (name) => rate(["publish", impl(name), where[name]!, "1", syncOf(name, "always")]),
       ),
@@ -351,7 +368,7 @@ if (args[0] === "server") {
         (name) => rate(["consume", impl(name), where[name]!, "0", "batch"]),
       ),
     );
-    for (const name of [JETSTREAM, `${OURS}, "batch"`, `${OURS}, "always"`]) {
+    for (const name of [JETSTREAM, `${OURS}, "none"`, `${OURS}, "always"`]) {
       const p50: number[] = [];
       const p99: number[] = [];
       for (let i = 0; i < repeats; i++) {

@@ -63,8 +63,8 @@ export interface ConsumeOptions {
   buffer?: number;
   /**
    * An ordered consumer: ephemeral, one reader, every message once and in order, acknowledged
-   * as it is read (`ack()` is not needed). Across a socket it starts again after the last
-   * message it saw when its connection is lost.
+   * as it is read (`ack()` is not needed, and returns that acknowledgement). Across a socket it
+   * starts again after the last message it saw when its connection is lost.
    */
   ordered?: boolean;
   /** Stops reading (as `close()` does) when aborted. */

@@ -86,6 +86,8 @@ export class Consumed implements ConsumedMessage {
   readonly id: string;
   readonly attempt: number;
   readonly #link: Pick<ReaderLink, "settle">;
+  /** An ordered reader's ack, made as it was read: `ack()` gives it back rather than failing. */
+  #autoAck: Promise<void> | undefined;
 
   constructor(message: StoredMessage, attempt: number, link: Pick<ReaderLink, "settle">) {
     this.topic = message.topic;
@@ -102,7 +104,13 @@ export class Consumed implements ConsumedMessage {
   }
 
   ack(): Promise<void> {
-    return this.#link.settle(this.seq, "ack");
+    return this.#autoAck ?? this.#link.settle(this.seq, "ack");
+  }
+
+  /** Acknowledges it as an ordered reader reads it. */
+  autoAck(): void {
+    this.#autoAck = this.#link.settle(this.seq, "ack");
+    this.#autoAck.catch(() => {}); // a reader gone meanwhile: nothing to acknowledge
   }
 
   nak(options: NakOptions = {}): Promise<void> {
@@ -148,7 +156,7 @@ export class ConsumerReader implements Consumer {
   }
 
   /** Takes a message for its reader. */
-  push(message: ConsumedMessage): void {
+  push(message: Consumed): void {
     void this.#buffer.offer(message);
   }
 
@@ -163,8 +171,8 @@ export class ConsumerReader implements Consumer {
   }
 
   async next(): Promise<IteratorResult<ConsumedMessage>> {
-    const result = await this.#buffer.next() as IteratorResult<ConsumedMessage>;
-    if (this.#ordered && !result.done) result.value.ack().catch(() => {});
+    const result = await this.#buffer.next() as IteratorResult<Consumed>;
+    if (this.#ordered && !result.done) result.value.autoAck();
     return result;
   }
 
