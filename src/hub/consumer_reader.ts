@@ -15,7 +15,7 @@ import type {
 } from "./consumer.ts";
 import type { Settlement } from "./protocol.ts";
 import type { StoredMessage } from "./stream.ts";
-import { END, HubSubscription } from "./subscription.ts";
+import { END, HubSubscription, pulled } from "./subscription.ts";
 
 /**
  * A reader of a stream's consumer: the messages it is given, each to acknowledge. Several
@@ -187,14 +187,7 @@ export class ConsumerReader implements Consumer {
   }
 
   get readable(): ReadableStream<ConsumedMessage> {
-    return this.#readable ??= new ReadableStream<ConsumedMessage>({
-      pull: async (controller) => {
-        const result = await this.next();
-        if (result.done) controller.close();
-        else controller.enqueue(result.value);
-      },
-      cancel: () => this.close(),
-    }, { highWaterMark: 0 });
+    return this.#readable ??= pulled(() => this.next(), () => this.close());
   }
 
   info(): Promise<ConsumerInfo> {

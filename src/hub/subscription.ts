@@ -80,6 +80,24 @@ interface Waiting {
   resolve: () => void;
 }
 
+/**
+ * A `ReadableStream` of what `next()` gives, read only as its reader asks (nothing is taken
+ * ahead), that calls `cancel` when cancelled: the `readable` of a subscription or a consumer.
+ */
+export function pulled<T>(
+  next: () => Promise<IteratorResult<T>>,
+  cancel: () => unknown,
+): ReadableStream<T> {
+  return new ReadableStream<T>({
+    pull: async (controller) => {
+      const result = await next();
+      if (result.done) controller.close();
+      else controller.enqueue(result.value);
+    },
+    cancel: async () => void await cancel(),
+  }, { highWaterMark: 0 });
+}
+
 /** The key of the method that ends a subscription with an error; not exported to users. */
 export const END: unique symbol = Symbol("end");
 /** The key of the method that takes buffered messages at once; not exported to users. */
@@ -231,14 +249,7 @@ export class HubSubscription implements Subscription {
 
   /** The messages as a `ReadableStream`; cancelling it unsubscribes. */
   get readable(): ReadableStream<Message> {
-    return this.#readable ??= new ReadableStream<Message>({
-      pull: async (controller) => {
-        const result = await this.next();
-        if (result.done) controller.close();
-        else controller.enqueue(result.value);
-      },
-      cancel: () => this.unsubscribe(),
-    }, { highWaterMark: 0 });
+    return this.#readable ??= pulled(() => this.next(), () => this.unsubscribe());
   }
 
   /** Reads the next message; `{ done: true }` once unsubscribed. */

@@ -301,6 +301,22 @@ describe("consumers", () => {
     assert.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => i + 1));
   });
 
+  test("a reader is a ReadableStream too; cancelling it closes the reader", async () => {
+    await using s = await withJobs({ messages: 3 });
+    const reader = await s.hub.consume("jobs", { ackWait: 60_000 });
+    const stream = reader.readable.getReader();
+    const seqs: number[] = [];
+    for (let i = 0; i < 2; i++) {
+      const { value } = await stream.read();
+      seqs.push(value!.seq);
+      await value!.ack();
+    }
+    assert.deepEqual(seqs, [1, 2]);
+    await stream.cancel();
+    await reader.closed;
+    assert.deepEqual(await s.hub.consumers("jobs"), [], "the ephemeral consumer ended with it");
+  });
+
   test("deleting a consumer or its stream ends its readers with ENOENT", async () => {
     await using s = await withJobs({ messages: 1 });
     const reader = await s.hub.consume("jobs", { durable: "w" });
