@@ -402,8 +402,21 @@ export class StreamConsumer implements StreamReader {
           this.#again = false;
           await this.#fill();
         } while (this.#again && !this.#closed);
-      } catch {
-        // The stream failed to read (closed, or a corrupt record): the next wake tries again.
+      } catch (err) {
+        // The stream failed to read: a corrupt record (ECORRUPT), or a failing disk. Its readers
+        // hear of it, rather than waiting for messages that cannot come; what they held goes
+        // back, and a new reader tries again.
+        if (!this.#closed) {
+          const error = err instanceof IpcError
+            ? err
+            : new IpcError("EIO", `Cannot read stream "${this.stream.name}": ${err}`, {
+              cause: err,
+            });
+          for (const member of [...this.#members]) {
+            this.detach(member);
+            member.end(error);
+          }
+        }
       } finally {
         this.#pumping = false;
       }

@@ -4,6 +4,7 @@
  * consumers, and bad input.
  */
 import assert from "node:assert/strict";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { type ConsumedMessage, DEAD_LETTER_HEADERS, Hub, toPrometheus } from "../../src/hub/mod.ts";
 import { Wal } from "../../src/wal/mod.ts";
@@ -360,6 +361,25 @@ describe("consumers", () => {
     }
     await using plain = new Hub();
     await rejectsWith(plain.consume("jobs"), "ENOENT", /has no store/);
+  });
+
+  test("a record that fails its checksum as a consumer reads it ends the readers with ECORRUPT", async () => {
+    await using s = await withJobs();
+    for (let i = 1; i <= 5; i++) await s.hub.publish("jobs.x", `payload-${i}`);
+    const log = `${s.dir}/jobs/log`;
+    const segment = `${log}/${readdirSync(log).find((n) => n.endsWith(".wal"))}`;
+    const bytes = readFileSync(segment);
+    bytes[bytes.indexOf("payload-3")]! ^= 1; // damaged on disk after it was written
+    writeFileSync(segment, bytes);
+    const reader = await s.hub.consume("jobs", { durable: "w" });
+    await rejectsWith(
+      (async () => {
+        for await (const m of reader) await m.ack();
+      })(),
+      "ECORRUPT",
+      /record seq 3 fails its checksum/,
+    );
+    assert.equal((await s.hub.consumerInfo("jobs", "w")).readers, 0);
   });
 
   test("a consumer log that is not one fails the store's opening with ECORRUPT naming it", async () => {
