@@ -12,7 +12,7 @@ import { Deadlines, type Expiring } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
 import { ConsumerLog, type ConsumerPosition, encodePosition } from "./consumer_log.ts";
 import type { Settlement } from "./protocol.ts";
-import type { StoredMessage, Stream, StreamReader } from "./stream.ts";
+import { positiveOption, type StoredMessage, type Stream, type StreamReader } from "./stream.ts";
 import { topicMatches, validatePattern, validateTopic } from "./topics.ts";
 
 /**
@@ -207,13 +207,8 @@ export function consumerConfig(stream: Stream, options: ConsumeOptions): Consume
   }
   const filter = options.filter ?? ">";
   validatePattern(filter);
-  const positive = (what: string, v: number | undefined, fallback: number): number => {
-    if (v === undefined) return fallback;
-    if (typeof v !== "number" || !(v > 0)) {
-      throw new RangeError(`Cannot ${op} as ${what} must be above 0: got ${v}`);
-    }
-    return v;
-  };
+  const positive = (what: string, v: number | undefined, fallback: number): number =>
+    positiveOption(op, what, v, fallback);
   const whole = (what: string, v: number | undefined, fallback: number): number => {
     const n = positive(what, v, fallback);
     if (n !== Infinity && !Number.isSafeInteger(n)) {

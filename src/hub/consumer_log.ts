@@ -156,7 +156,7 @@ export class ConsumerLog {
   done(seq: number, state: () => Uint8Array): Promise<void> {
     this.#done.push(seq);
     // The acks of this moment (a batch read from a socket, a loop) go in one record.
-    return this.#doneStored ??= new Promise<void>((resolve) => queueMicrotask(resolve)).then(() => {
+    return this.#doneStored ??= Promise.resolve().then(() => {
       const seqs = this.#done;
       this.#done = [];
       this.#doneStored = undefined;

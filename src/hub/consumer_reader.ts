@@ -89,14 +89,20 @@ export class Consumed implements ConsumedMessage {
   /** An ordered reader's ack, made as it was read: `ack()` gives it back rather than failing. */
   #autoAck: Promise<void> | undefined;
 
-  constructor(message: StoredMessage, attempt: number, link: Pick<ReaderLink, "settle">) {
+  /** `stream` names its stream when `message` does not (as it came over a socket). */
+  constructor(
+    message: StoredMessage,
+    attempt: number,
+    link: Pick<ReaderLink, "settle">,
+    stream = message.stream,
+  ) {
     this.topic = message.topic;
     this.data = message.data;
     this.headers = message.headers;
     this.seq = message.seq;
     this.key = message.key;
     this.reply = message.reply;
-    this.stream = message.stream;
+    this.stream = stream;
     this.timestamp = message.timestamp;
     this.id = message.id;
     this.attempt = attempt;

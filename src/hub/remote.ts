@@ -7,7 +7,7 @@
 
 import type { Address } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
-import { type Deferred, deferred, later } from "../internal/async.ts";
+import { deadline, type Deferred, deferred, waitAtMost } from "../internal/async.ts";
 import {
   type ConnectionEvent,
   DEFAULT_REQUEST_TIMEOUT,
@@ -187,6 +187,8 @@ class HubClient implements RemoteHub {
   /** Subscriptions being drained: called once the server has ended each. */
   readonly #drains = new Map<number, () => void>();
   readonly #calls = new Map<number, Call>();
+  /** The answers of `#calls`, settled or not, until they settle: what `close()` waits for. */
+  readonly #answers = new Set<Promise<HubMessage>>();
   readonly #readers = new Map<number, Reader>();
   /** The server's streams, from STREAMS; `#storedBy` caches which stores a topic. */
   #streams: readonly StreamSummary[] = [];
@@ -217,11 +219,9 @@ class HubClient implements RemoteHub {
     const remote = new HubClient(address, options);
     await remote.#session.open();
     // The server says which topics it stores right after its WELCOME.
-    const known = remote.#streamsKnown.promise;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<void>((_, reject) => {
-      timer = later(() =>
-        reject(
+    try {
+      await deadline(remote.#streamsKnown.promise, remote.#timeout, {
+        timedOut: () =>
           new IpcError(
             "EPROTOCOL",
             `The hub at ${remote.#session.label} did not list its streams`,
@@ -229,15 +229,10 @@ class HubClient implements RemoteHub {
               op: "connect",
             },
           ),
-        ), remote.#timeout);
-    });
-    try {
-      await Promise.race([known, late]);
+      });
     } catch (err) {
       remote.abort();
       throw err;
-    } finally {
-      clearTimeout(timer);
     }
     return remote;
   }
@@ -296,8 +291,7 @@ class HubClient implements RemoteHub {
         if (r.options.ordered && seq <= r.last) return; // seen: a restarted consumer sends it again
         r.last = Math.max(r.last, seq);
         if (!r.options.ordered) r.unfinished.add(seq);
-        const message: StoredMessage = { ...m.env, stream: r.stream };
-        r.reader.push(new Consumed(message, m.attempt, r.link));
+        r.reader.push(new Consumed(m.env, m.attempt, r.link, r.stream));
         return;
       }
       case Op.STREAMS: {
@@ -467,7 +461,7 @@ class HubClient implements RemoteHub {
     this.#check(op);
     // Sent now, not after an await: an ack made before the reader closes goes before UNCONSUME.
     const id = ++this.#nextId;
-    return await new Promise<HubMessage>((resolve, reject) => {
+    const answer = new Promise<HubMessage>((resolve, reject) => {
       this.#calls.set(id, { resolve, reject });
       try {
         this.#session.send(make(id), op)?.catch((err) => {
@@ -479,6 +473,10 @@ class HubClient implements RemoteHub {
         reject(err);
       }
     });
+    this.#answers.add(answer);
+    const settled = (): void => void this.#answers.delete(answer);
+    answer.then(settled, settled);
+    return await answer;
   }
 
   /** Calls a stream or consumer operation of the server's hub; resolves with its result. */
@@ -762,12 +760,7 @@ class HubClient implements RemoteHub {
       for (const s of subs) this.#sendQuietly({ type: Op.DRAIN, sid: s.sid });
       // Bounded: a reader that stops reading leaves the server holding messages for want of
       // credit, and those are not waited for past `timeout`.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        Promise.all(ended),
-        new Promise<void>((resolve) => (timer = later(resolve, this.#timeout))),
-      ]);
-      clearTimeout(timer);
+      await waitAtMost(Promise.all(ended), this.#timeout);
     }
     for (const s of [...this.#subs.values()]) this.#endSub(s);
     await this.close();
@@ -789,20 +782,8 @@ class HubClient implements RemoteHub {
   async close(): Promise<void> {
     // Stored publishes and acks already sent are answered first (bounded by `timeout`): their
     // promises then say what happened rather than only that the client closed.
-    if (this.#calls.size > 0 && this.#session.connected) {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const answered = [...this.#calls.values()].map((c) =>
-        new Promise<void>((resolve) => {
-          const { resolve: ok, reject } = c;
-          c.resolve = (m) => (ok(m), resolve());
-          c.reject = (e) => (reject(e), resolve());
-        })
-      );
-      await Promise.race([
-        Promise.all(answered),
-        new Promise<void>((resolve) => (timer = later(resolve, this.#timeout))),
-      ]);
-      clearTimeout(timer);
+    if (this.#answers.size > 0 && this.#session.connected) {
+      await waitAtMost(Promise.allSettled(this.#answers), this.#timeout);
     }
     this.#end();
     await this.#session.close();

@@ -28,10 +28,9 @@ import {
   watchStreams,
 } from "./hub.ts";
 import type { ConsumeOptions, ConsumerMember } from "./consumer.ts";
-import type { PublishAck } from "./stream.ts";
 import { HUB, type HubMessage, jsonBody, Op, parseBody } from "./protocol.ts";
 import { type HubSubscription, type Message, STOP, TAKE } from "./subscription.ts";
-import type { StoredMessage } from "./stream.ts";
+import type { PublishAck, StoredMessage } from "./stream.ts";
 
 /** Options of {@linkcode serveHub}: the options every dockipc server takes, and the hub's own. */
 export interface ServeHubOptions extends ServerOptions {

@@ -174,6 +174,23 @@ class Index {
   }
 }
 
+/**
+ * A numeric option that must be above 0 (`Infinity` allowed), or `fallback` when not given;
+ * `RangeError` "Cannot `op` as `what` must be above 0" otherwise.
+ */
+export function positiveOption(
+  op: string,
+  what: string,
+  v: number | undefined,
+  fallback: number,
+): number {
+  if (v === undefined) return fallback;
+  if (typeof v !== "number" || !(v > 0)) {
+    throw new RangeError(`Cannot ${op} as ${what} must be above 0: got ${v}`);
+  }
+  return v;
+}
+
 /** Every field of a config, checked; throws `RangeError`/`TypeError` naming what is wrong. */
 export function fullConfig(config: StreamConfig): Required<StreamConfig> {
   const { name, subjects } = config;
@@ -185,13 +202,8 @@ export function fullConfig(config: StreamConfig): Required<StreamConfig> {
   if (!Array.isArray(subjects) || subjects.length === 0) {
     throw new TypeError(`Cannot add stream "${name}" as subjects must be a non-empty array`);
   }
-  const positive = (what: string, v: number | undefined, fallback: number): number => {
-    if (v === undefined) return fallback;
-    if (typeof v !== "number" || !(v > 0)) {
-      throw new RangeError(`Cannot add stream "${name}" as ${what} must be above 0: got ${v}`);
-    }
-    return v;
-  };
+  const positive = (what: string, v: number | undefined, fallback: number): number =>
+    positiveOption(`add stream "${name}"`, what, v, fallback);
   const retention = config.retention ?? "limits";
   if (!["limits", "workqueue", "interest"].includes(retention)) {
     throw new RangeError(

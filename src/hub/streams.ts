@@ -43,8 +43,16 @@ function toJson(value: unknown): string {
   return JSON.stringify(value, (_, v) => v === Infinity ? null : v, 2);
 }
 
-function fromJson(text: string): unknown {
-  return JSON.parse(text, (_, v) => v === null ? Infinity : v);
+/** The settings saved at `path` (`null` read as `Infinity`); `undefined` when there is no file. */
+async function readSettings(fs: FileSystem, path: string): Promise<unknown> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await fs.readFile(path);
+  } catch (err) {
+    if (err instanceof IpcError && err.code === "ENOENT") return undefined;
+    throw err;
+  }
+  return JSON.parse(new TextDecoder().decode(bytes), (_, v) => v === null ? Infinity : v);
 }
 
 /** The streams of a hub opened with a store. */
@@ -83,14 +91,9 @@ export class StreamStore {
     const store = new StreamStore(fs, dir, deadLetter, repair);
     try {
       for (const name of (await fs.readDir(dir)).sort()) {
-        let text: string;
-        try {
-          text = new TextDecoder().decode(await fs.readFile(`${dir}/${name}/stream.json`));
-        } catch (err) {
-          if (err instanceof IpcError && err.code === "ENOENT") continue; // not a stream
-          throw err;
-        }
-        const config = fullConfig(fromJson(text) as StreamConfig);
+        const saved = await readSettings(fs, `${dir}/${name}/stream.json`);
+        if (saved === undefined) continue; // not a stream
+        const config = fullConfig(saved as StreamConfig);
         const stream = await Stream.open(config, `${dir}/${name}`, repair);
         store.#streams.set(name, stream);
         store.#consumers.set(stream, new Map());
@@ -113,14 +116,10 @@ export class StreamStore {
       if (!(err instanceof IpcError && err.code === "ENOENT")) throw err;
     }
     for (const name of names) {
-      let text: string;
-      try {
-        text = new TextDecoder().decode(await this.#fs.readFile(`${home}/${name}/consumer.json`));
-      } catch (err) {
-        if (err instanceof IpcError && err.code === "ENOENT") continue; // made, never saved
-        throw err;
-      }
-      const config = fromJson(text) as ConsumerConfig;
+      const config = await readSettings(this.#fs, `${home}/${name}/consumer.json`) as
+        | ConsumerConfig
+        | undefined;
+      if (config === undefined) continue; // made, never saved
       if (config?.name !== name || typeof config.filter !== "string") {
         throw new IpcError(
           "ECORRUPT",

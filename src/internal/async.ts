@@ -65,6 +65,20 @@ export function later(run: () => void, ms: number): ReturnType<typeof setTimeout
 }
 
 /**
+ * Waits for `promise`, but no longer than `ms`: resolves when it settles (rejecting as it does)
+ * or when the time is up, whichever comes first. For bounded waits that go on either way, such
+ * as closing.
+ */
+export async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([promise, new Promise<void>((resolve) => (timer = later(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
  * The `Date.now()` time `ms` from now, for {@linkcode Expiring}: `Infinity` for a delay past
  * {@linkcode MAX_TIMER}, which means no limit, as for {@linkcode later}.
  */

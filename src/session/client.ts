@@ -11,7 +11,7 @@ import { type Address, formatAddress, parseAddress } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, systemError } from "../errors.ts";
 import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
-import { backoff, delay, later } from "../internal/async.ts";
+import { backoff, delay, later, waitAtMost } from "../internal/async.ts";
 import { Feed } from "../internal/feed.ts";
 import { refTimer } from "../runtime/platform.ts";
 import { connect, type ConnectOptions } from "../transport.ts";
@@ -359,12 +359,7 @@ export class SessionClient<V extends { type: number }> {
     }
     // The server closes once it has read everything; closing first could reset the
     // connection and discard what it has not read yet.
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([
-      link.reading,
-      new Promise<void>((resolve) => (timer = later(resolve, this.#timeout))),
-    ]);
-    clearTimeout(timer);
+    await waitAtMost(link.reading ?? Promise.resolve(), this.#timeout);
     link.channel.close();
     if (failure !== undefined) {
       throw new IpcError(
