@@ -13,7 +13,7 @@ import { HashRing } from "./_ring.ts";
 import { ConsumerLog, type ConsumerPosition, encodePosition } from "./consumer_log.ts";
 import type { Settlement } from "./protocol.ts";
 import { positiveOption, type StoredMessage, type Stream, type StreamReader } from "./stream.ts";
-import { topicMatches, validatePattern, validateTopic } from "./topics.ts";
+import { topicMatches, TopicMemo, validatePattern, validateTopic } from "./topics.ts";
 
 /**
  * Where a new consumer starts: every message the stream holds (`"all"`), only those stored from
@@ -294,6 +294,8 @@ export class StreamConsumer implements StreamReader {
   /** Attempts recorded past `#next` before a restart. */
   readonly #attemptsAhead: Map<number, number>;
   readonly #members: ConsumerMember[] = [];
+  /** Whether its filter takes a topic. */
+  readonly #takes = new TopicMemo<boolean>();
   #ring: HashRing<ConsumerMember> | undefined;
   #turn = 0;
   // A redelivery to come keeps the process alive, as a reader waiting for it would expect.
@@ -472,7 +474,9 @@ export class StreamConsumer implements StreamReader {
         this.#aheadAt++; // removed meanwhile, or passed already
         continue;
       }
-      if (!topicMatches(filter, message.topic) || this.#doneAhead.delete(message.seq)) {
+      const taken = filter === ">" ||
+        this.#takes.get(message.topic, (t) => topicMatches(filter, t));
+      if (!taken || this.#doneAhead.delete(message.seq)) {
         this.#aheadAt++;
         this.#next = message.seq + 1;
         continue;

@@ -1,6 +1,7 @@
 /**
  * A durable consumer's position on disk: a write-ahead log of the messages it finished (acked,
- * or terminated) and of redeliveries, compacted now and then into a snapshot of where it was.
+ * or terminated) and of redeliveries, compacted now and then (every MiB or so of records) into
+ * a snapshot of where it was.
  * What it keeps is bounded by the consumer's pending messages, not by how many it has acked.
  *
  * A record is a kind, then for kind 1 (done) the stream sequences finished together (u64 each:
@@ -12,14 +13,20 @@
  */
 
 import { IpcError } from "../errors.ts";
+import { nextTurn } from "../runtime/platform.ts";
 import type { SyncMode } from "../wal/options.ts";
 import { Wal } from "../wal/wal.ts";
 
 const DONE = 1;
 const ATTEMPT = 2;
 const ATTEMPT_SIZE = 13;
-/** Sequences recorded between snapshots. */
-const COMPACT_EVERY = 4096;
+/**
+ * Bytes of records between snapshots, at least; and at least this many times the last
+ * snapshot's size. A snapshot syncs the log and writes a file (a few ms on a disk), so it comes
+ * seldom enough to cost little per ack, and often enough that opening replays little.
+ */
+const COMPACT_BYTES = 1024 * 1024;
+const COMPACT_RATIO = 4;
 
 /** Where a consumer stood when its log was opened. */
 export interface ConsumerPosition {
@@ -63,8 +70,9 @@ function encodeAttempt(seq: number, attempt: number): Uint8Array {
 export class ConsumerLog {
   readonly #wal: Wal;
   readonly #path: string;
-  /** Records appended since the last snapshot. */
+  /** Bytes of records appended since the last snapshot, and that snapshot's size. */
   #since = 0;
+  #snapshotSize = 0;
   /** The log sequence of the last record whose append resolved: what a snapshot may cover. */
   #resolved = 0;
   #compacting: Promise<void> | undefined;
@@ -103,6 +111,7 @@ export class ConsumerLog {
         for (const seq of state.done) position.doneAhead.add(seq);
       }
       const log = new ConsumerLog(wal, dir);
+      log.#snapshotSize = snapshot?.state.length ?? 0;
       for await (
         const rec of wal.read({ from: Math.max(wal.firstSeq, (snapshot?.seq ?? 0) + 1) })
       ) {
@@ -116,13 +125,13 @@ export class ConsumerLog {
             if (behind(seq)) position.pending.delete(seq);
             else position.doneAhead.add(seq);
           }
-          log.#since += (data.length - 1) / 8;
+          log.#since += data.length;
         } else if (kind === ATTEMPT && data.length === ATTEMPT_SIZE) {
           const seq = getSeq(view, 1);
           const attempt = view.getUint32(9);
           if (!behind(seq)) position.attemptsAhead.set(seq, attempt);
           else if (position.pending.has(seq)) position.pending.set(seq, attempt);
-          log.#since++;
+          log.#since += data.length;
         } else {
           throw log.#corrupt(
             rec.seq,
@@ -155,28 +164,34 @@ export class ConsumerLog {
    */
   done(seq: number, state: () => Uint8Array): Promise<void> {
     this.#done.push(seq);
-    // The acks of this moment (a batch read from a socket, a loop) go in one record.
-    return this.#doneStored ??= Promise.resolve().then(() => {
+    // The acks of this turn of the event loop (the frames read from a socket, a loop over
+    // messages) go in one record: one write, and with "always" one sync, for all of them.
+    return this.#doneStored ??= new Promise<void>((resolve) => nextTurn(resolve)).then(() => {
       const seqs = this.#done;
       this.#done = [];
       this.#doneStored = undefined;
-      return this.#append(encodeDone(seqs), seqs.length, state);
+      return this.#append(encodeDone(seqs), state);
     });
   }
 
   /** Records that message `seq` is being delivered for the `attempt`th time; not waited for. */
   attempt(seq: number, attempt: number, state: () => Uint8Array): void {
-    this.#append(encodeAttempt(seq, attempt), 1, state).catch(() => {}); // the next done() reports it
+    this.#append(encodeAttempt(seq, attempt), state).catch(() => {}); // the next done() reports it
   }
 
-  async #append(record: Uint8Array, seqs: number, state: () => Uint8Array): Promise<void> {
+  async #append(record: Uint8Array, state: () => Uint8Array): Promise<void> {
     const logSeq = await this.#wal.append(record);
     if (logSeq > this.#resolved) this.#resolved = logSeq;
-    if ((this.#since += seqs) >= COMPACT_EVERY && this.#compacting === undefined) {
+    this.#since += record.length;
+    if (
+      this.#since >= Math.max(COMPACT_BYTES, COMPACT_RATIO * this.#snapshotSize) &&
+      this.#compacting === undefined
+    ) {
       // The state is taken now: every append up to #resolved is in it, none after is needed.
       const covered = this.#resolved;
       const snapshot = state();
       this.#since = 0;
+      this.#snapshotSize = snapshot.length;
       this.#compacting = this.#wal.checkpoint(covered, snapshot).then(() => {}, () => {})
         .finally(() => (this.#compacting = undefined));
     }

@@ -120,20 +120,33 @@ export type HubMessage =
   | { type: typeof Op.CONSUMING; cid: number; name: string }
   /** A message for reader `cid`: its attempt, and the stored message (its `seq` the stream's). */
   | { type: typeof Op.DELIVER; cid: number; attempt: number; env: StoredEnvelope }
-  /** Reader `cid` settles message `seq`: SETTLED (or ERR) answers `id`. */
+  /**
+   * Reader `cid` settles messages `seqs` alike (the acks of a moment share one SETTLE): SETTLED
+   * answers `id` with those that failed, or ERR when none could be.
+   */
   | {
     type: typeof Op.SETTLE;
     id: number;
     cid: number;
-    seq: number;
+    seqs: readonly number[];
     how: Settlement;
     arg: string;
   }
-  | { type: typeof Op.SETTLED; id: number }
+  | { type: typeof Op.SETTLED; id: number; failed: readonly SettleFailure[] }
   /** Reader `cid` is closed: what it holds goes to the consumer's other readers. */
   | { type: typeof Op.UNCONSUME; cid: number }
   /** The streams' names, subjects and durability, as JSON: sent on connecting and on a change. */
   | { type: typeof Op.STREAMS; body: Uint8Array };
+
+/**
+ * A message of a SETTLE that could not be settled: where it stands in the SETTLE's list (one
+ * message may stand twice), and why, as an `IpcError`'s code and message.
+ */
+export interface SettleFailure {
+  readonly at: number;
+  readonly code: string;
+  readonly message: string;
+}
 
 /** What a hub connection carries: the session's messages and the hub's. */
 export type HubWire = SessionMessage<HubMessage>;
@@ -339,12 +352,19 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
     case Op.SETTLE:
       w.u32(m.id);
       w.u32(m.cid);
-      w.u64(m.seq);
       w.u8(SETTLEMENTS.indexOf(m.how));
       w.str(strField(m.arg, "argument"));
+      w.u32(m.seqs.length);
+      for (const seq of m.seqs) w.u64(seq);
       break;
     case Op.SETTLED:
       w.u32(m.id);
+      w.u32(m.failed.length);
+      for (const f of m.failed) {
+        w.u32(f.at);
+        w.str(strField(f.code, "code"));
+        w.str(strField(f.message.slice(0, 4096), "message"));
+      }
       break;
     case Op.UNCONSUME:
       w.u32(m.cid);
@@ -387,7 +407,14 @@ function sizeBound(m: HubMessage, env: EncodedEnvelope | undefined): number {
     case Op.CONSUMING:
       return 1 + 4 + 2 + 3 * m.name.length;
     case Op.SETTLE:
-      return 1 + 8 + 8 + 1 + 2 + 3 * m.arg.length;
+      return 1 + 8 + 1 + 2 + 3 * m.arg.length + 4 + 8 * m.seqs.length;
+    case Op.SETTLED: {
+      let size = 1 + 4 + 4;
+      for (const f of m.failed) {
+        size += 4 + 2 + 3 * f.code.length + 2 + 3 * Math.min(f.message.length, 4096);
+      }
+      return size;
+    }
     case Op.STREAMS:
       return 1 + m.body.length;
     default:
@@ -534,16 +561,25 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
     case Op.SETTLE: {
       const id = r.u32("id");
       const cid = r.u32("cid");
-      const seq = r.u64("seq");
       const kind = r.u8("settlement");
       const how = SETTLEMENTS[kind];
       if (how === undefined) throw r.bad(`its settlement ${kind} is unknown`);
-      m = { type: Op.SETTLE, id, cid, seq, how, arg: r.text("argument") };
+      const arg = r.text("argument");
+      const seqs: number[] = new Array(r.count("sequence list", 8));
+      if (seqs.length === 0) throw r.bad("it settles no message");
+      for (let i = 0; i < seqs.length; i++) seqs[i] = r.u64("seq");
+      m = { type: Op.SETTLE, id, cid, seqs, how, arg };
       break;
     }
-    case Op.SETTLED:
-      m = { type: Op.SETTLED, id: r.u32("id") };
+    case Op.SETTLED: {
+      const id = r.u32("id");
+      const failed: SettleFailure[] = new Array(r.count("failure list", 4 + 2 + 2));
+      for (let i = 0; i < failed.length; i++) {
+        failed[i] = { at: r.u32("position"), code: r.str("code"), message: r.text("message") };
+      }
+      m = { type: Op.SETTLED, id, failed };
       break;
+    }
     case Op.UNCONSUME:
       m = { type: Op.UNCONSUME, cid: r.u32("cid") };
       break;

@@ -8,6 +8,7 @@
 import type { Address } from "../address.ts";
 import { closedError, IpcError, type IpcErrorCode, RemoteError } from "../errors.ts";
 import { deadline, type Deferred, deferred, waitAtMost } from "../internal/async.ts";
+import { nextTurn } from "../runtime/platform.ts";
 import {
   type ConnectionEvent,
   DEFAULT_REQUEST_TIMEOUT,
@@ -32,7 +33,15 @@ import {
 } from "./hub.ts";
 import type { ConsumeOptions, ConsumerInfo } from "./consumer.ts";
 import { Consumed, type Consumer, ConsumerReader, type ReaderLink } from "./consumer_reader.ts";
-import { HUB, type HubMessage, jsonBody, Op, parseBody, type Settlement } from "./protocol.ts";
+import {
+  HUB,
+  type HubMessage,
+  jsonBody,
+  Op,
+  parseBody,
+  type SettleFailure,
+  type Settlement,
+} from "./protocol.ts";
 import type {
   PublishAck,
   ReadStreamOptions,
@@ -49,7 +58,7 @@ import {
   type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
-import { topicMatches, validatePattern, validateTopic } from "./topics.ts";
+import { topicMatches, TopicMemo, validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of {@linkcode connectHub}: the options every dockipc client takes. */
 export type ConnectHubOptions = SessionOptions;
@@ -98,9 +107,26 @@ interface Reader {
   readonly ready: Deferred<string>;
   /** The consumer's name, once the server said it. */
   name: string;
+  /** Its acks of this turn of the event loop, to go in one SETTLE. */
+  acks: AckBatch | undefined;
+}
+
+/** Acks of one reader sent together, and the server's answer to them. */
+interface AckBatch {
+  readonly seqs: number[];
+  readonly answer: Deferred<readonly SettleFailure[]>;
 }
 
 const utf8 = new TextEncoder();
+
+/** The error a server's code and message stand for. */
+function errorFrom(code: string, message: string, op: string): Error {
+  return code === "TypeError"
+    ? new TypeError(message)
+    : code === "RangeError"
+    ? new RangeError(message)
+    : new IpcError(code as IpcErrorCode, message, { op });
+}
 
 /**
  * A hub served by {@linkcode serveHub} in another process, used through the same calls as an
@@ -192,7 +218,7 @@ class HubClient implements RemoteHub {
   readonly #readers = new Map<number, Reader>();
   /** The server's streams, from STREAMS; `#storedBy` caches which stores a topic. */
   #streams: readonly StreamSummary[] = [];
-  readonly #storedBy = new Map<string, StreamSummary | null>();
+  readonly #storedBy = new TopicMemo<StreamSummary | undefined>();
   /** Resolves with the first STREAMS of a connection: publishing needs to know them. */
   #streamsKnown: Deferred<void> = deferred();
   #nextId = 0;
@@ -303,11 +329,7 @@ class HubClient implements RemoteHub {
       case Op.ERR: {
         const err = m.code === "EREMOTE"
           ? new RemoteError(m.remoteCode, m.message, { op: "request" })
-          : m.code === "TypeError"
-          ? new TypeError(m.message)
-          : m.code === "RangeError"
-          ? new RangeError(m.message)
-          : new IpcError(m.code as IpcErrorCode, m.message, { op: "hub" });
+          : errorFrom(m.code, m.message, "hub");
         const call = this.#calls.get(m.id);
         if (call !== undefined) {
           this.#calls.delete(m.id);
@@ -434,13 +456,10 @@ class HubClient implements RemoteHub {
 
   /** The stream of the server's that stores `topic`, if any. */
   #storedIn(topic: string): StreamSummary | undefined {
-    let found = this.#storedBy.get(topic);
-    if (found === undefined) {
-      found = this.#streams.find((s) => s.subjects.some((p) => topicMatches(p, topic))) ?? null;
-      if (this.#storedBy.size >= 4096) this.#storedBy.clear();
-      this.#storedBy.set(topic, found);
-    }
-    return found ?? undefined;
+    return this.#storedBy.get(
+      topic,
+      (topic) => this.#streams.find((s) => s.subjects.some((p) => topicMatches(p, topic))),
+    );
   }
 
   /** Publishes with SPUB, and resolves with the PUBACK. */
@@ -570,6 +589,8 @@ class HubClient implements RemoteHub {
       settle: (seq, how, arg) => this.#settle(r, seq, how, arg),
       info: () => this.consumerInfo(stream, r.name),
       close: () => {
+        // Its acks go before UNCONSUME, which gives back what it holds.
+        this.#sendAcks(r);
         if (this.#readers.delete(cid)) this.#sendQuietly({ type: Op.UNCONSUME, cid });
         return RESOLVED;
       },
@@ -590,6 +611,7 @@ class HubClient implements RemoteHub {
       last: 0,
       ready: deferred(),
       name: "",
+      acks: undefined,
     };
     this.#readers.set(cid, r);
     await this.#streamsKnown.promise;
@@ -611,15 +633,47 @@ class HubClient implements RemoteHub {
   }
 
   async #settle(r: Reader, seq: number, how: Settlement, arg?: number | string): Promise<void> {
-    await this.#call(how, (id) => ({
-      type: Op.SETTLE,
-      id,
-      cid: r.cid,
-      seq,
-      how,
-      arg: arg === undefined ? "" : String(arg),
-    }));
+    const failure = how === "ack"
+      ? await this.#ackSoon(r, seq)
+      : (await this.#sendSettle(r, [seq], how, arg === undefined ? "" : String(arg)))[0];
+    if (failure !== undefined) throw errorFrom(failure.code, failure.message, how);
     if (how === "ack" || how === "term") r.unfinished.delete(seq);
+  }
+
+  /** Sends a SETTLE; resolves with the messages of it that could not be settled. */
+  async #sendSettle(
+    r: Reader,
+    seqs: readonly number[],
+    how: Settlement,
+    arg: string,
+  ): Promise<readonly SettleFailure[]> {
+    const m = await this.#call(how, (id) => ({ type: Op.SETTLE, id, cid: r.cid, seqs, how, arg }));
+    return (m as { failed: readonly SettleFailure[] }).failed;
+  }
+
+  /**
+   * Acks `seq` together with the reader's other acks of this turn of the event loop: one SETTLE
+   * and one SETTLED for all of them. A quarter of the reader's buffer goes at once, so that the
+   * server gives room back while a long loop of acks runs. Resolves with why it failed, if it did.
+   */
+  async #ackSoon(r: Reader, seq: number): Promise<SettleFailure | undefined> {
+    this.#check("ack");
+    let batch = r.acks;
+    if (batch === undefined) {
+      const b: AckBatch = batch = r.acks = { seqs: [], answer: deferred() };
+      nextTurn(() => this.#sendAcks(r, b));
+    }
+    const at = batch.seqs.push(seq) - 1;
+    if (batch.seqs.length >= Math.max(1, r.buffer >> 2)) this.#sendAcks(r, batch);
+    const failed = await batch.answer.promise;
+    return failed.length === 0 ? undefined : failed.find((f) => f.at === at);
+  }
+
+  /** Sends the reader's gathered acks, unless `batch` went already. */
+  #sendAcks(r: Reader, batch = r.acks): void {
+    if (batch === undefined || r.acks !== batch) return;
+    r.acks = undefined;
+    this.#sendSettle(r, batch.seqs, "ack", "").then(batch.answer.resolve, batch.answer.reject);
   }
 
   /**
@@ -780,6 +834,7 @@ class HubClient implements RemoteHub {
    * the connection closes. `[Symbol.asyncDispose]` does the same.
    */
   async close(): Promise<void> {
+    for (const r of this.#readers.values()) this.#sendAcks(r);
     // Stored publishes and acks already sent are answered first (bounded by `timeout`): their
     // promises then say what happened rather than only that the client closed.
     if (this.#answers.size > 0 && this.#session.connected) {

@@ -28,7 +28,7 @@ import {
   watchStreams,
 } from "./hub.ts";
 import type { ConsumeOptions, ConsumerMember } from "./consumer.ts";
-import { HUB, type HubMessage, jsonBody, Op, parseBody } from "./protocol.ts";
+import { HUB, type HubMessage, jsonBody, Op, parseBody, type SettleFailure } from "./protocol.ts";
 import { type HubSubscription, type Message, STOP, TAKE } from "./subscription.ts";
 import type { PublishAck, StoredMessage } from "./stream.ts";
 
@@ -70,18 +70,22 @@ const PUB_QUEUE_BYTES = 16 * 1024 * 1024;
  * A `TypeError` or `RangeError` (a bad argument) keeps its name as its code.
  */
 function errOf(id: number, err: unknown, fallback = "EPROTOCOL"): HubMessage {
-  const code = err instanceof IpcError || err instanceof Refusal
+  return {
+    type: Op.ERR,
+    id,
+    code: codeOf(err, fallback),
+    message: err instanceof Error ? err.message : String(err),
+    remoteCode: err instanceof RemoteError ? err.remoteCode : "",
+  };
+}
+
+/** The code an error travels with: its `IpcError` code, `TypeError`, `RangeError` or `fallback`. */
+function codeOf(err: unknown, fallback: string): string {
+  return err instanceof IpcError || err instanceof Refusal
     ? err.code
     : err instanceof TypeError || err instanceof RangeError
     ? err.name
     : fallback;
-  return {
-    type: Op.ERR,
-    id,
-    code,
-    message: err instanceof Error ? err.message : String(err),
-    remoteCode: err instanceof RemoteError ? err.remoteCode : "",
-  };
 }
 
 /** A client's subscription: the hub's subscription and the credit the client granted. */
@@ -294,17 +298,27 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         return this.#consume(m.cid, m.buffer, m.stream, m.body);
       case Op.SETTLE: {
         const reader = this.readers.get(m.cid);
-        const settled = reader === undefined
-          ? Promise.reject(
-            new IpcError("ENOTPENDING", `Cannot ${m.how} as reader ${m.cid} is closed`),
-          )
-          : reader.served.consumer.settle(
-            reader,
-            m.seq,
-            m.how,
-            m.how === "nak" ? Number(m.arg) : m.arg,
+        if (reader === undefined) {
+          const closed = new IpcError(
+            "ENOTPENDING",
+            `Cannot ${m.how} as reader ${m.cid} is closed`,
           );
-        this.#answer(m.id, settled.then(() => ({ type: Op.SETTLED, id: m.id })), "EIO");
+          this.#sendQuietly(errOf(m.id, closed));
+          return;
+        }
+        const arg = m.how === "nak" ? Number(m.arg) : m.arg;
+        const failed: SettleFailure[] = [];
+        const settled = m.seqs.map((seq, at) =>
+          reader.served.consumer.settle(reader, seq, m.how, arg).catch((err) => {
+            const message = err instanceof Error ? err.message : String(err);
+            failed.push({ at, code: codeOf(err, "EIO"), message });
+          })
+        );
+        this.#answer(
+          m.id,
+          Promise.all(settled).then(() => ({ type: Op.SETTLED, id: m.id, failed })),
+          "EIO",
+        );
         return;
       }
       case Op.UNCONSUME: {

@@ -19,7 +19,7 @@ import {
   StreamConsumer,
 } from "./consumer.ts";
 import { fullConfig, Stream, type StreamConfig } from "./stream.ts";
-import { topicMatches, validatePattern } from "./topics.ts";
+import { topicMatches, TopicMemo, validatePattern } from "./topics.ts";
 
 /** Whether some topic matches both patterns (`*` one token, `>` one or more). */
 export function patternsOverlap(a: string, b: string): boolean {
@@ -65,7 +65,7 @@ export class StreamStore {
   readonly #deadLetter: DeadLetterSink;
   readonly #repair: boolean;
   /** The stream of each topic published lately; `null` for none. */
-  readonly #byTopic = new Map<string, Stream | null>();
+  readonly #byTopic = new TopicMemo<Stream | undefined>();
   /** Changes to the set of streams, one at a time. */
   #changing: Promise<unknown> = Promise.resolve();
 
@@ -251,19 +251,12 @@ export class StreamStore {
 
   /** The stream that stores `topic`'s messages, if any. */
   streamFor(topic: string): Stream | undefined {
-    let found = this.#byTopic.get(topic);
-    if (found === undefined) {
-      found = null;
+    return this.#byTopic.get(topic, (topic) => {
       for (const stream of this.#streams.values()) {
-        if (stream.config.subjects.some((p) => topicMatches(p, topic))) {
-          found = stream;
-          break;
-        }
+        if (stream.config.subjects.some((p) => topicMatches(p, topic))) return stream;
       }
-      if (this.#byTopic.size >= 4096) this.#byTopic.clear();
-      this.#byTopic.set(topic, found);
-    }
-    return found ?? undefined;
+      return undefined;
+    });
   }
 
   /** The stream called `name`; `ENOENT` when there is none. */

@@ -124,6 +124,29 @@ export function topicMatches(pattern: string, topic: string): boolean {
   return p.length === t.length;
 }
 
+/**
+ * What was worked out for each topic lately (the stream that stores it, whether a filter takes
+ * it): topics repeat, so each is matched once. Forgets everything past 4,096 topics.
+ */
+export class TopicMemo<V> {
+  readonly #known = new Map<string, V>();
+
+  /** What `work` gives for `topic`, worked out once. */
+  get(topic: string, work: (topic: string) => V): V {
+    const known = this.#known;
+    if (known.has(topic)) return known.get(topic)!;
+    const value = work(topic);
+    if (known.size >= 4096) known.clear();
+    known.set(topic, value);
+    return value;
+  }
+
+  /** Forgets everything: what it was worked out from changed. */
+  clear(): void {
+    this.#known.clear();
+  }
+}
+
 class Node<T> {
   readonly children = new Map<string, Node<T>>();
   /** Values whose pattern ends at this node. */

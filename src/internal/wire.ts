@@ -10,6 +10,7 @@ import { IpcError } from "../errors.ts";
 import { copyBytes } from "../runtime/bytes.ts";
 
 const utf8 = new TextEncoder();
+const EMPTY = new Uint8Array(0);
 const text = new TextDecoder("utf-8", { fatal: true });
 /** For message texts (an error's message or stack): bad bytes become U+FFFD, never a failure. */
 const lenient = new TextDecoder("utf-8");
@@ -130,6 +131,16 @@ export class WireReader {
     return readUint32(this.#bytes, this.#at - 4);
   }
 
+  /**
+   * A u32 count of items that follow, each at least `each` bytes: a count the frame cannot hold
+   * is refused before anything is made for it.
+   */
+  count(what: string, each: number): number {
+    const n = this.u32(`${what} count`);
+    this.#need(n * each, what);
+    return n;
+  }
+
   /** A u64 that must hold an integer below 2^53. */
   u64(what: string): number {
     this.#need(8, what);
@@ -234,6 +245,7 @@ export function textField(s: string): Uint8Array {
 
 /** A string as a field: its UTF-8 bytes, which must fit a u16 length. */
 export function strField(s: string, what: string): Uint8Array {
+  if (s.length === 0) return EMPTY; // most optional fields (a message id) are empty
   const bytes = utf8.encode(s);
   if (bytes.length > 0xffff) {
     throw new IpcError(

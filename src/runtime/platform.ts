@@ -1,10 +1,13 @@
 /**
  * What is known of the runtime without loading its adapter: its name, the operating system, a
- * timer's hold on the process, and whether a process is alive. Imports nothing of the library's,
- * so the layers below the adapters (addresses, the helpers) may use it.
+ * timer's hold on the process, the next turn of the event loop, and whether a process is alive.
+ * Imports nothing of the library's, so the layers below the adapters (addresses, the helpers)
+ * may use it.
  *
  * @module
  */
+
+import { setImmediate } from "node:timers";
 
 interface DenoLike {
   build: { os: string };
@@ -48,6 +51,15 @@ export function refTimer(timer: ReturnType<typeof setTimeout>, keepAlive: boolea
   const t = timer as { ref?: () => void; unref?: () => void };
   if (keepAlive) t.ref?.();
   else t.unref?.();
+}
+
+/**
+ * Runs `task` on the event loop's next turn: after every microtask, and after the I/O callbacks
+ * of this turn, without a timer's delay. Work gathered while a loop of promises or a socket's
+ * frames run (acks, say) is done once for all of them.
+ */
+export function nextTurn(task: () => void): void {
+  setImmediate(task);
 }
 
 /**

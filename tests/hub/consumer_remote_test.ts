@@ -160,6 +160,31 @@ describe("stored streams over the socket", () => {
     await server.close();
   });
 
+  test("acks of one moment travel together, and each answers for itself", async () => {
+    await using s = await served();
+    await using client = await connectHub(s.path);
+    for (let i = 1; i <= 600; i++) await client.publish("jobs.x", `job ${i}`);
+    const reader = await client.consume("jobs", { durable: "w", buffer: 600, maxAckPending: 600 });
+    const got = await take(reader, 600);
+    // One loop: 600 acks (past a quarter of the buffer, so in several SETTLEs), one of them twice.
+    const results = await Promise.allSettled([
+      ...got.map((m) => m.ack()),
+      got[7]!.ack(),
+    ]);
+    assert.equal(results.slice(0, 600).every((r) => r.status === "fulfilled"), true);
+    const twice = results[600]!;
+    assert.equal(twice.status, "rejected");
+    assert.equal((twice as PromiseRejectedResult).reason.code, "ENOTPENDING");
+    const info = await client.consumerInfo("jobs", "w");
+    assert.equal(info.acked, 600);
+    assert.equal(info.pending, 0);
+    await reader.close();
+    // Stored: a new reader of the durable gets nothing of them again.
+    await client.publish("jobs.x", "job 601");
+    await using again = await client.consume("jobs", { durable: "w" });
+    assert.equal((await take(again, 1))[0]!.seq, 601);
+  });
+
   test("readStream() over the socket replays from a sequence and from a time", async () => {
     await using s = await served();
     await using client = await connectHub(s.path);
@@ -237,7 +262,7 @@ describe("stored streams over the socket", () => {
         stream: "jobs",
         body: jsonBody({ ackWait: -5 }),
       }),
-      encodeHub({ type: Op.SETTLE, id: 4, cid: 99, seq: 1, how: "ack", arg: "" }),
+      encodeHub({ type: Op.SETTLE, id: 4, cid: 99, seqs: [1], how: "ack", arg: "" }),
       encodeHub({ type: Op.CALL, id: 5, method: "streamInfo", body: jsonBody(["jobs"]) }),
     ]));
     const got: { type: number; id?: number; code?: string }[] = [];

@@ -383,19 +383,30 @@ describe("consumers", () => {
   });
 
   test("a consumer log that is not one fails the store's opening with ECORRUPT naming it", async () => {
-    await using dir = await tempDir();
-    {
+    const bad: [string, Uint8Array | string][] = [
+      ["text", "not a consumer record"],
+      ["a done record without a sequence", new Uint8Array([1])],
+      ["a done record with part of one", new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 1, 7])],
+      ["an attempt record cut short", new Uint8Array([2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])],
+      ["a kind there is not", new Uint8Array([3, 0, 0, 0, 0, 0, 0, 0, 9])],
+    ];
+    for (const [what, record] of bad) {
+      await using dir = await tempDir();
+      {
+        await using hub = new Hub({ store: dir.path });
+        await hub.addStream({ name: "jobs", subjects: ["jobs.>"] });
+        await hub.publish("jobs.x", "a");
+        await using reader = await hub.consume("jobs", { durable: "w" });
+        await (await take(reader, 1))[0]!.ack();
+      }
+      {
+        await using wal = await Wal.open(`${dir.path}/jobs/consumers/w/log`);
+        await wal.append(record);
+      }
       await using hub = new Hub({ store: dir.path });
-      await hub.addStream({ name: "jobs", subjects: ["jobs.>"] });
-      await hub.publish("jobs.x", "a");
-      await using reader = await hub.consume("jobs", { durable: "w" });
-      await (await take(reader, 1))[0]!.ack();
+      const err = await rejectsWith(hub.streams(), "ECORRUPT", /consumer log .*consumers\/w\/log/);
+      // The one appended, not the ack before it.
+      assert.match(err.message, /record 2 /, what);
     }
-    {
-      await using wal = await Wal.open(`${dir.path}/jobs/consumers/w/log`);
-      await wal.append("not a consumer record");
-    }
-    await using hub = new Hub({ store: dir.path });
-    await rejectsWith(hub.streams(), "ECORRUPT", /consumer log .*jobs\/consumers\/w\/log/);
   });
 });

@@ -57,6 +57,32 @@ const HUB_MESSAGES: HubWire[] = [
   },
   { type: Op.REQ, id: 5, timeout: 1000, env: env("q", bytes(1)) },
   { type: Op.RES, id: 5, env: env("_r.1", bytes(2), 12) },
+  { type: Op.SPUB, id: 9, env: env("jobs.a", bytes(1, 2)) },
+  { type: Op.PUBACK, id: 9, seq: 2 ** 40, duplicate: true, durability: "always", stream: "jobs" },
+  { type: Op.CALL, id: 10, method: "streamInfo", body: bytes(0x5b, 0x5d) },
+  { type: Op.RESULT, id: 10, body: bytes(0x7b, 0x7d) },
+  { type: Op.CONSUME, cid: 4, buffer: 256, stream: "jobs", body: bytes(0x7b, 0x7d) },
+  { type: Op.CONSUMING, cid: 4, name: "workers" },
+  {
+    type: Op.DELIVER,
+    cid: 4,
+    attempt: 3,
+    env: { ...env("jobs.a", bytes(7), 12), stream: "", timestamp: 1_765_000_000_000, id: "m-1" },
+  },
+  { type: Op.SETTLE, id: 11, cid: 4, seqs: [12, 2 ** 53 - 1, 1], how: "ack", arg: "" },
+  { type: Op.SETTLE, id: 12, cid: 4, seqs: [5], how: "nak", arg: "250" },
+  { type: Op.SETTLED, id: 11, failed: [] },
+  {
+    type: Op.SETTLED,
+    id: 11,
+    failed: [{ at: 0, code: "ENOTPENDING", message: "acked already" }, {
+      at: 2,
+      code: "EIO",
+      message: "ü",
+    }],
+  },
+  { type: Op.UNCONSUME, cid: 4 },
+  { type: Op.STREAMS, body: bytes(0x5b, 0x5d) },
   { type: Control.PING },
   { type: Control.PONG },
   { type: Control.FLUSH },
@@ -101,7 +127,7 @@ for (
         const m = valid[i] as object;
         // Whether the last field is the rest of the frame (a token, a payload): then a shorter
         // or longer frame can still be a valid message.
-        const restLast = "token" in m || "data" in m || "env" in m;
+        const restLast = "token" in m || "data" in m || "env" in m || "body" in m;
         for (let cut = 0; cut < frame.length; cut++) {
           const got = outcome(decoder, frame.subarray(0, cut));
           if (!restLast) assert.equal(got, "EPROTOCOL", `${JSON.stringify(m)} cut at ${cut}`);
@@ -220,6 +246,30 @@ describe("hub protocol decoder: the repeated-topic cache", () => {
     });
     assert.equal(topicOf(pub("a.b")), "a.b");
     assert.equal(topicOf(pub("a.d")), "a.d");
+  });
+});
+
+describe("hub protocol decoder: counts", () => {
+  test("a SETTLE or SETTLED counting more than its frame holds is refused, and none is empty", () => {
+    const refused = (frame: Uint8Array, why: RegExp) =>
+      assert.throws(() => decodeHub(frame), (err: Error & { code?: string }) => {
+        assert.equal(err.code, "EPROTOCOL");
+        assert.match(err.message, why);
+        return true;
+      });
+    const settle = encodeHub({ type: Op.SETTLE, id: 1, cid: 2, seqs: [3], how: "ack", arg: "" });
+    const countAt = 1 + 4 + 4 + 1 + 2; // type, id, cid, settlement, empty argument
+    for (const count of [2, 0x1000_0000, 0xffff_ffff]) {
+      const bad = settle.slice();
+      new DataView(bad.buffer).setUint32(countAt, count);
+      refused(bad, /its sequence list runs past the end/);
+    }
+    const none = settle.slice(0, countAt + 4);
+    new DataView(none.buffer).setUint32(countAt, 0);
+    refused(none, /it settles no message/);
+    const settled = encodeHub({ type: Op.SETTLED, id: 1, failed: [] });
+    new DataView(settled.buffer).setUint32(1 + 4, 0xffff_ffff);
+    refused(settled, /its failure list runs past the end/);
   });
 });
 
