@@ -25,6 +25,12 @@ export interface Peer {
    */
   echo(to?: Peer): Promise<void>;
   /**
+   * Answers each chunk that arrives with the same bytes once `keep(chunk)` has resolved (an
+   * echo behind a store: the least a stored publish from another process can take), until the
+   * peer ends. For one message in flight at a time.
+   */
+  keepThenEcho(keep: (chunk: Uint8Array) => Promise<unknown>): Promise<void>;
+  /**
    * A round trip: sends `msg` and waits for as many bytes back. One per peer, made before the
    * first trip.
    */
@@ -119,6 +125,16 @@ class ConnPeer implements Peer {
     const reader = this.#conn.readable.getReader();
     const writer = (to as ConnPeer).#conn.writable.getWriter();
     for (let r; !(r = await reader.read()).done;) await writer.write(r.value);
+    await writer.close();
+  }
+
+  async keepThenEcho(keep: (chunk: Uint8Array) => Promise<unknown>): Promise<void> {
+    const reader = this.#conn.readable.getReader();
+    const writer = this.#conn.writable.getWriter();
+    for (let r; !(r = await reader.read()).done;) {
+      await keep(r.value);
+      await writer.write(r.value);
+    }
     await writer.close();
   }
 
@@ -221,6 +237,15 @@ class DenoPeer implements Peer {
       await denoWriteAll(out, buf.subarray(0, n));
     }
     await out.closeWrite();
+  }
+
+  async keepThenEcho(keep: (chunk: Uint8Array) => Promise<unknown>): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    for (let n; (n = await this.#conn.read(buf)) !== null;) {
+      await keep(buf.subarray(0, n));
+      await denoWriteAll(this.#conn, buf.subarray(0, n));
+    }
+    await this.#conn.closeWrite();
   }
 
   tripper(msg: Uint8Array): () => Promise<void> {
@@ -326,6 +351,17 @@ class NodePeer implements Peer {
   echo(to: Peer = this): Promise<void> {
     this.#s.pipe((to as NodePeer).#s);
     return new Promise((resolve) => this.#s.once("end", () => resolve()));
+  }
+
+  keepThenEcho(keep: (chunk: Uint8Array) => Promise<unknown>): Promise<void> {
+    let answered: Promise<unknown> = Promise.resolve();
+    this.#s.on("data", (c) => {
+      const chunk = c as Uint8Array;
+      answered = answered.then(() => keep(chunk)).then(() => nodeWrite(this.#s, chunk));
+    });
+    return new Promise((resolve) =>
+      this.#s.once("end", () => void answered.then(() => this.#s.end()).then(() => resolve()))
+    );
   }
 
   tripper(msg: Uint8Array): () => Promise<void> | undefined {
@@ -493,6 +529,16 @@ class BunPeer implements Peer {
     this.onData = (chunk) => void out.send(chunk);
     await this.untilEnd();
     out.socket.shutdown();
+  }
+
+  async keepThenEcho(keep: (chunk: Uint8Array) => Promise<unknown>): Promise<void> {
+    let answered: Promise<unknown> = Promise.resolve();
+    this.onData = (chunk) => {
+      answered = answered.then(() => keep(chunk)).then(() => this.send(chunk));
+    };
+    await this.untilEnd();
+    await answered;
+    this.socket.shutdown();
   }
 
   tripper(msg: Uint8Array): () => Promise<void> {

@@ -12,14 +12,17 @@
  *   and `"none"` stream (written, not synced: what JetStream's default does), JetStream (which
  *   syncs its files every two minutes, not per message);
  * - consume with an ack per message, from a stream filled beforehand: a durable reader over the
- *   socket acking each message (acks not awaited one by one, as NATS's `ack()` is not), a
- *   JetStream pull consumer with `ack()`, Redis `XREADGROUP` of 256 and an `XACK` per message;
+ *   socket acking each message (acks not awaited one by one, as NATS's `ack()` is not), of a
+ *   `"none"` stream (acks written, not synced, as Redis's and JetStream's are) and of an
+ *   `"always"` one (acks synced), a JetStream pull consumer with `ack()`, Redis `XREADGROUP` of
+ *   256 and an `XACK` per message;
  * - end-to-end latency, one message at a time: from `publish()` to the consumer's hands, p50 and
  *   p99, ours on a `"none"` and an `"always"` stream, JetStream's.
  *
  * Ceilings in the same run: the write-ahead log alone, in the client's process, appending 64 B
  * records with the same sync and as many in flight. A stored publish does that and a socket
- * round trip besides, so none can beat it.
+ * round trip besides, so none can beat it; with one in flight the round trip (a FLUSH answered,
+ * measured too) adds its whole time, and the log's time plus it is that row's ceiling.
  *
  * Usage: `<runtime> bench/stream.ts [--repeats N] [--only TEXT]`.
  *
@@ -45,6 +48,7 @@ import {
   timedLoop,
   WARM_MS,
 } from "./_harness.ts";
+import { implFor } from "./_peers.ts";
 import { natsConnect, type Started, startNats, startRedis } from "./_servers.ts";
 
 const SCRIPT = new URL(import.meta.url).pathname;
@@ -54,6 +58,13 @@ const OURS = "dockipc";
 const JETSTREAM = "JetStream";
 const REDIS = "Redis Streams";
 const WAL = "WAL alone";
+/**
+ * The ceiling of a stored publish from another process, one at a time: a server on the
+ * runtime's own socket API that appends each 64 B message to the log (`"always"`) and then echoes
+ * it. Measured rather than added up: an fsync in a process woken by its socket takes longer here
+ * than one in a loop (330 against 180 µs on this machine).
+ */
+const CEILING = 'the log, "always", behind a raw socket (ceiling)';
 /** Messages filled in before a consume measurement. */
 const FILL = 60_000;
 
@@ -130,6 +141,13 @@ async function publishes(
     await rt.fs.remove(dir, { recursive: true });
     return n / (ms / 1000);
   }
+  if (impl === CEILING) {
+    const peer = await (await implFor("raw", rt.name)).connect(where);
+    const { n, ms } = await timedLoop(peer.tripper(payload), loop);
+    await peer.shutdown();
+    peer.close();
+    return n / (ms / 1000);
+  }
   if (impl === OURS) {
     const hub = await connectHub(where);
     const name = fresh("p");
@@ -160,7 +178,7 @@ async function publishes(
 }
 
 /** Messages consumed per second, each acknowledged, from a stream of `FILL` filled beforehand. */
-async function consumes(impl: string, where: string): Promise<number> {
+async function consumes(impl: string, where: string, sync: SyncMode): Promise<number> {
   const name = fresh("c");
   const topic = `${name}.x`;
   const lanes = { count: FILL, ms: 60_000, lanes: 256, every: 64 };
@@ -168,7 +186,7 @@ async function consumes(impl: string, where: string): Promise<number> {
   let got = 0;
   if (impl === OURS) {
     const hub = await connectHub(where);
-    await hub.addStream({ name, subjects: [`${name}.>`], durability: "batch" });
+    await hub.addStream({ name, subjects: [`${name}.>`], durability: sync });
     await fill(() => hub.publish(topic, payload), lanes);
     const reader = await hub.consume(name, { durable: "w", buffer: 1024, maxAckPending: 4096 });
     let acks: Promise<void>[] = [];
@@ -296,12 +314,17 @@ async function measure(clientArgs: string[]): Promise<unknown> {
 if (args[0] === "server") {
   await serveHub(new Hub({ store: args[1]! }), args[2]!);
   console.log("ready");
+} else if (args[0] === "ceiling") {
+  const wal = await Wal.open(args[1]!, { sync: "always" });
+  const server = await (await implFor("raw", rt.name)).listen(args[2]!);
+  console.log("ready");
+  while (true) void (await server.accept()).keepThenEcho((chunk) => wal.append(chunk));
 } else if (args[0] === "client") {
   const [, kind, impl, where, k, sync] = args as [string, string, string, string, string, SyncMode];
   const out = kind === "publish"
     ? { rate: await publishes(impl, where, Number(k), sync) }
     : kind === "consume"
-    ? { rate: await consumes(impl, where) }
+    ? { rate: await consumes(impl, where, sync) }
     : { latency: await latency(impl, where, sync) };
   console.log(JSON.stringify(out));
   process.exit(0); // a peer's client may keep a timer of its own
@@ -310,12 +333,18 @@ if (args[0] === "server") {
   const dir = await rt.fs.makeTempDir("dk-streambench-");
   const hubPath = `${dir}/hub.sock`;
   const server = spawnSelf(SCRIPT, ["server", `${dir}/store`, hubPath]);
+  const ceilingPath = `${dir}/ceiling.sock`;
+  const ceiling = spawnSelf(SCRIPT, ["ceiling", `${dir}/ceiling-log`, ceilingPath]);
   const started: Started[] = [];
   const rows: Row[] = [];
   const latencies: { impl: string; p50: number[]; p99: number[] }[] = [];
   try {
     const lines = server.stdout!.pipeThrough(new TextDecoderStream()).getReader();
     if (!(await lines.read()).value?.startsWith("ready")) throw new Error("the hub did not start");
+    const ceilingLines = ceiling.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+    if (!(await ceilingLines.read()).value?.startsWith("ready")) {
+      throw new Error("the ceiling's server did not start");
+    }
     const nats = await startNats(dir, { jetstream: true });
     started.push(nats);
     const redis = await startRedis(dir, { appendfsync: "everysec" });
@@ -330,11 +359,25 @@ if (args[0] === "server") {
       [`${WAL}, "batch"`]: "",
       [`${WAL}, "always"`]: "",
       [`${WAL}, "none"`]: "",
+      [CEILING]: ceilingPath,
     };
     const impl = (name: string): string => name.replace(/, "(always|batch|none)"$/, "");
     const syncOf = (name: string, fallback: SyncMode): SyncMode =>
       (/"(always|batch|none)"$/.exec(name)?.[1] as SyncMode | undefined) ?? fallback;
     const rate = async (a: string[]) => ((await measure(a)) as { rate: number }).rate;
+    const oneInFlight = await rotated(
+      { name: "stored publish, 1 in flight", unit: "msg/s" },
+      [
+        JETSTREAM,
+        `${OURS}, "none"`,
+        `${OURS}, "always"`,
+        `${WAL}, "none"`,
+        `${WAL}, "always"`,
+        CEILING,
+      ],
+      repeats,
+      (name) => rate(["publish", impl(name), where[name]!, "1", syncOf(name, "always")]),
+    );
     rows.push(
       ...await rotated(
         { name: "stored publish, 256 in flight", unit: "msg/s" },
@@ -349,23 +392,12 @@ if (args[0] === "server") {
         repeats,
         (name) => rate(["publish", impl(name), where[name]!, "256", syncOf(name, "batch")]),
       ),
-      ...await rotated(
-        { name: "stored publish, 1 in flight", unit: "msg/s" },
-        [
-          JETSTREAM,
-          `${OURS}, "none"`,
-          `${OURS}, "always"`,
-          `${WAL}, "none"`,
-          `${WAL}, "always"`,
-        ],
-        repeats,
-        (name) => rate(["publish", impl(name), where[name]!, "1", syncOf(name, "always")]),
-      ),
+      ...oneInFlight,
       ...await rotated(
         { name: "consume, an ack per message", unit: "msg/s" },
-        [REDIS, JETSTREAM, OURS],
+        [REDIS, JETSTREAM, `${OURS}, "none"`, `${OURS}, "always"`],
         repeats,
-        (name) => rate(["consume", impl(name), where[name]!, "0", "batch"]),
+        (name) => rate(["consume", impl(name), where[name]!, "0", syncOf(name, "none")]),
       ),
     );
     for (const name of [JETSTREAM, `${OURS}, "none"`, `${OURS}, "always"`]) {
@@ -387,7 +419,8 @@ if (args[0] === "server") {
     }
   } finally {
     server.kill("SIGTERM");
-    await server.status;
+    ceiling.kill("SIGTERM");
+    await Promise.all([server.status, ceiling.status]);
     for (const peer of started) await peer.stop();
     await rt.fs.remove(dir, { recursive: true });
   }
