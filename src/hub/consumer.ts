@@ -123,7 +123,10 @@ export interface ConsumerInfo {
 
 /** What a stream message read through a consumer carries, beside the message itself. */
 export interface ConsumedMessage extends StoredMessage {
-  /** Which delivery of this message this is: 1 for the first. */
+  /**
+   * Which delivery of this message this is: 1 for the first; 2 or more whenever it may have
+   * been delivered before, to any reader, even before a crash of the hub.
+   */
   readonly attempt: number;
   /**
    * Acknowledges it: it is not delivered to this consumer again. Resolves once that is stored
@@ -274,6 +277,14 @@ export function sameConsumer(config: ConsumerConfig, options: ConsumeOptions): s
 const READ_AHEAD = 4096;
 const READ_AHEAD_BYTES = 1024 * 1024;
 
+/**
+ * Sequences a durable consumer marks in its log as delivered, ahead of delivering them; the
+ * next mark is written once half are used, so deliveries seldom wait for it. After a crash, a
+ * message below the mark comes as a repeat (attempt 2 or more) even if it had not gone out: it
+ * may have. The mark never covers a message stored after the crash.
+ */
+const DELIVERY_LEASE = 1024;
+
 /** A consumer of a stream; see the module doc. */
 export class StreamConsumer implements StreamReader {
   readonly stream: Stream;
@@ -293,6 +304,13 @@ export class StreamConsumer implements StreamReader {
   readonly #doneAhead: Set<number>;
   /** Attempts recorded past `#next` before a restart. */
   readonly #attemptsAhead: Map<number, number>;
+  /** Messages from `#next` on below this may have been delivered before a restart. */
+  readonly #deliveredBefore: number;
+  /** New messages below this may be delivered: the log says so (`Infinity` without a log). */
+  #leased: number;
+  /** The mark being written, and its promise. */
+  #leasing: Promise<void> | undefined;
+  #leaseTarget = 0;
   readonly #members: ConsumerMember[] = [];
   /** Whether its filter takes a topic. */
   readonly #takes = new TopicMemo<boolean>();
@@ -325,6 +343,9 @@ export class StreamConsumer implements StreamReader {
     this.#next = position?.next ?? config.start;
     this.#doneAhead = position?.doneAhead ?? new Set();
     this.#attemptsAhead = position?.attemptsAhead ?? new Map();
+    this.#leased = log === undefined ? Infinity : position?.delivered ?? 0;
+    // A message stored after the crash (at or past the stream's end now) cannot have gone out.
+    this.#deliveredBefore = Math.min(position?.delivered ?? 0, stream.lastSeq + 1);
     // What was pending before the restart is delivered again first, lowest sequence first.
     const pending = [...(position?.pending ?? [])].sort((a, b) => a[0] - b[0]);
     for (const [seq, attempt] of pending) {
@@ -483,15 +504,42 @@ export class StreamConsumer implements StreamReader {
       }
       const member = this.#pick(message.key);
       if (member === undefined) return;
+      const leasing = this.#lease(message.seq);
+      if (leasing !== undefined) {
+        await leasing;
+        continue;
+      }
       this.#aheadAt++;
       this.#next = message.seq + 1;
-      const attempt = this.#attemptsAhead.get(message.seq) ?? 0;
+      const attempt = this.#attemptsAhead.get(message.seq) ??
+        (message.seq < this.#deliveredBefore ? 1 : 0);
       this.#attemptsAhead.delete(message.seq);
       const p = new Pending(message.seq, attempt, this.#expired);
       this.#pending.set(message.seq, p);
       if (attempt >= maxDeliver) void this.#finish(p, message, "maxDeliver").catch(() => {});
       else this.#give(p, member, message);
     }
+  }
+
+  /**
+   * Keeps the log's delivered mark ahead of `seq`, a new message about to be delivered: a
+   * promise to wait for when the mark does not cover it yet.
+   */
+  #lease(seq: number): Promise<void> | undefined {
+    const log = this.#log;
+    if (log === undefined) return undefined;
+    if (this.#leasing === undefined && seq + DELIVERY_LEASE / 2 >= this.#leaseTarget) {
+      const below = this.#leaseTarget = seq + DELIVERY_LEASE;
+      const leasing = this.#leasing = log.delivered(below, this.#state).then(
+        () => void (this.#leased = Math.max(this.#leased, below)),
+        (err) => {
+          this.#leaseTarget = this.#leased; // the next message tries again
+          throw err;
+        },
+      ).finally(() => (this.#leasing = undefined));
+      leasing.catch(() => {}); // a failure reaches whoever waits for it, or the next lease
+    }
+    return seq < this.#leased ? undefined : this.#leasing;
   }
 
   /** The reader for a message: its key's owner, else the next with room; none when full. */
@@ -645,7 +693,7 @@ export class StreamConsumer implements StreamReader {
   readonly #state = (): Uint8Array => {
     const pending: [number, number][] = [];
     for (const p of this.#pending.values()) if (!p.settling) pending.push([p.seq, p.attempt]);
-    return encodePosition(this.#next, pending, this.#doneAhead);
+    return encodePosition(this.#next, pending, this.#doneAhead, this.#leased);
   };
 
   /** Its state. */

@@ -6,7 +6,10 @@
  *
  * A record is a kind, then for kind 1 (done) the stream sequences finished together (u64 each:
  * the acks of one moment share a record), for kind 2 (attempt) a stream sequence (u64) and
- * which delivery of it began (u32). A snapshot is JSON: `{ next, pending: [[seq, attempt], …], done: [seq, …] }`: every
+ * which delivery of it began (u32), for kind 3 (delivered) a stream sequence (u64) below which
+ * messages may have been delivered: it is written ahead of the deliveries it allows, so that
+ * after a crash no message is taken for new (attempt 1) that may have been delivered before.
+ * A snapshot is JSON: `{ next, pending: [[seq, attempt], …], done: [seq, …], delivered }`: every
  * sequence below `next` that is not pending is finished, and so is each of `done` (past `next`).
  *
  * @module
@@ -19,7 +22,9 @@ import { Wal } from "../wal/wal.ts";
 
 const DONE = 1;
 const ATTEMPT = 2;
+const DELIVERED = 3;
 const ATTEMPT_SIZE = 13;
+const DELIVERED_SIZE = 9;
 /**
  * Bytes of records between snapshots, at least; and at least this many times the last
  * snapshot's size. A snapshot syncs the log and writes a file (a few ms on a disk), so it comes
@@ -38,6 +43,8 @@ export interface ConsumerPosition {
   doneAhead: Set<number>;
   /** Attempts recorded since the snapshot, for messages past `next`. */
   attemptsAhead: Map<number, number>;
+  /** Messages below this sequence may have been delivered (past `next`: once each). */
+  delivered: number;
 }
 
 function setSeq(view: DataView, at: number, seq: number): void {
@@ -57,6 +64,13 @@ function encodeDone(seqs: readonly number[]): Uint8Array {
   return bytes;
 }
 
+function encodeDelivered(below: number): Uint8Array {
+  const bytes = new Uint8Array(DELIVERED_SIZE);
+  bytes[0] = DELIVERED;
+  setSeq(new DataView(bytes.buffer), 1, below);
+  return bytes;
+}
+
 function encodeAttempt(seq: number, attempt: number): Uint8Array {
   const bytes = new Uint8Array(ATTEMPT_SIZE);
   const view = new DataView(bytes.buffer);
@@ -70,6 +84,7 @@ function encodeAttempt(seq: number, attempt: number): Uint8Array {
 export class ConsumerLog {
   readonly #wal: Wal;
   readonly #path: string;
+  readonly #sync: SyncMode;
   /** Bytes of records appended since the last snapshot, and that snapshot's size. */
   #since = 0;
   #snapshotSize = 0;
@@ -80,9 +95,10 @@ export class ConsumerLog {
   #done: number[] = [];
   #doneStored: Promise<void> | undefined;
 
-  private constructor(wal: Wal, path: string) {
+  private constructor(wal: Wal, path: string, sync: SyncMode) {
     this.#wal = wal;
     this.#path = path;
+    this.#sync = sync;
   }
 
   /** Opens (or makes) the log in `dir` and reads where its consumer stood. */
@@ -102,15 +118,17 @@ export class ConsumerLog {
         pending: new Map(),
         doneAhead: new Set(),
         attemptsAhead: new Map(),
+        delivered: 0,
       };
       const snapshot = wal.snapshot;
       if (snapshot !== undefined) {
         const state = parseSnapshot(snapshot.state, dir);
         position.next = state.next;
+        position.delivered = state.delivered;
         for (const [seq, attempt] of state.pending) position.pending.set(seq, attempt);
         for (const seq of state.done) position.doneAhead.add(seq);
       }
-      const log = new ConsumerLog(wal, dir);
+      const log = new ConsumerLog(wal, dir, sync);
       log.#snapshotSize = snapshot?.state.length ?? 0;
       for await (
         const rec of wal.read({ from: Math.max(wal.firstSeq, (snapshot?.seq ?? 0) + 1) })
@@ -132,10 +150,13 @@ export class ConsumerLog {
           if (!behind(seq)) position.attemptsAhead.set(seq, attempt);
           else if (position.pending.has(seq)) position.pending.set(seq, attempt);
           log.#since += data.length;
+        } else if (kind === DELIVERED && data.length === DELIVERED_SIZE) {
+          position.delivered = Math.max(position.delivered, getSeq(view, 1));
+          log.#since += data.length;
         } else {
           throw log.#corrupt(
             rec.seq,
-            `it is not a record of kind 1 or 2 (kind ${kind}, ${data.length} bytes)`,
+            `it is not a record of kind 1, 2 or 3 (kind ${kind}, ${data.length} bytes)`,
           );
         }
         log.#resolved = rec.seq;
@@ -172,6 +193,17 @@ export class ConsumerLog {
       this.#doneStored = undefined;
       return this.#append(encodeDone(seqs), state);
     });
+  }
+
+  /**
+   * Records that messages below `below` may be delivered; resolves once that is stored as far
+   * as a crash of this process goes (synced on an `"always"` stream), after which they may be.
+   */
+  async delivered(below: number, state: () => Uint8Array): Promise<void> {
+    const stored = this.#append(encodeDelivered(below), state);
+    if (this.#sync === "always") return await stored;
+    stored.catch(() => {}); // a failed log fails the flush below, and the next done()
+    await this.#wal.flush();
   }
 
   /** Records that message `seq` is being delivered for the `attempt`th time; not waited for. */
@@ -216,11 +248,12 @@ export class ConsumerLog {
 function parseSnapshot(
   bytes: Uint8Array,
   dir: string,
-): { next: number; pending: [number, number][]; done: number[] } {
+): { next: number; pending: [number, number][]; done: number[]; delivered: number } {
   try {
     const state = JSON.parse(new TextDecoder().decode(bytes));
     if (
-      Number.isSafeInteger(state?.next) && Array.isArray(state.pending) &&
+      Number.isSafeInteger(state?.next) && Number.isSafeInteger(state.delivered) &&
+      Array.isArray(state.pending) &&
       state.pending.every((p: unknown) =>
         Array.isArray(p) && p.length === 2 && p.every((n) => Number.isSafeInteger(n))
       ) && Array.isArray(state.done) && state.done.every((n: unknown) => Number.isSafeInteger(n))
@@ -239,6 +272,9 @@ export function encodePosition(
   next: number,
   pending: Iterable<[number, number]>,
   done: Iterable<number>,
+  delivered: number,
 ): Uint8Array {
-  return new TextEncoder().encode(JSON.stringify({ next, pending: [...pending], done: [...done] }));
+  return new TextEncoder().encode(
+    JSON.stringify({ next, pending: [...pending], done: [...done], delivered }),
+  );
 }

@@ -388,7 +388,9 @@ describe("consumers", () => {
       ["a done record without a sequence", new Uint8Array([1])],
       ["a done record with part of one", new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0, 1, 7])],
       ["an attempt record cut short", new Uint8Array([2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0])],
-      ["a kind there is not", new Uint8Array([3, 0, 0, 0, 0, 0, 0, 0, 9])],
+      ["a delivered mark cut short", new Uint8Array([3, 0, 0, 0, 0])],
+      ["a delivered mark too long", new Uint8Array([3, 0, 0, 0, 0, 0, 0, 0, 9, 0])],
+      ["a kind there is not", new Uint8Array([4, 0, 0, 0, 0, 0, 0, 0, 9])],
     ];
     for (const [what, record] of bad) {
       await using dir = await tempDir();
@@ -405,8 +407,8 @@ describe("consumers", () => {
       }
       await using hub = new Hub({ store: dir.path });
       const err = await rejectsWith(hub.streams(), "ECORRUPT", /consumer log .*consumers\/w\/log/);
-      // The one appended, not the ack before it.
-      assert.match(err.message, /record 2 /, what);
+      // The one appended, not the delivered mark or the ack before it.
+      assert.match(err.message, /record 3 /, what);
     }
   });
 });
