@@ -586,7 +586,7 @@ class HubClient implements RemoteHub {
       ? { ...rest, deliver: { time: Number(deliver.time) } }
       : rest;
     const link: ReaderLink = {
-      settle: (seq, how, arg) => this.#settle(r, seq, how, arg),
+      settle: (seq, how, arg) => how === "ack" ? this.#ack(r, seq) : this.#settle(r, seq, how, arg),
       info: () => this.consumerInfo(stream, r.name),
       close: () => {
         // Its acks go before UNCONSUME, which gives back what it holds.
@@ -632,12 +632,11 @@ class HubClient implements RemoteHub {
     });
   }
 
+  /** Settles `seq` otherwise than by an ack: `nak`, `term` or `working`, one message a SETTLE. */
   async #settle(r: Reader, seq: number, how: Settlement, arg?: number | string): Promise<void> {
-    const failure = how === "ack"
-      ? await this.#ackSoon(r, seq)
-      : (await this.#sendSettle(r, [seq], how, arg === undefined ? "" : String(arg)))[0];
+    const [failure] = await this.#sendSettle(r, [seq], how, arg === undefined ? "" : String(arg));
     if (failure !== undefined) throw errorFrom(failure.code, failure.message, how);
-    if (how === "ack" || how === "term") r.unfinished.delete(seq);
+    if (how === "term") r.unfinished.delete(seq);
   }
 
   /** Sends a SETTLE; resolves with the messages of it that could not be settled. */
@@ -654,10 +653,15 @@ class HubClient implements RemoteHub {
   /**
    * Acks `seq` together with the reader's other acks of this turn of the event loop: one SETTLE
    * and one SETTLED for all of them. A quarter of the reader's buffer goes at once, so that the
-   * server gives room back while a long loop of acks runs. Resolves with why it failed, if it did.
+   * server gives room back while a long loop of acks runs. One promise per ack, no more: a
+   * reader acks every message.
    */
-  async #ackSoon(r: Reader, seq: number): Promise<SettleFailure | undefined> {
-    this.#check("ack");
+  #ack(r: Reader, seq: number): Promise<void> {
+    try {
+      this.#check("ack");
+    } catch (err) {
+      return Promise.reject(err);
+    }
     let batch = r.acks;
     if (batch === undefined) {
       const b: AckBatch = batch = r.acks = { seqs: [], answer: deferred() };
@@ -665,8 +669,11 @@ class HubClient implements RemoteHub {
     }
     const at = batch.seqs.push(seq) - 1;
     if (batch.seqs.length >= Math.max(1, r.buffer >> 2)) this.#sendAcks(r, batch);
-    const failed = await batch.answer.promise;
-    return failed.length === 0 ? undefined : failed.find((f) => f.at === at);
+    return batch.answer.promise.then((failed) => {
+      const failure = failed.length === 0 ? undefined : failed.find((f) => f.at === at);
+      if (failure !== undefined) throw errorFrom(failure.code, failure.message, "ack");
+      r.unfinished.delete(seq);
+    });
   }
 
   /** Sends the reader's gathered acks, unless `batch` went already. */
