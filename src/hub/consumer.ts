@@ -10,7 +10,7 @@
 import { IpcError } from "../errors.ts";
 import { Deadlines, type Expiring } from "../internal/async.ts";
 import { HashRing } from "./_ring.ts";
-import { ConsumerLog, type ConsumerPosition, encodePosition } from "./consumer_log.ts";
+import { ConsumerLog, type ConsumerPosition, type ConsumerState } from "./consumer_log.ts";
 import type { Settlement } from "./protocol.ts";
 import { positiveOption, type StoredMessage, type Stream, type StreamReader } from "./stream.ts";
 import { topicMatches, TopicMemo, validatePattern, validateTopic } from "./topics.ts";
@@ -690,10 +690,10 @@ export class StreamConsumer implements StreamReader {
   }
 
   /** Its position for a snapshot: messages being finished count as finished (see the log). */
-  readonly #state = (): Uint8Array => {
+  readonly #state = (): ConsumerState => {
     const pending: [number, number][] = [];
     for (const p of this.#pending.values()) if (!p.settling) pending.push([p.seq, p.attempt]);
-    return encodePosition(this.#next, pending, this.#doneAhead, this.#leased);
+    return { next: this.#next, pending, done: this.#doneAhead };
   };
 
   /** Its state. */

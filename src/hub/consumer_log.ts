@@ -80,6 +80,16 @@ function encodeAttempt(seq: number, attempt: number): Uint8Array {
   return bytes;
 }
 
+/** What a consumer says of itself for a snapshot; the log adds its delivered mark. */
+export interface ConsumerState {
+  /** The next sequence it has not looked at. */
+  readonly next: number;
+  /** Messages delivered and not finished, with their attempts. */
+  readonly pending: Iterable<readonly [number, number]>;
+  /** Messages finished at or past `next`. */
+  readonly done: Iterable<number>;
+}
+
 /** A durable consumer's log; see the module doc. */
 export class ConsumerLog {
   readonly #wal: Wal;
@@ -88,6 +98,8 @@ export class ConsumerLog {
   /** Bytes of records appended since the last snapshot, and that snapshot's size. */
   #since = 0;
   #snapshotSize = 0;
+  /** The highest delivered mark stored: messages below it may have been delivered. */
+  #delivered = 0;
   /** The log sequence of the last record whose append resolved: what a snapshot may cover. */
   #resolved = 0;
   #compacting: Promise<void> | undefined;
@@ -161,6 +173,7 @@ export class ConsumerLog {
         }
         log.#resolved = rec.seq;
       }
+      log.#delivered = position.delivered;
       return { log, position };
     } catch (err) {
       await wal.close().catch(() => {});
@@ -183,7 +196,7 @@ export class ConsumerLog {
    * Records that message `seq` is finished; resolves once that is as durable as the stream's
    * `durability`. `state` gives the consumer's position for the snapshot taken now and then.
    */
-  done(seq: number, state: () => Uint8Array): Promise<void> {
+  done(seq: number, state: () => ConsumerState): Promise<void> {
     this.#done.push(seq);
     // The acks of this turn of the event loop (the frames read from a socket, a loop over
     // messages) go in one record: one write, and with "always" one sync, for all of them.
@@ -199,21 +212,29 @@ export class ConsumerLog {
    * Records that messages below `below` may be delivered; resolves once that is stored as far
    * as a crash of this process goes (synced on an `"always"` stream), after which they may be.
    */
-  async delivered(below: number, state: () => Uint8Array): Promise<void> {
-    const stored = this.#append(encodeDelivered(below), state);
+  async delivered(below: number, state: () => ConsumerState): Promise<void> {
+    const stored = this.#append(encodeDelivered(below), state, () => {
+      // Before a snapshot can be taken: the snapshot that covers this record holds the mark.
+      if (below > this.#delivered) this.#delivered = below;
+    });
     if (this.#sync === "always") return await stored;
     stored.catch(() => {}); // a failed log fails the flush below, and the next done()
     await this.#wal.flush();
   }
 
   /** Records that message `seq` is being delivered for the `attempt`th time; not waited for. */
-  attempt(seq: number, attempt: number, state: () => Uint8Array): void {
+  attempt(seq: number, attempt: number, state: () => ConsumerState): void {
     this.#append(encodeAttempt(seq, attempt), state).catch(() => {}); // the next done() reports it
   }
 
-  async #append(record: Uint8Array, state: () => Uint8Array): Promise<void> {
+  async #append(
+    record: Uint8Array,
+    state: () => ConsumerState,
+    stored?: () => void,
+  ): Promise<void> {
     const logSeq = await this.#wal.append(record);
     if (logSeq > this.#resolved) this.#resolved = logSeq;
+    stored?.();
     this.#since += record.length;
     if (
       this.#since >= Math.max(COMPACT_BYTES, COMPACT_RATIO * this.#snapshotSize) &&
@@ -221,7 +242,7 @@ export class ConsumerLog {
     ) {
       // The state is taken now: every append up to #resolved is in it, none after is needed.
       const covered = this.#resolved;
-      const snapshot = state();
+      const snapshot = this.#snapshot(state());
       this.#since = 0;
       this.#snapshotSize = snapshot.length;
       this.#compacting = this.#wal.checkpoint(covered, snapshot).then(() => {}, () => {})
@@ -229,13 +250,20 @@ export class ConsumerLog {
     }
   }
 
+  /** A snapshot's bytes: the consumer's `state` and the delivered mark. */
+  #snapshot({ next, pending, done }: ConsumerState): Uint8Array {
+    return new TextEncoder().encode(
+      JSON.stringify({ next, pending: [...pending], done: [...done], delivered: this.#delivered }),
+    );
+  }
+
   /** Saves `state` as the snapshot when anything was recorded since the last one, then closes. */
-  async close(state: () => Uint8Array): Promise<void> {
+  async close(state: () => ConsumerState): Promise<void> {
     await this.#doneStored?.catch(() => {});
     await this.#compacting;
     try {
       if (this.#since > 0 && this.#resolved > 0) {
-        await this.#wal.checkpoint(this.#resolved, state());
+        await this.#wal.checkpoint(this.#resolved, this.#snapshot(state()));
       }
     } catch {
       // The records are there: the next open replays them.
@@ -265,16 +293,4 @@ function parseSnapshot(
     op: "open",
     path: dir,
   });
-}
-
-/** A consumer's position as a snapshot: what {@linkcode ConsumerLog.open} reads back. */
-export function encodePosition(
-  next: number,
-  pending: Iterable<[number, number]>,
-  done: Iterable<number>,
-  delivered: number,
-): Uint8Array {
-  return new TextEncoder().encode(
-    JSON.stringify({ next, pending: [...pending], done: [...done], delivered }),
-  );
 }

@@ -64,7 +64,7 @@ export class StreamStore {
   readonly #consumers = new Map<Stream, Map<string, StreamConsumer>>();
   readonly #deadLetter: DeadLetterSink;
   readonly #repair: boolean;
-  /** The stream of each topic published lately; `null` for none. */
+  /** The stream of each topic published lately, if any. */
   readonly #byTopic = new TopicMemo<Stream | undefined>();
   /** Changes to the set of streams, one at a time. */
   #changing: Promise<unknown> = Promise.resolve();

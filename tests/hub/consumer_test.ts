@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { type ConsumedMessage, DEAD_LETTER_HEADERS, Hub, toPrometheus } from "../../src/hub/mod.ts";
+import { ConsumerLog } from "../../src/hub/consumer_log.ts";
 import { Wal } from "../../src/wal/mod.ts";
 import { rejectsWith, tempDir, until } from "../_helpers.ts";
 import { take } from "./_consume.ts";
@@ -380,6 +381,24 @@ describe("consumers", () => {
       /record seq 3 fails its checksum/,
     );
     assert.equal((await s.hub.consumerInfo("jobs", "w")).readers, 0);
+  });
+
+  test("a snapshot taken as a delivered mark is stored holds that mark", async () => {
+    await using dir = await tempDir();
+    const state = () => ({ next: 7, pending: [[3, 1] as const], done: [9] });
+    {
+      const { log } = await ConsumerLog.open(dir.path, "none", false);
+      // One done record just short of the MiB a snapshot waits for; the mark's 9 bytes pass it.
+      const acks = Array.from({ length: 131_071 }, (_, i) => log.done(10 + i, state));
+      await Promise.all(acks);
+      await log.delivered(5000, state);
+      await log.close(state);
+    }
+    const { log, position } = await ConsumerLog.open(dir.path, "none", false);
+    await log.close(state);
+    assert.equal(position.next, 7, "read from the snapshot");
+    assert.deepEqual([...position.pending], [[3, 1]]);
+    assert.equal(position.delivered, 5000);
   });
 
   test("a consumer log that is not one fails the store's opening with ECORRUPT naming it", async () => {
