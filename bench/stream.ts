@@ -21,8 +21,10 @@
  *
  * Ceilings in the same run: the write-ahead log alone, in the client's process, appending 64 B
  * records with the same sync and as many in flight. A stored publish does that and a socket
- * round trip besides, so none can beat it; with one in flight the round trip (a FLUSH answered,
- * measured too) adds its whole time, and the log's time plus it is that row's ceiling.
+ * round trip besides, so none can beat it. With one in flight the round trip adds its whole time,
+ * and the fsync of a process woken by its socket takes longer than one in a loop: that row's
+ * ceiling is measured, a server on the runtime's own socket API that appends each message to an
+ * `"always"` log and then echoes it (`CEILING`).
  *
  * Usage: `<runtime> bench/stream.ts [--repeats N] [--only TEXT]`.
  *
