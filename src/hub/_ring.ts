@@ -6,6 +6,8 @@
  * @module
  */
 
+import { partitionPoint } from "../internal/search.ts";
+
 /** Points per member: with 1024, members share the circle within a few percent of evenly. */
 const VIRTUAL_NODES = 1024;
 
@@ -83,13 +85,7 @@ export class HashRing<T> {
     const points = this.#points;
     if (points.length === 0) return undefined;
     const hash = hashString(key);
-    let lo = 0;
-    let hi = points.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (points[mid]! < hash) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = partitionPoint(points.length, (i) => points[i]! < hash);
     return this.#owners[lo === points.length ? 0 : lo];
   }
 }

@@ -9,6 +9,7 @@
 
 import { IpcError } from "../errors.ts";
 import { Deadlines, type Expiring } from "../internal/async.ts";
+import { partitionPoint } from "../internal/search.ts";
 import { HashRing } from "./_ring.ts";
 import { ConsumerLog, type ConsumerPosition, type ConsumerState } from "./consumer_log.ts";
 import type { Settlement } from "./protocol.ts";
@@ -587,20 +588,11 @@ export class StreamConsumer implements StreamReader {
     if (p.member !== undefined) p.member.held--;
     p.member = undefined;
     if (delay > 0) this.#arm(p, delay);
-    else this.#ready.splice(this.#readyIndex(p.seq), 0, p.seq);
-  }
-
-  /** Where `seq` goes in `#ready`, which is kept in order. */
-  #readyIndex(seq: number): number {
-    const ready = this.#ready;
-    let lo = 0;
-    let hi = ready.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (ready[mid]! < seq) lo = mid + 1;
-      else hi = mid;
+    else {
+      // `#ready` is kept in order.
+      const ready = this.#ready;
+      ready.splice(partitionPoint(ready.length, (i) => ready[i]! < p.seq), 0, p.seq);
     }
-    return lo;
   }
 
   /** An ack wait ran out, or a delayed nak is due. */

@@ -812,13 +812,19 @@ export class Hub implements PubSub, StoredStreams {
   async consume(stream: string, options: ConsumeOptions = {}): Promise<Consumer> {
     options.signal?.throwIfAborted();
     const buffer = readerBuffer(options);
-    const store = await this.#openStore("consume a stream");
-    const consumer = await store.consumer(stream, options);
+    const { consumer, left } = await this.#consumer(stream, options);
     return readLocally(
       consumer,
       { buffer, ordered: consumer.config.ordered, signal: options.signal },
-      () => store.dropEphemeral(consumer),
+      left,
     );
+  }
+
+  /** The consumer `consume()` makes or joins, and what to call once its reader leaves. */
+  async #consumer(stream: string, options: ConsumeOptions): Promise<ServedConsumer> {
+    const store = await this.#openStore("consume a stream");
+    const consumer = await store.consumer(stream, options);
+    return { consumer, left: () => store.dropEphemeral(consumer) };
   }
 
   /** A consumer's settings and state; `ENOENT` for an unknown stream or consumer. */
@@ -843,29 +849,30 @@ export class Hub implements PubSub, StoredStreams {
 
   /** Tells the watchers which streams there are now. */
   #streamsChanged(): void {
-    const store = this.#store;
-    if (store === undefined || this.#watchers.size === 0) return;
-    const streams = store.all().map(({ config: { name, subjects, durability } }) => ({
+    if (this.#store === undefined || this.#watchers.size === 0) return;
+    const streams = this.#summaries();
+    for (const watcher of this.#watchers) watcher(streams);
+  }
+
+  /** What a served connection is told of the streams: see {@linkcode StreamSummary}. */
+  #summaries(): StreamSummary[] {
+    return (this.#store?.all() ?? []).map(({ config: { name, subjects, durability } }) => ({
       name,
       subjects,
       durability,
     }));
-    for (const watcher of this.#watchers) watcher(streams);
   }
 
   static {
     publishOn = (hub, message) => hub.#publishOrStore(message);
-    consumerOn = async (hub, stream, options) => {
-      const store = await hub.#openStore("consume a stream");
-      const consumer = await store.consumer(stream, options);
-      return { consumer, left: () => store.dropEphemeral(consumer) };
-    };
+    consumerOn = (hub, stream, options) => hub.#consumer(stream, options);
     watchOn = (hub, listener) => {
       hub.#watchers.add(listener);
       if (hub.#storeOpening === undefined) listener([]);
       else {
+        // Only the new watcher is told: the others know already.
         hub.#storeOpening.then(() => {
-          if (hub.#watchers.has(listener)) hub.#streamsChanged();
+          if (hub.#watchers.has(listener)) listener(hub.#summaries());
         }, () => listener([]));
       }
       return () => void hub.#watchers.delete(listener);

@@ -7,6 +7,7 @@
  */
 
 import { IpcError } from "../errors.ts";
+import { partitionPoint } from "../internal/search.ts";
 import type { SyncMode } from "../wal/options.ts";
 import { Wal } from "../wal/wal.ts";
 import { decodeStored, decodeStoredHead, encodeStored } from "./protocol.ts";
@@ -143,14 +144,8 @@ class Index {
 
   /** The first sequence stored at `time` or later (times rise with sequences); `last + 1` for none. */
   firstAtOrAfter(time: number): number {
-    let lo = 0;
-    let hi = this.count;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.#times[mid]! < time) lo = mid + 1;
-      else hi = mid;
-    }
-    return this.base + lo;
+    const times = this.#times;
+    return this.base + partitionPoint(this.count, (i) => times[i]! < time);
   }
 
   size(seq: number): number {

@@ -7,6 +7,7 @@
 
 import { IpcError } from "../errors.ts";
 import { delay, holdProcess } from "../internal/async.ts";
+import { partitionPoint } from "../internal/search.ts";
 import type { FileHandle, FileSystem } from "../runtime/types.ts";
 import type { ReadOptions, WalRecord } from "./options.ts";
 import {
@@ -285,15 +286,9 @@ async function openAt(log: LogView, seq: number): Promise<SegmentScanner | undef
 
 /** The last of `points` (in order) at or before `seq`. */
 function lastPoint(points: readonly SeekPoint[] | undefined, seq: number): SeekPoint | undefined {
-  if (points === undefined || points.length === 0 || points[0]!.seq > seq) return undefined;
-  let lo = 0;
-  let hi = points.length - 1;
-  while (lo < hi) {
-    const mid = (lo + hi + 1) >>> 1;
-    if (points[mid]!.seq <= seq) lo = mid;
-    else hi = mid - 1;
-  }
-  return points[lo];
+  if (points === undefined) return undefined;
+  const after = partitionPoint(points.length, (i) => points[i]!.seq <= seq);
+  return after === 0 ? undefined : points[after - 1];
 }
 
 /** The error for a read that reaches records that retention or `truncateBefore` removed. */
