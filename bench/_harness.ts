@@ -49,6 +49,12 @@ export function spawnSelf(
   return here ? rt.spawn(cmd, argv, options) : spawnChild(cmd, argv, options);
 }
 
+/** Waits for a server child's first line, "ready"; fails, naming it `name`, on anything else. */
+export async function untilReady(child: ChildProcess, name: string): Promise<void> {
+  const lines = child.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+  if (!(await lines.read()).value?.startsWith("ready")) throw new Error(`${name} did not start`);
+}
+
 /** Runs `script` here (see `spawnSelf`) and returns the JSON it prints; fails if it fails. */
 export async function runSelf(script: string, args: readonly string[]): Promise<unknown> {
   const child = spawnSelf(script, args, { here: true });

@@ -46,6 +46,7 @@ import {
   scriptArgs,
   spawnSelf,
   timedLoop,
+  untilReady,
   WARM_MS,
 } from "./_harness.ts";
 import type { RuntimeName } from "../scripts/_runtimes.ts";
@@ -286,12 +287,8 @@ if (args[0] === "server") {
   const rows: Row[] = [];
   const paired: Paired[] = [];
   try {
-    for (const [child, name] of [[server, "the hub"], [relayServer, "the relay"]] as const) {
-      const lines = child.stdout!.pipeThrough(new TextDecoderStream()).getReader();
-      if (!(await lines.read()).value?.startsWith("ready")) {
-        throw new Error(`${name} did not start`);
-      }
-    }
+    await untilReady(server, "the hub");
+    await untilReady(relayServer, "the relay");
     const nats = await startNats(dir);
     started.push(nats);
     const redis = await startRedis(dir);
