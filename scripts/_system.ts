@@ -18,6 +18,8 @@ export interface SystemCommand {
 export const TEST_COMMANDS: readonly SystemCommand[] = [
   { command: "socat", debian: "socat" },
   { command: "nc", debian: "netcat-openbsd" },
+  { command: "promtool", debian: "prometheus" },
+  { command: "chromium", debian: "chromium" },
 ];
 
 /** What the benchmarks run: the peers they compare against. */

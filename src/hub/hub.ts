@@ -17,7 +17,9 @@ import {
   type Expiring,
   isThenable,
 } from "../internal/async.ts";
+import { Histogram, type HistogramSnapshot } from "../internal/histogram.ts";
 import { HashRing } from "./_ring.ts";
+import { DeliveryProbe, SAMPLE_EVERY } from "./probe.ts";
 import {
   HubSubscription,
   type Message,
@@ -174,6 +176,12 @@ export interface HubStats {
   readonly streams: readonly StreamStats[];
   /** One entry per consumer of a stored stream. */
   readonly consumers: readonly ConsumerInfo[];
+  /**
+   * Latency histograms: `delivery` from publish to a subscriber's taking the message (one
+   * message in 64 is timed; a served hub's subscriber takes it as it is sent to the client),
+   * `request` from `request()` to its reply (every request; failed ones too, not timed-out ones).
+   */
+  readonly latency: { readonly delivery: HistogramSnapshot; readonly request: HistogramSnapshot };
 }
 
 /**
@@ -516,6 +524,10 @@ export class Hub implements PubSub, StoredStreams {
   #delivering = false;
   /** Who hears of changes to the streams: served connections. */
   readonly #watchers = new Set<StreamsListener>();
+  /** Times sampled messages from publish to delivery. */
+  readonly #probe = new DeliveryProbe();
+  /** Times requests made of this hub until their reply. */
+  readonly #requestLatency = new Histogram();
 
   /**
    * A hub, with a store of streams when `options.store` names a directory.
@@ -911,7 +923,9 @@ export class Hub implements PubSub, StoredStreams {
   #subscribe(pattern: string, options: SubscribeOptions): HubSubscription {
     if (this.#closed) throw closedError("subscribe", "hub");
     validatePattern(pattern);
-    const sub = new HubSubscription(++this.#nextId, pattern, options, (s) => this.#detach(s));
+    const sub = new HubSubscription(++this.#nextId, pattern, options, (s) => this.#detach(s), {
+      probe: this.#probe,
+    });
     this.#subscriptions.add(sub);
     if (options.queue === undefined) {
       this.#trie.insert(pattern, sub);
@@ -967,10 +981,12 @@ export class Hub implements PubSub, StoredStreams {
       return Promise.reject(err);
     }
     const inbox = `${this.#inboxPrefix}${++this.#nextInbox}`;
+    const start = performance.now();
     return awaitReply(topic, timeout, timeout, signal, (settle) => {
       this.#inboxes.set(inbox, (reply) => {
         if (reply instanceof IpcError) return settle(reply);
         const failure = reply.headers[ERROR_HEADER];
+        this.#requestLatency.observe(performance.now() - start);
         if (failure === undefined) settle(undefined, reply);
         else {
           settle(
@@ -1012,6 +1028,10 @@ export class Hub implements PubSub, StoredStreams {
       requests: this.#inboxes.size,
       streams: this.#store?.all().map((s) => s.stats()) ?? [],
       consumers: this.#store?.allConsumers().map((c) => c.info()) ?? [],
+      latency: {
+        delivery: this.#probe.histogram.snapshot(),
+        request: this.#requestLatency.snapshot(),
+      },
     };
   }
 
@@ -1070,6 +1090,10 @@ export class Hub implements PubSub, StoredStreams {
     const counters = route.counters;
     counters.published++;
     counters.bytes += message.data.length;
+    // Before the offers: a waiting reader takes the message within them.
+    if ((message.seq & (SAMPLE_EVERY - 1)) === 0 && route.targets.length > 0) {
+      this.#probe.start(message);
+    }
     let waiting: Promise<void>[] | undefined;
     for (const target of route.targets) {
       const sub = target instanceof HubSubscription ? target : target.pick(message.key);

@@ -60,8 +60,9 @@ export type {
   SubscriptionStats,
 } from "./subscription.ts";
 export { toPrometheus } from "./prometheus.ts";
+export type { HistogramSnapshot } from "../internal/histogram.ts";
 export { serveHub } from "./server.ts";
-export type { HubServer, ServeHubOptions } from "./server.ts";
+export type { ConnectionStats, HubServer, ServedHubStats, ServeHubOptions } from "./server.ts";
 export { connectHub } from "./remote.ts";
 export type { ConnectHubOptions, RemoteHub, RemoteHubStats } from "./remote.ts";
 export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";

@@ -4,22 +4,20 @@
  * @module
  */
 
+import { type Labels, PrometheusText } from "../internal/prometheus.ts";
 import type { HubStats, TopicStats } from "./hub.ts";
 import type { ConsumerInfo } from "./consumer.ts";
 import type { StreamStats } from "./stream.ts";
 import type { SubscriptionStats } from "./subscription.ts";
 
-/** Escapes a label value: backslash, double quote and line feed. */
-function label(value: string): string {
-  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
-}
+/** A metric family: name, help, type, and which counter of which entries it shows. */
+type Family<E> = readonly [string, string, "counter" | "gauge", keyof E];
 
-/** The metric families: name, help, type, and which counter of which entries they show. */
 const TOPIC_FAMILIES = [
   ["dockipc_hub_published_total", "Messages published, by topic.", "counter", "published"],
   ["dockipc_hub_published_bytes_total", "Payload bytes published, by topic.", "counter", "bytes"],
   ["dockipc_hub_routed_total", "Messages handed to subscriptions, by topic.", "counter", "routed"],
-] as const satisfies readonly (readonly [string, string, string, keyof TopicStats])[];
+] as const satisfies readonly Family<TopicStats>[];
 
 const SUBSCRIPTION_FAMILIES = [
   [
@@ -47,7 +45,7 @@ const SUBSCRIPTION_FAMILIES = [
     "gauge",
     "pendingBytes",
   ],
-] as const satisfies readonly (readonly [string, string, string, keyof SubscriptionStats])[];
+] as const satisfies readonly Family<SubscriptionStats>[];
 
 const STREAM_FAMILIES = [
   ["dockipc_hub_stream_messages", "Messages a stream holds.", "gauge", "messages"],
@@ -60,7 +58,7 @@ const STREAM_FAMILIES = [
     "counter",
     "duplicates",
   ],
-] as const satisfies readonly (readonly [string, string, string, keyof StreamStats])[];
+] as const satisfies readonly Family<StreamStats>[];
 
 const CONSUMER_FAMILIES = [
   [
@@ -86,7 +84,48 @@ const CONSUMER_FAMILIES = [
     "counter",
     "deadLettered",
   ],
-] as const satisfies readonly (readonly [string, string, string, keyof ConsumerInfo])[];
+] as const satisfies readonly Family<ConsumerInfo>[];
+
+/** Writes `families` of `entries`, each entry labelled by `labels`. */
+function families<E>(
+  text: PrometheusText,
+  list: readonly Family<E>[],
+  entries: readonly E[],
+  labels: (entry: E) => Labels,
+): void {
+  for (const [name, help, type, field] of list) {
+    text.family(name, help, type, entries.map((e) => [labels(e), e[field] as number] as const));
+  }
+}
+
+/** Adds the hub's families to `text`; {@linkcode toPrometheus} documents them. */
+export function hubFamilies(text: PrometheusText, stats: HubStats): void {
+  families(text, TOPIC_FAMILIES, stats.topics, (t) => ({ topic: t.topic }));
+  families(text, SUBSCRIPTION_FAMILIES, stats.subscriptions, (s) => ({
+    subscription: s.id,
+    pattern: s.pattern,
+    queue: s.queue ?? "",
+  }));
+  families(text, STREAM_FAMILIES, stats.streams, (s) => ({ stream: s.stream }));
+  families(text, CONSUMER_FAMILIES, stats.consumers, (c) => ({
+    stream: c.stream,
+    consumer: c.config.name,
+  }));
+  text.family("dockipc_hub_requests", "Requests waiting for their reply.", "gauge", [[
+    {},
+    stats.requests,
+  ]]);
+  text.histogram(
+    "dockipc_hub_delivery_seconds",
+    "From publish until a subscriber took the message; one message in 64 is timed.",
+    [[{}, stats.latency.delivery]],
+  );
+  text.histogram(
+    "dockipc_hub_request_seconds",
+    "From request() until its reply arrived.",
+    [[{}, stats.latency.request]],
+  );
+}
 
 /**
  * Formats `hub.stats()` for a Prometheus scrape: per topic `dockipc_hub_published_total`,
@@ -96,7 +135,9 @@ const CONSUMER_FAMILIES = [
  * `dockipc_hub_stream_messages`, `_bytes`, `_last_seq`, `_stored_total` and
  * `_duplicates_total`; per consumer `dockipc_hub_consumer_pending`, `_ack_floor`, `_lag`,
  * `_readers`, `_delivered_total`, `_redelivered_total`, `_acked_total` and
- * `_dead_lettered_total`; and `dockipc_hub_requests`, the requests waiting for their reply.
+ * `_dead_lettered_total`; `dockipc_hub_requests`, the requests waiting for their reply; and the
+ * histograms `dockipc_hub_delivery_seconds` (publish to delivery, sampled) and
+ * `dockipc_hub_request_seconds`.
  *
  * @param stats A snapshot from `hub.stats()`.
  * @returns The text to serve with content type `text/plain; version=0.0.4`.
@@ -115,34 +156,7 @@ const CONSUMER_FAMILIES = [
  * ```
  */
 export function toPrometheus(stats: HubStats): string {
-  let out = "";
-  const family = <E>(
-    [name, help, type, field]: readonly [string, string, string, keyof E],
-    entries: readonly E[],
-    labels: (entry: E) => string,
-  ): void => {
-    out += `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n`;
-    for (const entry of entries) out += `${name}{${labels(entry)}} ${entry[field]}\n`;
-  };
-  for (const f of TOPIC_FAMILIES) {
-    family(f, stats.topics, (t) => `topic="${label(t.topic)}"`);
-  }
-  for (const f of SUBSCRIPTION_FAMILIES) {
-    family(
-      f,
-      stats.subscriptions,
-      (s) => `subscription="${s.id}",pattern="${label(s.pattern)}",queue="${label(s.queue ?? "")}"`,
-    );
-  }
-  for (const f of STREAM_FAMILIES) family(f, stats.streams, (s) => `stream="${label(s.stream)}"`);
-  for (const f of CONSUMER_FAMILIES) {
-    family(
-      f,
-      stats.consumers,
-      (c) => `stream="${label(c.stream)}",consumer="${label(c.config.name)}"`,
-    );
-  }
-  out += "# HELP dockipc_hub_requests Requests waiting for their reply.\n" +
-    `# TYPE dockipc_hub_requests gauge\ndockipc_hub_requests ${stats.requests}\n`;
-  return out;
+  const text = new PrometheusText();
+  hubFamilies(text, stats);
+  return text.toString();
 }

@@ -58,6 +58,7 @@ import {
   type Subscription,
   type SubscriptionStats,
 } from "./subscription.ts";
+import type { ServedHubStats } from "./server.ts";
 import { topicMatches, TopicMemo, validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of {@linkcode connectHub}: the options every dockipc client takes. */
@@ -164,6 +165,11 @@ export interface RemoteHub extends PubSub, StoredStreams, AsyncDisposable {
   status(): AsyncIterableIterator<ConnectionEvent>;
   /** This client's counters: its connection, what it published, its requests, its subscriptions. */
   stats(): RemoteHubStats;
+  /**
+   * The counters of the server's hub, as `Hub.stats()` gives them, and the server's
+   * connections: what `dockipc stats` shows.
+   */
+  serverStats(): Promise<ServedHubStats>;
   /**
    * Resolves once the server has processed everything this client sent before (FLUSH, then
    * FLUSHED): subscriptions made before are in place, publishes made before were delivered.
@@ -545,6 +551,10 @@ class HubClient implements RemoteHub {
     await this.#invoke("deleteConsumer", stream, consumer);
   }
 
+  serverStats(): Promise<ServedHubStats> {
+    return this.#invoke("stats");
+  }
+
   /**
    * The messages a stream holds, as `Hub.readStream()` gives them: read through an ordered
    * consumer, from `from` (or the first stored `since`) to `to` (the last as the read begins).
@@ -699,7 +709,7 @@ class HubClient implements RemoteHub {
       () => {
         if (this.#subs.delete(sid)) this.#sendQuietly({ type: Op.UNSUB, sid });
       },
-      () => this.#delivered(s),
+      { onDelivered: () => this.#delivered(s) },
     );
     const s: Sub = { sid, sub, pattern, options, buffer, ungranted: 0 };
     this.#subs.set(sid, s);

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { Address } from "../address.ts";
+import { type Address, formatAddress } from "../address.ts";
 import { closedError, IpcError, RemoteError } from "../errors.ts";
 import { delay } from "../internal/async.ts";
 import { Refusal } from "../session/handshake.ts";
@@ -19,6 +19,7 @@ import {
 import {
   consumerOf,
   type Hub,
+  type HubStats,
   INBOX,
   publishMessage,
   readerBuffer,
@@ -55,7 +56,34 @@ export interface ServeHubOptions extends ServerOptions {
 }
 
 /** A hub served over a socket: see {@linkcode Server}. Closing it leaves the hub open. */
-export type HubServer = Server;
+export interface HubServer extends Server {
+  /** Each connection open now: who it is and what it does. */
+  connectionStats(): ConnectionStats[];
+}
+
+/** One client connection of a {@linkcode HubServer}, from `connectionStats()`. */
+export interface ConnectionStats {
+  /** Numbers the server's connections from 1, in the order they arrived. */
+  readonly id: number;
+  /** The client's address (a unix socket's client is usually unnamed: `unix:`). */
+  readonly remoteAddr: string;
+  /** When it connected, in milliseconds since the epoch. */
+  readonly since: number;
+  /** Messages it published. */
+  readonly published: number;
+  /** Its subscriptions now. */
+  readonly subscriptions: number;
+  /** Its readers of stored streams' consumers now. */
+  readonly readers: number;
+  /** Its requests waiting for their reply. */
+  readonly requests: number;
+}
+
+/** The hub's counters and its server's connections, from `RemoteHub.serverStats()`. */
+export interface ServedHubStats extends HubStats {
+  /** The server's connections, the asking one among them. */
+  readonly connections: readonly ConnectionStats[];
+}
 
 /** Inboxes a connection was asked to answer and has not answered yet: the oldest go first. */
 const MAX_ANSWERABLE = 65_536;
@@ -106,8 +134,13 @@ class Remote {
   }
 }
 
-/** The stream and consumer operations a client may CALL, by name, with their arguments. */
-const CALLS: Readonly<Record<string, (hub: Hub, args: unknown[]) => Promise<unknown>>> = {
+/** What a CALL may look at besides the hub: the server's connections. */
+type CallContext = () => ConnectionStats[];
+
+/** The operations a client may CALL, by name, with their arguments. */
+const CALLS: Readonly<
+  Record<string, (hub: Hub, args: unknown[], connections: CallContext) => Promise<unknown>>
+> = {
   addStream: (hub, [config]) => hub.addStream(config as Parameters<Hub["addStream"]>[0]),
   updateStream: (hub, [config]) => hub.updateStream(config as Parameters<Hub["updateStream"]>[0]),
   deleteStream: (hub, [name]) => hub.deleteStream(name as string),
@@ -117,6 +150,8 @@ const CALLS: Readonly<Record<string, (hub: Hub, args: unknown[]) => Promise<unkn
   consumerInfo: (hub, [stream, name]) => hub.consumerInfo(stream as string, name as string),
   consumers: (hub, [stream]) => hub.consumers(stream as string),
   deleteConsumer: (hub, [stream, name]) => hub.deleteConsumer(stream as string, name as string),
+  stats: (hub, _, connections) =>
+    Promise.resolve<ServedHubStats>({ ...hub.stats(), connections: connections() }),
 };
 
 /** A client's reader of a consumer: what the consumer gives it goes out as DELIVER. */
@@ -198,32 +233,46 @@ export async function serveHub(
       );
     }
   }
-  const limits: Limits = {
+  const dispatchers = new Set<HubDispatcher>();
+  const connectionStats = (): ConnectionStats[] => [...dispatchers].map((d) => d.stats());
+  const context: DispatcherContext = {
     maxInflight,
     maxSubscriptions,
     maxSubscriptionBuffer,
     maxSubscriptionBytes,
+    dispatchers,
+    connectionStats,
   };
-  return await serveSessions(address, options, {
+  const server = await serveSessions(address, options, {
     codec: HUB,
     owner: "serveHub()",
     maxInflight,
-    dispatcher: (served) => new HubDispatcher(hub, served, limits),
+    dispatcher: (served) => new HubDispatcher(hub, served, context),
   });
+  return Object.assign(server, { connectionStats });
 }
 
-interface Limits {
-  maxInflight: number;
-  maxSubscriptions: number;
-  maxSubscriptionBuffer: number;
-  maxSubscriptionBytes: number;
+/** What every connection of one server shares: its limits, and the list of connections. */
+interface DispatcherContext {
+  readonly maxInflight: number;
+  readonly maxSubscriptions: number;
+  readonly maxSubscriptionBuffer: number;
+  readonly maxSubscriptionBytes: number;
+  readonly dispatchers: Set<HubDispatcher>;
+  readonly connectionStats: CallContext;
 }
+
+/** Numbers connections across every served hub of this process. */
+let connectionIds = 0;
 
 /** One connection's publishes, subscriptions and requests. */
 class HubDispatcher implements Dispatcher<HubMessage> {
   readonly #hub: Hub;
   readonly #served: ServedConn<HubMessage>;
-  readonly #limits: Limits;
+  readonly #context: DispatcherContext;
+  readonly #id = ++connectionIds;
+  readonly #since = Date.now();
+  #published = 0;
   readonly remotes = new Map<number, Remote>();
   /** Requests made of the hub for this client, until their answers have been sent. */
   readonly #requests = new Set<Promise<void>>();
@@ -252,10 +301,11 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    */
   readonly #answerable = new Set<string>();
 
-  constructor(hub: Hub, served: ServedConn<HubMessage>, limits: Limits) {
+  constructor(hub: Hub, served: ServedConn<HubMessage>, context: DispatcherContext) {
     this.#hub = hub;
     this.#served = served;
-    this.#limits = limits;
+    this.#context = context;
+    context.dispatchers.add(this);
     this.#unwatch = watchStreams(
       hub,
       (streams) => this.#sendQuietly({ type: Op.STREAMS, body: jsonBody(streams) }),
@@ -353,7 +403,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       }
       case Op.REQ:
         // At maxInflight the connection is read no further until a request ends.
-        if (this.#requests.size >= this.#limits.maxInflight) {
+        if (this.#requests.size >= this.#context.maxInflight) {
           return this.#requestWhenRoom(m.id, m.timeout, m.env);
         }
         this.#startRequest(m.id, m.timeout, m.env);
@@ -393,7 +443,21 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   }
 
   /** Ends every subscription, request and reader of this connection. */
+  /** This connection's counters. */
+  stats(): ConnectionStats {
+    return {
+      id: this.#id,
+      remoteAddr: formatAddress(this.#served.conn.remoteAddr),
+      since: this.#since,
+      published: this.#published,
+      subscriptions: this.remotes.size,
+      readers: this.readers.size,
+      requests: this.#requests.size,
+    };
+  }
+
   release(): void {
+    this.#context.dispatchers.delete(this);
     this.#gone.abort(closedError("request", "connection"));
     this.#unwatch();
     // What the readers held goes to the consumers' other readers at once.
@@ -413,6 +477,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    */
   #publish(env: Message, ackId?: number): Promise<void> | undefined {
     if (env.topic.startsWith(INBOX) && !this.#answerable.delete(env.topic)) return undefined;
+    this.#published++;
     if (this.#publisher === undefined) {
       const published = publishMessage(this.#hub, env);
       if (ackId !== undefined) return this.#ack(ackId, published);
@@ -491,7 +556,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
 
   /** Makes a client's subscription; a promise when its refusal waits for the socket. */
   #subscribe(m: Extract<HubMessage, { type: typeof Op.SUB }>): Promise<void> | undefined {
-    const { maxSubscriptions, maxSubscriptionBuffer, maxSubscriptionBytes } = this.#limits;
+    const { maxSubscriptions, maxSubscriptionBuffer, maxSubscriptionBytes } = this.#context;
     if (this.remotes.has(m.sid)) {
       throw new Refusal("EPROTOCOL", `Subscription ${m.sid} is already in use`);
     }
@@ -582,7 +647,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     if (!Array.isArray(args)) {
       throw new IpcError("EPROTOCOL", "A CALL's arguments must be an array");
     }
-    return jsonBody(await call(this.#hub, args) ?? null);
+    return jsonBody(await call(this.#hub, args, this.#context.connectionStats) ?? null);
   }
 
   /** Attaches reader `cid` of this client to a consumer; CONSUMING or ERR answers. */
@@ -593,13 +658,13 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     body: Uint8Array,
   ): Promise<void> | undefined {
     if (this.readers.has(cid)) throw new Refusal("EPROTOCOL", `Reader ${cid} is already in use`);
-    if (this.readers.size + this.remotes.size >= this.#limits.maxSubscriptions) {
+    if (this.readers.size + this.remotes.size >= this.#context.maxSubscriptions) {
       return this.#served.send(
         errOf(
           cid,
           new IpcError(
             "EPROTOCOL",
-            `The hub allows ${this.#limits.maxSubscriptions} subscriptions and readers per connection`,
+            `The hub allows ${this.#context.maxSubscriptions} subscriptions and readers per connection`,
           ),
         ),
       );
@@ -607,7 +672,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     void (async () => {
       try {
         const options = parseBody(body, "consumer options") as ConsumeOptions;
-        const window = Math.min(readerBuffer({ buffer }), this.#limits.maxSubscriptionBuffer);
+        const window = Math.min(readerBuffer({ buffer }), this.#context.maxSubscriptionBuffer);
         const served = await consumerOf(this.#hub, stream, options);
         const reader = new RemoteReader(
           ++remoteReaders,
@@ -642,7 +707,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   }
 
   async #requestWhenRoom(id: number, timeout: number, env: Message): Promise<void> {
-    while (this.#requests.size >= this.#limits.maxInflight) {
+    while (this.#requests.size >= this.#context.maxInflight) {
       await Promise.race(this.#requests);
     }
     this.#startRequest(id, timeout, env);

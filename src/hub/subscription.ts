@@ -6,6 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
+import type { DeliveryProbe } from "./probe.ts";
 
 /** A published message, as every matching subscription receives it. Shared: do not modify. */
 export interface Message {
@@ -209,19 +210,22 @@ export class HubSubscription implements Subscription {
   #readable: ReadableStream<Message> | undefined;
 
   readonly #onDelivered: (() => void) | undefined;
+  readonly #probe: DeliveryProbe | undefined;
 
   /**
    * Made by the hub; `detach` removes it from the hub's routes. `onDelivered` runs as each
-   * message is handed to the reader (a remote hub grants credit from it).
+   * message is handed to the reader (a remote hub grants credit from it); `probe` times the
+   * hub's sampled messages.
    */
   constructor(
     id: number,
     pattern: string,
     options: SubscribeOptions,
     detach: (sub: HubSubscription) => void,
-    onDelivered?: () => void,
+    hooks: { onDelivered?: () => void; probe?: DeliveryProbe } = {},
   ) {
-    this.#onDelivered = onDelivered;
+    this.#onDelivered = hooks.onDelivered;
+    this.#probe = hooks.probe;
     this.id = id;
     this.pattern = pattern;
     this.queue = options.queue;
@@ -400,6 +404,7 @@ export class HubSubscription implements Subscription {
     this.#delivered++;
     this.#bytes += message.data.length;
     this.#onDelivered?.();
+    if (message === this.#probe?.message) this.#probe.delivered();
   }
 
   /**

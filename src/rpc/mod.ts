@@ -30,6 +30,14 @@ export type { DialOptions, RpcClient, RpcRequestOptions } from "./client.ts";
 export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";
 export type { Server, ServerOptions } from "../session/server.ts";
 export { serve } from "./server.ts";
-export type { RpcContext, RpcHandler, RpcReply, RpcServer, ServeOptions } from "./server.ts";
+export type {
+  RpcContext,
+  RpcHandler,
+  RpcReply,
+  RpcServer,
+  RpcServerStats,
+  ServeOptions,
+} from "./server.ts";
+export type { HistogramSnapshot } from "../internal/histogram.ts";
 export { serveLines } from "./lines.ts";
 export type { LineHandler, LineServer, ServeLinesOptions } from "./lines.ts";

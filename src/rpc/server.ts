@@ -15,6 +15,7 @@ import {
   type ServerOptions,
   serveSessions,
 } from "../session/server.ts";
+import { Histogram, type HistogramSnapshot } from "../internal/histogram.ts";
 import { RPC, type RpcMessage, Type } from "./protocol.ts";
 
 /** What a handler gets besides the request. */
@@ -44,7 +45,34 @@ export interface ServeOptions extends ServerOptions {
 }
 
 /** A running RPC server: see {@linkcode Server}. */
-export interface RpcServer extends Server {}
+export interface RpcServer extends Server {
+  /** Its counters, and how long its requests took. */
+  stats(): RpcServerStats;
+}
+
+/** An RPC server's counters, from `stats()`. */
+export interface RpcServerStats {
+  /** Where it listens. */
+  readonly addr: Address;
+  /** Connections open now. */
+  readonly connections: number;
+  /** Requests answered, with a reply or an error. */
+  readonly requests: number;
+  /** Of those, the ones whose handler threw. */
+  readonly failed: number;
+  /** Requests running now. */
+  readonly inFlight: number;
+  /** From a request's arrival until its reply (or its stream's end) was handed to the socket. */
+  readonly latency: HistogramSnapshot;
+}
+
+/** What every connection of one server counts into. */
+interface Counters {
+  requests: number;
+  failed: number;
+  inFlight: number;
+  readonly latency: Histogram;
+}
 
 /**
  * Serves `handler` at `address`: each request a client sends is answered with what the
@@ -79,12 +107,25 @@ export function serve(
     );
   }
   const { maxInflight = 64, exposeStack = false } = options;
+  const counters: Counters = { requests: 0, failed: 0, inFlight: 0, latency: new Histogram() };
   return serveSessions(address, options, {
     codec: RPC,
     owner: "serve()",
     maxInflight,
-    dispatcher: (served) => new RpcDispatcher(served, handler, maxInflight, exposeStack),
-  });
+    dispatcher: (served) =>
+      new RpcDispatcher(served, handler, { maxInflight, exposeStack, counters }),
+  }).then((server) =>
+    Object.assign(server, {
+      stats: (): RpcServerStats => ({
+        addr: server.addr,
+        connections: server.connections,
+        requests: counters.requests,
+        failed: counters.failed,
+        inFlight: counters.inFlight,
+        latency: counters.latency.snapshot(),
+      }),
+    })
+  );
 }
 
 /** Runs one connection's requests: many at once, up to `maxInflight`. */
@@ -93,6 +134,7 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
   readonly #handler: RpcHandler;
   readonly #maxInflight: number;
   readonly #exposeStack: boolean;
+  readonly #counters: Counters;
   readonly #inflight = new Map<number, Running>();
   /** Who waits for a request to end: the read loop at `maxInflight`, and `finish()`. */
   #waiters: (() => void)[] = [];
@@ -100,13 +142,13 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
   constructor(
     served: ServedConn<RpcMessage>,
     handler: RpcHandler,
-    maxInflight: number,
-    exposeStack: boolean,
+    options: { maxInflight: number; exposeStack: boolean; counters: Counters },
   ) {
     this.#served = served;
     this.#handler = handler;
-    this.#maxInflight = maxInflight;
-    this.#exposeStack = exposeStack;
+    this.#maxInflight = options.maxInflight;
+    this.#exposeStack = options.exposeStack;
+    this.#counters = options.counters;
   }
 
   serve(m: RpcMessage): Promise<void> | undefined {
@@ -176,6 +218,9 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
 
   async #answer(id: number, data: Uint8Array, request: Running): Promise<void> {
     const served = this.#served;
+    const counters = this.#counters;
+    const start = performance.now();
+    counters.inFlight++;
     try {
       if (served.draining) {
         return served.send({
@@ -204,6 +249,7 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
           await served.reply({ type: Type.REPLY, id, data });
         }
       } catch (err) {
+        counters.failed++;
         if (request.aborted) return;
         const e = err instanceof Error ? err : new Error(String(err));
         await served.send({
@@ -215,6 +261,9 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
         });
       }
     } finally {
+      counters.inFlight--;
+      counters.requests++;
+      counters.latency.observe(performance.now() - start);
       this.#ended(id);
     }
   }

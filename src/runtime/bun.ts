@@ -12,11 +12,14 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { systemError } from "../errors.ts";
 import { nodeFs } from "./node_fs.ts";
+import { nodeProcess } from "./node_process.ts";
 import { SocketConn } from "./_socket_conn.ts";
 import { StagingDriver } from "./_staging.ts";
 import type {
   ChildProcess,
   Conn,
+  HttpHandler,
+  HttpServer,
   ListenHandlers,
   RawListener,
   Runtime,
@@ -80,8 +83,20 @@ interface BunSubprocess {
   kill(signal?: string): void;
 }
 
+interface BunHttpServer {
+  readonly port: number;
+  readonly hostname: string;
+  stop(closeActiveConnections?: boolean): Promise<void> | void;
+}
+
 interface BunLike {
   readonly version: string;
+  serve(options: {
+    hostname: string;
+    port: number;
+    fetch(request: Request): Response | Promise<Response>;
+    error(err: Error): Response;
+  }): BunHttpServer;
   listen(options: BunSocketOptions): BunListener;
   connect(options: BunSocketOptions): Promise<BunSocket>;
   spawn(
@@ -312,6 +327,29 @@ function spawn(command: string, args: readonly string[], options: SpawnOptions =
   };
 }
 
+function serveHttp(
+  options: { hostname: string; port: number },
+  handler: HttpHandler,
+): Promise<HttpServer> {
+  try {
+    const server = Bun.serve({
+      ...options,
+      fetch: handler,
+      error: () => new Response(null, { status: 500 }),
+    });
+    return Promise.resolve({
+      addr: { transport: "tcp", hostname: server.hostname, port: server.port },
+      close: async () => {
+        await server.stop(true);
+      },
+    });
+  } catch (err) {
+    return Promise.reject(
+      systemError(err, "listen", `${options.hostname}:${options.port}`, "address"),
+    );
+  }
+}
+
 /** The Bun runtime. */
 export const runtime: Runtime = {
   name: "bun",
@@ -321,6 +359,8 @@ export const runtime: Runtime = {
   connect,
   fs: nodeFs,
   spawn,
+  serveHttp,
+  process: nodeProcess,
   env: (name) => process.env[name],
   execPath: process.execPath,
   pid: process.pid,

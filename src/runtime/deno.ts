@@ -16,8 +16,11 @@ import type {
   FileHandle,
   FileInfo,
   FileSystem,
+  HttpHandler,
+  HttpServer,
   ListenHandlers,
   OpenOptions,
+  ProcessIo,
   RawListener,
   Runtime,
   SpawnOptions,
@@ -379,6 +382,48 @@ function spawn(command: string, args: readonly string[], options: SpawnOptions =
   };
 }
 
+async function serveHttp(
+  options: { hostname: string; port: number },
+  handler: HttpHandler,
+): Promise<HttpServer> {
+  const { promise: listening, resolve } = Promise.withResolvers<Deno.NetAddr>();
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({ ...options, onListen: resolve }, handler);
+  } catch (err) {
+    throw systemError(err, "listen", `${options.hostname}:${options.port}`, "address");
+  }
+  const addr = await listening;
+  return {
+    addr: { transport: "tcp", hostname: addr.hostname, port: addr.port },
+    close: async () => {
+      await server.shutdown();
+    },
+  };
+}
+
+const denoProcess: ProcessIo = {
+  args: Deno.args,
+  stdin: () => Deno.stdin.readable,
+  write: async (fd, data) => {
+    const out = fd === 1 ? Deno.stdout : Deno.stderr;
+    for (let done = 0; done < data.length;) done += await out.write(data.subarray(done));
+  },
+  isTerminal: (fd) => [Deno.stdin, Deno.stdout, Deno.stderr][fd]!.isTerminal(),
+  columns: () => {
+    try {
+      return Deno.stdout.isTerminal() ? Deno.consoleSize().columns : undefined;
+    } catch {
+      return undefined;
+    }
+  },
+  onSignal: (signal, listener) => {
+    Deno.addSignalListener(signal, listener);
+    return () => Deno.removeSignalListener(signal, listener);
+  },
+  exit: (code) => Deno.exit(code),
+};
+
 /** The Deno runtime. */
 export const runtime: Runtime = {
   name: "deno",
@@ -388,6 +433,8 @@ export const runtime: Runtime = {
   connect,
   fs: denoFs,
   spawn,
+  serveHttp,
+  process: denoProcess,
   env: (name) => {
     try {
       return Deno.env.get(name);

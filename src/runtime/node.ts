@@ -5,6 +5,11 @@
  */
 
 import { spawn as spawnChild } from "node:child_process";
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type ServerResponse,
+} from "node:http";
 import { createConnection, createServer, type Server, type Socket } from "node:net";
 import process from "node:process";
 import { Readable, Writable } from "node:stream";
@@ -12,6 +17,7 @@ import type { Address, TcpAddress, UnixAddress } from "../address.ts";
 import { formatAddress } from "../address.ts";
 import { systemError } from "../errors.ts";
 import { nodeFs } from "./node_fs.ts";
+import { nodeProcess } from "./node_process.ts";
 import { SocketConn } from "./_socket_conn.ts";
 import { StagingDriver } from "./_staging.ts";
 
@@ -21,6 +27,8 @@ import type {
   ChildProcess,
   ChildStatus,
   Conn,
+  HttpHandler,
+  HttpServer,
   ListenHandlers,
   RawListener,
   Runtime,
@@ -222,6 +230,63 @@ function spawn(command: string, args: readonly string[], options: SpawnOptions =
   };
 }
 
+/** `node:http`'s request as the Fetch API's `Request`. */
+function toRequest(req: IncomingMessage, host: string): Request {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(", ") : value);
+  }
+  const method = req.method ?? "GET";
+  const bodied = method !== "GET" && method !== "HEAD";
+  return new Request(new URL(req.url ?? "/", `http://${host}`), {
+    method,
+    headers,
+    ...(bodied ? { body: Readable.toWeb(req) as ReadableStream<Uint8Array>, duplex: "half" } : {}),
+  });
+}
+
+/** Writes a Fetch API `Response` through `node:http`, its body as it comes. */
+async function send(res: ServerResponse, response: Response): Promise<void> {
+  res.writeHead(response.status, Object.fromEntries(response.headers));
+  if (response.body !== null) {
+    for await (const chunk of response.body) {
+      if (!res.write(chunk)) await new Promise((resolve) => res.once("drain", resolve));
+    }
+  }
+  res.end();
+}
+
+function serveHttp(
+  options: { hostname: string; port: number },
+  handler: HttpHandler,
+): Promise<HttpServer> {
+  const label = `${options.hostname}:${options.port}`;
+  const server = createHttpServer((req, res) => {
+    void (async () => {
+      try {
+        await send(res, await handler(toRequest(req, label)));
+      } catch {
+        if (!res.headersSent) res.writeHead(500);
+        res.end();
+      }
+    })();
+  });
+  return new Promise((resolve, reject) => {
+    server.once("error", (err) => reject(systemError(err, "listen", label, "address")));
+    server.listen(options.port, options.hostname, () => {
+      const bound = server.address() as { address: string; port: number };
+      resolve({
+        addr: { transport: "tcp", hostname: bound.address, port: bound.port },
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
+}
+
 /** The Node runtime. */
 export const runtime: Runtime = {
   name: "node",
@@ -231,6 +296,8 @@ export const runtime: Runtime = {
   connect,
   fs: nodeFs,
   spawn,
+  serveHttp,
+  process: nodeProcess,
   env: (name) => process.env[name],
   execPath: process.execPath,
   pid: process.pid,

@@ -210,6 +210,41 @@ export interface ChildProcess {
   kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGSTOP" | "SIGCONT"): void;
 }
 
+/** A running HTTP server, from `Runtime.serveHttp`. */
+export interface HttpServer {
+  /** The bound address: with port 0, the port the OS chose. */
+  readonly addr: TcpAddress;
+  /** Stops accepting, ends open connections, and resolves once the server is gone. */
+  close(): Promise<void>;
+}
+
+/** Answers one HTTP request: the Fetch API's types, on every runtime. */
+export type HttpHandler = (request: Request) => Response | Promise<Response>;
+
+/** The signals a command line program reacts to. */
+export type ProcessSignal = "SIGINT" | "SIGTERM";
+
+/**
+ * This process's standard streams, arguments and exit: what a command line program needs.
+ * Writes resolve once the bytes are handed to the system, so exiting afterwards loses nothing.
+ */
+export interface ProcessIo {
+  /** The arguments after the script's path. */
+  readonly args: readonly string[];
+  /** Standard input, as bytes: read it once. */
+  stdin(): ReadableStream<Uint8Array>;
+  /** Writes all of `data` to standard output (1) or standard error (2). */
+  write(fd: 1 | 2, data: Uint8Array): Promise<void>;
+  /** Whether a standard stream is a terminal (not a pipe or a file). */
+  isTerminal(fd: 0 | 1 | 2): boolean;
+  /** The terminal's width in columns, when standard output is a terminal. */
+  columns(): number | undefined;
+  /** Calls `listener` on each `signal`, instead of the default exit; returns what removes it. */
+  onSignal(signal: ProcessSignal, listener: () => void): () => void;
+  /** Ends the process with `code` now. */
+  exit(code: number): never;
+}
+
 /** The name of a supported runtime. */
 export type RuntimeName = "deno" | "bun" | "node";
 
@@ -229,6 +264,13 @@ export interface Runtime {
   connect(address: UnixAddress | TcpAddress, options?: { keepAlive?: boolean }): Promise<Conn>;
   readonly fs: FileSystem;
   spawn(command: string, args: readonly string[], options?: SpawnOptions): ChildProcess;
+  /**
+   * Serves HTTP on `hostname:port` with the runtime's own server (`Deno.serve`, `Bun.serve`,
+   * `node:http`); `port` 0 lets the system choose.
+   */
+  serveHttp(options: { hostname: string; port: number }, handler: HttpHandler): Promise<HttpServer>;
+  /** This process's standard streams, arguments and exit. */
+  readonly process: ProcessIo;
   /** Reads an environment variable. */
   env(name: string): string | undefined;
   /** The path of the running runtime's executable. */

@@ -74,6 +74,8 @@
  */
 
 export { Wal } from "./wal.ts";
+export type { WalStats } from "./wal.ts";
+export type { HistogramSnapshot } from "../internal/histogram.ts";
 export type {
   ReadOptions,
   RetentionOptions,

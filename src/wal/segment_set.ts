@@ -61,6 +61,11 @@ export class SegmentSet {
     return this.#segments[0]?.firstSeq;
   }
 
+  /** How many segment files the log has. */
+  get count(): number {
+    return this.#segments.length;
+  }
+
   /** The segments as the writer knows them, or as the directory lists them when read-only. */
   async current(): Promise<Segment[]> {
     return this.#readOnly ? (await listSegments(this.#fs, this.dir)).segments : this.#segments;

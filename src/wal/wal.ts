@@ -18,6 +18,21 @@ import { type DirLock, listSegments, lockDir } from "./segment.ts";
 import { SegmentSet } from "./segment_set.ts";
 import { loadSnapshot, type WalSnapshot } from "./snapshot.ts";
 import { WalWriter } from "./writer.ts";
+import { Histogram, type HistogramSnapshot } from "../internal/histogram.ts";
+
+/** A log's state and sync latency, from {@linkcode Wal.stats}. */
+export interface WalStats {
+  /** The log's directory. */
+  readonly dir: string;
+  /** The first sequence still in the log, or the next one when it is empty. */
+  readonly firstSeq: number;
+  /** The last acknowledged sequence; 0 when the log has no records. */
+  readonly lastSeq: number;
+  /** Segment files. */
+  readonly segments: number;
+  /** How long each `fdatasync` took (none for a read-only log). */
+  readonly syncs: HistogramSnapshot;
+}
 
 const MiB = 1024 * 1024;
 const MAX_RECORD = 0x7fff_ffff;
@@ -253,6 +268,33 @@ export class Wal implements AsyncDisposable {
   /** The newest snapshot, for restoring state on open; `undefined` when none was written. */
   get snapshot(): WalSnapshot | undefined {
     return this.#segments.snapshot;
+  }
+
+  /**
+   * The log's state and how long its syncs took, for monitoring.
+   *
+   * @example Count the syncs
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { mkdtempSync } from "node:fs";
+   * import { tmpdir } from "node:os";
+   * import { Wal } from "@dockipc/dockipc/wal";
+   *
+   * await using wal = await Wal.open(mkdtempSync(`${tmpdir()}/wal-`), { sync: "always" });
+   * await wal.append("one");
+   * const stats = wal.stats();
+   * assert.equal(stats.lastSeq, 1);
+   * assert.ok(stats.syncs.count >= 1);
+   * ```
+   */
+  stats(): WalStats {
+    return {
+      dir: this.dir,
+      firstSeq: this.firstSeq,
+      lastSeq: this.lastSeq,
+      segments: this.#segments.count,
+      syncs: this.#writer?.syncs.snapshot() ?? new Histogram().snapshot(),
+    };
   }
 
   /** The writer, once the log may be written: it failed, closed or is read-only otherwise. */

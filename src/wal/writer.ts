@@ -5,6 +5,7 @@
  * @module
  */
 
+import { Histogram } from "../internal/histogram.ts";
 import { IpcError } from "../errors.ts";
 import type { FileHandle } from "../runtime/types.ts";
 import type { SlowSync, SyncMode } from "./options.ts";
@@ -115,6 +116,8 @@ export class WalWriter {
   /** When the high-water mark was last written, and whether a write of it is on the chain. */
   #markedAt = 0;
   #marking = false;
+  /** How long each sync took. */
+  readonly syncs: Histogram = new Histogram();
 
   constructor(
     segments: SegmentSet,
@@ -354,6 +357,7 @@ export class WalWriter {
   /** After a sync that began at `t0`: reports it if slow, counts it, acknowledges to `target`. */
   #synced(t0: number, target: number): void {
     const ms = performance.now() - t0;
+    this.syncs.observe(ms);
     const { onSlowSync, slowSyncThreshold } = this.#options;
     if (ms > slowSyncThreshold && onSlowSync !== undefined) {
       try {
