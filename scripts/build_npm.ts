@@ -59,6 +59,8 @@ export function buildNpm(): string {
     license: deno.license,
     type: "module",
     exports: exportsMap,
+    // The dockipc program, for `npx dockipc` and a global install.
+    bin: { dockipc: `${emitted(deno.exports["./cli"]!)}.js` },
     engines: { node: NODE_ENGINES },
     sideEffects: false,
     keywords: ["ipc", "unix-socket", "rpc", "pubsub", "write-ahead-log", "deno", "bun"],

@@ -78,6 +78,18 @@ try {
     if (run(`smoke.mjs on ${name}`, cmd, [...args, "smoke.mjs"], project)) {
       console.log(`✔ every entry point imported and used from .mjs on ${name}`);
     }
+    // The package's bin, as npm links it (`npx dockipc`): it must run the program, not only load.
+    const bin = spawnSync(cmd, [...args, "node_modules/.bin/dockipc", "--help"], {
+      cwd: project,
+      encoding: "utf8",
+      timeout: LIMIT_MS,
+    });
+    if (bin.status === 0 && bin.stdout.startsWith("dockipc: ")) {
+      console.log(`✔ node_modules/.bin/dockipc --help runs the program on ${name}`);
+    } else {
+      failures++;
+      console.log(`✖ the dockipc bin on ${name}: status ${bin.status}\n${bin.stdout}${bin.stderr}`);
+    }
   }
 
   const all = examples(ROOT);

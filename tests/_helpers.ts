@@ -47,13 +47,25 @@ export function spawnFixture(
   args: readonly string[] = [],
   options: { stdin?: "pipe" | "null"; via?: readonly string[] } = {},
 ): Child {
-  const run = command(runtime, `${ROOT}tests/fixtures/${fixture}`, args);
+  return spawnScript(runtime, `${ROOT}tests/fixtures/${fixture}`, args, options);
+}
+
+/** Starts the script at `path` under `runtime`, as {@linkcode spawnFixture} does a fixture. */
+export function spawnScript(
+  runtime: RuntimeName,
+  path: string,
+  args: readonly string[] = [],
+  options: { stdin?: "pipe" | "null"; via?: readonly string[]; env?: Record<string, string> } = {},
+): Child {
+  const fixture = path.slice(path.lastIndexOf("/") + 1);
+  const run = command(runtime, path, args);
   const [cmd, ...argv] = [...(options.via ?? []), run.cmd, ...run.args];
   const child = rt.spawn(cmd!, argv, {
     cwd: ROOT,
     stdin: options.stdin ?? "null",
     stdout: "pipe",
     stderr: "inherit",
+    ...(options.env === undefined ? {} : { env: options.env }),
   });
   const reader = child.stdout!.pipeThrough(new TextDecoderStream()).getReader();
   let buffered = "";

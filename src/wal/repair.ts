@@ -27,7 +27,11 @@ import { type Segment, writeOrRemove } from "./segment.ts";
 
 /** What recovery on open found and did. */
 export interface WalRecovery {
-  /** Bytes cut from the log: a torn tail, or everything after a repaired corruption. */
+  /**
+   * Bytes cut from the log: a torn tail, or everything after a repaired corruption. A read-only
+   * log opened with `verify: "all"` cuts nothing: this is the torn tail that an open for writing
+   * would cut.
+   */
   readonly truncatedBytes: number;
   /** The last valid record's sequence, 0 when the log has none. */
   readonly lastSeq: number;
@@ -216,6 +220,8 @@ export async function recover(
             brokenFiles.push(await keepBroken(fs, file, seg.path, at, end));
             truncatedBytes += end - at;
             await cut(fs, seg.path, at, end, size);
+          } else {
+            truncatedBytes += end - at; // what a writer's open would cut: told, not done
           }
         }
       }

@@ -935,6 +935,26 @@ describe("Wal", () => {
     await rejectsWith(Wal.open(dir.path), "ECORRUPT", /more records follow/);
   });
 
+  test('a read-only open with verify: "all" reports a torn tail and cuts nothing', async () => {
+    await using dir = await tempDir();
+    const { path } = await smallLog(dir.path, 5);
+    const bytes = readFileSync(path);
+    // A torn append: a header promising 200 bytes, and 3 of them.
+    const torn = new Uint8Array(11);
+    new DataView(torn.buffer).setUint32(0, 200, true);
+    torn.set([1, 2, 3], 8);
+    writeFileSync(path, concat([bytes, torn]));
+    {
+      await using reader = await Wal.open(dir.path, { readOnly: true, verify: "all" });
+      assert.equal(reader.lastSeq, 5);
+      assert.equal(reader.recovery.truncatedBytes, 11);
+      assert.deepEqual(reader.recovery.brokenFiles, []);
+    }
+    assert.equal(readFileSync(path).length, bytes.length + 11, "nothing was cut");
+    await using writer = await Wal.open(dir.path);
+    assert.equal(writer.recovery.truncatedBytes, 11);
+  });
+
   test("1,000,000 small records are written and read back", async () => {
     await using dir = await tempDir();
     await using wal = await Wal.open(dir.path, { sync: "batch", segmentSize: 16 * 1024 * 1024 });
