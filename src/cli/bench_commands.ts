@@ -1,7 +1,8 @@
 /**
  * `dockipc bench pub|sub|req|stream`, in the spirit of `nats bench`: a bounded load through a
  * running hub server, a progress bar on a terminal while it runs, then messages and bytes per
- * second and latency percentiles.
+ * second and latency percentiles (`sub`: of one message in 16, stamped with its sending time;
+ * `req`: of every round trip).
  *
  * @module
  */
@@ -14,11 +15,11 @@ import { formatTable } from "./output.ts";
 
 const LOAD = {
   msgs: { type: "string", short: "n", arg: "N", help: "Messages to send (default 100000)" },
-  size: { type: "string", arg: "BYTES", help: "Payload size, at least 8 (default 128)" },
+  size: { type: "string", arg: "BYTES", help: "Payload size, at least 16 (default 128)" },
   ...SERVER_OPTION,
 } as const;
 
-/** Publishes in flight at once: `publish()` returns at once unless the server pushes back. */
+/** Stored publishes in flight at once, waiting for their acknowledgement. */
 const WINDOW = 256;
 
 /** What one run measured. */
@@ -57,38 +58,61 @@ async function report(context: Context, r: Result): Promise<void> {
     ]).join("\n"));
 }
 
-/** A payload of `size` bytes whose first 8 hold `performance.now()`. */
+/** Messages from one timed message to the next: the others share one payload, as `bench/` does. */
+const STAMP_EVERY = 16;
+
+/**
+ * A payload of `size` bytes that carries its sending time: byte 0 is 1, bytes 8–15 hold
+ * `performance.now()`. The untimed messages' shared payload has 0 there.
+ */
 function stamped(size: number): Uint8Array {
   const data = new Uint8Array(size);
-  new DataView(data.buffer).setFloat64(0, performance.now(), true);
+  data[0] = 1;
+  new DataView(data.buffer).setFloat64(8, performance.now(), true);
   return data;
 }
 
-function stampOf(data: Uint8Array): number {
-  return new DataView(data.buffer, data.byteOffset, 8).getFloat64(0, true);
+/** The sending time a stamped payload carries, or undefined for an untimed one. */
+function stampOf(data: Uint8Array): number | undefined {
+  return data[0] === 1
+    ? new DataView(data.buffer, data.byteOffset, 16).getFloat64(8, true)
+    : undefined;
 }
 
-/** Publishes `msgs` stamped messages to `topic`, keeping a window in flight. */
+/**
+ * Publishes `msgs` messages to `topic`: one at a time, or to a stored stream with a window in
+ * flight. One in STAMP_EVERY is stamped with its sending time (when `stamp`); the rest share a
+ * payload, so that the load is the hub's, not the allocator's.
+ */
 async function publishAll(
   context: Context,
   hub: RemoteHub,
   topic: string,
-  load: { msgs: number; size: number },
+  load: { msgs: number; size: number; stamp: boolean; stored?: boolean },
 ): Promise<void> {
+  const shared = new Uint8Array(load.size);
   let inFlight: Promise<unknown>[] = [];
   for (let i = 1; i <= load.msgs && !context.signal.aborted; i++) {
-    inFlight.push(hub.publish(topic, stamped(load.size)));
+    const timed = load.stamp && i % STAMP_EVERY === 1;
+    const published = hub.publish(topic, timed ? stamped(load.size) : shared);
+    if (i % 4096 === 0) context.out.progress("publishing", i, load.msgs);
+    if (!load.stored) {
+      // A plain publish resolves once the connection took it: awaiting each is backpressure.
+      await published;
+      continue;
+    }
+    // A stored one resolves once stored: a window of them shares the stream's syncs.
+    inFlight.push(published);
     if (inFlight.length >= WINDOW) {
       await Promise.all(inFlight);
       inFlight = [];
-      context.out.progress("publishing", i, load.msgs);
     }
   }
   await Promise.all(inFlight);
 }
 
 function loadOf(context: Context): { msgs: number; size: number } {
-  return { msgs: intOption(context, "msgs", 100_000), size: intOption(context, "size", 128, 8) };
+  return { msgs: intOption(context, "msgs", 100_000), size: intOption(context, "size", 128, 16) };
 }
 
 /** A topic of this run alone, so that two benches never meet. */
@@ -107,7 +131,7 @@ const pub: Command = {
     const load = loadOf(context);
     await using hub = await connect(context);
     const start = performance.now();
-    await publishAll(context, hub, benchTopic("pub"), load);
+    await publishAll(context, hub, benchTopic("pub"), { ...load, stamp: false });
     await hub.flush();
     await report(context, {
       workload: "pub",
@@ -132,25 +156,36 @@ const sub: Command = {
     await using subscriber = await connect(context);
     const subscription = subscriber.subscribe(topic, { buffer: 4096 });
     await subscriber.flush();
-    const samples = new Float64Array(load.msgs);
+    const samples = new Float64Array(Math.ceil(load.msgs / STAMP_EVERY));
+    let timed = 0;
+    /** Sends `msgs` through and takes them; resolves with how many arrived. */
+    const round = async (msgs: number): Promise<number> => {
+      timed = 0;
+      const receiving = (async () => {
+        // next() rather than for-await: leaving a for-await would end the subscription.
+        let n = 0;
+        for (; n < msgs; n++) {
+          const { done, value } = await subscription.next();
+          if (done) break;
+          const sent = stampOf(value.data);
+          if (sent !== undefined) samples[timed++] = performance.now() - sent;
+        }
+        return n;
+      })();
+      await publishAll(context, publisher, topic, { msgs, size: load.size, stamp: true });
+      return await receiving;
+    };
+    // A fifth of the load first, off the clock, as bench/ warms up before it measures.
+    await round(Math.max(1, Math.floor(load.msgs / 5)));
     const start = performance.now();
-    const receiving = (async () => {
-      let n = 0;
-      for await (const m of subscription) {
-        samples[n++] = performance.now() - stampOf(m.data);
-        if (n === load.msgs) break;
-      }
-      return n;
-    })();
-    await publishAll(context, publisher, topic, load);
-    const received = await receiving;
+    const received = await round(load.msgs);
     const seconds = (performance.now() - start) / 1000;
     await report(context, {
       workload: "sub",
       ...load,
       msgs: received,
       seconds,
-      latency: percentiles(samples.subarray(0, received)),
+      latency: percentiles(samples.subarray(0, timed)),
     });
     return 0;
   },
@@ -218,7 +253,7 @@ const stream: Command = {
     await hub.addStream({ name, subjects: [topic], durability });
     try {
       let start = performance.now();
-      await publishAll(context, hub, topic, load);
+      await publishAll(context, hub, topic, { ...load, stamp: false, stored: true });
       await report(context, {
         workload: `stream publish (${durability})`,
         ...load,

@@ -709,7 +709,7 @@ class HubClient implements RemoteHub {
       () => {
         if (this.#subs.delete(sid)) this.#sendQuietly({ type: Op.UNSUB, sid });
       },
-      { onDelivered: () => this.#delivered(s) },
+      () => this.#delivered(s),
     );
     const s: Sub = { sid, sub, pattern, options, buffer, ungranted: 0 };
     this.#subs.set(sid, s);

@@ -210,22 +210,26 @@ export class HubSubscription implements Subscription {
   #readable: ReadableStream<Message> | undefined;
 
   readonly #onDelivered: (() => void) | undefined;
-  readonly #probe: DeliveryProbe | undefined;
+  /**
+   * Runs as each message is handed to the reader: `onDelivered`, and while the hub times a
+   * message this subscription holds, the check for it. One optional call either way, so that
+   * timing costs the other messages nothing.
+   */
+  #afterTake: ((message: Message) => void) | undefined;
 
   /**
    * Made by the hub; `detach` removes it from the hub's routes. `onDelivered` runs as each
-   * message is handed to the reader (a remote hub grants credit from it); `probe` times the
-   * hub's sampled messages.
+   * message is handed to the reader (a remote hub grants credit from it).
    */
   constructor(
     id: number,
     pattern: string,
     options: SubscribeOptions,
     detach: (sub: HubSubscription) => void,
-    hooks: { onDelivered?: () => void; probe?: DeliveryProbe } = {},
+    onDelivered?: () => void,
   ) {
-    this.#onDelivered = hooks.onDelivered;
-    this.#probe = hooks.probe;
+    this.#onDelivered = onDelivered;
+    this.#afterTake = onDelivered;
     this.id = id;
     this.pattern = pattern;
     this.queue = options.queue;
@@ -403,8 +407,18 @@ export class HubSubscription implements Subscription {
   #count(message: Message): void {
     this.#delivered++;
     this.#bytes += message.data.length;
-    this.#onDelivered?.();
-    if (message === this.#probe?.message) this.#probe.delivered();
+    this.#afterTake?.(message);
+  }
+
+  /** Tells `probe` when `timed`, about to be offered, is taken (or until another is timed). */
+  time(timed: Message, probe: DeliveryProbe): void {
+    const onDelivered = this.#onDelivered;
+    this.#afterTake = (message) => {
+      onDelivered?.();
+      if (message !== timed) return;
+      this.#afterTake = onDelivered;
+      probe.delivered(message);
+    };
   }
 
   /**

@@ -58,6 +58,36 @@ describe(`dockipc on ${rt.name}: help and usage`, () => {
     }
   });
 
+  test("deno install -g makes a dockipc command that runs", T, async () => {
+    await using dir = await tempDir();
+    const deno = command("deno", CLI).cmd;
+    const install = rt.spawn(deno, [
+      "install",
+      "-g",
+      "-A",
+      "--root",
+      dir.path,
+      "-n",
+      "dockipc",
+      CLI,
+    ], { stdout: "pipe", stderr: "pipe" });
+    const [, err, status] = await Promise.all([
+      new Response(install.stdout).text(),
+      new Response(install.stderr).text(),
+      install.status,
+    ]);
+    assert.equal(status.code, 0, err);
+    // The installed script runs `deno` from PATH: the pinned one here.
+    const path = `${deno.slice(0, deno.lastIndexOf("/"))}:${rt.env("PATH") ?? ""}`;
+    const run = rt.spawn(`${dir.path}/bin/dockipc`, ["wal", "--help"], {
+      stdout: "pipe",
+      env: { PATH: path },
+    });
+    const [out, ran] = await Promise.all([new Response(run.stdout).text(), run.status]);
+    assert.equal(ran.code, 0);
+    assert.match(out, /^dockipc wal: its commands\./);
+  });
+
   test("a command line that does not fit exits 2 and says why on stderr", T, async () => {
     for (
       const args of [
