@@ -14,6 +14,7 @@
 
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import process from "node:process";
 import { binary, DENO_PERMISSIONS, ROOT } from "./_runtimes.ts";
 import { missingCommands, TEST_COMMANDS } from "./_system.ts";
@@ -101,7 +102,14 @@ function run(step: Step): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
     const child = spawn(step.cmd, step.args, {
       cwd: ROOT,
-      env: { ...process.env, NO_COLOR: "1", FORCE_COLOR: "0" },
+      env: {
+        ...process.env,
+        NO_COLOR: "1",
+        FORCE_COLOR: "0",
+        // Node children (hundreds across the suite) keep their compiled, type-stripped modules
+        // here, so that each starts in about a third of the time. Keyed by content: never stale.
+        NODE_COMPILE_CACHE: process.env.NODE_COMPILE_CACHE ?? `${tmpdir()}/dockipc-node-cache`,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
