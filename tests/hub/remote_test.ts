@@ -5,6 +5,7 @@ import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts"
 import { decodeHub, encodeHub, jsonBody, Op } from "../../src/hub/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
 import { runtimeName } from "../../src/runtime/platform.ts";
+import { deadline } from "../../src/internal/async.ts";
 import {
   acceptedWhileStalled,
   encodeFramesRaw,
@@ -330,15 +331,26 @@ describe("serveHub and connectHub", () => {
     await using s = await served();
     const held = s.hub.subscribe("held", { buffer: 1, overflow: "block" });
     // Its PINGs wait unread behind 16 MiB of held PUBs; the server's heartbeat answers them.
-    await using client = await connectHub(s.path, { pingInterval: 300, pingTimeout: 2000 });
+    // The hold outlasts pingTimeout by half, so unanswered PINGs would end the connection. The
+    // timeout leaves room for a collector's pause late in a long suite, where client and server
+    // share this process: at 2 s it was sometimes taken for dead (on ad4ef6a too).
+    await using client = await connectHub(s.path, { pingInterval: 300, pingTimeout: 4000 });
     const big = new Uint8Array(1024 * 1024);
     const publishes = Array.from({ length: 40 }, () => client.publish("held", big));
-    let failed = 0;
-    for (const p of publishes) p.catch(() => failed++);
-    await new Promise((resolve) => setTimeout(resolve, 4000));
-    assert.equal(failed, 0, "no publish failed");
+    let failed: unknown;
+    for (const p of publishes) p.catch((err) => failed ??= err);
+    await new Promise((resolve) => setTimeout(resolve, 6000));
+    assert.equal(failed, undefined, "no publish failed");
     assert.equal(client.connected, true, "held back is not dead");
-    for (let i = 0; i < 40; i++) await held.next();
+    // Bounded, so that a lost message fails the test rather than hanging it.
+    await deadline(
+      (async () => {
+        for (let i = 0; i < 40; i++) await held.next();
+      })(),
+      20_000,
+      { op: "take the 40 held messages" },
+    );
+    assert.equal(failed, undefined, "no publish failed");
     await Promise.all(publishes);
     await client.flush();
   });
