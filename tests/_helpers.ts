@@ -210,9 +210,13 @@ export function pattern(n: number, seed: number): Uint8Array {
 }
 
 /** Resolves once `check()` is true; polls every few ms and gives up after `ms`. */
-export async function until(check: () => boolean, ms = 10_000, what = "condition"): Promise<void> {
+export async function until(
+  check: () => boolean | Promise<boolean>,
+  ms = 10_000,
+  what = "condition",
+): Promise<void> {
   const end = Date.now() + ms;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > end) throw new Error(`Timed out after ${ms} ms waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 5));
   }

@@ -9,6 +9,7 @@ import { connectHub, type RemoteHub } from "../hub/remote.ts";
 import { Hub } from "../hub/hub.ts";
 import { serveHub } from "../hub/server.ts";
 import type { Message } from "../hub/subscription.ts";
+import { delay } from "../internal/async.ts";
 import { quantile } from "../internal/histogram.ts";
 import { serveMetrics } from "../metrics/serve_metrics.ts";
 import {
@@ -185,7 +186,7 @@ const pub: Command = {
       const ack = await hub.publish(topic, payload, options);
       published++;
       if (ack) acks.push({ seq: ack.seq, stream: ack.stream, duplicate: ack.duplicate });
-      if (interval > 0) await new Promise((r) => setTimeout(r, interval));
+      if (interval > 0) await delay(interval, { signal }).catch(() => {});
     };
     if (data !== undefined) {
       const numbered = data.includes("{{n}}");
@@ -370,7 +371,7 @@ const reply: Command = {
     await Promise.race([done, stopped(signal)]);
     // The last reply is published once its handler's promise settles: let that happen (a turn of
     // the event loop), and the server take it (flush), before the subscription goes.
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await delay(0);
     await hub.flush();
     handler.unsubscribe();
     return 0;
@@ -453,13 +454,7 @@ const stats: Command = {
       last = { at, published: new Map(s.topics.map((t) => [t.topic, t.published])) };
       if (context.values.watch !== true) break;
       await out.flush();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, interval);
-        signal.addEventListener("abort", () => {
-          clearTimeout(timer);
-          resolve();
-        }, { once: true });
-      });
+      await delay(interval, { signal }).catch(() => {}); // a signal ends the wait, then the loop
     }
     return 0;
   },

@@ -5,7 +5,9 @@
  * @module
  */
 
+import { IpcError } from "../errors.ts";
 import type { ConsumerInfo } from "../hub/consumer.ts";
+import { deadline } from "../internal/async.ts";
 import type { StreamConfig, StreamInfo, StreamRetention } from "../hub/stream.ts";
 import type { SyncMode } from "../wal/options.ts";
 import { type Command, type Context, intOption, stringOption, UsageError } from "./command.ts";
@@ -251,13 +253,10 @@ const consumerNext: Command = {
     const consumer = await hub.consume(stream, { durable, buffer: Math.min(count, 1024) });
     try {
       for (let taken = 0; taken < count; taken++) {
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const next = await Promise.race([
-          consumer.next(),
-          new Promise<"timeout">((resolve) =>
-            timer = setTimeout(() => resolve("timeout"), timeout)
-          ),
-        ]).finally(() => clearTimeout(timer));
+        const next = await deadline(consumer.next(), timeout).catch((err: unknown) => {
+          if (err instanceof IpcError && err.code === "ETIMEDOUT") return "timeout" as const;
+          throw err;
+        });
         if (next === "timeout" || next.done === true) {
           await out.note(`no message within ${timeout} ms after ${taken}`);
           return taken === 0 ? 1 : 0;

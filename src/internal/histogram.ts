@@ -59,15 +59,6 @@ export class Histogram {
     }
   }
 
-  /** Times `work` into the histogram when it resolves; returns it unchanged. */
-  time<T>(work: Promise<T>): Promise<T> {
-    const start = performance.now();
-    return work.then((value) => {
-      this.observe(performance.now() - start);
-      return value;
-    });
-  }
-
   /** The counts now, cumulative per bucket. */
   snapshot(): HistogramSnapshot {
     let running = 0;

@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Wal } from "../../src/wal/mod.ts";
 import { serve, serveLines } from "../../src/rpc/mod.ts";
-import { rt, RUNTIMES, skipWithout, tempDir } from "../_helpers.ts";
+import { rt, RUNTIMES, skipWithout, tempDir, until } from "../_helpers.ts";
 import { CLI, jsonLines, runCli, startCli } from "./_cli.ts";
 import { command } from "../../scripts/_runtimes.ts";
 
@@ -10,15 +10,6 @@ const T = { timeout: 120_000 };
 const ESC = String.fromCharCode(27);
 /** The other two runtimes, for commands that meet across runtimes. */
 const [OTHER, THIRD] = RUNTIMES.filter((r) => r !== rt.name) as [typeof rt.name, typeof rt.name];
-
-/** Polls `check` until it holds, every 50 ms for at most `ms`. */
-async function until(check: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error(`not so within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** The served hub's subscriptions, from its metrics server. */
 async function subscriptions(http: string): Promise<{ pattern: string }[]> {
