@@ -26,6 +26,18 @@ interface Step {
   args: string[];
   /** Reads the passed and failed test counts from the step's output. */
   count?: (out: string) => { passed: number; failed: number } | undefined;
+  /** The names of the failed tests in the step's output, for the summary. */
+  failures?: (out: string) => string[];
+}
+
+/** The lines of `out` after the last line equal to `heading` that `pattern` matches. */
+function linesAfter(out: string, heading: RegExp, pattern: RegExp): string[] {
+  const lines = out.split("\n");
+  let from = -1;
+  lines.forEach((line, i) => {
+    if (heading.test(line)) from = i;
+  });
+  return from < 0 ? [] : lines.slice(from + 1).filter((line) => pattern.test(line));
 }
 
 const deno = binary("deno");
@@ -61,6 +73,7 @@ const steps: Step[] = [
       // A describe() block is a test with steps: count the steps, as the other runners do.
       return { passed: Number(m[3] ?? m[2]), failed: Number(m[5] ?? m[4]) };
     },
+    failures: (out) => linesAfter(out, /^\s*FAILURES\s*$/, / => \S+:\d+:\d+$/),
   },
   {
     name: "tests on Bun",
@@ -72,6 +85,7 @@ const steps: Step[] = [
       const fail = /^\s*(\d+) fail$/m.exec(out);
       return pass && fail ? { passed: Number(pass[1]), failed: Number(fail[1]) } : undefined;
     },
+    failures: (out) => out.split("\n").filter((line) => line.startsWith("(fail) ")),
   },
   {
     name: "tests on Node 24",
@@ -83,6 +97,7 @@ const steps: Step[] = [
       const fail = /^ℹ fail (\d+)$/m.exec(out);
       return pass && fail ? { passed: Number(pass[1]), failed: Number(fail[1]) } : undefined;
     },
+    failures: (out) => linesAfter(out, /^✖ failing tests:$/, /^\s*✖ /),
   },
   {
     name: "npm package: built, packed, installed; used from Node 22, Node 24, Bun and Deno",
@@ -139,7 +154,7 @@ if (missing.length > 0) {
       `skipped (apt-get install ${packages}, or run .ci/run, to run them too)`,
   );
 }
-const results: { name: string; ok: boolean; seconds: number }[] = [];
+const results: { name: string; ok: boolean; seconds: number; failures: string[] }[] = [];
 let passed = 0;
 let failed = 0;
 for (const step of steps) {
@@ -163,12 +178,16 @@ for (const step of steps) {
       }
     }
   }
-  results.push({ name: step.name, ok, seconds: (performance.now() - start) / 1000 });
+  const failures = ok ? [] : step.failures?.(out.replace(ANSI_ESCAPE, "")) ?? [];
+  results.push({ name: step.name, ok, seconds: (performance.now() - start) / 1000, failures });
 }
 
 console.log("\n=== summary");
 for (const r of results) {
   console.log(`${r.ok ? "ok  " : "FAIL"} ${r.name} (${r.seconds.toFixed(1)} s)`);
+  // The failed tests' names, last, where a log cut to its tail still shows them.
+  for (const name of r.failures.slice(0, 10)) console.log(`       failed: ${name.trim()}`);
+  if (r.failures.length > 10) console.log(`       … and ${r.failures.length - 10} more`);
 }
 const bad = results.filter((r) => !r.ok).length;
 console.log(`steps: ${results.length - bad} passed, ${bad} failed`);
