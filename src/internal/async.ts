@@ -7,6 +7,7 @@
 
 import { IpcError } from "../errors.ts";
 import { refTimer } from "../runtime/platform.ts";
+import { IndexedHeap } from "./heap.ts";
 
 /**
  * Resolves after `ms` milliseconds; rejects with the signal's reason if it aborts first.
@@ -94,32 +95,42 @@ export interface Expiring {
   expire(): void;
 }
 
+/** Expirations run in one turn at most; the rest run in the next, so that others get a turn. */
+const EXPIRE_AT_ONCE = 10_000;
+
 /**
- * The timeouts of many operations on one timer, set for the earliest deadline. An operation is
- * added as it starts and deleted as it settles. When none is left the timer stays set but stops
- * keeping the process alive: a run of small requests, one at a time, would otherwise set and
- * clear a timer each (on Deno that cost RPC a fifth of its round trips), where a later
- * request's deadline is usually past the timer's and needs nothing.
+ * The timeouts of many operations on one timer, set for the earliest deadline, over a heap: an
+ * operation costs O(log n) to add and to delete, and they expire in deadline order (in the order
+ * added among equal deadlines). An operation is added as it starts and deleted as it settles.
+ * When none is left the timer stays set but stops keeping the process alive: a run of small
+ * requests, one at a time, would otherwise set and clear a timer each (on Deno that cost RPC a
+ * fifth of its round trips), where a later request's deadline is usually past the timer's and
+ * needs nothing.
  */
 export class Deadlines {
-  readonly #live = new Set<Expiring>();
+  readonly #heap = new IndexedHeap<Expiring>();
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When the timer fires; `Infinity` when there is none. */
   #at = Infinity;
   /** The timer keeps the process alive: some operation is waiting for it. */
   #held = false;
 
-  /** Times `item` out at its deadline, unless it is deleted first. */
+  /** Operations waiting for their deadline. */
+  get size(): number {
+    return this.#heap.size;
+  }
+
+  /** Times `item` out at its deadline, unless it is deleted first. Added again, it moves. */
   add(item: Expiring): void {
     if (!(item.deadline < Infinity)) return;
-    this.#live.add(item);
+    this.#heap.add(item, item.deadline);
     if (item.deadline < this.#at) this.#arm(item.deadline);
     else if (!this.#held) this.#hold(true);
   }
 
   /** `item` settled: it no longer times out. */
   delete(item: Expiring): void {
-    if (this.#live.delete(item) && this.#live.size === 0 && this.#held) this.#hold(false);
+    if (this.#heap.delete(item) && this.#heap.size === 0 && this.#held) this.#hold(false);
   }
 
   /** Forgets every operation and stops the timer. */
@@ -128,7 +139,7 @@ export class Deadlines {
     this.#timer = undefined;
     this.#at = Infinity;
     this.#held = false;
-    this.#live.clear();
+    this.#heap.clear();
   }
 
   #hold(keepAlive: boolean): void {
@@ -149,15 +160,19 @@ export class Deadlines {
     this.#at = Infinity;
     this.#held = false;
     const now = Date.now();
-    let next = Infinity;
-    for (const item of [...this.#live]) {
-      if (item.deadline <= now) {
-        this.#live.delete(item);
-        item.expire();
-      } else if (item.deadline < next) next = item.deadline;
+    const heap = this.#heap;
+    // What an `expire()` adds waits for the next turn, even when it is due already.
+    const addedBefore = heap.added;
+    for (let n = 0; n < EXPIRE_AT_ONCE; n++) {
+      const top = heap.peek();
+      if (top === undefined || top.key > now || top.order >= addedBefore) break;
+      heap.pop();
+      top.value.expire();
     }
-    // An `expire()` may have added an operation, and armed the timer for it already.
-    if (next < this.#at) this.#arm(next);
+    // An `expire()` may have armed the timer already, for an operation it added.
+    const next = heap.peek();
+    if (next !== undefined && next.key < this.#at) this.#arm(next.key);
+    else if (next !== undefined && !this.#held) this.#hold(true);
   };
 }
 

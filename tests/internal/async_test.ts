@@ -12,7 +12,7 @@ import {
   MAX_TIMER,
 } from "../../src/internal/async.ts";
 import { IpcError } from "../../mod.ts";
-import { RUNTIMES, seeded, spawnFixture } from "../_helpers.ts";
+import { RUNTIMES, seeded, spawnFixture, until } from "../_helpers.ts";
 
 describe("delay()", () => {
   test("delay() resolves after the time passes", async () => {
@@ -182,6 +182,24 @@ describe("Deadlines", () => {
     deadlines.add(op("third", 200, log));
     await delay(300);
     assert.deepEqual(log, ["first", "second", "third"]);
+  });
+
+  test("many operations expire in deadline order, equal ones in the order added", async () => {
+    const deadlines = new Deadlines();
+    const log: number[] = [];
+    const random = seeded(7);
+    const now = Date.now();
+    const ops = Array.from({ length: 20_000 }, (_, i) => ({
+      deadline: now + 1 + Math.floor(random() * 40),
+      expire: () => void log.push(i),
+    }));
+    for (const o of ops) deadlines.add(o);
+    for (let i = 0; i < ops.length; i += 3) deadlines.delete(ops[i]!);
+    assert.equal(deadlines.size, ops.length - Math.ceil(ops.length / 3));
+    await until(() => deadlines.size === 0);
+    const expected = ops.map((o, i) => ({ at: o.deadline, i })).filter(({ i }) => i % 3 !== 0)
+      .sort((a, b) => a.at - b.at || a.i - b.i).map(({ i }) => i);
+    assert.deepEqual(log, expected);
   });
 
   for (const runtime of RUNTIMES) {
