@@ -150,7 +150,7 @@ describe("Wal", () => {
 
   test('"always": zeros reach a step ahead of small syncs, never ahead of large ones; closing and rotation cut them', async () => {
     const segmentSize = 4 * PREALLOCATION_STEP;
-    for (const [size, ahead] of [[100, true], [96 * 1024, false]] as const) {
+    for (const [size, ahead] of [[4096, true], [96 * 1024, false]] as const) {
       await using dir = await tempDir();
       const wal = await Wal.open(dir.path, { sync: "always", segmentSize });
       const first = segmentsOf(dir.path)[0]!;
