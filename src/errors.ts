@@ -29,6 +29,11 @@
  * - `ECORRUPT`, `ELOCKED`: write-ahead log integrity and ownership.
  * - `ENOSPC`: the disk (or the user's quota) is full.
  * - `EBUSY`: a server's queue of connections to accept stayed full while `connect` retried.
+ * - `EINVAL`: an option or argument has a value that cannot be used; the message names both.
+ * - `ERATELIMIT`: a rate limit with the `"reject"` policy refused a message; the message names
+ *   the limit.
+ * - `ELIMIT`: a bound on how many of something one client or hub may hold was reached (delayed
+ *   messages waiting for their time); the message names the bound and its option.
  * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
 export type IpcErrorCode =
@@ -56,6 +61,9 @@ export type IpcErrorCode =
   | "ELOCKED"
   | "ENOSPC"
   | "EBUSY"
+  | "EINVAL"
+  | "ERATELIMIT"
+  | "ELIMIT"
   | "EIO";
 
 /** Where an {@linkcode IpcError} happened: the operation, the address or path, the cause. */

@@ -154,13 +154,19 @@ const pub: Command = {
     delay: {
       type: "string",
       arg: "MS",
-      help: "Deliver after MS milliseconds: refused until the hub has delayed delivery",
+      help: "Deliver each message MS milliseconds from when it is published, not before",
+    },
+    priority: {
+      type: "string",
+      arg: "P",
+      help: "0 (default, lowest) to 9: a subscriber with a backlog gets higher ones first",
     },
     ...SERVER_OPTION,
   },
   examples: [
     ['pub jobs.resize "photo.jpg" -H size=small', "One message with a header"],
     ['pub load.test "message {{n}}" --count 1000', "A thousand numbered messages"],
+    ['pub reminders "stand up" --delay 60000 --id r-1', "Delivered in a minute, unless cancelled"],
     ["pub logs.app < app.log", "Each line of a file as a message"],
   ],
   async run(context): Promise<number> {
@@ -171,15 +177,22 @@ const pub: Command = {
     const headers = parseHeaders((context.values.headers as string[] | undefined) ?? []);
     const id = stringOption(context, "id");
     if (id !== undefined && count > 1) throw new UsageError("--id names one message: drop --count");
-    if (context.values.delay !== undefined) {
-      // Refused rather than ignored: a message the user asked to hold must not go out at once.
-      throw new UsageError(
-        "--delay needs delayed delivery, which the hub does not have yet: publish when due, " +
-          "or pace messages with --interval MS",
-      );
+    const delayMs = context.values.delay === undefined
+      ? undefined
+      : intOption(context, "delay", 0, 0);
+    const priority = context.values.priority === undefined
+      ? undefined
+      : intOption(context, "priority", 0, 0);
+    if (priority !== undefined && priority > 9) {
+      throw new UsageError(`--priority must be a whole number from 0 to 9: got "${priority}"`);
     }
     await using hub = await connect(context);
-    const options = { headers, ...(id === undefined ? {} : { id }) };
+    const options = {
+      headers,
+      ...(id === undefined ? {} : { id }),
+      ...(delayMs === undefined ? {} : { delay: delayMs }),
+      ...(priority === undefined ? {} : { priority }),
+    };
     let published = 0;
     const acks: { seq: number; stream: string; duplicate: boolean }[] = [];
     const publish = async (payload: string): Promise<void> => {

@@ -9,8 +9,11 @@
 
 import { IpcError } from "../errors.ts";
 import { Deadlines, type Expiring } from "../internal/async.ts";
+import { IndexedHeap } from "../internal/heap.ts";
 import { partitionPoint } from "../internal/search.ts";
 import { HashRing } from "./_ring.ts";
+import { notBeforeOf } from "./schedule.ts";
+import { NO_HEADERS } from "./subscription.ts";
 import { ConsumerLog, type ConsumerPosition, type ConsumerState } from "./consumer_log.ts";
 import type { Settlement } from "./protocol.ts";
 import { positiveOption, type StoredMessage, type Stream, type StreamReader } from "./stream.ts";
@@ -106,6 +109,8 @@ export interface ConsumerInfo {
   readonly readers: number;
   /** Messages delivered and not finished yet (acknowledged or terminated), delayed naks included. */
   readonly pending: number;
+  /** Delayed messages (`delay`, `notBefore`) read from the stream and waiting for their time. */
+  readonly scheduled: number;
   /** Of those, messages waiting to be delivered again now. */
   readonly redeliveries: number;
   /** Every message below this sequence is finished. */
@@ -181,6 +186,10 @@ class Pending implements Expiring {
   member: ConsumerMember | undefined;
   /** Its ack (or term) is being stored: it is finished once that resolves. */
   settling = false;
+  /** A delayed message waiting for its time, not delivered yet: its deadline is that time. */
+  parked = false;
+  /** A delayed message whose time came: delivered from now on as any other. */
+  due = false;
   readonly #expired: (p: Pending) => void;
 
   constructor(seq: number, attempt: number, expired: (p: Pending) => void) {
@@ -319,6 +328,15 @@ export class StreamConsumer implements StreamReader {
   #turn = 0;
   // A redelivery to come keeps the process alive, as a reader waiting for it would expect.
   readonly #deadlines = new Deadlines();
+  /** Of `#pending`, delayed messages waiting for their time: they do not count as delivered. */
+  #parked = 0;
+  /**
+   * Delayed messages whose time came, not delivered yet, by their time: they go once the
+   * messages read with them have been looked at, so that those due earlier go first.
+   */
+  readonly #dueReady = new IndexedHeap<Pending>();
+  /** An ordered consumer's wake for the delayed message it waits at. */
+  #dueWake: Expiring | undefined;
   /** Messages read from `#next` on, not delivered yet; `#aheadAt` is the first. */
   #ahead: StoredMessage[] = [];
   #aheadAt = 0;
@@ -463,6 +481,10 @@ export class StreamConsumer implements StreamReader {
           this.#pending.delete(seq);
           continue;
         }
+        if (!p.due && p.attempt === 0 && this.#park(p, message)) {
+          this.#ready.shift(); // read back after a restart, and waiting for its time again
+          continue;
+        }
         if (p.attempt >= maxDeliver) {
           this.#ready.shift();
           void this.#finish(p, message, "maxDeliver").catch(() => {});
@@ -475,7 +497,22 @@ export class StreamConsumer implements StreamReader {
         this.#give(p, member, message);
         continue;
       }
-      if (this.#pending.size >= maxAckPending) return;
+      if (this.#aheadAt === this.#ahead.length && this.#dueReady.size > 0) {
+        const p = this.#dueReady.peek()!.value;
+        const [message] = await this.stream.fetch(p.seq, 1);
+        if (this.#dueReady.peek()?.value !== p) continue; // changed while reading
+        if (message?.seq !== p.seq) {
+          this.#dueReady.pop();
+          this.#pending.delete(p.seq);
+          continue;
+        }
+        const member = this.#pick(message.key);
+        if (member === undefined) return;
+        this.#dueReady.pop();
+        this.#give(p, member, message);
+        continue;
+      }
+      if (this.#pending.size - this.#parked - this.#dueReady.size >= maxAckPending) return;
       if (this.#aheadAt === this.#ahead.length) {
         if (this.#next < this.stream.firstSeq) this.#next = this.stream.firstSeq;
         if (this.#next > this.stream.lastSeq) return;
@@ -503,6 +540,20 @@ export class StreamConsumer implements StreamReader {
         this.#next = message.seq + 1;
         continue;
       }
+      if (message.headers !== NO_HEADERS && this.#waitsForItsTime(message)) {
+        if (this.config.ordered) return; // in order: what follows waits with it
+        this.#aheadAt++;
+        this.#next = message.seq + 1;
+        const p = new Pending(
+          message.seq,
+          this.#attemptsAhead.get(message.seq) ?? 0,
+          this.#expired,
+        );
+        this.#attemptsAhead.delete(message.seq);
+        this.#pending.set(message.seq, p);
+        if (!this.#park(p, message)) this.#release(p, 0);
+        continue;
+      }
       const member = this.#pick(message.key);
       if (member === undefined) return;
       const leasing = this.#lease(message.seq);
@@ -520,6 +571,53 @@ export class StreamConsumer implements StreamReader {
       if (attempt >= maxDeliver) void this.#finish(p, message, "maxDeliver").catch(() => {});
       else this.#give(p, member, message);
     }
+  }
+
+  /**
+   * Whether a new message published with a delay is not to be delivered as it comes: an ordered
+   * consumer waits for its time (and arms a wake for it); the others park it.
+   */
+  #waitsForItsTime(message: StoredMessage): boolean {
+    const due = notBeforeOf(message);
+    if (due === undefined) return false;
+    if (!this.config.ordered) return true;
+    if (due <= Date.now()) return false;
+    if (this.#dueWake === undefined) {
+      const wake: Expiring = {
+        deadline: due,
+        expire: () => {
+          this.#dueWake = undefined;
+          this.wake();
+        },
+      };
+      this.#dueWake = wake;
+      this.#deadlines.add(wake);
+    }
+    return true;
+  }
+
+  /**
+   * Parks `p`, a delayed message not delivered yet, until its time: on the consumer's timer,
+   * which lets the due ones go in the order of their times (a time passed already, as after a
+   * restart, goes at once, in that order). False for a message that has no time.
+   */
+  #park(p: Pending, message: StoredMessage): boolean {
+    const due = notBeforeOf(message);
+    if (due === undefined) return false;
+    p.parked = true;
+    this.#parked++;
+    p.deadline = due;
+    if (due <= Date.now()) this.#cameDue(p);
+    else this.#deadlines.add(p);
+    return true;
+  }
+
+  /** A parked message's time came: it joins the others whose time came, by time. */
+  #cameDue(p: Pending): void {
+    p.parked = false;
+    p.due = true;
+    this.#parked--;
+    this.#dueReady.add(p, p.deadline);
   }
 
   /**
@@ -566,7 +664,8 @@ export class StreamConsumer implements StreamReader {
     member.held++;
     this.#arm(p, this.#wait(p.attempt));
     this.#delivered++;
-    if (p.attempt > 1) this.#log?.attempt(p.seq, p.attempt, this.#state);
+    // A delayed message's first delivery is recorded too: no lease covered it.
+    if (p.attempt > 1 || p.due) this.#log?.attempt(p.seq, p.attempt, this.#state);
     member.give(message, p.attempt);
   }
 
@@ -588,6 +687,7 @@ export class StreamConsumer implements StreamReader {
     if (p.member !== undefined) p.member.held--;
     p.member = undefined;
     if (delay > 0) this.#arm(p, delay);
+    else if (p.parked) this.#cameDue(p);
     else {
       // `#ready` is kept in order.
       const ready = this.#ready;
@@ -595,7 +695,7 @@ export class StreamConsumer implements StreamReader {
     }
   }
 
-  /** An ack wait ran out, or a delayed nak is due. */
+  /** An ack wait ran out, a delayed nak is due, or a delayed message's time came. */
   readonly #expired = (p: Pending): void => {
     if (p.settling || this.#pending.get(p.seq) !== p) return;
     this.#release(p, 0);
@@ -694,8 +794,9 @@ export class StreamConsumer implements StreamReader {
       stream: this.stream.name,
       config: this.config,
       readers: this.#members.length,
-      pending: this.#pending.size,
-      redeliveries: this.#ready.length,
+      pending: this.#pending.size - this.#parked,
+      scheduled: this.#parked,
+      redeliveries: this.#ready.length + this.#dueReady.size,
       ackFloor: this.finishedBelow() - 1,
       lag: Math.max(0, this.stream.lastSeq - this.#next + 1),
       delivered: this.#delivered,
@@ -710,6 +811,7 @@ export class StreamConsumer implements StreamReader {
     if (this.#closed) return;
     this.#closed = true;
     this.#deadlines.clear();
+    this.#dueReady.clear();
     this.stream.readers.delete(this);
     for (const member of this.#members.splice(0)) member.end(error);
     await this.#log?.close(this.#state);

@@ -156,7 +156,13 @@ export class ConsumerReader implements Consumer {
     this.name = name;
     this.#link = link;
     this.#ordered = options.ordered;
-    this.#buffer = new HubSubscription(0, name, { buffer: options.buffer }, () => {});
+    // What it holds leaves by priority, but an ordered reader's in stream order.
+    this.#buffer = new HubSubscription(
+      0,
+      name,
+      { buffer: options.buffer, ordered: options.ordered },
+      () => {},
+    );
     this.closed = this.#buffer.closed;
     options.signal?.addEventListener("abort", () => void this.close(), { once: true });
   }

@@ -19,11 +19,30 @@ import {
 } from "../internal/async.ts";
 import { Histogram, type HistogramSnapshot } from "../internal/histogram.ts";
 import { HashRing } from "./_ring.ts";
+import {
+  admitAll,
+  checkRateLimit,
+  type HubLimits,
+  invalid,
+  Limiter,
+  type LimitStats,
+} from "./limits.ts";
 import { DeliveryProbe } from "./probe.ts";
 import {
+  dueOf,
+  NOT_BEFORE_HEADER,
+  notBeforeOf,
+  Publisher,
+  Schedule,
+  type ScheduleStats,
+} from "./schedule.ts";
+import {
+  checkPriority,
   HubSubscription,
   type Message,
   NO_HEADERS,
+  type OrderListener,
+  PRIORITY_HEADER,
   STOP,
   type SubscribeOptions,
   type Subscription,
@@ -41,7 +60,7 @@ import { StreamStore } from "./streams.ts";
 import type { ConsumeOptions, ConsumerInfo, DeadLetterSink, StreamConsumer } from "./consumer.ts";
 import type { SyncMode } from "../wal/options.ts";
 import { type Consumer, readLocally } from "./consumer_reader.ts";
-import { TopicTrie, validatePattern, validateTopic } from "./topics.ts";
+import { topicMatches, TopicTrie, validatePattern, validateTopic } from "./topics.ts";
 
 /** Options of `hub.publish()`. */
 export interface PublishOptions {
@@ -53,9 +72,23 @@ export interface PublishOptions {
   reply?: string;
   /**
    * The message's id, for a stream's topic: published again within the stream's
-   * `duplicateWindow`, it is not stored again. Travels as the header `dockipc-msg-id`.
+   * `duplicateWindow`, it is not stored again. Travels as the header `dockipc-msg-id`. A delayed
+   * message of a plain topic can be cancelled by it (`hub.cancel(id)`).
    */
   id?: string;
+  /**
+   * Delivers the message this many ms from now, not before (0 to about 24.8 days). Travels as
+   * the header `dockipc-not-before`; a stream's topic stores it at once, with that header, and
+   * its consumers deliver it when it is due, after a restart too.
+   */
+  delay?: number;
+  /** Delivers the message at this time (a `Date` or `Date.now()` ms), not before; one in the past means now. */
+  notBefore?: Date | number;
+  /**
+   * 0 (the default, lowest) to 9: a subscription with a backlog hands out higher priorities
+   * first, equal ones in publish order. Travels as the header `dockipc-priority`.
+   */
+  priority?: number;
 }
 
 /** A reader's `buffer` option, checked: a whole number above 0, 256 by default. */
@@ -84,20 +117,50 @@ export const DEAD_LETTER_HEADERS = {
   reason: "dockipc-dead-reason",
 } as const;
 
-/** A publish's headers, with its id among them as {@linkcode MSG_ID_HEADER}. */
+/** The headers of a message with a priority and nothing else, by priority. */
+const PRIORITY_HEADERS: readonly (Readonly<Record<string, string>> | undefined)[] = Array.from(
+  { length: 10 },
+  (_, p) => p === 0 ? undefined : Object.freeze({ [PRIORITY_HEADER]: String(p) }),
+);
+
+/**
+ * A publish's headers, with its id, due time and priority among them as
+ * {@linkcode MSG_ID_HEADER}, `NOT_BEFORE_HEADER` and `PRIORITY_HEADER`.
+ * @throws {IpcError} `EINVAL` for a bad `delay`, `notBefore` or `priority`.
+ */
 export function headersOf(
   options: PublishOptions | undefined,
 ): Readonly<Record<string, string>> | undefined {
-  if (options?.id === undefined) return options?.headers;
-  if (typeof options.id !== "string" || options.id === "") {
-    throw new TypeError(`Cannot publish as id must be a non-empty string: got ${options.id}`);
+  if (options === undefined) return undefined;
+  const { id, delay, notBefore, priority } = options;
+  if (
+    id === undefined && delay === undefined && notBefore === undefined && priority === undefined
+  ) {
+    return options.headers;
   }
-  return { ...options.headers, [MSG_ID_HEADER]: options.id };
+  if (id === undefined && delay === undefined && notBefore === undefined && !options.headers) {
+    // Priority alone: one shared header object per priority, as messages share their headers.
+    return PRIORITY_HEADERS[checkPriority(priority)];
+  }
+  const headers = { ...options.headers };
+  if (id !== undefined) {
+    if (typeof id !== "string" || id === "") {
+      throw new TypeError(`Cannot publish as id must be a non-empty string: got ${id}`);
+    }
+    headers[MSG_ID_HEADER] = id;
+  }
+  const due = dueOf(delay, notBefore, Date.now());
+  if (due !== undefined) headers[NOT_BEFORE_HEADER] = String(Math.ceil(due));
+  if (priority !== undefined && checkPriority(priority) > 0) {
+    headers[PRIORITY_HEADER] = String(priority);
+  }
+  return headers;
 }
 
 /** A publish waiting for its store before it is delivered. */
 interface InOrder {
   readonly message: Message;
+  readonly publisher: Publisher;
   /** Its store settled: with the ack (or `undefined`, no stream), or with the failure. */
   settled: boolean;
   failed: boolean;
@@ -119,6 +182,14 @@ export interface HubOptions {
    * with `ECORRUPT`: what followed that record is lost. Use it once, after reading the error.
    */
   repair?: "truncate";
+  /** Rate limits on publishing: see {@linkcode Hub.setLimits}. */
+  limits?: HubLimits;
+  /**
+   * Delayed messages (`delay`, `notBefore`) waiting at most, from every publisher together;
+   * past it a delayed publish fails with `ELIMIT`. A served hub bounds each connection too.
+   * @default {1000000}
+   */
+  maxScheduled?: number;
 }
 
 /** Options of `hub.request()`. */
@@ -162,6 +233,10 @@ export interface TopicStats {
   readonly bytes: number;
   /** Subscriptions its messages were handed to (a message to three subscribers counts three). */
   readonly routed: number;
+  /** Gaps `ordered` subscriptions reported, on a message of this topic. */
+  readonly gaps: number;
+  /** Messages of this topic an `ordered` subscription got out of order: always 0. */
+  readonly outOfOrder: number;
 }
 
 /** A snapshot of the hub's counters; `toPrometheus()` formats it. */
@@ -182,6 +257,10 @@ export interface HubStats {
    * `request` from `request()` to its reply (every request; failed ones too, not timed-out ones).
    */
   readonly latency: { readonly delivery: HistogramSnapshot; readonly request: HistogramSnapshot };
+  /** The hub's rate limits (global, then per topic pattern). */
+  readonly limits: readonly LimitStats[];
+  /** Delayed messages: waiting, delivered, cancelled, refused. */
+  readonly scheduled: ScheduleStats;
 }
 
 /**
@@ -219,7 +298,11 @@ const EMPTY = new Uint8Array(0);
 export const RESOLVED: Promise<void> = Promise.resolve();
 
 /** Set by `Hub`'s static block: its private publish of a message built elsewhere. */
-let publishOn: (hub: Hub, message: Message) => Promise<PublishAck | void>;
+let publishOn: (
+  hub: Hub,
+  message: Message,
+  publisher: Publisher | undefined,
+) => Promise<PublishAck | void>;
 /** Set by `Hub`'s static block: a consumer of its store, for a served hub's readers. */
 let consumerOn: (hub: Hub, stream: string, options: ConsumeOptions) => Promise<ServedConsumer>;
 /** Set by `Hub`'s static block: calls `listener` with its streams now and on every change. */
@@ -271,10 +354,15 @@ export function subscribeTo(
 
 /**
  * Publishes `message` on `hub` as it is, its `seq` set there: for a served hub, whose decoder
- * built the message, which saves making it again. For the hub's own files; not exported to users.
+ * built the message, which saves making it again; `publisher` numbers it and bounds its delayed
+ * messages (the hub's own callers' when not given). For the hub's own files; not exported to users.
  */
-export function publishMessage(hub: Hub, message: Message): Promise<PublishAck | void> {
-  return publishOn(hub, message);
+export function publishMessage(
+  hub: Hub,
+  message: Message,
+  publisher?: Publisher,
+): Promise<PublishAck | void> {
+  return publishOn(hub, message, publisher);
 }
 
 /** How the reply topics of `request()` begin. */
@@ -288,8 +376,18 @@ export function unsequenced(
   key: string | undefined,
   reply: string | undefined,
 ): Message {
-  return { topic, data, headers: headers ?? NO_HEADERS, seq: 0, key, reply };
+  return {
+    topic,
+    data,
+    headers: headers ?? NO_HEADERS,
+    seq: 0,
+    key,
+    reply,
+  };
 }
+
+/** A message's fields the hub sets as it takes and delivers it. */
+type Numbering = { seq: number; topicSeq: number; publisher: number; pubSeq: number };
 const utf8 = new TextEncoder();
 
 interface TopicCounters {
@@ -297,6 +395,10 @@ interface TopicCounters {
   published: number;
   bytes: number;
   routed: number;
+  gaps: number;
+  outOfOrder: number;
+  /** The last message's `topicSeq`. */
+  seq: number;
 }
 
 /** The members of one queue group on one pattern; each message goes to one of them. */
@@ -333,6 +435,26 @@ type Target = HubSubscription | QueueGroup;
 interface Route {
   targets: readonly Target[];
   counters: TopicCounters;
+  /** The rate limits a message to the topic passes, when there are any. */
+  limits: readonly Limiter[] | undefined;
+}
+
+/**
+ * Tells adaptive `limits` how a message they let through went: held up by a full `"block"`
+ * subscriber (`held`), they slow down; taken at once, they speed back up.
+ */
+function adapt(limits: readonly Limiter[], held: boolean): void {
+  for (const limit of limits) {
+    if (held) limit.congested();
+    else limit.relieved();
+  }
+}
+
+/** A publish held back by a `"wait"` rate limit until its deadline. */
+interface Held {
+  readonly deadline: number;
+  expire(): void;
+  fail(error: unknown): void;
 }
 
 let hubs = 0;
@@ -528,6 +650,28 @@ export class Hub implements PubSub, StoredStreams {
   readonly #probe = new DeliveryProbe();
   /** Times requests made of this hub until their reply. */
   readonly #requestLatency = new Histogram();
+  /** The hub's own callers, as a publisher. */
+  readonly #self: Publisher;
+  /** Delayed messages waiting for their time. */
+  readonly #schedule: Schedule;
+  /** The rate limits: global, then by topic pattern. */
+  #global: Limiter | undefined;
+  readonly #topicLimits = new Map<string, Limiter>();
+  /** Whether there is any limit: a publish looks no further when there is none. */
+  #limited = false;
+  /**
+   * Ordered subscriptions open: while there is one, messages carry their numbering (`topicSeq`,
+   * `publisher`, `pubSeq`); without, they are smaller and publishing costs less.
+   */
+  #ordered = 0;
+  /** Publishes held back by a `"wait"` limit, on one timer. */
+  readonly #held = new Deadlines();
+  readonly #holding = new Set<Held>();
+  /** Hears of ordered subscriptions' gaps and out-of-order messages. */
+  readonly #onOrder: OrderListener = (topic, kind) => {
+    const counters = this.#topics.get(topic) ?? this.#topics.get(OTHER_TOPICS);
+    if (counters !== undefined) counters[kind === "gap" ? "gaps" : "outOfOrder"]++;
+  };
 
   /**
    * A hub, with a store of streams when `options.store` names a directory.
@@ -535,7 +679,13 @@ export class Hub implements PubSub, StoredStreams {
    * @throws {TypeError} If `store` is not a non-empty path.
    */
   constructor(options: HubOptions = {}) {
-    const { store, repair } = options;
+    const { store, repair, maxScheduled = 1_000_000 } = options;
+    if (!Number.isSafeInteger(maxScheduled) || maxScheduled < 0) {
+      throw invalid("make a hub", "maxScheduled", maxScheduled, "a whole number from 0");
+    }
+    this.#self = new Publisher(0, "this hub's own callers", maxScheduled, "maxScheduled");
+    this.#schedule = new Schedule((m) => this.#sendLater(m), maxScheduled, "maxScheduled");
+    if (options.limits !== undefined) this.setLimits(options.limits);
     if (store === undefined) return;
     if (repair !== undefined && repair !== "truncate") {
       throw new RangeError(`Cannot make a hub as repair must be "truncate": got ${repair}`);
@@ -578,12 +728,56 @@ export class Hub implements PubSub, StoredStreams {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
-      return this.#publishOrStore(
-        unsequenced(topic, bytes, headersOf(options), options?.key, options?.reply),
-      );
+      const message = unsequenced(topic, bytes, headersOf(options), options?.key, options?.reply);
+      if (this.#limited || this.#ordered > 0) return this.#admit(message, this.#self);
+      this.#self.seq++;
+      return this.#publishOrStore(message, this.#self);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * Numbers `message` as its publisher's next, and lets it through the rate limits: at once,
+   * after a wait, or not at all (`ERATELIMIT`).
+   */
+  #admit(message: Message, publisher: Publisher): Promise<PublishAck | void> {
+    const pubSeq = ++publisher.seq;
+    if (this.#ordered > 0) {
+      const numbered = message as Numbering;
+      numbered.publisher = publisher.id;
+      numbered.pubSeq = pubSeq;
+    }
+    if (this.#limited) {
+      try {
+        if (this.#closed) throw closedError("publish", "hub");
+        const limits = this.#route(message.topic).limits;
+        const wait = limits === undefined ? 0 : admitAll(limits, "publish");
+        if (wait > 0) return this.#hold(wait, () => this.#publishOrStore(message, publisher));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
+    return this.#publishOrStore(message, publisher);
+  }
+
+  /** Runs `go` after `ms`, on the hub's one timer for held publishes; `ECLOSED` if it closes first. */
+  #hold<T>(ms: number, go: () => Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const held: Held = {
+        deadline: Date.now() + ms,
+        expire: () => {
+          this.#holding.delete(held);
+          go().then(resolve, reject);
+        },
+        fail: (error) => {
+          this.#holding.delete(held);
+          reject(error);
+        },
+      };
+      this.#holding.add(held);
+      this.#held.add(held);
+    });
   }
 
   /**
@@ -591,23 +785,24 @@ export class Hub implements PubSub, StoredStreams {
    * order: while a publish waits for its store, later ones (stored or not) are delivered after
    * it, though they are stored meanwhile (sharing its sync).
    */
-  #publishOrStore(message: Message): Promise<PublishAck | void> {
+  #publishOrStore(message: Message, publisher: Publisher): Promise<PublishAck | void> {
     if (this.#storeOpening !== undefined) {
       const store = this.#store;
       if (
         store === undefined || this.#inOrder.length > 0 ||
         (!store.empty && store.streamFor(message.topic) !== undefined)
       ) {
-        return this.#storeThenPublish(message);
+        return this.#storeThenPublish(message, publisher);
       }
     }
-    return this.#publish(message);
+    return this.#publish(message, publisher, false);
   }
 
-  #storeThenPublish(message: Message): Promise<PublishAck | void> {
+  #storeThenPublish(message: Message, publisher: Publisher): Promise<PublishAck | void> {
     if (this.#closed) return Promise.reject(closedError("publish", "hub"));
     const entry: InOrder = {
       message,
+      publisher,
       settled: false,
       failed: false,
       outcome: undefined,
@@ -645,7 +840,7 @@ export class Hub implements PubSub, StoredStreams {
         const ack = e.outcome as PublishAck | undefined;
         // A duplicate was delivered when it was first stored.
         if (ack === undefined || !ack.duplicate) {
-          const delivered = this.#publish(e.message);
+          const delivered = this.#publish(e.message, e.publisher, ack !== undefined);
           if (delivered !== RESOLVED) {
             try {
               await delivered;
@@ -679,6 +874,7 @@ export class Hub implements PubSub, StoredStreams {
     };
     return this.#publishOrStore(
       unsequenced(consumer.deadLetter, message.data, headers, message.key, undefined),
+      this.#self,
     );
   };
 
@@ -876,7 +1072,7 @@ export class Hub implements PubSub, StoredStreams {
   }
 
   static {
-    publishOn = (hub, message) => hub.#publishOrStore(message);
+    publishOn = (hub, message, publisher) => hub.#admit(message, publisher ?? hub.#self);
     consumerOn = (hub, stream, options) => hub.#consumer(stream, options);
     watchOn = (hub, listener) => {
       hub.#watchers.add(listener);
@@ -892,22 +1088,129 @@ export class Hub implements PubSub, StoredStreams {
     subscribeOn = (hub, pattern, options) => hub.#subscribe(pattern, options);
   }
 
-  /** Publishes `message` as it is, its `seq` (0) set here. */
-  #publish(message: Message): Promise<void> {
+  /**
+   * Publishes `message` now, or schedules it when it is due later (`stored` when a stream holds
+   * it, so that a close does not lose it).
+   */
+  /**
+   * Delivers `message`, its `seq` and `topicSeq` (0) set here; or, unless it is `due` already,
+   * schedules it when it is due later (`stored` when a stream holds it, so that a close does not
+   * lose it).
+   */
+  #publish(message: Message, publisher: Publisher, stored: boolean, due = false): Promise<void> {
     try {
       if (this.#closed) throw closedError("publish", "hub");
-      const seq = (message as { seq: number }).seq = ++this.#seq;
+      if (!due && message.headers !== NO_HEADERS && this.#later(message, publisher, stored)) {
+        return RESOLVED;
+      }
+      const numbered = message as Numbering;
+      const seq = numbered.seq = ++this.#seq;
       if (message.topic.startsWith(this.#inboxPrefix)) {
         this.#inboxes.get(message.topic)?.(message);
         return RESOLVED;
       }
       const route = this.#route(message.topic);
+      const topicSeq = ++route.counters.seq;
+      if (this.#ordered > 0) numbered.topicSeq = topicSeq;
       // One message in 64 is timed. The sequence is at hand: testing it costs the others least.
       if ((seq & 63) === 0) this.#time(route, message);
-      return this.#deliver(route, message);
+      const delivered = this.#deliver(route, message);
+      if (route.limits !== undefined) adapt(route.limits, delivered !== RESOLVED);
+      return delivered;
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** Schedules `message` if it is due later: whether it did. */
+  #later(message: Message, publisher: Publisher, stored: boolean): boolean {
+    const due = notBeforeOf(message);
+    if (due === undefined || due <= Date.now()) return false;
+    const id = stored ? undefined : message.headers[MSG_ID_HEADER];
+    this.#schedule.add(message, due, publisher, id, stored);
+    return true;
+  }
+
+  /** Delivers a delayed message that is due: whoever published it heard of it when it was taken. */
+  #sendLater(message: Message): void {
+    if (this.#closed) return;
+    this.#publish(message, this.#self, false, true).catch(() => {});
+  }
+
+  /**
+   * Cancels a delayed message of a plain topic (one no stream stores) that is still waiting,
+   * by the `id` it was published with.
+   *
+   * @returns Whether there was one to cancel.
+   *
+   * @example Cancel a reminder
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { Hub } from "@dockipc/dockipc/hub";
+   *
+   * await using hub = new Hub();
+   * await hub.publish("reminders", "stand up", { delay: 60_000, id: "r-1" });
+   * assert.equal(hub.stats().scheduled.waiting, 1);
+   * assert.equal(hub.cancel("r-1"), true);
+   * assert.equal(hub.stats().scheduled.waiting, 0);
+   * ```
+   */
+  cancel(id: string): boolean {
+    return this.#schedule.cancel(id);
+  }
+
+  /**
+   * Sets the hub's rate limits from now on, replacing the ones it had: `global` for every
+   * message, `topics` for the topics each pattern matches. A limit that stays (same name) keeps
+   * its counters and what it saved up; a publish held back by a `"wait"` limit still goes when
+   * its time comes.
+   *
+   * @throws {IpcError} `EINVAL` for a bad limit (naming it), `ETOPICINVALID` for a bad pattern.
+   *
+   * @example Refuse a flood
+   * ```ts
+   * import assert from "node:assert/strict";
+   * import { IpcError } from "@dockipc/dockipc";
+   * import { Hub } from "@dockipc/dockipc/hub";
+   *
+   * await using hub = new Hub();
+   * hub.setLimits({ topics: { "logs.>": { rate: 1, burst: 2, policy: "reject" } } });
+   * await hub.publish("logs.app", "one");
+   * await hub.publish("logs.app", "two");
+   * await assert.rejects(
+   *   hub.publish("logs.app", "three"),
+   *   (err) => err instanceof IpcError && err.code === "ERATELIMIT",
+   * );
+   * assert.equal(hub.stats().limits[0]?.rejected, 1);
+   * ```
+   */
+  setLimits(limits: HubLimits): void {
+    if (typeof limits !== "object" || limits === null) {
+      throw invalid("set the limits", "limits", limits, "an object { global?, topics? }");
+    }
+    const op = "set the limits";
+    const global = limits.global === undefined
+      ? undefined
+      : checkRateLimit(op, "global", limits.global);
+    const topics = Object.entries(limits.topics ?? {}).map(([pattern, limit]) => {
+      validatePattern(pattern);
+      return [pattern, checkRateLimit(op, `topics["${pattern}"]`, limit)] as const;
+    });
+    if (global === undefined) this.#global = undefined;
+    else if (this.#global === undefined) this.#global = new Limiter("global", global);
+    else this.#global.set(global);
+    const kept = new Set(topics.map(([pattern]) => pattern));
+    for (const pattern of this.#topicLimits.keys()) {
+      if (!kept.has(pattern)) this.#topicLimits.delete(pattern);
+    }
+    for (const [pattern, limit] of topics) {
+      const limiter = this.#topicLimits.get(pattern);
+      if (limiter === undefined) {
+        this.#topicLimits.set(pattern, new Limiter(`topic ${pattern}`, limit));
+      } else limiter.set(limit);
+    }
+    this.#limited = this.#global !== undefined || this.#topicLimits.size > 0;
+    this.#routes.clear();
   }
 
   /**
@@ -926,8 +1229,16 @@ export class Hub implements PubSub, StoredStreams {
   #subscribe(pattern: string, options: SubscribeOptions): HubSubscription {
     if (this.#closed) throw closedError("subscribe", "hub");
     validatePattern(pattern);
-    const sub = new HubSubscription(++this.#nextId, pattern, options, (s) => this.#detach(s));
+    const sub = new HubSubscription(
+      ++this.#nextId,
+      pattern,
+      options,
+      (s) => this.#detach(s),
+      undefined,
+      this.#onOrder,
+    );
     this.#subscriptions.add(sub);
+    if (sub.ordered) this.#ordered++;
     if (options.queue === undefined) {
       this.#trie.insert(pattern, sub);
     } else {
@@ -1024,7 +1335,7 @@ export class Hub implements PubSub, StoredStreams {
   /** A snapshot of the counters per topic and per subscription. */
   stats(): HubStats {
     return {
-      topics: [...this.#topics.values()].map((c) => ({ ...c })),
+      topics: [...this.#topics.values()].map(({ seq: _, ...c }) => c),
       subscriptions: [...this.#subscriptions].map((s) => s.stats()),
       requests: this.#inboxes.size,
       streams: this.#store?.all().map((s) => s.stats()) ?? [],
@@ -1033,21 +1344,38 @@ export class Hub implements PubSub, StoredStreams {
         delivery: this.#probe.histogram.snapshot(),
         request: this.#requestLatency.snapshot(),
       },
+      limits: [
+        ...(this.#global === undefined ? [] : [this.#global.stats()]),
+        ...[...this.#topicLimits.values()].map((l) => l.stats()),
+      ],
+      scheduled: this.#schedule.stats(),
     };
   }
 
   /**
-   * Closes the hub, losing nothing it accepted: every subscription stops receiving, and its
-   * readers can still take what it holds (a resolved `publish()` is there), after which it
-   * ends. Pending requests reject with `ECLOSED`, and so do later calls.
-   * `[Symbol.asyncDispose]` does the same.
+   * Closes the hub, losing nothing it accepted without saying so: every subscription stops
+   * receiving, and its readers can still take what it holds (a resolved `publish()` is there),
+   * after which it ends. Pending requests, and publishes a `"wait"` limit holds back, reject
+   * with `ECLOSED`, and so do later calls. Delayed messages of plain topics that are not due yet
+   * cannot be delivered: it rejects with `ECLOSED` saying how many there were, once closed
+   * (delayed messages a stream stored are kept in it). `[Symbol.asyncDispose]` does the same.
    */
   close(): Promise<void> {
-    this.#close((sub) => sub[STOP]());
-    return this.#closeStore();
+    const lost = this.#close((sub) => sub[STOP]());
+    const closing = this.#closeStore();
+    if (lost === 0) return closing;
+    return closing.then(() => {
+      throw new IpcError(
+        "ECLOSED",
+        `Closed the hub with ${lost} delayed message${lost === 1 ? "" : "s"} not yet due: ` +
+          "they were not delivered (publish delayed messages to a stream's topic to keep them " +
+          "across a close, or cancel them first)",
+        { op: "close" },
+      );
+    });
   }
 
-  /** Closes the hub and discards what subscriptions hold: they end at once. */
+  /** Closes the hub and discards what subscriptions hold, and delayed messages: they end at once. */
   abort(): void {
     this.#close((sub) => sub.unsubscribe());
     void this.#closeStore().catch(() => {});
@@ -1064,11 +1392,15 @@ export class Hub implements PubSub, StoredStreams {
     return this.close();
   }
 
-  #close(end: (sub: HubSubscription) => void): void {
-    if (this.#closed) return;
+  /** Closes; how many delayed messages of plain topics were waiting. */
+  #close(end: (sub: HubSubscription) => void): number {
+    if (this.#closed) return 0;
     this.#closed = true;
     for (const sub of [...this.#subscriptions]) end(sub);
     for (const deliver of [...this.#inboxes.values()]) deliver(closedError("request", "hub"));
+    this.#held.clear();
+    for (const held of [...this.#holding]) held.fail(closedError("publish", "hub"));
+    return this.#schedule.clear();
   }
 
   #route(topic: string): Route {
@@ -1078,13 +1410,24 @@ export class Hub implements PubSub, StoredStreams {
       let counters = this.#topics.get(topic);
       if (counters === undefined) {
         const name = this.#topics.size < MAX_TOPIC_STATS ? topic : OTHER_TOPICS;
-        counters = this.#topics.get(name) ?? { topic: name, published: 0, bytes: 0, routed: 0 };
+        counters = this.#topics.get(name) ??
+          { topic: name, published: 0, bytes: 0, routed: 0, gaps: 0, outOfOrder: 0, seq: 0 };
         this.#topics.set(name, counters);
       }
       if (this.#routes.size >= MAX_ROUTES) this.#routes = new Map();
-      this.#routes.set(topic, route = { targets, counters });
+      this.#routes.set(topic, route = { targets, counters, limits: this.#limitsOf(topic) });
     }
     return route;
+  }
+
+  /** The rate limits a message to `topic` passes: global first, then each matching pattern's. */
+  #limitsOf(topic: string): Limiter[] | undefined {
+    const limits: Limiter[] = [];
+    if (this.#global !== undefined) limits.push(this.#global);
+    for (const [pattern, limiter] of this.#topicLimits) {
+      if (topicMatches(pattern, topic)) limits.push(limiter);
+    }
+    return limits.length === 0 ? undefined : limits;
   }
 
   #deliver(route: Route, message: Message): Promise<void> {
@@ -1119,6 +1462,7 @@ export class Hub implements PubSub, StoredStreams {
 
   #detach(sub: HubSubscription): void {
     if (!this.#subscriptions.delete(sub)) return;
+    if (sub.ordered) this.#ordered--;
     if (sub.queue === undefined) {
       this.#trie.remove(sub.pattern, sub);
     } else {

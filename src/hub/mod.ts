@@ -54,15 +54,26 @@ export type {
 } from "./hub.ts";
 export type { Subscription } from "./subscription.ts";
 export type {
+  Gap,
   Message,
   OverflowPolicy,
   SubscribeOptions,
   SubscriptionStats,
 } from "./subscription.ts";
+export { PRIORITY_HEADER } from "./subscription.ts";
+export { NOT_BEFORE_HEADER } from "./schedule.ts";
+export type { ScheduleStats } from "./schedule.ts";
+export type { HubLimits, LimitPolicy, LimitStats, RateLimit } from "./limits.ts";
 export { toPrometheus } from "./prometheus.ts";
 export type { HistogramSnapshot } from "../internal/histogram.ts";
 export { serveHub } from "./server.ts";
-export type { ConnectionStats, HubServer, ServedHubStats, ServeHubOptions } from "./server.ts";
+export type {
+  ConnectionStats,
+  HubServer,
+  ServedHubStats,
+  ServeHubOptions,
+  ServerLimits,
+} from "./server.ts";
 export { connectHub } from "./remote.ts";
 export type { ConnectHubOptions, RemoteHub, RemoteHubStats } from "./remote.ts";
 export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";

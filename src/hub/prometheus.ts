@@ -6,6 +6,8 @@
 
 import { type Labels, PrometheusText } from "../internal/prometheus.ts";
 import type { HubStats, TopicStats } from "./hub.ts";
+import type { LimitStats } from "./limits.ts";
+import type { ScheduleStats } from "./schedule.ts";
 import type { ConsumerInfo } from "./consumer.ts";
 import type { StreamStats } from "./stream.ts";
 import type { SubscriptionStats } from "./subscription.ts";
@@ -17,7 +19,58 @@ const TOPIC_FAMILIES = [
   ["dockipc_hub_published_total", "Messages published, by topic.", "counter", "published"],
   ["dockipc_hub_published_bytes_total", "Payload bytes published, by topic.", "counter", "bytes"],
   ["dockipc_hub_routed_total", "Messages handed to subscriptions, by topic.", "counter", "routed"],
+  [
+    "dockipc_hub_gaps_total",
+    "Gaps ordered subscriptions reported, by the topic of the message that reported each.",
+    "counter",
+    "gaps",
+  ],
+  [
+    "dockipc_hub_out_of_order_total",
+    "Messages an ordered subscription got out of their topic's order (always 0).",
+    "counter",
+    "outOfOrder",
+  ],
 ] as const satisfies readonly Family<TopicStats>[];
+
+const LIMIT_FAMILIES = [
+  [
+    "dockipc_hub_limit_allowed_total",
+    "Messages a rate limit let through at once.",
+    "counter",
+    "allowed",
+  ],
+  ["dockipc_hub_limit_waited_total", "Messages a rate limit held back first.", "counter", "waited"],
+  ["dockipc_hub_limit_rejected_total", "Messages a rate limit refused.", "counter", "rejected"],
+  [
+    "dockipc_hub_limit_rate",
+    "The rate a limit applies now, in messages a second (lower while an adaptive one holds back).",
+    "gauge",
+    "currentRate",
+  ],
+] as const satisfies readonly Family<LimitStats>[];
+
+const SCHEDULE_FAMILIES = [
+  ["dockipc_hub_scheduled", "Delayed messages waiting for their time.", "gauge", "waiting"],
+  [
+    "dockipc_hub_scheduled_delivered_total",
+    "Delayed messages delivered when due.",
+    "counter",
+    "delivered",
+  ],
+  [
+    "dockipc_hub_scheduled_cancelled_total",
+    "Delayed messages cancelled.",
+    "counter",
+    "cancelled",
+  ],
+  [
+    "dockipc_hub_scheduled_refused_total",
+    "Delayed publishes refused at a bound on waiting messages.",
+    "counter",
+    "refused",
+  ],
+] as const satisfies readonly Family<ScheduleStats>[];
 
 const SUBSCRIPTION_FAMILIES = [
   [
@@ -98,8 +151,15 @@ function families<E>(
   }
 }
 
-/** Adds the hub's families to `text`; {@linkcode toPrometheus} documents them. */
-export function hubFamilies(text: PrometheusText, stats: HubStats): void {
+/**
+ * Adds the hub's families to `text`; {@linkcode toPrometheus} documents them. `moreLimits` are
+ * limits kept elsewhere (a server's connections') to show beside the hub's and subscriptions'.
+ */
+export function hubFamilies(
+  text: PrometheusText,
+  stats: HubStats,
+  moreLimits: readonly LimitStats[] = [],
+): void {
   families(text, TOPIC_FAMILIES, stats.topics, (t) => ({ topic: t.topic }));
   families(text, SUBSCRIPTION_FAMILIES, stats.subscriptions, (s) => ({
     subscription: s.id,
@@ -111,6 +171,13 @@ export function hubFamilies(text: PrometheusText, stats: HubStats): void {
     stream: c.stream,
     consumer: c.config.name,
   }));
+  const limits = [
+    ...stats.limits,
+    ...stats.subscriptions.flatMap((s) => s.limit === undefined ? [] : [s.limit]),
+    ...moreLimits,
+  ];
+  families(text, LIMIT_FAMILIES, limits, (l) => ({ limit: l.name }));
+  families(text, SCHEDULE_FAMILIES, [stats.scheduled], () => ({}));
   text.family("dockipc_hub_requests", "Requests waiting for their reply.", "gauge", [[
     {},
     stats.requests,
@@ -129,7 +196,11 @@ export function hubFamilies(text: PrometheusText, stats: HubStats): void {
 
 /**
  * Formats `hub.stats()` for a Prometheus scrape: per topic `dockipc_hub_published_total`,
- * `dockipc_hub_published_bytes_total` and `dockipc_hub_routed_total`; per subscription
+ * `dockipc_hub_published_bytes_total`, `dockipc_hub_routed_total`, `dockipc_hub_gaps_total` and
+ * `dockipc_hub_out_of_order_total`; per rate limit (label `limit`: the hub's, and
+ * subscriptions') `dockipc_hub_limit_allowed_total`, `_waited_total`, `_rejected_total` and
+ * `dockipc_hub_limit_rate`; for delayed messages `dockipc_hub_scheduled` and
+ * `dockipc_hub_scheduled_delivered_total`, `_cancelled_total`, `_refused_total`; per subscription
  * `dockipc_hub_delivered_total`, `dockipc_hub_delivered_bytes_total`, `dockipc_hub_dropped_total`,
  * `dockipc_hub_pending` and `dockipc_hub_pending_bytes`; per stored stream
  * `dockipc_hub_stream_messages`, `_bytes`, `_last_seq`, `_stored_total` and

@@ -28,7 +28,7 @@ import {
   type WireDecoder,
 } from "../session/protocol.ts";
 import type { SyncMode } from "../wal/options.ts";
-import { type Message, NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
+import { type Gap, type Message, NO_HEADERS, type OverflowPolicy } from "./subscription.ts";
 
 /** What a reader did with a consumed message: acknowledged, gave back, gave up, still working. */
 export type Settlement = "ack" | "nak" | "term" | "working";
@@ -63,6 +63,7 @@ export const Op = {
   SETTLED: 34,
   UNCONSUME: 35,
   STREAMS: 36,
+  OMSG: 37,
 } as const;
 
 /** How SETTLE says what the reader did with a message. */
@@ -85,6 +86,8 @@ export type HubMessage =
     credit: number;
     maxBytes: number;
     overflow: OverflowPolicy;
+    /** An `ordered` subscription: its messages come as OMSG. */
+    ordered: boolean;
     pattern: string;
     queue: string | undefined;
   }
@@ -100,6 +103,8 @@ export type HubMessage =
    */
   | { type: typeof Op.PUB; env: Message }
   | { type: typeof Op.MSG; sid: number; env: Message }
+  /** MSG for an `ordered` subscription: the message's numbering and any gap before it too. */
+  | { type: typeof Op.OMSG; sid: number; env: Message }
   | { type: typeof Op.REQ; id: number; timeout: number; env: Message }
   | { type: typeof Op.RES; id: number; env: Message }
   /** A publish to a stream's topic: PUBACK (or ERR) answers `id` once it is stored. */
@@ -152,6 +157,10 @@ export interface SettleFailure {
 export type HubWire = SessionMessage<HubMessage>;
 
 const OVERFLOW: readonly OverflowPolicy[] = ["block", "drop-oldest", "drop-newest", "error"];
+/** SUB's overflow byte: the policy, and this bit for an `ordered` subscription. */
+const ORDERED = 0x80;
+/** How OMSG says which gap came before its message: none, or a `Gap`'s reason. */
+const GAP_REASONS: readonly (Gap["reason"] | undefined)[] = [undefined, "overflow", "reconnect"];
 const HAS_KEY = 1;
 const HAS_REPLY = 2;
 
@@ -253,6 +262,8 @@ function fixedSize(m: HubMessage): number {
     case Op.MSG:
     case Op.RES:
       return 4 + 8;
+    case Op.OMSG:
+      return 4 + 8 + 8 + 4 + 8 + 1 + 4 + 8;
     case Op.REQ:
       return 4 + 4;
     case Op.SPUB:
@@ -280,7 +291,7 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
       w.u32(m.buffer);
       w.u32(m.credit);
       w.u32(m.maxBytes);
-      w.u8(OVERFLOW.indexOf(m.overflow));
+      w.u8(OVERFLOW.indexOf(m.overflow) | (m.ordered ? ORDERED : 0));
       w.str(strField(m.pattern, "pattern"));
       w.str(strField(m.queue ?? "", "queue"));
       break;
@@ -301,6 +312,19 @@ function writeMessage(m: HubMessage, buf: Uint8Array, at: number, env?: EncodedE
       w.u64(m.env.seq);
       writeEnvelope(w, env!, m.env.data);
       break;
+    case Op.OMSG: {
+      const { seq, topicSeq = 0, publisher = 0, pubSeq = 0, gap } = m.env;
+      w.u32(m.sid);
+      w.u64(seq);
+      w.u64(topicSeq);
+      w.u32(publisher);
+      w.u64(pubSeq);
+      w.u8(GAP_REASONS.indexOf(gap?.reason));
+      w.u32(Math.min(gap?.count ?? 0, 0xffff_ffff));
+      w.u64(gap?.from ?? 0);
+      writeEnvelope(w, env!, m.env.data);
+      break;
+    }
     case Op.REQ:
       w.u32(m.id);
       w.u32(m.timeout);
@@ -481,8 +505,9 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
       const credit = r.u32("credit");
       const maxBytes = r.u32("maxBytes");
       const policy = r.u8("overflow");
-      const overflow = OVERFLOW[policy];
+      const overflow = OVERFLOW[policy & ~ORDERED];
       if (overflow === undefined) throw r.bad(`its overflow policy ${policy} is unknown`);
+      const ordered = (policy & ORDERED) !== 0;
       const pattern = r.str("pattern");
       const queue = r.str("queue");
       m = {
@@ -492,6 +517,7 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
         credit,
         maxBytes,
         overflow,
+        ordered,
         pattern,
         queue: queue || undefined,
       };
@@ -511,6 +537,29 @@ function decodeAny(bytes: Uint8Array, start: number, length: number): HubMessage
     case Op.MSG:
       m = { type: Op.MSG, sid: r.u32("sid"), env: readEnvelope(r, r.u64("seq")) };
       break;
+    case Op.OMSG: {
+      const sid = r.u32("sid");
+      const seq = r.u64("seq");
+      const topicSeq = r.u64("topic seq");
+      const publisher = r.u32("publisher");
+      const pubSeq = r.u64("publisher seq");
+      const kind = r.u8("gap");
+      if (kind >= GAP_REASONS.length) throw r.bad(`its gap ${kind} is unknown`);
+      const reason = GAP_REASONS[kind];
+      const count = r.u32("gap count");
+      const from = r.u64("gap start");
+      const env = readEnvelope(r, seq);
+      const numbered = { ...env, topicSeq, publisher, pubSeq };
+      m = {
+        type: Op.OMSG,
+        sid,
+        env: reason === undefined ? numbered : {
+          ...numbered,
+          gap: { reason, count: reason === "reconnect" ? undefined : count, from },
+        },
+      };
+      break;
+    }
     case Op.REQ:
       m = { type: Op.REQ, id: r.u32("id"), timeout: r.u32("timeout"), env: readEnvelope(r, 0) };
       break;

@@ -53,6 +53,7 @@ import {
   END,
   HubSubscription,
   type Message,
+  RECONNECTED,
   STOP,
   type SubscribeOptions,
   type Subscription,
@@ -73,6 +74,10 @@ interface Sub {
   readonly buffer: number;
   /** Messages taken by the reader whose credit is not yet returned. */
   ungranted: number;
+  /** It was made on a connection: the next one makes it again, which an ordered one reports. */
+  made: boolean;
+  /** The hub sequence of the last message it got. */
+  lastSeq: number;
 }
 
 interface Pending {
@@ -158,6 +163,11 @@ export interface RemoteHub extends PubSub, StoredStreams, AsyncDisposable {
   /** Whether a connection to the server is up now. */
   readonly connected: boolean;
   /**
+   * Cancels a delayed message of a plain topic still waiting in the server's hub, by the `id`
+   * it was published with (see `Hub.cancel()`): resolves with whether there was one.
+   */
+  cancel(id: string): Promise<boolean>;
+  /**
    * The connection's changes from now on (`disconnected`, `reconnecting`, `reconnected`,
    * `error`), as an async iterable that ends when the client is closed or gives up. Each call
    * follows on its own; one that is not read keeps the latest 256 events.
@@ -198,6 +208,11 @@ export interface RemoteHubStats {
   readonly requests: { readonly inFlight: number; readonly waiting: number };
   /** Each subscription's counters, as the in-process hub counts them. */
   readonly subscriptions: readonly SubscriptionStats[];
+  /**
+   * Publishes the server refused after taking them (a rate limit with the `"reject"` policy):
+   * each makes the next `publish()` (or `flush()`) reject with its error.
+   */
+  readonly refused: number;
 }
 
 /** What ends a subscription or reader: an ERR's error, as an `IpcError`. */
@@ -230,6 +245,9 @@ class HubClient implements RemoteHub {
   #nextId = 0;
   #lastTopic = "";
   #published = 0;
+  /** The last publish the server refused, not yet reported; and how many it refused. */
+  #refusal: Error | undefined;
+  #refused = 0;
 
   private constructor(address: string | Address, options: ConnectHubOptions) {
     this.#requestTimeout = options.requestTimeout ?? DEFAULT_REQUEST_TIMEOUT;
@@ -237,7 +255,10 @@ class HubClient implements RemoteHub {
     this.#session = new SessionClient(address, options, HUB, {
       connected: () => {
         // Everything this client holds, again on this connection.
-        for (const s of this.#subs.values()) this.#sendSub(s);
+        for (const s of this.#subs.values()) {
+          if (s.made) s.sub[RECONNECTED](s.lastSeq);
+          this.#sendSub(s);
+        }
         for (const r of this.#readers.values()) this.#sendConsume(r);
       },
       receive: (m) => this.#receive(m),
@@ -282,6 +303,7 @@ class HubClient implements RemoteHub {
       connected: this.#session.connected,
       reconnects: this.#session.reconnects,
       published: this.#published,
+      refused: this.#refused,
       requests: { inFlight: this.#pending.size, waiting: this.#waiting.length },
       subscriptions: [...this.#subs.values()].map((s) => s.sub.stats()),
     };
@@ -289,9 +311,11 @@ class HubClient implements RemoteHub {
 
   #receive(m: HubMessage): void {
     switch (m.type) {
-      case Op.MSG: {
+      case Op.MSG:
+      case Op.OMSG: {
         const s = this.#subs.get(m.sid);
         if (s === undefined) return; // unsubscribed while it travelled
+        s.lastSeq = m.env.seq;
         void s.sub.offer(m.env);
         return;
       }
@@ -336,6 +360,12 @@ class HubClient implements RemoteHub {
         const err = m.code === "EREMOTE"
           ? new RemoteError(m.remoteCode, m.message, { op: "request" })
           : errorFrom(m.code, m.message, "hub");
+        if (m.id === 0) {
+          // A PUB the server took and then refused: the next publish() reports it.
+          this.#refusal = err;
+          this.#refused++;
+          return;
+        }
         const call = this.#calls.get(m.id);
         if (call !== undefined) {
           this.#calls.delete(m.id);
@@ -445,8 +475,13 @@ class HubClient implements RemoteHub {
           `Cannot publish as data is not a Uint8Array or a string: current type is ${typeof data}`,
         );
       }
+      this.#reportRefusal();
       const env = unsequenced(topic, bytes, headersOf(options), options.key, options.reply);
-      if (this.#streams.length > 0 && this.#storedIn(topic) !== undefined) {
+      // A delayed publish is answered too, as a stored one is: it may be refused (ELIMIT).
+      if (
+        options.delay !== undefined || options.notBefore !== undefined ||
+        (this.#streams.length > 0 && this.#storedIn(topic) !== undefined)
+      ) {
         return this.#publishStored(env);
       }
       const sent = this.#session.send({ type: Op.PUB, env }, "publish");
@@ -458,6 +493,24 @@ class HubClient implements RemoteHub {
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** Throws the refusal of an earlier publish the server took, once. */
+  #reportRefusal(): void {
+    const refusal = this.#refusal;
+    if (refusal === undefined) return;
+    this.#refusal = undefined;
+    throw refusal;
+  }
+
+  async cancel(id: string): Promise<boolean> {
+    const m = await this.#call("cancel", (n) => ({
+      type: Op.CALL,
+      id: n,
+      method: "cancel",
+      body: jsonBody([id]),
+    }));
+    return parseBody((m as { body: Uint8Array }).body, "result") === true;
   }
 
   /** The stream of the server's that stores `topic`, if any. */
@@ -711,7 +764,7 @@ class HubClient implements RemoteHub {
       },
       () => this.#delivered(s),
     );
-    const s: Sub = { sid, sub, pattern, options, buffer, ungranted: 0 };
+    const s: Sub = { sid, sub, pattern, options, buffer, ungranted: 0, made: false, lastSeq: 0 };
     this.#subs.set(sid, s);
     this.#sendSub(s);
     if (options.signal !== undefined) {
@@ -735,6 +788,7 @@ class HubClient implements RemoteHub {
   #sendSub(s: Sub): void {
     if (!this.#session.connected) return; // made on the next connection
     s.ungranted = 0;
+    s.made = true;
     this.#sendQuietly({
       type: Op.SUB,
       sid: s.sid,
@@ -742,6 +796,7 @@ class HubClient implements RemoteHub {
       credit: Math.max(0, s.buffer - s.sub.stats().pending),
       maxBytes: s.options.maxBytes ?? 0,
       overflow: s.options.overflow ?? "block",
+      ordered: s.options.ordered ?? false,
       pattern: s.pattern,
       queue: s.options.queue,
     });
@@ -814,7 +869,7 @@ class HubClient implements RemoteHub {
    * Rejects with `ECONNRESET` if the connection drops first.
    */
   flush(): Promise<void> {
-    return this.#session.flush();
+    return this.#session.flush().then(() => this.#reportRefusal());
   }
 
   /**

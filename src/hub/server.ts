@@ -29,6 +29,8 @@ import {
   watchStreams,
 } from "./hub.ts";
 import type { ConsumeOptions, ConsumerMember } from "./consumer.ts";
+import { checkRateLimit, invalid, Limiter, type LimitStats, type RateLimit } from "./limits.ts";
+import { Publisher } from "./schedule.ts";
 import { HUB, type HubMessage, jsonBody, Op, parseBody, type SettleFailure } from "./protocol.ts";
 import { type HubSubscription, type Message, STOP, TAKE } from "./subscription.ts";
 import type { PublishAck, StoredMessage } from "./stream.ts";
@@ -53,12 +55,36 @@ export interface ServeHubOptions extends ServerOptions {
    * client asks for (or none). @default {67108864 (64 MiB)}
    */
   maxSubscriptionBytes?: number;
+  /**
+   * Delayed messages (`delay`, `notBefore`) one connection may have waiting in the hub; past it
+   * its delayed publishes fail with `ELIMIT` (the hub's own `maxScheduled` bounds them all).
+   * @default {100000}
+   */
+  maxScheduled?: number;
+  /** Rate limits the server applies: see {@linkcode HubServer.setLimits}. */
+  limits?: ServerLimits;
+}
+
+/** The limits a hub server applies to its connections. */
+export interface ServerLimits {
+  /**
+   * What each connection may publish: a bucket per connection. `"wait"` holds the connection
+   * back (it is read no further until the rate allows), `"reject"` drops the message and tells
+   * the client, whose next `publish()` rejects with `ERATELIMIT`.
+   */
+  connection?: RateLimit;
 }
 
 /** A hub served over a socket: see {@linkcode Server}. Closing it leaves the hub open. */
 export interface HubServer extends Server {
   /** Each connection open now: who it is and what it does. */
   connectionStats(): ConnectionStats[];
+  /**
+   * Sets the server's limits from now on, for the connections open now and those to come;
+   * `{}` removes them.
+   * @throws {IpcError} `EINVAL` for a bad limit.
+   */
+  setLimits(limits: ServerLimits): void;
 }
 
 /** One client connection of a {@linkcode HubServer}, from `connectionStats()`. */
@@ -77,6 +103,10 @@ export interface ConnectionStats {
   readonly readers: number;
   /** Its requests waiting for their reply. */
   readonly requests: number;
+  /** Its delayed messages waiting in the hub. */
+  readonly scheduled: number;
+  /** Its rate limit, when the server has one for connections. */
+  readonly limit: LimitStats | undefined;
 }
 
 /** The hub's counters and its server's connections, from `RemoteHub.serverStats()`. */
@@ -150,6 +180,10 @@ const CALLS: Readonly<
   consumerInfo: (hub, [stream, name]) => hub.consumerInfo(stream as string, name as string),
   consumers: (hub, [stream]) => hub.consumers(stream as string),
   deleteConsumer: (hub, [stream, name]) => hub.deleteConsumer(stream as string, name as string),
+  cancel: (hub, [id]) => {
+    if (typeof id !== "string") throw invalid("cancel", "id", id, "a string");
+    return Promise.resolve(hub.cancel(id));
+  },
   stats: (hub, _, connections) =>
     Promise.resolve<ServedHubStats>({ ...hub.stats(), connections: connections() }),
 };
@@ -223,7 +257,11 @@ export async function serveHub(
     maxSubscriptions = 1024,
     maxSubscriptionBuffer = 65536,
     maxSubscriptionBytes = 64 * 1024 * 1024,
+    maxScheduled = 100_000,
   } = options;
+  if (!Number.isSafeInteger(maxScheduled) || maxScheduled < 0) {
+    throw invalid("serve the hub", "maxScheduled", maxScheduled, "a whole number from 0");
+  }
   for (
     const [name, v] of Object.entries({ maxInflight, maxSubscriptionBuffer, maxSubscriptionBytes })
   ) {
@@ -240,16 +278,28 @@ export async function serveHub(
     maxSubscriptions,
     maxSubscriptionBuffer,
     maxSubscriptionBytes,
+    maxScheduled,
+    connectionLimit: undefined,
     dispatchers,
     connectionStats,
   };
+  const setLimits = (limits: ServerLimits): void => {
+    if (typeof limits !== "object" || limits === null) {
+      throw invalid("set the limits", "limits", limits, "an object { connection? }");
+    }
+    context.connectionLimit = limits.connection === undefined
+      ? undefined
+      : checkRateLimit("set the limits", "connection", limits.connection);
+    for (const d of dispatchers) d.limit(context.connectionLimit);
+  };
+  if (options.limits !== undefined) setLimits(options.limits);
   const server = await serveSessions(address, options, {
     codec: HUB,
     owner: "serveHub()",
     maxInflight,
     dispatcher: (served) => new HubDispatcher(hub, served, context),
   });
-  return Object.assign(server, { connectionStats });
+  return Object.assign(server, { connectionStats, setLimits });
 }
 
 /** What every connection of one server shares: its limits, and the list of connections. */
@@ -258,6 +308,9 @@ interface DispatcherContext {
   readonly maxSubscriptions: number;
   readonly maxSubscriptionBuffer: number;
   readonly maxSubscriptionBytes: number;
+  readonly maxScheduled: number;
+  /** Each connection's rate limit, checked, when there is one. */
+  connectionLimit: Required<RateLimit> | undefined;
   readonly dispatchers: Set<HubDispatcher>;
   readonly connectionStats: CallContext;
 }
@@ -273,6 +326,10 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   readonly #id = ++connectionIds;
   readonly #since = Date.now();
   #published = 0;
+  /** This connection as the hub's publisher: it numbers its messages, bounds its delayed ones. */
+  readonly #publisher: Publisher;
+  /** Its rate limit, when the server has one for connections. */
+  #limiter: Limiter | undefined;
   readonly remotes = new Map<number, Remote>();
   /** Requests made of the hub for this client, until their answers have been sent. */
   readonly #requests = new Set<Promise<void>>();
@@ -293,7 +350,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   #pubs: (Message | undefined)[] = [];
   #pubHead = 0;
   #pubBytes = 0;
-  #publisher: Promise<void> | undefined;
+  #publishing: Promise<void> | undefined;
   #room: (() => void) | undefined;
   /**
    * The inboxes of the requests this client was given, until it answers each: a reply is taken
@@ -305,6 +362,13 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     this.#hub = hub;
     this.#served = served;
     this.#context = context;
+    this.#publisher = new Publisher(
+      this.#id,
+      `connection ${this.#id}`,
+      context.maxScheduled,
+      "serveHub()'s maxScheduled",
+    );
+    this.limit(context.connectionLimit);
     context.dispatchers.add(this);
     this.#unwatch = watchStreams(
       hub,
@@ -415,11 +479,11 @@ class HubDispatcher implements Dispatcher<HubMessage> {
 
   /** After the PUBs before it: FLUSHED means "published". */
   settled(): Promise<void> | undefined {
-    return this.#publisher;
+    return this.#publishing;
   }
 
   busy(): boolean {
-    return this.#publisher !== undefined || this.#requests.size > 0 || this.#answering.size > 0;
+    return this.#publishing !== undefined || this.#requests.size > 0 || this.#answering.size > 0;
   }
 
   /**
@@ -434,7 +498,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     if (!this.#served.draining) return;
     // Published before the client's next connection, whose PUBs would otherwise overtake these;
     // and the requests it made are answered.
-    await this.#publisher;
+    await this.#publishing;
     await Promise.all(this.#requests);
     for (const remote of this.remotes.values()) {
       while (remote.sub.stats().pending > 0 && remote.credit > 0) await delay(1);
@@ -453,7 +517,53 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       subscriptions: this.remotes.size,
       readers: this.readers.size,
       requests: this.#requests.size,
+      scheduled: this.#publisher.scheduled,
+      limit: this.#limiter?.stats(),
     };
+  }
+
+  /** Sets this connection's rate limit, or removes it. */
+  limit(limit: Required<RateLimit> | undefined): void {
+    if (limit === undefined) this.#limiter = undefined;
+    else if (this.#limiter === undefined) {
+      this.#limiter = new Limiter(`connection ${this.#id}`, limit);
+    } else this.#limiter.set(limit);
+  }
+
+  /**
+   * Publishes `env` into the hub as this connection's, through its rate limit: what the hub's
+   * publish returns, later when the limit holds it back.
+   */
+  #enter(env: Message, acked: boolean): Promise<PublishAck | void> {
+    const limiter = this.#limiter;
+    if (limiter === undefined) return publishMessage(this.#hub, env, this.#publisher);
+    let wait: number;
+    try {
+      wait = limiter.admit("publish");
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (wait > 0) {
+      return delay(wait).then(() => publishMessage(this.#hub, env, this.#publisher));
+    }
+    const published = publishMessage(this.#hub, env, this.#publisher);
+    // An adaptive limit slows down while a "block" subscriber holds plain publishes up.
+    if (!acked) {
+      if (published === RESOLVED) limiter.relieved();
+      else limiter.congested();
+    }
+    return published;
+  }
+
+  /**
+   * Whether a PUB's failure is the client's to hear of (a limit refused it) rather than a
+   * sign that it does not speak the protocol.
+   */
+  #refusal(err: unknown): boolean {
+    if (!(err instanceof IpcError)) return false;
+    if (err.code !== "ERATELIMIT" && err.code !== "ELIMIT" && err.code !== "EEXIST") return false;
+    this.#sendQuietly(errOf(0, err));
+    return true;
   }
 
   release(): void {
@@ -478,10 +588,10 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   #publish(env: Message, ackId?: number): Promise<void> | undefined {
     if (env.topic.startsWith(INBOX) && !this.#answerable.delete(env.topic)) return undefined;
     this.#published++;
-    if (this.#publisher === undefined) {
-      const published = publishMessage(this.#hub, env);
+    if (this.#publishing === undefined) {
+      const published = this.#enter(env, ackId !== undefined);
       if (ackId !== undefined) return this.#ack(ackId, published);
-      if (published !== RESOLVED) this.#publisher = this.#publishAll(published);
+      if (published !== RESOLVED) this.#publishing = this.#publishAll(published);
       return undefined;
     }
     if (ackId !== undefined) this.#acked.set(env, ackId);
@@ -525,8 +635,10 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         if (waiting !== undefined) await waiting;
       } catch (err) {
         // A client of ours checks topics first: this one does not speak the protocol.
-        this.#publisher = undefined;
-        return this.#served.refuse(err);
+        if (!this.#refusal(err)) {
+          this.#publishing = undefined;
+          return this.#served.refuse(err);
+        }
       }
       if (
         this.#room !== undefined && this.#pubs.length - this.#pubHead < PUB_QUEUE / 2 &&
@@ -540,8 +652,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       const env = this.#pubs[this.#pubHead]!;
       this.#pubs[this.#pubHead++] = undefined;
       this.#pubBytes -= env.data.length;
-      const published = publishMessage(this.#hub, env);
       const ackId = this.#acked.get(env);
+      const published = this.#enter(env, ackId !== undefined);
       if (ackId !== undefined) {
         this.#acked.delete(env);
         await this.#ack(ackId, published);
@@ -551,7 +663,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     this.#pubs = [];
     this.#pubHead = 0;
     this.#pubBytes = 0;
-    this.#publisher = undefined;
+    this.#publishing = undefined;
   }
 
   /** Makes a client's subscription; a promise when its refusal waits for the socket. */
@@ -574,6 +686,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       sub = subscribeTo(this.#hub, m.pattern, {
         buffer: Math.min(Math.max(1, m.buffer), maxSubscriptionBuffer),
         overflow: m.overflow,
+        ordered: m.ordered,
         maxBytes: m.maxBytes === 0
           ? maxSubscriptionBytes
           : Math.min(m.maxBytes, maxSubscriptionBytes),
@@ -601,6 +714,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   async #pump(remote: Remote): Promise<void> {
     const { sub, sid } = remote;
     const served = this.#served;
+    const type = sub.ordered ? Op.OMSG : Op.MSG;
     while (true) {
       // Credit first: a message taken from the subscription would make room in its buffer
       // that the client has not granted, and the overflow policy would see one too many.
@@ -631,7 +745,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       for (const message of batch) {
         remote.credit--;
         if (message.reply?.startsWith(INBOX)) this.#mayAnswer(message.reply);
-        const sending = served.send({ type: Op.MSG, sid, env: message });
+        const sending = served.send({ type, sid, env: message });
         if (sending !== undefined) await sending;
       }
     }

@@ -6,6 +6,7 @@
  */
 
 import { IpcError } from "../errors.ts";
+import { checkRateLimit, invalid, Limiter, type LimitStats, type RateLimit } from "./limits.ts";
 import type { DeliveryProbe } from "./probe.ts";
 
 /** A published message, as every matching subscription receives it. Shared: do not modify. */
@@ -22,6 +23,75 @@ export interface Message {
   readonly key?: string | undefined;
   /** The topic to publish a reply to, for a request. */
   readonly reply?: string | undefined;
+  /**
+   * The hub's sequence of the message within its topic: 1, 2, 3, … per topic (past the first
+   * 10,000 topics, the later ones share one sequence, which then skips). Set while the hub has
+   * an `ordered` subscription (numbering costs plain publishing nothing otherwise); through a
+   * served hub, on the messages of an `ordered` subscription.
+   */
+  readonly topicSeq?: number;
+  /**
+   * Who published it: 0 for the hub's own callers, else the id of the served hub's connection it
+   * came through. Set as `topicSeq` is.
+   */
+  readonly publisher?: number;
+  /**
+   * Its publisher's sequence: 1, 2, 3, … for the messages one publisher published. Set as
+   * `topicSeq` is.
+   */
+  readonly pubSeq?: number;
+  /**
+   * On the first message an `ordered` subscription gives after it skipped messages: what it
+   * skipped. Absent on every other message.
+   */
+  readonly gap?: Gap;
+}
+
+/**
+ * Messages an `ordered` subscription skipped before the message that carries this:
+ * - `"overflow"`: its overflow policy (`"drop-oldest"`, `"drop-newest"`) or its rate limit
+ *   (`"reject"`) dropped `count` messages, the first of them with hub sequence `from`;
+ * - `"reconnect"`: its connection to a served hub was lost and made again: whatever was
+ *   published meanwhile is missed, how many cannot be known (`count` is `undefined`); `from`
+ *   is the sequence after the last message it had (the numbering starts over if the server did).
+ *
+ * A queue group that gains or loses members skips nothing (a member that leaves takes only
+ * what it held), so it makes no gap.
+ */
+export interface Gap {
+  /** What skipped the messages. */
+  readonly reason: "overflow" | "reconnect";
+  /** How many were skipped; `undefined` when that cannot be known (`"reconnect"`). */
+  readonly count: number | undefined;
+  /** The hub sequence of the first message skipped (that may have been, for `"reconnect"`). */
+  readonly from: number;
+}
+
+/**
+ * The header that carries a message's priority, 0 (the default, lowest) to 9, in decimal:
+ * `publish()` sets it from `priority`. A subscription with a backlog hands out higher
+ * priorities first, equal ones in publish order.
+ */
+export const PRIORITY_HEADER = "dockipc-priority";
+
+/** Priorities run from 0 (the default, lowest) to this. */
+export const MAX_PRIORITY = 9;
+
+/** `priority` checked: a whole number from 0 to {@linkcode MAX_PRIORITY}, or `EINVAL`. */
+export function checkPriority(priority: unknown): number {
+  if (!Number.isInteger(priority) || !((priority as number) >= 0 && (priority as number) <= 9)) {
+    throw invalid("publish", "priority", priority, `a whole number from 0 to ${MAX_PRIORITY}`);
+  }
+  return priority as number;
+}
+
+/** A message's priority, from its header: 0 without one (or with one that is not 0 to 9). */
+export function priorityOf(message: Message): number {
+  if (message.headers === NO_HEADERS) return 0;
+  const header = message.headers[PRIORITY_HEADER];
+  if (header === undefined || header.length !== 1) return 0;
+  const p = header.charCodeAt(0) - 48;
+  return p >= 0 && p <= MAX_PRIORITY ? p : 0;
 }
 
 /** The headers of a message published without any: one frozen empty object, shared. */
@@ -46,6 +116,18 @@ export interface SubscribeOptions {
   overflow?: OverflowPolicy;
   /** Joins a queue group: each message matching `pattern` goes to one member of the group. */
   queue?: string;
+  /**
+   * Publish order, checked: messages leave in the order they came whatever their priority; the
+   * first message after skipped ones carries a {@linkcode Gap}; `stats()` counts gaps and any
+   * message out of its topic's order (there should be none). @default {false}
+   */
+  ordered?: boolean;
+  /**
+   * Hands messages to the reader at most at this rate. `"wait"`: faster ones wait in the buffer
+   * (under its overflow policy); `"reject"`: faster ones are dropped (and counted). In a client
+   * of a served hub it applies in the client. Changed later with `setRate()`.
+   */
+  rate?: RateLimit;
   /** Unsubscribes when aborted. */
   signal?: AbortSignal;
 }
@@ -70,6 +152,14 @@ export interface SubscriptionStats {
   readonly pending: number;
   /** Payload bytes buffered. */
   readonly pendingBytes: number;
+  /** Whether it is `ordered`. */
+  readonly ordered: boolean;
+  /** Gaps it reported (an `ordered` subscription). */
+  readonly gaps: number;
+  /** Messages delivered out of their topic's order (an `ordered` subscription): always 0. */
+  readonly outOfOrder: number;
+  /** Its rate limit, if it has one. */
+  readonly limit: LimitStats | undefined;
 }
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
@@ -105,6 +195,24 @@ export const END: unique symbol = Symbol("end");
 export const TAKE: unique symbol = Symbol("take");
 /** The key of the method that stops delivery but leaves what is buffered to be read. */
 export const STOP: unique symbol = Symbol("stop");
+/** The key of the method that reports a reconnection as a gap; not exported to users. */
+export const RECONNECTED: unique symbol = Symbol("reconnected");
+
+/**
+ * Hears of an `ordered` subscription's gaps (by the topic of the message that reports one) and
+ * out-of-order messages, for the hub's stats per topic.
+ */
+export type OrderListener = (topic: string, kind: "gap" | "outOfOrder") => void;
+
+/** A gap being gathered. */
+interface OpenGap {
+  reason: "overflow" | "reconnect";
+  count: number | undefined;
+  from: number;
+}
+
+/** Topics whose last sequence an `ordered` subscription remembers, at most; then it starts over. */
+const MAX_ORDERED_TOPICS = 10_000;
 
 /**
  * Subscriptions whose waiting reader has messages to take. They are woken together, once the
@@ -165,6 +273,11 @@ export interface Subscription extends AsyncIterable<Message>, AsyncDisposable {
   unsubscribe(): void;
   /** Its counters. */
   stats(): SubscriptionStats;
+  /**
+   * Sets its rate limit from now on (see `SubscribeOptions.rate`), or removes it (`undefined`).
+   * @throws {IpcError} `EINVAL` for a bad limit.
+   */
+  setRate(limit: RateLimit | undefined): void;
 }
 
 /**
@@ -208,6 +321,20 @@ export class HubSubscription implements Subscription {
   #bytes = 0;
   #dropped = 0;
   #readable: ReadableStream<Message> | undefined;
+  readonly #ordered: boolean;
+  readonly #onOrder: OrderListener | undefined;
+  /** Messages skipped since the last one buffered: the gap the next one carries (`ordered`). */
+  #gap: OpenGap | undefined;
+  /** The last `topicSeq` taken, by topic (`ordered`). */
+  #topicSeqs: Map<string, number> | undefined;
+  #gaps = 0;
+  #outOfOrder = 0;
+  #limit: Limiter | undefined;
+  /** `#limit` when its policy is `"wait"`, and when it is `"reject"`: one test on each path. */
+  #pace: Limiter | undefined;
+  #reject: Limiter | undefined;
+  /** A paced read waiting for its turn: what ends it early. */
+  #sleeper: { timer: ReturnType<typeof setTimeout>; wake: () => void } | undefined;
 
   readonly #onDelivered: (() => void) | undefined;
   /**
@@ -219,7 +346,8 @@ export class HubSubscription implements Subscription {
 
   /**
    * Made by the hub; `detach` removes it from the hub's routes. `onDelivered` runs as each
-   * message is handed to the reader (a remote hub grants credit from it).
+   * message is handed to the reader (a remote hub grants credit from it); `onOrder` hears of an
+   * `ordered` subscription's gaps and out-of-order messages.
    */
   constructor(
     id: number,
@@ -227,8 +355,10 @@ export class HubSubscription implements Subscription {
     options: SubscribeOptions,
     detach: (sub: HubSubscription) => void,
     onDelivered?: () => void,
+    onOrder?: OrderListener,
   ) {
     this.#onDelivered = onDelivered;
+    this.#onOrder = onOrder;
     this.#afterTake = onDelivered;
     this.id = id;
     this.pattern = pattern;
@@ -253,6 +383,32 @@ export class HubSubscription implements Subscription {
         `Cannot subscribe as overflow is not a known policy: current value is ${this.#overflow}`,
       );
     }
+    const ordered = options.ordered ?? false;
+    if (typeof ordered !== "boolean") throw invalid("subscribe", "ordered", ordered, "a boolean");
+    this.#ordered = ordered;
+    if (ordered) this.#topicSeqs = new Map();
+    if (options.rate !== undefined) this.setRate(options.rate);
+  }
+
+  /** Whether it is `ordered`. */
+  get ordered(): boolean {
+    return this.#ordered;
+  }
+
+  /**
+   * Sets its rate limit from now on, or removes it (`undefined`).
+   * @throws {IpcError} `EINVAL` for a bad limit.
+   */
+  setRate(limit: RateLimit | undefined): void {
+    if (limit === undefined) {
+      this.#limit = this.#pace = this.#reject = undefined;
+      return;
+    }
+    const checked = checkRateLimit("subscribe", "rate", limit);
+    if (this.#limit === undefined) this.#limit = new Limiter(`subscription ${this.id}`, checked);
+    else this.#limit.set(checked);
+    this.#pace = checked.policy === "wait" ? this.#limit : undefined;
+    this.#reject = checked.policy === "reject" ? this.#limit : undefined;
   }
 
   /** The messages as a `ReadableStream`; cancelling it unsubscribes. */
@@ -262,6 +418,27 @@ export class HubSubscription implements Subscription {
 
   /** Reads the next message; `{ done: true }` once unsubscribed. */
   next(): Promise<IteratorResult<Message>> {
+    if (this.#pace !== undefined) return this.#paced();
+    if (this.#head < this.#tail) {
+      return Promise.resolve({ done: false, value: this.#take() });
+    }
+    return this.#next();
+  }
+
+  /** The next message, once its rate limit lets it go. */
+  async #paced(): Promise<IteratorResult<Message>> {
+    const result = await this.#next();
+    const wait = result.done ? 0 : this.#pace?.admit("read") ?? 0;
+    if (wait > 0) {
+      await new Promise<void>((wake) => {
+        this.#sleeper = { timer: setTimeout(wake, wait), wake };
+      });
+      this.#sleeper = undefined;
+    }
+    return result;
+  }
+
+  #next(): Promise<IteratorResult<Message>> {
     if (this.#head < this.#tail) {
       return Promise.resolve({ done: false, value: this.#take() });
     }
@@ -307,6 +484,10 @@ export class HubSubscription implements Subscription {
       dropped: this.#dropped,
       pending: this.#tail - this.#head + this.#waiting.length,
       pendingBytes: this.#pendingBytes,
+      ordered: this.#ordered,
+      gaps: this.#gaps,
+      outOfOrder: this.#outOfOrder,
+      limit: this.#limit?.stats(),
     };
   }
 
@@ -317,6 +498,10 @@ export class HubSubscription implements Subscription {
    */
   offer(message: Message): Promise<void> | undefined {
     if (this.#ended) return undefined;
+    if (this.#reject !== undefined && !this.#reject.tryTake()) {
+      this.#drop(message);
+      return undefined;
+    }
     if (this.#waiting.length === 0 && !this.#full(message)) {
       this.#push(message);
       if (this.#reader !== undefined && !this.#wakeQueued) {
@@ -329,12 +514,17 @@ export class HubSubscription implements Subscription {
       case "block":
         return new Promise((resolve) => this.#waiting.push({ message, resolve }));
       case "drop-newest":
-        this.#dropped++;
+        this.#drop(message);
         return undefined;
       case "drop-oldest":
         while (this.#head < this.#tail && this.#full(message)) {
-          this.#pendingBytes -= this.#shift().data.length;
-          this.#dropped++;
+          const oldest = this.#shift();
+          this.#pendingBytes -= oldest.data.length;
+          this.#drop(oldest);
+        }
+        // What was dropped came before what is left: the oldest left carries the gap.
+        if (this.#gap !== undefined && this.#head < this.#tail) {
+          this.#items[this.#head] = this.#withGap(this.#items[this.#head]!);
         }
         this.#push(message);
         return undefined;
@@ -368,10 +558,76 @@ export class HubSubscription implements Subscription {
   }
 
   #push(message: Message): void {
-    this.#items[this.#tail++] = message;
     this.#pendingBytes += message.data.length;
+    // A message with headers may have a priority; after a gap it carries the gap.
+    if (message.headers !== NO_HEADERS || this.#gap !== undefined) {
+      return this.#pushSpecial(message);
+    }
+    this.#items[this.#tail++] = message;
   }
 
+  /**
+   * Buffers a message that carries a gap, or may have a priority: with a backlog, one of some
+   * priority goes before those of lower priority (not in an `ordered` subscription).
+   */
+  #pushSpecial(message: Message): void {
+    if (this.#gap !== undefined) message = this.#withGap(message);
+    if (this.#tail > this.#head && !this.#ordered) {
+      const priority = priorityOf(message);
+      if (priority > 0) return this.#insert(message, priority);
+    }
+    this.#items[this.#tail++] = message;
+  }
+
+  /** Puts `message` after the buffered messages of its priority or higher, before the rest. */
+  #insert(message: Message, priority: number): void {
+    const items = this.#items;
+    let at = this.#tail;
+    while (at > this.#head && priorityOf(items[at - 1]!) < priority) at--;
+    for (let i = this.#tail; i > at; i--) items[i] = items[i - 1];
+    items[at] = message;
+    this.#tail++;
+  }
+
+  /** A message skipped: counted, and in an `ordered` subscription, part of the next gap. */
+  #drop(message: Message): void {
+    this.#dropped++;
+    if (!this.#ordered) return;
+    // A message that carried a gap takes it along: that gap joins this one.
+    const carried = message.gap;
+    const gap = this.#gap ??= { reason: "overflow", count: 0, from: message.seq };
+    if (carried?.reason === "reconnect" || gap.count === undefined) {
+      gap.reason = "reconnect";
+      gap.count = undefined;
+    } else gap.count += 1 + (carried?.count ?? 0);
+    const from = carried?.from ?? message.seq;
+    if (from < gap.from) gap.from = from;
+  }
+
+  /** `message` with the gap gathered before it (and any it carried already), which is closed. */
+  #withGap(message: Message): Message {
+    const open = this.#gap!;
+    this.#gap = undefined;
+    const carried = message.gap;
+    const unknown = open.count === undefined ||
+      (carried !== undefined && carried.count === undefined);
+    const gap: Gap = {
+      reason: unknown ? "reconnect" : open.reason,
+      count: unknown ? undefined : open.count! + (carried?.count ?? 0),
+      from: Math.min(open.from, carried?.from ?? open.from),
+    };
+    return { ...message, gap };
+  }
+
+  /**
+   * The connection to a served hub was made again: the next message carries a `"reconnect"`
+   * gap from the sequence after `lastSeq`, and topics' sequences start over.
+   */
+  [RECONNECTED](lastSeq: number): void {
+    if (!this.#ordered) return;
+    this.#topicSeqs?.clear();
+    this.#gap = { reason: "reconnect", count: undefined, from: lastSeq + 1 };
+  }
   #shift(): Message {
     const items = this.#items;
     const message = items[this.#head]!;
@@ -407,7 +663,28 @@ export class HubSubscription implements Subscription {
   #count(message: Message): void {
     this.#delivered++;
     this.#bytes += message.data.length;
+    if (this.#topicSeqs !== undefined) this.#check(message);
     this.#afterTake?.(message);
+  }
+
+  /**
+   * An `ordered` subscription counts the gap a message reports, and checks it against the last
+   * message of its topic.
+   */
+  #check(message: Message): void {
+    if (message.gap !== undefined) {
+      this.#gaps++;
+      this.#onOrder?.(message.topic, "gap");
+    }
+    if (!message.topicSeq) return; // published before the hub numbered messages
+    const seqs = this.#topicSeqs!;
+    const last = seqs.get(message.topic);
+    if (last !== undefined && message.topicSeq! <= last) {
+      this.#outOfOrder++;
+      this.#onOrder?.(message.topic, "outOfOrder");
+    }
+    if (last === undefined && seqs.size >= MAX_ORDERED_TOPICS) seqs.clear();
+    seqs.set(message.topic, message.topicSeq!);
   }
 
   /** Tells `probe` when `timed`, about to be offered, is taken (or until another is timed). */
@@ -464,6 +741,10 @@ export class HubSubscription implements Subscription {
     this.#reader = undefined;
     this.#readers = [];
     for (const reader of readers) reader(error === undefined ? DONE : Promise.reject(error));
+    if (this.#sleeper !== undefined) {
+      clearTimeout(this.#sleeper.timer);
+      this.#sleeper.wake();
+    }
     this.#detach(this);
     this.#resolveClosed();
   }

@@ -49,6 +49,8 @@ export function snapshot(sources: MetricsSources): MetricsSnapshot {
     streams: [],
     consumers: [],
     latency: { delivery: NO_LATENCY, request: NO_LATENCY },
+    limits: [],
+    scheduled: { waiting: 0, delivered: 0, cancelled: 0, refused: 0 },
   };
   return {
     ...hub,
@@ -62,7 +64,9 @@ export function snapshot(sources: MetricsSources): MetricsSnapshot {
 /** The Prometheus text of a snapshot: the hub's families, then connections, RPC and logs. */
 export function exposition(s: MetricsSnapshot, sources: MetricsSources): string {
   const text = new PrometheusText();
-  if (sources.hub !== undefined) hubFamilies(text, s);
+  if (sources.hub !== undefined) {
+    hubFamilies(text, s, s.connections.flatMap((c) => c.limit === undefined ? [] : [c.limit]));
+  }
   if (sources.hubServer !== undefined) {
     text.family("dockipc_hub_connections", "Client connections of the hub server.", "gauge", [[
       {},

@@ -91,7 +91,8 @@ describe(`dockipc on ${rt.name}: help and usage`, () => {
           "nope",
         ],
         ["sub", "x", "--bogus"],
-        ["pub", "t", "x", "--delay", "5000"],
+        ["pub", "t", "x", "--delay", "-5"],
+        ["pub", "t", "x", "--priority", "10"],
       ]
     ) {
       const r = await runCli(rt.name, args);
@@ -138,16 +139,32 @@ describe(`dockipc on ${rt.name}: a hub server and its clients`, () => {
       // pub → sub across runtimes, as JSON lines.
       await using sub = startCli(OTHER, ["sub", "jobs.>", "-n", "2", "--json"], { env });
       await until(async () => (await subscriptions(http)).some((s) => s.pattern === "jobs.>"));
-      const pub = await runCli(THIRD, ["pub", "jobs.a", "job {{n}}", "-n", "2", "-H", "k=v"], {
-        env,
-      });
+      const sent = Date.now();
+      const pub = await runCli(THIRD, [
+        "pub",
+        "jobs.a",
+        "job {{n}}",
+        "-n",
+        "2",
+        "-H",
+        "k=v",
+        "--delay",
+        "100",
+        "--priority",
+        "3",
+      ], { env });
       assert.equal(pub.code, 0, pub.stderr);
       assert.equal(pub.stdout, "published 2 messages to jobs.a\n");
       const got = [JSON.parse(await sub.line()), JSON.parse(await sub.line())];
-      assert.deepEqual(got.map((m) => [m.topic, m.data, m.headers]), [
-        ["jobs.a", "job 1", { k: "v" }],
-        ["jobs.a", "job 2", { k: "v" }],
-      ]);
+      assert.deepEqual(
+        got.map((m) => [m.topic, m.data, m.headers.k, m.headers["dockipc-priority"]]),
+        [
+          ["jobs.a", "job 1", "v", "3"],
+          ["jobs.a", "job 2", "v", "3"],
+        ],
+      );
+      // Held in the hub until due: at least 100 ms after it was sent.
+      for (const m of got) assert.ok(Number(m.headers["dockipc-not-before"]) >= sent + 100);
       assert.equal((await sub.status).code, 0);
 
       // Lines of standard input, one message each.

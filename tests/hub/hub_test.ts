@@ -352,8 +352,8 @@ describe("Hub", () => {
     await sub.next();
     const stats = hub.stats();
     assert.deepEqual(stats.topics, [
-      { topic: "s.a", published: 2, bytes: 5, routed: 2 },
-      { topic: "s.b", published: 1, bytes: 1, routed: 1 },
+      { topic: "s.a", published: 2, bytes: 5, routed: 2, gaps: 0, outOfOrder: 0 },
+      { topic: "s.b", published: 1, bytes: 1, routed: 1, gaps: 0, outOfOrder: 0 },
     ]);
     assert.deepEqual(stats.subscriptions, [{
       id: sub.id,
@@ -365,6 +365,10 @@ describe("Hub", () => {
       dropped: 2,
       pending: 0,
       pendingBytes: 0,
+      ordered: false,
+      gaps: 0,
+      outOfOrder: 0,
+      limit: undefined,
     }]);
     assert.equal(stats.requests, 0);
     const text = toPrometheus(stats);
@@ -378,7 +382,7 @@ describe("Hub", () => {
     assert.match(
       toPrometheus({
         ...stats,
-        topics: [{ topic: 'a"b\\c', published: 1, bytes: 0, routed: 0 }],
+        topics: [{ topic: 'a"b\\c', published: 1, bytes: 0, routed: 0, gaps: 0, outOfOrder: 0 }],
       }),
       /topic="a\\"b\\\\c"/,
     );

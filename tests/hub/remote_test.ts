@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { connect, type IpcError, listen } from "../../mod.ts";
-import { connectHub, Hub, type HubServer, serveHub } from "../../src/hub/mod.ts";
+import { connectHub, Hub, serveHub } from "../../src/hub/mod.ts";
 import { decodeHub, encodeHub, jsonBody, Op } from "../../src/hub/protocol.ts";
 import { Control, VERSION } from "../../src/session/protocol.ts";
 import { runtimeName } from "../../src/runtime/platform.ts";
@@ -16,28 +16,9 @@ import {
   until,
 } from "../_helpers.ts";
 import { pubsubBehaviour } from "./_behaviour.ts";
+import { served } from "./_served.ts";
 
 const text = new TextDecoder();
-
-/** A hub served on a unix socket in a temp dir, for one test. */
-async function served(
-  options: Parameters<typeof serveHub>[2] = {},
-): Promise<{ hub: Hub; server: HubServer; path: string } & AsyncDisposable> {
-  const dir = await tempDir();
-  const hub = new Hub();
-  const path = `${dir.path}/hub.sock`;
-  const server = await serveHub(hub, path, options);
-  return {
-    hub,
-    server,
-    path,
-    [Symbol.asyncDispose]: async () => {
-      await server.close();
-      await hub.close();
-      await dir[Symbol.asyncDispose]();
-    },
-  };
-}
 
 /** Speaks raw frames to a server: sends `payloads`, then returns every message it answered. */
 async function rawExchange(
@@ -228,6 +209,7 @@ describe("serveHub and connectHub", () => {
         credit: 1, // one message, and then it grants no more: it stalls
         maxBytes: 0,
         overflow: "error",
+        ordered: false,
         pattern: "feed",
         queue: undefined,
       }),
@@ -421,6 +403,7 @@ describe("serveHub and connectHub", () => {
         buffer: 0xffff_ffff,
         credit: 0, // nothing may be sent to it, and it reads nothing anyway
         maxBytes: 0,
+        ordered: false,
         overflow: "drop-oldest",
         pattern,
         queue: undefined,
@@ -472,6 +455,7 @@ describe("serveHub and connectHub", () => {
         sid,
         buffer: 1,
         credit: 1,
+        ordered: false,
         maxBytes: 0,
         overflow: "drop-oldest",
         pattern: "x",
