@@ -27,6 +27,7 @@ const benches = [
   "bench/hub_remote.ts",
   "bench/wal.ts",
   "bench/stream.ts",
+  "bench/flow.ts",
 ];
 // The RPC benchmark compares against NATS: nats-server comes from Debian.
 ensureCommands(BENCH_COMMANDS);

@@ -708,13 +708,16 @@ export class Hub implements PubSub, StoredStreams {
    *
    * @param topic Dot-separated tokens, no wildcards.
    * @param data The payload; a string is sent as its UTF-8 bytes.
-   * @param options Headers, a key for queue groups, a reply topic, an id for deduplication.
+   * @param options Headers, a key for queue groups, a reply topic, an id for deduplication, a
+   * delay or time to deliver it (`delay`, `notBefore`), a priority.
    * @returns Resolves once every matching subscription has taken the message according to its
-   * policy: at once, unless a `"block"` subscription is full. For a topic a stream stores, once it
-   * is stored too, with its {@linkcode PublishAck}.
+   * policy: at once, unless a `"block"` subscription is full or a `"wait"` rate limit holds it
+   * back. A delayed message: once it waits for its time. For a topic a stream stores, once it is
+   * stored too, with its {@linkcode PublishAck}.
    * @throws {IpcError} `ETOPICINVALID` for a bad topic, `ECLOSED` after `close()` (as a rejection);
-   * for a stream's topic `EFRAMETOOLARGE` past its `maxMessageSize`, and the log's errors
-   * (`ENOSPC`, `EIO`).
+   * `EINVAL` for a bad `delay`, `notBefore` or `priority`, `ELIMIT` past `maxScheduled` waiting
+   * messages, `ERATELIMIT` from a `"reject"` limit; for a stream's topic `EFRAMETOOLARGE` past its
+   * `maxMessageSize`, and the log's errors (`ENOSPC`, `EIO`).
    */
   publish(
     topic: string,

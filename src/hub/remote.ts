@@ -183,7 +183,8 @@ export interface RemoteHub extends PubSub, StoredStreams, AsyncDisposable {
   /**
    * Resolves once the server has processed everything this client sent before (FLUSH, then
    * FLUSHED): subscriptions made before are in place, publishes made before were delivered.
-   * Rejects with `ECONNRESET` if the connection drops first.
+   * Rejects with `ECONNRESET` if the connection drops first, or with the `ERATELIMIT` of a
+   * publish the server refused (a `"reject"` rate limit), once.
    */
   flush(): Promise<void>;
   /**
@@ -456,7 +457,10 @@ class HubClient implements RemoteHub {
    * outage it waits for the reconnection up to `queueTimeout`, then rejects with `ETIMEDOUT`.
    * A topic one of the server's streams stores resolves once it is stored, with its
    * {@linkcode PublishAck}; if the connection drops first it rejects with `ECONNRESET`, and
-   * publishing again with the same `id` stores it once.
+   * publishing again with the same `id` stores it once. A delayed one (`delay`, `notBefore`)
+   * resolves once it waits in the server's hub, or rejects with `ELIMIT` past the connection's
+   * bound. When the server refused an earlier publish after taking it (a `"reject"` rate limit),
+   * this one rejects with that `ERATELIMIT` (once), and is not sent.
    */
   publish(
     topic: string,
