@@ -397,8 +397,6 @@ interface TopicCounters {
   routed: number;
   gaps: number;
   outOfOrder: number;
-  /** The last message's `topicSeq`. */
-  seq: number;
 }
 
 /** The members of one queue group on one pattern; each message goes to one of them. */
@@ -1103,7 +1101,7 @@ export class Hub implements PubSub, StoredStreams {
   #publish(message: Message, publisher: Publisher, stored: boolean, due = false): Promise<void> {
     try {
       if (this.#closed) throw closedError("publish", "hub");
-      if (!due && message.headers !== NO_HEADERS && this.#later(message, publisher, stored)) {
+      if (message.headers !== NO_HEADERS && !due && this.#later(message, publisher, stored)) {
         return RESOLVED;
       }
       const numbered = message as Numbering;
@@ -1113,8 +1111,8 @@ export class Hub implements PubSub, StoredStreams {
         return RESOLVED;
       }
       const route = this.#route(message.topic);
-      const topicSeq = ++route.counters.seq;
-      if (this.#ordered > 0) numbered.topicSeq = topicSeq;
+      // The topic's sequence is its count of messages published, which `#deliver` raises.
+      if (this.#ordered > 0) numbered.topicSeq = route.counters.published + 1;
       // One message in 64 is timed. The sequence is at hand: testing it costs the others least.
       if ((seq & 63) === 0) this.#time(route, message);
       const delivered = this.#deliver(route, message);
@@ -1338,7 +1336,7 @@ export class Hub implements PubSub, StoredStreams {
   /** A snapshot of the counters per topic and per subscription. */
   stats(): HubStats {
     return {
-      topics: [...this.#topics.values()].map(({ seq: _, ...c }) => c),
+      topics: [...this.#topics.values()].map((c) => ({ ...c })),
       subscriptions: [...this.#subscriptions].map((s) => s.stats()),
       requests: this.#inboxes.size,
       streams: this.#store?.all().map((s) => s.stats()) ?? [],
@@ -1414,7 +1412,7 @@ export class Hub implements PubSub, StoredStreams {
       if (counters === undefined) {
         const name = this.#topics.size < MAX_TOPIC_STATS ? topic : OTHER_TOPICS;
         counters = this.#topics.get(name) ??
-          { topic: name, published: 0, bytes: 0, routed: 0, gaps: 0, outOfOrder: 0, seq: 0 };
+          { topic: name, published: 0, bytes: 0, routed: 0, gaps: 0, outOfOrder: 0 };
         this.#topics.set(name, counters);
       }
       if (this.#routes.size >= MAX_ROUTES) this.#routes = new Map();
