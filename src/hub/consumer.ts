@@ -188,7 +188,7 @@ class Pending implements Expiring {
   settling = false;
   /** A delayed message waiting for its time, not delivered yet: its deadline is that time. */
   parked = false;
-  /** A delayed message whose time came: delivered from now on as any other. */
+  /** A delayed message whose time came: from now on delivered like every other. */
   due = false;
   readonly #expired: (p: Pending) => void;
 
@@ -481,8 +481,10 @@ export class StreamConsumer implements StreamReader {
           this.#pending.delete(seq);
           continue;
         }
-        if (!p.due && p.attempt === 0 && this.#park(p, message)) {
+        const due = p.due || p.attempt > 0 ? undefined : notBeforeOf(message);
+        if (due !== undefined) {
           this.#ready.shift(); // read back after a restart, and waiting for its time again
+          this.#park(p, due);
           continue;
         }
         if (p.attempt >= maxDeliver) {
@@ -540,7 +542,8 @@ export class StreamConsumer implements StreamReader {
         this.#next = message.seq + 1;
         continue;
       }
-      if (message.headers !== NO_HEADERS && this.#waitsForItsTime(message)) {
+      const due = message.headers === NO_HEADERS ? undefined : notBeforeOf(message);
+      if (due !== undefined && this.#waitsForItsTime(due)) {
         if (this.config.ordered) return; // in order: what follows waits with it
         this.#aheadAt++;
         this.#next = message.seq + 1;
@@ -551,7 +554,7 @@ export class StreamConsumer implements StreamReader {
         );
         this.#attemptsAhead.delete(message.seq);
         this.#pending.set(message.seq, p);
-        if (!this.#park(p, message)) this.#release(p, 0);
+        this.#park(p, due);
         continue;
       }
       const member = this.#pick(message.key);
@@ -574,12 +577,10 @@ export class StreamConsumer implements StreamReader {
   }
 
   /**
-   * Whether a new message published with a delay is not to be delivered as it comes: an ordered
-   * consumer waits for its time (and arms a wake for it); the others park it.
+   * Whether a new message due at `due` is not to be delivered as it comes: an ordered consumer
+   * waits for its time (and arms a wake for it); the others park it.
    */
-  #waitsForItsTime(message: StoredMessage): boolean {
-    const due = notBeforeOf(message);
-    if (due === undefined) return false;
+  #waitsForItsTime(due: number): boolean {
     if (!this.config.ordered) return true;
     if (due <= Date.now()) return false;
     if (this.#dueWake === undefined) {
@@ -597,19 +598,16 @@ export class StreamConsumer implements StreamReader {
   }
 
   /**
-   * Parks `p`, a delayed message not delivered yet, until its time: on the consumer's timer,
-   * which lets the due ones go in the order of their times (a time passed already, as after a
-   * restart, goes at once, in that order). False for a message that has no time.
+   * Parks `p`, a delayed message not delivered yet, until `due`: on the consumer's timer, which
+   * lets the due ones go in the order of their times (a time passed already, as after a restart,
+   * goes at once, in that order).
    */
-  #park(p: Pending, message: StoredMessage): boolean {
-    const due = notBeforeOf(message);
-    if (due === undefined) return false;
+  #park(p: Pending, due: number): void {
     p.parked = true;
     this.#parked++;
     p.deadline = due;
     if (due <= Date.now()) this.#cameDue(p);
     else this.#deadlines.add(p);
-    return true;
   }
 
   /** A parked message's time came: it joins the others whose time came, by time. */

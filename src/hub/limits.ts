@@ -138,11 +138,7 @@ export class Limiter {
    */
   admit(op: string): number {
     if (this.#limit.policy === "reject") {
-      if (this.#bucket.tryTake()) {
-        this.#allowed++;
-        return 0;
-      }
-      this.#rejected++;
+      if (this.tryTake()) return 0;
       throw new IpcError(
         "ERATELIMIT",
         `Cannot ${op} as the rate limit "${this.name}" (${this.currentRate} a second, burst ` +
@@ -156,7 +152,7 @@ export class Limiter {
     return wait;
   }
 
-  /** Refuses without taking a token, for a check that only counts (a subscription's drops). */
+  /** Takes a token if there is one now, counting either way: for a check that drops, not throws. */
   tryTake(): boolean {
     if (this.#bucket.tryTake()) {
       this.#allowed++;

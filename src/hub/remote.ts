@@ -508,13 +508,7 @@ class HubClient implements RemoteHub {
   }
 
   async cancel(id: string): Promise<boolean> {
-    const m = await this.#call("cancel", (n) => ({
-      type: Op.CALL,
-      id: n,
-      method: "cancel",
-      body: jsonBody([id]),
-    }));
-    return parseBody((m as { body: Uint8Array }).body, "result") === true;
+    return await this.#invoke<boolean>("cancel", id) === true;
   }
 
   /** The stream of the server's that stores `topic`, if any. */

@@ -79,7 +79,8 @@ export const MAX_PRIORITY = 9;
 
 /** `priority` checked: a whole number from 0 to {@linkcode MAX_PRIORITY}, or `EINVAL`. */
 export function checkPriority(priority: unknown): number {
-  if (!Number.isInteger(priority) || !((priority as number) >= 0 && (priority as number) <= 9)) {
+  const p = priority as number;
+  if (!Number.isInteger(p) || p < 0 || p > MAX_PRIORITY) {
     throw invalid("publish", "priority", priority, `a whole number from 0 to ${MAX_PRIORITY}`);
   }
   return priority as number;
