@@ -481,9 +481,11 @@ export class StreamConsumer implements StreamReader {
           this.#pending.delete(seq);
           continue;
         }
-        const due = p.due || p.attempt > 0 ? undefined : notBeforeOf(message);
+        // Read back after a restart, a delayed message waits for its time again, or (delivered
+        // before the restart, or due meanwhile) goes with the others whose time came, by time.
+        const due = p.due ? undefined : notBeforeOf(message);
         if (due !== undefined) {
-          this.#ready.shift(); // read back after a restart, and waiting for its time again
+          this.#ready.shift();
           this.#park(p, due);
           continue;
         }
