@@ -28,14 +28,21 @@
  */
 
 export { formatAddress, parseAddress } from "./src/address.ts";
-export type { Address, ParseAddressOptions, TcpAddress, UnixAddress } from "./src/address.ts";
+export type {
+  Address,
+  ParseAddressOptions,
+  TcpAddress,
+  TlsAddress,
+  UnixAddress,
+} from "./src/address.ts";
 export { IpcError, RemoteError } from "./src/errors.ts";
 export { json, text } from "./src/codec.ts";
 export type { Codec, JsonValue, ReplyValue } from "./src/codec.ts";
 export type { IpcErrorCode, IpcErrorOptions, RemoteErrorOptions } from "./src/errors.ts";
 export { connect, listen } from "./src/transport.ts";
 export type { ConnectOptions, Listener, ListenOptions } from "./src/transport.ts";
-export type { Conn } from "./src/runtime/types.ts";
+export type { Conn, PeerCertificate, TlsInfo } from "./src/runtime/types.ts";
+export type { ConnectTlsOptions, ListenTlsOptions, Pem } from "./src/tls.ts";
 export { FrameDecoderStream, FrameEncoderStream } from "./src/frame/codec.ts";
 export type { FrameStreamOptions } from "./src/frame/codec.ts";
 export { LineDecoderStream, LineEncoderStream } from "./src/frame/lines.ts";

@@ -20,6 +20,7 @@ export const TEST_COMMANDS: readonly SystemCommand[] = [
   { command: "nc", debian: "netcat-openbsd" },
   { command: "promtool", debian: "prometheus" },
   { command: "chromium", debian: "chromium" },
+  { command: "openssl", debian: "openssl" },
 ];
 
 /** What the benchmarks run: the peers they compare against. */

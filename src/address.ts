@@ -1,6 +1,7 @@
 /**
  * Addresses: the strings users write (`"unix:/run/app.sock"`, `"./app.sock"`,
- * `"tcp://127.0.0.1:4222"`, `"localhost:4222"`) and the objects the transport uses.
+ * `"tcp://127.0.0.1:4222"`, `"localhost:4222"`, `"tls://localhost:4222"`) and the objects the
+ * transport uses.
  *
  * @module
  */
@@ -26,8 +27,18 @@ export interface TcpAddress {
   readonly port: number;
 }
 
+/** A TCP endpoint spoken to over TLS: the transport needs certificates to use it. */
+export interface TlsAddress {
+  /** Always `"tls"`. */
+  readonly transport: "tls";
+  /** An IPv4 or IPv6 address, or a host name. */
+  readonly hostname: string;
+  /** 0 to 65535; 0 asks the OS for a free port when listening. */
+  readonly port: number;
+}
+
 /** Where to listen or connect. */
-export type Address = UnixAddress | TcpAddress;
+export type Address = UnixAddress | TcpAddress | TlsAddress;
 
 /** Options for {@linkcode parseAddress}. */
 export interface ParseAddressOptions {
@@ -50,7 +61,7 @@ export function maxUnixPathBytes(): number {
 }
 
 const FORMS = 'expected "unix:PATH", a path with "/" or ending in ".sock", ' +
-  '"tcp://HOST:PORT" or "HOST:PORT"';
+  '"tcp://HOST:PORT", "tls://HOST:PORT" or "HOST:PORT"';
 
 /**
  * Parses an address string, or checks an address object.
@@ -58,7 +69,8 @@ const FORMS = 'expected "unix:PATH", a path with "/" or ending in ".sock", ' +
  * - `unix:/abs/path`, `unix:./rel.sock`, `unix:///abs/path`: a unix socket;
  * - a bare path that contains `/` or ends in `.sock`: a unix socket;
  * - `tcp://host:port` and `host:port`, where host is an IPv4 address, `[IPv6]`, `localhost` or
- *   a DNS name, and port is 0 to 65535 (0 asks the OS for a free port when listening).
+ *   a DNS name, and port is 0 to 65535 (0 asks the OS for a free port when listening);
+ * - `tls://host:port`: the same, over TLS.
  *
  * @param input The address.
  * @param options Limits.
@@ -73,6 +85,7 @@ const FORMS = 'expected "unix:PATH", a path with "/" or ending in ".sock", ' +
  * assert.deepEqual(parseAddress("unix:/run/app.sock"), { transport: "unix", path: "/run/app.sock" });
  * assert.deepEqual(parseAddress("./app.sock"), { transport: "unix", path: "./app.sock" });
  * assert.deepEqual(parseAddress("tcp://[::1]:4222"), { transport: "tcp", hostname: "::1", port: 4222 });
+ * assert.deepEqual(parseAddress("tls://localhost:4222"), { transport: "tls", hostname: "localhost", port: 4222 });
  * assert.throws(() => parseAddress("http://x:1"), { code: "EADDRINVALID" });
  * ```
  */
@@ -96,26 +109,29 @@ export function parseAddress(input: string | Address, options: ParseAddressOptio
     }
     return unixAddress(input, path, options);
   }
-  if (input.startsWith("tcp:")) {
-    if (!input.startsWith("tcp://")) throw invalid(input, `it lacks "//" after "tcp:"; ${FORMS}`);
-    return tcpAddress(input, input.slice(6));
+  for (const transport of ["tcp", "tls"] as const) {
+    if (!input.startsWith(`${transport}:`)) continue;
+    if (!input.startsWith(`${transport}://`)) {
+      throw invalid(input, `it lacks "//" after "${transport}:"; ${FORMS}`);
+    }
+    return tcpAddress(input, input.slice(6), transport);
   }
   const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):\/\//.exec(input);
   if (scheme) {
-    throw invalid(input, `its scheme "${scheme[1]}" is not "unix" or "tcp"`);
+    throw invalid(input, `its scheme "${scheme[1]}" is not "unix", "tcp" or "tls"`);
   }
   if (input.includes("/") || input.endsWith(".sock")) return unixAddress(input, input, options);
   if (input === "") throw invalid(input, `it is empty; ${FORMS}`);
   if (!input.includes(":")) throw invalid(input, `it has no port and is not a path; ${FORMS}`);
-  return tcpAddress(input, input);
+  return tcpAddress(input, input, "tcp");
 }
 
 /**
  * Writes an address the way {@linkcode parseAddress} reads it.
  *
  * @param address The address.
- * @returns `"unix:PATH"` (`"unix://PATH"` when PATH starts with `//`) or `"tcp://HOST:PORT"`,
- *   with brackets around an IPv6 host.
+ * @returns `"unix:PATH"` (`"unix://PATH"` when PATH starts with `//`), `"tcp://HOST:PORT"` or
+ *   `"tls://HOST:PORT"`, with brackets around an IPv6 host.
  *
  * @example Round trip
  * ```ts
@@ -132,7 +148,7 @@ export function formatAddress(address: Address): string {
     return address.path.startsWith("//") ? `unix://${address.path}` : `unix:${address.path}`;
   }
   const host = address.hostname.includes(":") ? `[${address.hostname}]` : address.hostname;
-  return `tcp://${host}:${address.port}`;
+  return `${address.transport}://${host}:${address.port}`;
 }
 
 function invalid(input: string, why: string): IpcError {
@@ -157,7 +173,11 @@ function unixAddress(input: string, path: string, options: ParseAddressOptions):
   return { transport: "unix", path };
 }
 
-function tcpAddress(input: string, hostPort: string): TcpAddress {
+function tcpAddress<T extends "tcp" | "tls">(
+  input: string,
+  hostPort: string,
+  transport: T,
+): { transport: T; hostname: string; port: number } {
   let host: string;
   let port: string;
   if (hostPort.startsWith("[")) {
@@ -182,7 +202,7 @@ function tcpAddress(input: string, hostPort: string): TcpAddress {
       );
     }
   }
-  return { transport: "tcp", hostname: host, port: parsePort(input, port) };
+  return { transport, hostname: host, port: parsePort(input, port) };
 }
 
 function parsePort(input: string, port: string): number {
@@ -199,8 +219,8 @@ function checkAddress(address: Address, options: ParseAddressOptions): Address {
     if (typeof address.path !== "string") throw invalid(shown, "its path is not a string");
     return unixAddress(shown, address.path, options);
   }
-  if (address.transport === "tcp") {
-    const { hostname, port } = address;
+  if (address.transport === "tcp" || address.transport === "tls") {
+    const { transport, hostname, port } = address;
     if (
       typeof hostname !== "string" ||
       !(isIPv4(hostname) || isIPv6(hostname) || isHostname(hostname))
@@ -218,9 +238,9 @@ function checkAddress(address: Address, options: ParseAddressOptions): Address {
         `its port is not a number from 0 to 65535: current value is ${String(port)}`,
       );
     }
-    return { transport: "tcp", hostname, port };
+    return { transport, hostname, port };
   }
-  throw invalid(shown, 'its transport is not "unix" or "tcp"');
+  throw invalid(shown, 'its transport is not "unix", "tcp" or "tls"');
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;

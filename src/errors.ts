@@ -34,6 +34,14 @@
  *   the limit.
  * - `ELIMIT`: a bound on how many of something one client or hub may hold was reached (delayed
  *   messages waiting for their time); the message names the bound and its option.
+ * - `EPERM`: the server's permissions do not let this client do that (publish to a topic,
+ *   subscribe to a pattern, call a method, use a stream); the message names the rule.
+ * - `ETLS`: a TLS handshake failed for a reason other than a certificate (a plaintext peer on
+ *   the other end, no protocol or cipher in common).
+ * - `ECERTUNTRUSTED`: the peer's certificate is not signed by a trusted authority (`ca`).
+ * - `ECERTEXPIRED`: the peer's certificate has expired or is not valid yet.
+ * - `ECERTREQUIRED`: the server requires a client certificate and the client sent none.
+ * - `ECERTNAME`: the server's certificate is not for the name the client connected to.
  * - `EIO`: every other operating-system failure; `cause` holds the original error.
  */
 export type IpcErrorCode =
@@ -64,6 +72,12 @@ export type IpcErrorCode =
   | "EINVAL"
   | "ERATELIMIT"
   | "ELIMIT"
+  | "EPERM"
+  | "ETLS"
+  | "ECERTUNTRUSTED"
+  | "ECERTEXPIRED"
+  | "ECERTREQUIRED"
+  | "ECERTNAME"
   | "EIO";
 
 /** Where an {@linkcode IpcError} happened: the operation, the address or path, the cause. */

@@ -15,8 +15,15 @@ import {
   formatAddress,
   maxUnixPathBytes,
   parseAddress,
+  type TcpAddress,
   type UnixAddress,
 } from "./address.ts";
+import {
+  clientTlsConfig,
+  type ConnectTlsOptions,
+  type ListenTlsOptions,
+  serverTlsConfig,
+} from "./tls.ts";
 import { IpcError, systemCode } from "./errors.ts";
 import { abortable, checkTimeout, deadline, delay } from "./internal/async.ts";
 import { ownerOf, ownerState, removeOwner, writeOwner } from "./internal/owner.ts";
@@ -50,6 +57,12 @@ export interface ListenOptions {
    * @default {true}
    */
   keepAlive?: boolean;
+  /**
+   * The certificate, key and client authentication of a `tls://` listener: required there,
+   * refused elsewhere. Accepted connections are those that completed the handshake (and whose
+   * client certificate passed); their `tls` says who the client is.
+   */
+  tls?: ListenTlsOptions;
 }
 
 /** Options for {@linkcode connect}. */
@@ -63,6 +76,11 @@ export interface ConnectOptions {
   timeout?: number;
   /** A TCP connection has keepalive probes on, at the system's interval. @default {true} */
   keepAlive?: boolean;
+  /**
+   * What a `tls://` connection trusts and presents; refused for other addresses. Without it, the
+   * server is verified against the system's authorities.
+   */
+  tls?: ConnectTlsOptions;
 }
 
 /**
@@ -113,7 +131,11 @@ export interface Listener extends AsyncIterable<Conn>, AsyncDisposable {
  * @param address Where to listen: see {@linkcode parseAddress}.
  * @param options Mode, cancellation, the pending-connection bound.
  * @returns The listener.
- * @throws {IpcError} `EADDRINVALID`, `EADDRINUSE`, `EACCES`, `ENOENT`.
+ * For `tls://`: `options.tls` gives the certificate and key, and optionally the authority whose
+ * client certificates are accepted (see {@linkcode ListenTlsOptions}).
+ *
+ * @throws {IpcError} `EADDRINVALID`, `EADDRINUSE`, `EACCES`, `ENOENT`; `EINVAL` for TLS options
+ *   that cannot be used (missing, not PEM, on a plaintext address).
  *
  * @example Listen on a unix socket
  * ```ts
@@ -129,17 +151,32 @@ export interface Listener extends AsyncIterable<Conn>, AsyncDisposable {
  * server.close();
  * ```
  */
-export async function listen(
+export function listen(address: string | Address, options: ListenOptions = {}): Promise<Listener> {
+  return listenRefusing(address, options, undefined);
+}
+
+/**
+ * A TLS client whose certificate a listener refuses: told why (a protocol's refusal message)
+ * and closed by `refuse`, which owns the connection. Without it the connection is closed.
+ */
+export type RefuseClient = (conn: Conn, err: IpcError) => void;
+
+/** {@linkcode listen}, with what to do with a refused TLS client. */
+export async function listenRefusing(
   address: string | Address,
-  options: ListenOptions = {},
+  options: ListenOptions,
+  refuse: RefuseClient | undefined,
 ): Promise<Listener> {
   const { mode = 0o600, dirMode = 0o700, signal, maxPending = 1024, keepAlive = true } = options;
   signal?.throwIfAborted();
   const addr = parseAddress(address);
+  const tls = serverTlsConfig(addr, options.tls);
   const runtime = await getRuntime();
-  const listener = new QueueListener(maxPending, keepAlive);
+  const listener = new QueueListener(maxPending, keepAlive, refuse);
   const raw = addr.transport === "tcp"
     ? await runtime.listen(addr, listener.handlers())
+    : addr.transport === "tls"
+    ? await runtime.listenTls(addr, tls!, listener.handlers())
     : await bindUnix(runtime, addr, { mode, dirMode }, listener);
   listener.start(
     raw,
@@ -167,7 +204,9 @@ export async function listen(
  * @returns The connection.
  * @throws {IpcError} `EADDRINVALID`, `ENOENT` (no socket file), `ECONNREFUSED` (nothing
  * accepts), `EBUSY` (the server's queue of connections to accept stayed full for a second, as
- * `connect` tried again), `ETIMEDOUT`, `EACCES`; or the signal's reason when aborted.
+ * `connect` tried again), `ETIMEDOUT`, `EACCES`; for `tls://`, `ECERTUNTRUSTED`, `ECERTEXPIRED`,
+ * `ECERTNAME` (the server's certificate), `ETLS` (the handshake failed otherwise, as with a
+ * plaintext server) and `EINVAL` (bad TLS options); or the signal's reason when aborted.
  *
  * @example Refused when nothing listens
  * ```ts
@@ -185,7 +224,8 @@ export async function connect(
   signal?.throwIfAborted();
   const addr = parseAddress(address);
   const label = formatAddress(addr);
-  if (addr.transport === "tcp" && addr.port === 0) {
+  const tls = clientTlsConfig(addr, options.tls);
+  if (addr.transport !== "unix" && addr.port === 0) {
     throw new IpcError(
       "EADDRINVALID",
       `Cannot connect to "${label}" as port 0 is only for listening`,
@@ -198,7 +238,10 @@ export async function connect(
   // Checked before connecting, so that a bad timeout opens nothing.
   if (timeout !== undefined) checkTimeout("connect", timeout);
   const runtime = await getRuntime();
-  return await deadline(connectRetrying(runtime, addr, { keepAlive }), timeout ?? Infinity, {
+  const connecting = addr.transport === "tls"
+    ? runtime.connectTls(addr, tls!, { keepAlive })
+    : connectRetrying(runtime, addr, { keepAlive });
+  return await deadline(connecting, timeout ?? Infinity, {
     signal,
     onLate: (late) => late.close(),
     op: "connect",
@@ -221,7 +264,7 @@ const FULL_QUEUE_WAITS = [5, 10, 20, 40, 80, 160, 320, 640];
  */
 async function connectRetrying(
   runtime: Runtime,
-  addr: Address,
+  addr: UnixAddress | TcpAddress,
   options: { keepAlive: boolean },
 ): Promise<Conn> {
   for (let attempt = 0;; attempt++) {
@@ -272,13 +315,15 @@ class QueueListener implements Listener {
   #waiting: { resolve: (conn: Conn) => void; reject: (err: unknown) => void }[] = [];
   #maxPending: number;
   readonly #keepAlive: boolean;
+  readonly #refuse: RefuseClient | undefined;
   #error: unknown;
   #closing: Promise<void> | undefined;
   #resolveClosed!: () => void;
 
-  constructor(maxPending: number, keepAlive: boolean) {
+  constructor(maxPending: number, keepAlive: boolean, refuse: RefuseClient | undefined) {
     this.#maxPending = maxPending;
     this.#keepAlive = keepAlive;
+    this.#refuse = refuse;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
@@ -287,6 +332,10 @@ class QueueListener implements Listener {
       ...(publicAddr ? { publicAddr } : {}),
       keepAlive: this.#keepAlive,
       onConn: (conn) => this.#push(conn),
+      onRefused: (conn, err) => {
+        if (this.#refuse === undefined || this.#closing) conn.close();
+        else this.#refuse(conn, err);
+      },
       onError: (err) => {
         this.#error = err;
       },

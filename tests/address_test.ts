@@ -17,6 +17,8 @@ const valid: [string, Address][] = [
   ["tcp://127.0.0.1:4222", { transport: "tcp", hostname: "127.0.0.1", port: 4222 }],
   ["tcp://localhost:0", { transport: "tcp", hostname: "localhost", port: 0 }],
   ["tcp://[::1]:65535", { transport: "tcp", hostname: "::1", port: 65535 }],
+  ["tls://localhost:4433", { transport: "tls", hostname: "localhost", port: 4433 }],
+  ["tls://[::1]:0", { transport: "tls", hostname: "::1", port: 0 }],
   ["tcp://[fe80::1%eth0]:80", { transport: "tcp", hostname: "fe80::1%eth0", port: 80 }],
   ["tcp://[::ffff:127.0.0.1]:80", { transport: "tcp", hostname: "::ffff:127.0.0.1", port: 80 }],
   ["tcp://[2001:db8:0:0:0:0:2:1]:1", {
@@ -38,7 +40,7 @@ const invalid: [string, RegExp][] = [
   [`/tmp/${"x".repeat(103)}`, /longer than the OS allows \(107 bytes\): current length is 108/],
   // 57 characters, but 109 bytes: the limit is in bytes.
   [`unix:/tmp/${"é".repeat(52)}`, /current length is 109/],
-  ["http://x:80", /scheme "http" is not "unix" or "tcp"/],
+  ["http://x:80", /scheme "http" is not "unix", "tcp" or "tls"/],
   ["ws://127.0.0.1:80", /scheme "ws"/],
   ["tcp:127.0.0.1:80", /lacks "\/\/"/],
   ["tcp://127.0.0.1", /no port/],
@@ -53,6 +55,10 @@ const invalid: [string, RegExp][] = [
   ["::1:80", /IPv6 host must be in brackets/],
   ["tcp://[::1:80", /lacks the closing "\]"/],
   ["tcp://[::1]80", /no ":PORT" after the IPv6 host/],
+  ["tls:localhost:80", /lacks "\/\/" after "tls:"/],
+  ["tls://localhost", /no port/],
+  ["tls://[::1]:99999", /not a number from 0 to 65535/],
+  ["https://x:1", /scheme "https" is not "unix", "tcp" or "tls"/],
   ["tcp://[1::2::3]:80", /not an IPv6 address/],
   ["tcp://[12345::]:80", /not an IPv6 address/],
   ["tcp://[1:2:3:4:5:6:7:8:9]:80", /not an IPv6 address/],
@@ -105,7 +111,7 @@ describe("parseAddress()", () => {
     assert.throws(() => parseAddress({ transport: "unix", path: "" }), { code: "EADDRINVALID" });
     assert.throws(
       () => parseAddress({ transport: "udp" } as unknown as Address),
-      /transport is not "unix" or "tcp"/,
+      /transport is not "unix", "tcp" or "tls"/,
     );
   });
 

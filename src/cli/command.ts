@@ -68,6 +68,22 @@ export const CONNECT_OPTIONS: Readonly<Record<string, OptionSpec>> = {
     help: "Read the server's token from FILE (not readable by group or others)",
   },
   app: { type: "string", arg: "NAME", help: 'The handshake\'s application id (default "dockipc")' },
+  "tls-ca": {
+    type: "string",
+    arg: "FILE",
+    help: "tls://: trust the authority in FILE (PEM) for the other side's certificate",
+  },
+  "tls-cert": {
+    type: "string",
+    arg: "FILE",
+    help: "tls://: present the certificate in FILE (PEM)",
+  },
+  "tls-key": { type: "string", arg: "FILE", help: "tls://: the private key of --tls-cert (PEM)" },
+  "tls-server-name": {
+    type: "string",
+    arg: "NAME",
+    help: "tls://: the name the server's certificate must hold (default: the host)",
+  },
 };
 
 /** A command line that does not fit its command: exit code 2, with the command's usage. */

@@ -9,6 +9,7 @@ import { connectHub, type RemoteHub } from "../hub/remote.ts";
 import { Hub } from "../hub/hub.ts";
 import { serveHub } from "../hub/server.ts";
 import type { Message } from "../hub/subscription.ts";
+import type { User } from "../session/users.ts";
 import { delay } from "../internal/async.ts";
 import { quantile } from "../internal/histogram.ts";
 import { serveMetrics } from "../metrics/serve_metrics.ts";
@@ -20,7 +21,7 @@ import {
   stringOption,
   UsageError,
 } from "./command.ts";
-import { readTokenFile, sessionOptions } from "./connect.ts";
+import { parseUsers, readTokenFile, sessionOptions, tlsFiles } from "./connect.ts";
 import { duration, messageJson, messageText, parseHeaders, showBytes } from "./format.ts";
 import { formatTable } from "./output.ts";
 
@@ -84,10 +85,25 @@ const hubServe: Command = {
       arg: "HOST:PORT",
       help: "Serve metrics, JSON and the dashboard over HTTP there (loopback unless a token)",
     },
+    "require-client-cert": {
+      type: "boolean",
+      help: "tls://: refuse clients without a certificate signed by --tls-ca",
+    },
+    users: {
+      type: "string",
+      arg: "FILE",
+      help: "The users (JSON: a list of {name, token|tokenFile|cert, publish, subscribe, …}); " +
+        "SIGHUP reads it again",
+    },
     ...CONNECT_OPTIONS,
   },
   examples: [
     ["hub serve /tmp/app.sock", "A hub on a unix socket"],
+    [
+      "hub serve tls://0.0.0.0:4433 --tls-cert server.pem --tls-key server.key " +
+      "--tls-ca ca.pem --require-client-cert --users users.json",
+      "Mutual TLS, each client a user of users.json with its permissions",
+    ],
     [
       "hub serve tcp://127.0.0.1:4300 --store ./data --http 127.0.0.1:9464",
       "A hub on TCP with stored streams, and its dashboard at http://127.0.0.1:9464/",
@@ -96,16 +112,37 @@ const hubServe: Command = {
   async run(context): Promise<number> {
     const { rt, out } = context;
     const file = stringOption(context, "token-file");
-    const token = file === undefined ? undefined : await readTokenFile(rt, file);
+    const token = file === undefined ? undefined : await readTokenFile(file);
     const app = stringOption(context, "app");
     const store = stringOption(context, "store");
     const http = stringOption(context, "http");
     await using hub = new Hub(store === undefined ? {} : { store });
     if (store !== undefined) await hub.streams(); // a store that cannot open fails here
+    const tls = await tlsFiles(rt, context);
+    const usersFile = stringOption(context, "users");
+    const readUsers = async (): Promise<User[]> =>
+      parseUsers(new TextDecoder().decode(await rt.fs.readFile(usersFile!)), usersFile!);
     await using hubServer = await serveHub(hub, context.args[0]!, {
       ...(token === undefined ? {} : { token }),
       ...(app === undefined ? {} : { app }),
+      ...(usersFile === undefined ? {} : { users: await readUsers() }),
+      ...(tls === undefined ? {} : {
+        tls: {
+          cert: tls.cert ?? "",
+          key: tls.key ?? "",
+          ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+          requireClientCert: context.values["require-client-cert"] === true,
+        },
+      }),
     });
+    // SIGHUP: the users file again, without a restart; a bad one keeps the users as they are.
+    const stopReloading = usersFile === undefined ? () => {} : rt.process.onSignal("SIGHUP", () => {
+      void readUsers().then((users) => hubServer.setUsers(users)).then(
+        () => out.note(`users reloaded from ${usersFile}`),
+        (err: Error) => out.note(`users not reloaded: ${err.message}`),
+      );
+    });
+    using _reloading = { [Symbol.dispose]: stopReloading };
     await using metrics = http === undefined ? undefined : await serveMetrics({ hub, hubServer }, {
       listen: http,
       ...(token === undefined ? {} : { token }),

@@ -78,4 +78,7 @@ export { connectHub } from "./remote.ts";
 export type { ConnectHubOptions, RemoteHub, RemoteHubStats } from "./remote.ts";
 export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";
 export type { Server, ServerOptions } from "../session/server.ts";
+export type { CertIdentity, StreamOperation, TopicPermission, User } from "../session/users.ts";
+export type { ConnectTlsOptions, ListenTlsOptions, Pem } from "../tls.ts";
+export type { PeerCertificate, TlsInfo } from "../runtime/types.ts";
 export { topicMatches, validatePattern, validateTopic } from "./topics.ts";

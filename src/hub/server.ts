@@ -31,6 +31,8 @@ import {
 import type { ConsumeOptions, ConsumerMember } from "./consumer.ts";
 import { checkRateLimit, invalid, Limiter, type LimitStats, type RateLimit } from "./limits.ts";
 import { Publisher } from "./schedule.ts";
+import { checkPermissions, type Permissions, permissionsOf } from "./permissions.ts";
+import { STREAM_OPERATIONS, type StreamOperation, type User } from "../session/users.ts";
 import { HUB, type HubMessage, jsonBody, Op, parseBody, type SettleFailure } from "./protocol.ts";
 import { type HubSubscription, type Message, STOP, TAKE } from "./subscription.ts";
 import type { PublishAck, StoredMessage } from "./stream.ts";
@@ -85,6 +87,8 @@ export interface HubServer extends Server {
    * @throws {IpcError} `EINVAL` for a bad limit.
    */
   setLimits(limits: ServerLimits): void;
+  /** Operations refused for want of permission (`EPERM`) since the server started. */
+  readonly denied: number;
 }
 
 /** One client connection of a {@linkcode HubServer}, from `connectionStats()`. */
@@ -105,8 +109,12 @@ export interface ConnectionStats {
   readonly requests: number;
   /** Its delayed messages waiting in the hub. */
   readonly scheduled: number;
-  /** Its rate limit, when the server has one for connections. */
+  /** Its rate limit: its user's, else the server's for connections, when there is one. */
   readonly limit: LimitStats | undefined;
+  /** The user it authenticated as; undefined for one with every right. */
+  readonly user: string | undefined;
+  /** Its operations refused for want of permission (`EPERM`). */
+  readonly denied: number;
 }
 
 /** The hub's counters and its server's connections, from `RemoteHub.serverStats()`. */
@@ -271,9 +279,12 @@ export async function serveHub(
       );
     }
   }
+  checkPermissions(options.users);
   const dispatchers = new Set<HubDispatcher>();
   const connectionStats = (): ConnectionStats[] => [...dispatchers].map((d) => d.stats());
   const context: DispatcherContext = {
+    denied: 0,
+    userLimiters: new Map(),
     maxInflight,
     maxSubscriptions,
     maxSubscriptionBuffer,
@@ -290,7 +301,7 @@ export async function serveHub(
     context.connectionLimit = limits.connection === undefined
       ? undefined
       : checkRateLimit("set the limits", "connection", limits.connection);
-    for (const d of dispatchers) d.limit(context.connectionLimit);
+    for (const d of dispatchers) d.limit();
   };
   if (options.limits !== undefined) setLimits(options.limits);
   const server = await serveSessions(address, options, {
@@ -299,7 +310,18 @@ export async function serveHub(
     maxInflight,
     dispatcher: (served) => new HubDispatcher(hub, served, context),
   });
-  return Object.assign(server, { connectionStats, setLimits });
+  const setUsers = server.setUsers.bind(server);
+  const served = Object.assign(server, {
+    connectionStats,
+    setLimits,
+    // Patterns are checked before the list is taken, so a bad one changes nothing.
+    setUsers: async (users: readonly User[]): Promise<void> => {
+      checkPermissions(users);
+      context.userLimiters.clear();
+      await setUsers(users);
+    },
+  });
+  return Object.defineProperty(served, "denied", { get: () => context.denied }) as HubServer;
 }
 
 /** What every connection of one server shares: its limits, and the list of connections. */
@@ -311,6 +333,10 @@ interface DispatcherContext {
   readonly maxScheduled: number;
   /** Each connection's rate limit, checked, when there is one. */
   connectionLimit: Required<RateLimit> | undefined;
+  /** The rate limits of users that have one, shared by their connections, by user name. */
+  readonly userLimiters: Map<string, Limiter>;
+  /** Operations refused for want of permission. */
+  denied: number;
   readonly dispatchers: Set<HubDispatcher>;
   readonly connectionStats: CallContext;
 }
@@ -328,8 +354,12 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   #published = 0;
   /** This connection as the hub's publisher: it numbers its messages, bounds its delayed ones. */
   readonly #publisher: Publisher;
-  /** Its rate limit, when the server has one for connections. */
+  /** Its rate limit: its user's, or its own when the server has one for connections. */
   #limiter: Limiter | undefined;
+  /** What its user may do; undefined for a client with every right. */
+  #access: Permissions | undefined;
+  /** Its operations refused for want of permission. */
+  #denied = 0;
   readonly remotes = new Map<number, Remote>();
   /** Requests made of the hub for this client, until their answers have been sent. */
   readonly #requests = new Set<Promise<void>>();
@@ -368,7 +398,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       context.maxScheduled,
       "serveHub()'s maxScheduled",
     );
-    this.limit(context.connectionLimit);
+    this.#access = served.user === undefined ? undefined : permissionsOf(served.user);
+    this.limit();
     context.dispatchers.add(this);
     this.#unwatch = watchStreams(
       hub,
@@ -466,6 +497,10 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         return;
       }
       case Op.REQ:
+        {
+          const denied = this.#access?.publish(m.env.topic);
+          if (denied !== undefined) return this.#deny(m.id, denied);
+        }
         // At maxInflight the connection is read no further until a request ends.
         if (this.#requests.size >= this.#context.maxInflight) {
           return this.#requestWhenRoom(m.id, m.timeout, m.env);
@@ -519,15 +554,74 @@ class HubDispatcher implements Dispatcher<HubMessage> {
       requests: this.#requests.size,
       scheduled: this.#publisher.scheduled,
       limit: this.#limiter?.stats(),
+      user: this.#access?.user,
+      denied: this.#denied,
     };
   }
 
-  /** Sets this connection's rate limit, or removes it. */
-  limit(limit: Required<RateLimit> | undefined): void {
+  /**
+   * Sets this connection's rate limit as it now is: its user's (shared by the user's
+   * connections), else the server's for connections, else none.
+   */
+  limit(): void {
+    const rate = this.#access?.rate;
+    if (rate !== undefined) {
+      const { userLimiters } = this.#context;
+      const name = this.#access!.user;
+      let shared = userLimiters.get(name);
+      if (shared === undefined) {
+        shared = new Limiter(`user "${name}"`, rate);
+        userLimiters.set(name, shared);
+      }
+      this.#limiter = shared;
+      return;
+    }
+    const limit = this.#context.connectionLimit;
     if (limit === undefined) this.#limiter = undefined;
-    else if (this.#limiter === undefined) {
+    else if (this.#limiter === undefined || this.#limiter.name !== `connection ${this.#id}`) {
       this.#limiter = new Limiter(`connection ${this.#id}`, limit);
     } else this.#limiter.set(limit);
+  }
+
+  /** The subscriptions and readers of every connection of user `name`'s. */
+  #userSubscriptions(name: string): number {
+    let n = 0;
+    for (const d of this.#context.dispatchers) {
+      if (d.#access?.user === name) n += d.remotes.size + d.readers.size;
+    }
+    return n;
+  }
+
+  /** Refuses operation `id` for want of permission: ERR with `denied`, counted. */
+  #deny(id: number, denied: IpcError): undefined {
+    this.#denied++;
+    this.#context.denied++;
+    this.#sendQuietly(errOf(id, denied));
+    return undefined;
+  }
+
+  /** The user's permissions changed: subscriptions and readers they no longer allow end. */
+  reauthorize(): void {
+    const user = this.#served.user;
+    const access = user === undefined ? undefined : permissionsOf(user);
+    this.#access = access;
+    this.limit();
+    if (access === undefined) return;
+    for (const [sid, remote] of [...this.remotes]) {
+      const denied = access.subscribe(remote.sub.pattern);
+      if (denied === undefined) continue;
+      this.remotes.delete(sid);
+      remote.sub.unsubscribe();
+      remote.wake?.();
+      this.#deny(sid, denied);
+    }
+    const consume = access.stream("consume");
+    if (consume !== undefined) {
+      for (const reader of [...this.readers.values()]) {
+        this.#leave(reader);
+        reader.end(consume);
+      }
+    }
   }
 
   /**
@@ -587,6 +681,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    */
   #publish(env: Message, ackId?: number): Promise<void> | undefined {
     if (env.topic.startsWith(INBOX) && !this.#answerable.delete(env.topic)) return undefined;
+    const denied = this.#access?.publish(env.topic);
+    if (denied !== undefined) return this.#deny(ackId ?? 0, denied);
     this.#published++;
     if (this.#publishing === undefined) {
       const published = this.#enter(env, ackId !== undefined);
@@ -671,6 +767,21 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     const { maxSubscriptions, maxSubscriptionBuffer, maxSubscriptionBytes } = this.#context;
     if (this.remotes.has(m.sid)) {
       throw new Refusal("EPROTOCOL", `Subscription ${m.sid} is already in use`);
+    }
+    const access = this.#access;
+    if (access !== undefined) {
+      const denied = access.subscribe(m.pattern);
+      if (denied !== undefined) return this.#deny(m.sid, denied);
+      const bound = this.#served.user?.maxSubscriptions;
+      if (bound !== undefined && this.#userSubscriptions(access.user) >= bound) {
+        return this.#served.send(errOf(
+          m.sid,
+          new IpcError(
+            "ELIMIT",
+            `User "${access.user}" has reached its maxSubscriptions (${bound})`,
+          ),
+        ));
+      }
     }
     if (this.remotes.size >= maxSubscriptions) {
       return this.#served.send({
@@ -757,6 +868,14 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     if (call === undefined) {
       throw new IpcError("EPROTOCOL", `A hub has no operation "${method}" to call`);
     }
+    if (this.#access !== undefined && STREAM_OPERATIONS.includes(method as StreamOperation)) {
+      const denied = this.#access.stream(method as StreamOperation);
+      if (denied !== undefined) {
+        this.#denied++;
+        this.#context.denied++;
+        throw denied;
+      }
+    }
     const args = parseBody(body, "arguments");
     if (!Array.isArray(args)) {
       throw new IpcError("EPROTOCOL", "A CALL's arguments must be an array");
@@ -772,6 +891,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     body: Uint8Array,
   ): Promise<void> | undefined {
     if (this.readers.has(cid)) throw new Refusal("EPROTOCOL", `Reader ${cid} is already in use`);
+    const denied = this.#access?.stream("consume");
+    if (denied !== undefined) return this.#deny(cid, denied);
     if (this.readers.size + this.remotes.size >= this.#context.maxSubscriptions) {
       return this.#served.send(
         errOf(

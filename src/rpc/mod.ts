@@ -29,6 +29,9 @@ export type { RemoteErrorOptions } from "../errors.ts";
 export type { DialOptions, RpcClient, RpcRequestOptions } from "./client.ts";
 export type { ConnectionEvent, ReconnectOptions, SessionOptions } from "../session/client.ts";
 export type { Server, ServerOptions } from "../session/server.ts";
+export type { CertIdentity, StreamOperation, TopicPermission, User } from "../session/users.ts";
+export type { ConnectTlsOptions, ListenTlsOptions, Pem } from "../tls.ts";
+export type { PeerCertificate, TlsInfo } from "../runtime/types.ts";
 export { serve } from "./server.ts";
 export type {
   RpcContext,

@@ -6,6 +6,7 @@
  */
 
 import type { Address } from "../address.ts";
+import type { PeerCertificate } from "../runtime/types.ts";
 import { chunkBytes, replyBytes, type ReplyValue } from "../codec.ts";
 import { errorCode, IpcError } from "../errors.ts";
 import {
@@ -24,6 +25,10 @@ export interface RpcContext {
   readonly signal: AbortSignal;
   /** The client's address. */
   readonly remoteAddr: Address;
+  /** The name of the user the client authenticated as (`users`); undefined without one. */
+  readonly user: string | undefined;
+  /** The client's verified certificate, over `tls://` when it sent one. */
+  readonly peerCertificate: PeerCertificate | undefined;
 }
 
 /**
@@ -60,6 +65,8 @@ export interface RpcServerStats {
   readonly requests: number;
   /** Of those, the ones whose handler threw. */
   readonly failed: number;
+  /** Requests refused for want of permission (`EPERM`: the user's `rpc` is false). */
+  readonly denied: number;
   /** Requests running now. */
   readonly inFlight: number;
   /** From a request's arrival until its reply (or its stream's end) was handed to the socket. */
@@ -70,6 +77,7 @@ export interface RpcServerStats {
 interface Counters {
   requests: number;
   failed: number;
+  denied: number;
   inFlight: number;
   readonly latency: Histogram;
 }
@@ -107,7 +115,13 @@ export function serve(
     );
   }
   const { maxInflight = 64, exposeStack = false } = options;
-  const counters: Counters = { requests: 0, failed: 0, inFlight: 0, latency: new Histogram() };
+  const counters: Counters = {
+    requests: 0,
+    failed: 0,
+    denied: 0,
+    inFlight: 0,
+    latency: new Histogram(),
+  };
   return serveSessions(address, options, {
     codec: RPC,
     owner: "serve()",
@@ -121,6 +135,7 @@ export function serve(
         connections: server.connections,
         requests: counters.requests,
         failed: counters.failed,
+        denied: counters.denied,
         inFlight: counters.inFlight,
         latency: counters.latency.snapshot(),
       }),
@@ -196,7 +211,7 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
       );
     }
     // The server's abort and shutdown's signal reach the request through `release()`.
-    const request = new Running(this.#served.conn.remoteAddr);
+    const request = new Running(this.#served);
     this.#inflight.set(id, request);
     void this.#answer(id, data, request);
   }
@@ -222,6 +237,16 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
     const start = performance.now();
     counters.inFlight++;
     try {
+      if (served.user?.rpc === false) {
+        counters.denied++;
+        return served.send({
+          type: Type.ERROR,
+          id,
+          code: "EPERM",
+          message: `User "${served.user.name}" may not make RPC requests: its rpc is false`,
+          stack: "",
+        });
+      }
       if (served.draining) {
         return served.send({
           type: Type.ERROR,
@@ -275,12 +300,24 @@ class RpcDispatcher implements Dispatcher<RpcMessage> {
  * every request would pay.
  */
 class Running implements RpcContext {
-  readonly remoteAddr: Address;
+  readonly #served: ServedConn<RpcMessage>;
   #controller: AbortController | undefined;
   #reason: { value: unknown } | undefined;
 
-  constructor(remoteAddr: Address) {
-    this.remoteAddr = remoteAddr;
+  constructor(served: ServedConn<RpcMessage>) {
+    this.#served = served;
+  }
+
+  get remoteAddr(): Address {
+    return this.#served.conn.remoteAddr;
+  }
+
+  get user(): string | undefined {
+    return this.#served.user?.name;
+  }
+
+  get peerCertificate(): PeerCertificate | undefined {
+    return this.#served.conn.tls?.peerCertificate;
   }
 
   get signal(): AbortSignal {

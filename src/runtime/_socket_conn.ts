@@ -9,7 +9,7 @@
 import type { Address } from "../address.ts";
 import { closedError, IpcError, systemError } from "../errors.ts";
 import { type ByteIo, DIRECT, ignore, readTo } from "./byte_io.ts";
-import type { Conn } from "./types.ts";
+import type { Conn, TlsInfo } from "./types.ts";
 
 /**
  * What `SocketConn` needs from a runtime's socket. A runtime whose reads are calls (Deno)
@@ -68,6 +68,7 @@ export class SocketConn implements Conn {
   readonly localAddr: Address;
   readonly remoteAddr: Address;
   readonly closed: Promise<void>;
+  readonly tls: TlsInfo | undefined;
 
   #driver: SocketDriver;
   #label: string;
@@ -117,8 +118,16 @@ export class SocketConn implements Conn {
    * @param localAddr This end's address.
    * @param remoteAddr The peer's address.
    * @param label How errors name this connection, usually the address string.
+   * @param tls What its TLS session established, for a TLS connection.
    */
-  constructor(driver: SocketDriver, localAddr: Address, remoteAddr: Address, label: string) {
+  constructor(
+    driver: SocketDriver,
+    localAddr: Address,
+    remoteAddr: Address,
+    label: string,
+    tls?: TlsInfo,
+  ) {
+    this.tls = tls;
     this.#driver = driver;
     this.localAddr = localAddr;
     this.remoteAddr = remoteAddr;

@@ -15,6 +15,7 @@ import { nodeFs } from "./node_fs.ts";
 import { nodeProcess } from "./node_process.ts";
 import { SocketConn } from "./_socket_conn.ts";
 import { StagingDriver } from "./_staging.ts";
+import { connectTls, listenTls } from "./_tls.ts";
 import type {
   ChildProcess,
   Conn,
@@ -357,6 +358,8 @@ export const runtime: Runtime = {
   platform: process.platform,
   listen,
   connect,
+  listenTls,
+  connectTls,
   fs: nodeFs,
   spawn,
   serveHttp,

@@ -10,6 +10,7 @@ import { atPath as at, systemError } from "../errors.ts";
 import { delay, holdProcess } from "../internal/async.ts";
 import { SocketConn } from "./_socket_conn.ts";
 import { StagingDriver } from "./_staging.ts";
+import { connectTls, listenTls } from "./_tls.ts";
 import type {
   ChildProcess,
   Conn,
@@ -431,6 +432,8 @@ export const runtime: Runtime = {
   platform: Deno.build.os,
   listen,
   connect,
+  listenTls,
+  connectTls,
   fs: denoFs,
   spawn,
   serveHttp,

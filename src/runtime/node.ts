@@ -18,8 +18,8 @@ import { formatAddress } from "../address.ts";
 import { systemError } from "../errors.ts";
 import { nodeFs } from "./node_fs.ts";
 import { nodeProcess } from "./node_process.ts";
-import { SocketConn } from "./_socket_conn.ts";
-import { StagingDriver } from "./_staging.ts";
+import { tcpPeer, wrapSocket as wrap } from "./_node_socket.ts";
+import { connectTls, listenTls } from "./_tls.ts";
 
 /** Connections the kernel queues for `accept`: the system caps it at its somaxconn. */
 const backlog = 4096;
@@ -34,105 +34,6 @@ import type {
   Runtime,
   SpawnOptions,
 } from "./types.ts";
-
-class NodeDriver extends StagingDriver {
-  #socket: Socket;
-  /** Writes handed to Node, and how many of them it has flushed to the kernel. */
-  #issued = 0;
-  #done = 0;
-  /** Writes Node could not finish at once, in order: their numbers, and whom to tell. */
-  #waiting: { n: number; flushed: () => void }[] = [];
-
-  constructor(socket: Socket) {
-    super();
-    this.#socket = socket;
-  }
-
-  /**
-   * Hands `bytes` to Node. Node writes what the kernel takes at once and keeps a reference to
-   * the rest, so the bytes count as taken only once Node has flushed them (its callback).
-   */
-  protected write(bytes: Uint8Array): number | Promise<number> {
-    this.#hand(bytes);
-    if (this.#socket.writableLength === 0) return bytes.byteLength;
-    return this.#flushed().then(() => bytes.byteLength);
-  }
-
-  /**
-   * A write to an idle socket goes straight to Node, uncopied. If Node keeps part of it, the
-   * write waits until Node has flushed it.
-   */
-  protected writeNow(bytes: Uint8Array): number {
-    if (this.#socket.writableLength !== 0) return 0;
-    this.#hand(bytes);
-    if (this.#socket.writableLength !== 0) this.hold(this.#flushed());
-    return bytes.byteLength;
-  }
-
-  #hand(bytes: Uint8Array): void {
-    this.#issued++;
-    this.#socket.write(bytes, this.#onFlushed);
-  }
-
-  /** Resolves once Node has flushed the last write handed to it. */
-  #flushed(): Promise<void> {
-    return new Promise((flushed) => this.#waiting.push({ n: this.#issued, flushed }));
-  }
-
-  /** One callback for every write, in order, so no closure is made per write. */
-  #onFlushed = (): void => {
-    this.#done++;
-    const waiting = this.#waiting;
-    while (waiting.length > 0 && waiting[0]!.n <= this.#done) waiting.shift()!.flushed();
-  };
-
-  protected closeWrite(): void {
-    this.#socket.end();
-  }
-  pause(): void {
-    this.#socket.pause();
-  }
-  resume(): void {
-    this.#socket.resume();
-  }
-  protected release(): void {
-    // Nothing to do: once both directions have ended and Node has flushed what it buffered,
-    // the socket destroys itself and emits "close". destroy() now would drop that buffer.
-  }
-  protected close(): void {
-    this.#socket.destroy();
-  }
-}
-
-function wrap(
-  socket: Socket,
-  localAddr: Address,
-  remoteAddr: Address,
-  label: string,
-  keepAlive: boolean,
-): Conn {
-  if (localAddr.transport === "tcp") {
-    socket.setNoDelay(true);
-    if (keepAlive) socket.setKeepAlive(true);
-  }
-  const driver = new NodeDriver(socket);
-  const conn = new SocketConn(driver, localAddr, remoteAddr, label);
-  driver.attach(conn);
-  socket.on("data", (b: Uint8Array) => {
-    // A plain Uint8Array view, so that `slice()` copies as everywhere else.
-    conn.onData(new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
-  });
-  socket.on("end", () => conn.onEnd());
-  socket.on("error", (err) => conn.onError(err));
-  socket.on("close", () => conn.onClose());
-  return conn;
-}
-
-function tcpPeer(socket: Socket, side: "local" | "remote"): TcpAddress {
-  const hostname = (side === "local" ? socket.localAddress : socket.remoteAddress) ?? "";
-  const port = (side === "local" ? socket.localPort : socket.remotePort) ?? 0;
-  return { transport: "tcp", hostname, port };
-}
 
 function listen(address: Address, handlers: ListenHandlers): Promise<RawListener> {
   const label = formatAddress(handlers.publicAddr ?? address);
@@ -294,6 +195,8 @@ export const runtime: Runtime = {
   platform: process.platform,
   listen,
   connect,
+  listenTls,
+  connectTls,
   fs: nodeFs,
   spawn,
   serveHttp,

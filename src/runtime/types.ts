@@ -7,7 +7,8 @@
  * @module
  */
 
-import type { Address, TcpAddress, UnixAddress } from "../address.ts";
+import type { Address, TcpAddress, TlsAddress, UnixAddress } from "../address.ts";
+import type { IpcError } from "../errors.ts";
 
 /**
  * A connected byte stream: a unix or TCP socket as a pair of Web Streams.
@@ -61,8 +62,71 @@ export interface Conn extends AsyncDisposable {
   readonly remoteAddr: Address;
   /** Resolves once the socket is closed and its resources are released. Never rejects. */
   readonly closed: Promise<void>;
+  /** What the TLS handshake established, on a `tls://` connection; undefined otherwise. */
+  readonly tls?: TlsInfo | undefined;
   /** Closes both directions now. Calling it again does nothing. */
   close(): void;
+}
+
+/**
+ * A certificate the peer presented and the TLS handshake verified against the trusted
+ * authorities (`ca`): who the peer is, as its certificate says.
+ */
+export interface PeerCertificate {
+  /** The subject's distinguished name, as `"CN=alice,O=Example"`. */
+  readonly subject: string;
+  /** The subject's common name (`CN`), if it has one. */
+  readonly commonName: string | undefined;
+  /**
+   * The subject alternative names, each as OpenSSL writes it: `"DNS:host.example"`,
+   * `"IP Address:127.0.0.1"`, `"email:alice@example.com"`, `"URI:spiffe://example/alice"`.
+   */
+  readonly subjectAltNames: readonly string[];
+  /** The issuer's distinguished name. */
+  readonly issuer: string;
+  /** The SHA-256 fingerprint of the certificate, as upper-case hex pairs joined by `:`. */
+  readonly fingerprint: string;
+  /** When the certificate's validity starts. */
+  readonly validFrom: Date;
+  /** When the certificate's validity ends. */
+  readonly validTo: Date;
+}
+
+/** What a TLS connection's handshake established. */
+export interface TlsInfo {
+  /** The protocol version, such as `"TLSv1.3"`. */
+  readonly protocol: string;
+  /**
+   * The peer's verified certificate: on a server, the client's (when it sent one); on a client,
+   * the server's.
+   */
+  readonly peerCertificate: PeerCertificate | undefined;
+}
+
+/** A TLS server's certificate and what it asks of clients, as the transport checked them. */
+export interface TlsServerConfig {
+  /** PEM: the server's certificate chain and its private key. */
+  readonly cert: string;
+  readonly key: string;
+  /** PEM: the authorities that sign client certificates; a client cert is asked for with one. */
+  readonly ca: string | undefined;
+  /** A client without a certificate is refused (`ECERTREQUIRED`). */
+  readonly requireClientCert: boolean;
+  /** Milliseconds a connection has to complete its TLS handshake before it is closed. */
+  readonly handshakeTimeout: number;
+  /** Connections in their TLS handshake at once: one more closes the oldest. */
+  readonly maxHandshakes: number;
+}
+
+/** What a TLS client trusts and presents. */
+export interface TlsClientConfig {
+  /** PEM: the authorities to trust; the system's when undefined. */
+  readonly ca: string | undefined;
+  /** PEM: a client certificate and its key, for servers that ask for one. */
+  readonly cert: string | undefined;
+  readonly key: string | undefined;
+  /** The name the server's certificate must hold; the address's host name by default. */
+  readonly serverName: string | undefined;
 }
 
 /** A bound listening socket inside an adapter; `transport.ts` turns it into a `Listener`. */
@@ -84,6 +148,11 @@ export interface ListenHandlers {
   keepAlive?: boolean;
   /** A connection was accepted. */
   onConn(conn: Conn): void;
+  /**
+   * A TLS connection completed its handshake but its client certificate is refused (missing
+   * where required, expired, not signed by the `ca`): the listener's to tell and close.
+   */
+  onRefused?(conn: Conn, err: IpcError): void;
   /** Accepting failed in a way that ends the listener. */
   onError(err: unknown): void;
 }
@@ -207,7 +276,7 @@ export interface ChildProcess {
   /** Resolves when the process has ended. */
   readonly status: Promise<ChildStatus>;
   /** Sends a signal. @default {"SIGTERM"} */
-  kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGSTOP" | "SIGCONT"): void;
+  kill(signal?: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGHUP" | "SIGSTOP" | "SIGCONT"): void;
 }
 
 /** A running HTTP server, from `Runtime.serveHttp`. */
@@ -221,8 +290,8 @@ export interface HttpServer {
 /** Answers one HTTP request: the Fetch API's types, on every runtime. */
 export type HttpHandler = (request: Request) => Response | Promise<Response>;
 
-/** The signals a command line program reacts to. */
-export type ProcessSignal = "SIGINT" | "SIGTERM";
+/** The signals a command line program reacts to (SIGHUP: read its configuration again). */
+export type ProcessSignal = "SIGINT" | "SIGTERM" | "SIGHUP";
 
 /**
  * This process's standard streams, arguments and exit: what a command line program needs.
@@ -262,6 +331,18 @@ export interface Runtime {
    * (at the system's interval) on unless `keepAlive` is false.
    */
   connect(address: UnixAddress | TcpAddress, options?: { keepAlive?: boolean }): Promise<Conn>;
+  /** Binds a TLS listening socket; every adapter uses the runtime's `node:tls`. */
+  listenTls(
+    address: TlsAddress,
+    config: TlsServerConfig,
+    handlers: ListenHandlers,
+  ): Promise<RawListener>;
+  /** Opens a TLS connection and completes its handshake, verifying the server. */
+  connectTls(
+    address: TlsAddress,
+    config: TlsClientConfig,
+    options?: { keepAlive?: boolean },
+  ): Promise<Conn>;
   readonly fs: FileSystem;
   spawn(command: string, args: readonly string[], options?: SpawnOptions): ChildProcess;
   /**

@@ -15,6 +15,7 @@ import { backoff, delay, later, waitAtMost } from "../internal/async.ts";
 import { Feed } from "../internal/feed.ts";
 import { refTimer } from "../runtime/platform.ts";
 import { connect, type ConnectOptions } from "../transport.ts";
+import type { ConnectTlsOptions } from "../tls.ts";
 import { firstRead, tokenBytes } from "./handshake.ts";
 import {
   type Codec,
@@ -71,6 +72,11 @@ export interface SessionOptions {
   pingTimeout?: number;
   /** A TCP connection has keepalive probes on, at the system's interval. @default {true} */
   keepAlive?: boolean;
+  /**
+   * What a `tls://` connection trusts (`ca`) and presents (`cert`, `key`); see
+   * {@linkcode ConnectTlsOptions}.
+   */
+  tls?: ConnectTlsOptions;
   /** The timeout of a request that states none, in ms; `Infinity` for none. @default {10000} */
   requestTimeout?: number;
 }
@@ -121,6 +127,20 @@ const REFUSAL_CODES: readonly IpcErrorCode[] = [
   "ECLOSED",
   "ETIMEDOUT",
   "ESLOWCONSUMER",
+  "ELIMIT",
+  "EPERM",
+  "ECERTUNTRUSTED",
+  "ECERTEXPIRED",
+  "ECERTREQUIRED",
+];
+
+/** Refusals of who the client is: reconnecting with the same credentials cannot help. */
+const CREDENTIAL_CODES: readonly IpcErrorCode[] = [
+  "EAUTH",
+  "ECERTUNTRUSTED",
+  "ECERTEXPIRED",
+  "ECERTREQUIRED",
+  "ECERTNAME",
 ];
 
 /** A refusal's code as an `IpcErrorCode`: one a server may send, else `EPROTOCOL`. */
@@ -246,7 +266,9 @@ export class SessionClient<V extends { type: number }> {
   unavailable(op: string): IpcError | undefined {
     if (this.#closed) return closedError(op, `${this.#codec.protocol} client`);
     if (this.#down !== undefined) {
-      return new IpcError("ECONNRESET", `Cannot ${op} as ${this.#down.message}`, {
+      // Refused for its credentials, it says so; lost otherwise.
+      const code = CREDENTIAL_CODES.includes(this.#down.code) ? this.#down.code : "ECONNRESET";
+      return new IpcError(code, `Cannot ${op} as ${this.#down.message}`, {
         op,
         address: this.label,
         cause: this.#down,
@@ -397,6 +419,7 @@ export class SessionClient<V extends { type: number }> {
     const timeout = this.#timeout;
     const options: ConnectOptions = { timeout, keepAlive: this.#options.keepAlive ?? true };
     if (signal !== undefined) options.signal = signal;
+    if (this.#options.tls !== undefined) options.tls = this.#options.tls;
     const conn = await connect(this.addr, options);
     const encoding = this.#codec.encoding(this.#frameLimit);
     const channel = new Channel(conn, this.#codec.parser(this.#frameLimit), encoding);
@@ -412,12 +435,21 @@ export class SessionClient<V extends { type: number }> {
         app: this.#options.app ?? "dockipc",
         token: tokenBytes(this.#options.token),
       });
+      // A TLS server meets a plaintext HELLO with an alert (read as a huge frame) or a close.
+      const tlsHint = this.addr.transport === "tcp"
+        ? " (if it is a TLS server, connect with tls://)"
+        : "";
       const first = await firstRead(
         channel,
         timeout,
         () => fail(`the handshake took over ${timeout} ms`, "ETIMEDOUT"),
-      );
-      if (first === undefined) throw fail("it closed during the handshake", "ECONNRESET");
+      ).catch((err: unknown) => {
+        if (!(err instanceof IpcError) || err.code !== "EFRAMETOOLARGE") throw err;
+        throw fail(`it answered the handshake with what is not a dockipc frame${tlsHint}`);
+      });
+      if (first === undefined) {
+        throw fail(`it closed during the handshake${tlsHint}`, "ECONNRESET");
+      }
       // Anything of the vocabulary's (type 16 and up) is neither of these, so a wrong answer.
       const answer = first[0]! as ControlMessage;
       if (answer.type === Control.REFUSE) {
@@ -545,6 +577,12 @@ export class SessionClient<V extends { type: number }> {
     if (this.#closed) return; // the protocol failed what it had when it closed
     this.#events.emit({ type: "disconnected", error: err });
     const reconnect = this.#options.reconnect ?? true;
+    if (CREDENTIAL_CODES.includes(err.code)) {
+      // Refused for who it is (its user removed, its certificate no longer accepted): the
+      // same credentials would only be refused again.
+      this.#goDown(err);
+      return;
+    }
     if (reconnect === false) {
       this.#goDown(
         new IpcError("ECONNRESET", `${err.message}, and reconnect is off`, { cause: err }),
@@ -572,13 +610,15 @@ export class SessionClient<V extends { type: number }> {
         return;
       } catch (err) {
         last = err;
+        if (err instanceof IpcError && CREDENTIAL_CODES.includes(err.code)) break;
       }
     }
     if (this.#closed) return;
     const why = last instanceof Error ? `: ${last.message}` : "";
+    const refused = last instanceof IpcError && CREDENTIAL_CODES.includes(last.code);
     this.#goDown(
       new IpcError(
-        "ECONNRESET",
+        refused ? (last as IpcError).code : "ECONNRESET",
         `the connection to "${this.label}" was lost, and reconnecting gave up${why}`,
         { cause: last },
       ),

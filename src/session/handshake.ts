@@ -7,6 +7,7 @@
 
 import type { Channel } from "../frame/channel.ts";
 import { later } from "../internal/async.ts";
+import type { PeerCertificate } from "../runtime/types.ts";
 import { Control, type ControlMessage, INVALID, type Invalid, VERSION } from "./protocol.ts";
 
 const utf8 = new TextEncoder();
@@ -52,26 +53,32 @@ export async function firstRead<T>(
 }
 
 /** What a server expects of a HELLO. */
-export interface HandshakeRules {
+export interface HandshakeRules<U> {
   /** Names the client kind in refusals ("RPC", "hub"). */
   protocol: string;
   app: string;
-  token: Uint8Array | undefined;
   handshakeTimeout: number;
-  /** Whether the server takes one more client now: a refusal's code and message if not. */
-  admit(): Refusal | undefined;
+  /**
+   * Who the client is, from the token it sent: a user, undefined for one with every right (no
+   * credentials needed, or the shared token); throws a `Refusal` (`EAUTH`) for no one.
+   */
+  authenticate(token: Uint8Array, cert: PeerCertificate | undefined): U | undefined;
+  /** Whether the server takes one more client (of `user`) now: a refusal if not. */
+  admit(user: U | undefined): Refusal | undefined;
 }
 
 /**
  * Reads a client's first messages and checks that the first is a HELLO that `rules` accept;
- * returns what came after it, or throws a `Refusal`: `EPROTOCOL` for no HELLO or another
- * version, `EAUTH` for another application or a wrong token, `ETIMEDOUT` for none in time, or
- * the server's own (`ECONNREFUSED` when full, `ECLOSED` when shutting down).
+ * returns who the client is and what came after the HELLO, or throws a `Refusal`: `EPROTOCOL`
+ * for no HELLO or another version, `EAUTH` for another application or a wrong token,
+ * `ETIMEDOUT` for none in time, or the server's own (`ECONNREFUSED` when full, `ECLOSED` when
+ * shutting down).
  */
-export async function readHello<T extends { type: number }>(
+export async function readHello<T extends { type: number }, U>(
   channel: Channel<T | ControlMessage | Invalid>,
-  rules: HandshakeRules,
-): Promise<(T | ControlMessage | Invalid)[]> {
+  rules: HandshakeRules<U>,
+  cert: PeerCertificate | undefined,
+): Promise<{ user: U | undefined; token: Uint8Array; rest: (T | ControlMessage | Invalid)[] }> {
   const first = await firstRead(
     channel,
     rules.handshakeTimeout,
@@ -97,15 +104,8 @@ export async function readHello<T extends { type: number }>(
   if (h.app !== rules.app) {
     throw new Refusal("EAUTH", `The client is for app "${h.app}"; this server is "${rules.app}"`);
   }
-  if (rules.token !== undefined && !sameSecret(h.token, rules.token)) {
-    throw new Refusal(
-      "EAUTH",
-      h.token.length === 0
-        ? "The client sent no token; this server needs one"
-        : "The client's token is wrong",
-    );
-  }
-  const refused = rules.admit();
+  const user = rules.authenticate(h.token, cert);
+  const refused = rules.admit(user);
   if (refused !== undefined) throw refused;
-  return first.slice(1);
+  return { user, token: h.token, rest: first.slice(1) };
 }

@@ -13,8 +13,9 @@ import { Channel } from "../frame/channel.ts";
 import { maxFrameSizeOf } from "../frame/codec.ts";
 import { deferred, later } from "../internal/async.ts";
 import type { Conn } from "../runtime/types.ts";
-import { listen, type Listener, type ListenOptions } from "../transport.ts";
+import { type Listener, type ListenOptions, listenRefusing } from "../transport.ts";
 import { type HandshakeRules, readHello, Refusal, tokenBytes } from "./handshake.ts";
+import { Credentials, loadUsers, type ServedUser, type User } from "./users.ts";
 import { type Beating, Heartbeats } from "./heartbeat.ts";
 import {
   type Codec,
@@ -27,11 +28,20 @@ import {
 } from "./protocol.ts";
 
 /** The options every dockipc server takes: `serve()` and `serveHub()`. */
-export interface ServerOptions extends Pick<ListenOptions, "mode" | "signal" | "keepAlive"> {
+export interface ServerOptions
+  extends Pick<ListenOptions, "mode" | "signal" | "keepAlive" | "tls"> {
   /** Clients must name the same application. @default {"dockipc"} */
   app?: string;
-  /** A shared secret clients must present, at most 8 KiB; compared in constant time. */
+  /**
+   * A shared secret clients must present, at most 8 KiB; compared in constant time. A client
+   * that presents it may do everything, beside any `users`.
+   */
   token?: string | Uint8Array;
+  /**
+   * Who may connect, each with a token, a client certificate or both, and what each may do: a
+   * client must be one of them (or present `token`). `setUsers()` replaces the list.
+   */
+  users?: readonly User[];
   /**
    * Clients at once, counting those past their handshake; more are refused at the handshake.
    * @default {1024}
@@ -72,6 +82,15 @@ export interface Server extends AsyncDisposable {
   close(): Promise<void>;
   /** Closes every connection now, discarding what has not been written; handlers' signals abort. */
   abort(): void;
+  /**
+   * Replaces the users (token files are read again) without a restart. Every open connection
+   * is checked again: one whose user is gone or whose credentials no longer match is refused
+   * with `EAUTH` and closed; the others get their user's new permissions at once (a hub cuts
+   * the subscriptions they no longer allow).
+   *
+   * @throws {IpcError} `EINVAL` for a list that cannot be used; the old one then stays.
+   */
+  setUsers(users: readonly User[]): Promise<void>;
 }
 
 /** What a protocol's server does with one connection once the handshake is done. */
@@ -87,6 +106,8 @@ export interface Dispatcher<V> {
   busy(): boolean;
   /** The client sent its last message: finish what runs and send its replies. */
   finish(): Promise<void>;
+  /** The connection's user changed (`setUsers()`): apply its permissions to what is open. */
+  reauthorize?(): void;
   /** The connection is over: release what it holds, aborting what still runs. */
   release(reason: IpcError): void;
 }
@@ -94,6 +115,8 @@ export interface Dispatcher<V> {
 /** The served end of one connection, as a protocol's dispatcher uses it. */
 export interface ServedConn<V> {
   readonly conn: Conn;
+  /** The user the client is, or undefined for one with every right. */
+  readonly user: User | undefined;
   /** Whether the server is shutting down. */
   readonly draining: boolean;
   /**
@@ -186,15 +209,17 @@ export async function serveSessions<V extends { type: number }>(
   const listenOptions: ListenOptions = {};
   if (options.mode !== undefined) listenOptions.mode = options.mode;
   if (options.keepAlive !== undefined) listenOptions.keepAlive = options.keepAlive;
-  const listener = await listen(address, listenOptions);
+  if (options.tls !== undefined) listenOptions.tls = { handshakeTimeout, ...options.tls };
+  const credentials = new Credentials(token);
+  if (options.users !== undefined) credentials.set(await loadUsers(options.users));
   const sessions = new Set<Session<V>>();
   const state: ServerState = { draining: false, admitted: 0 };
-  const rules: HandshakeRules = {
+  const rules: HandshakeRules<ServedUser> = {
     protocol: protocol.codec.protocol,
     app,
-    token,
     handshakeTimeout,
-    admit: () => {
+    authenticate: (token, cert) => credentials.authenticate(token, cert),
+    admit: (user) => {
       if (state.admitted >= maxConnections) {
         return new Refusal(
           "ECONNREFUSED",
@@ -202,8 +227,9 @@ export async function serveSessions<V extends { type: number }>(
         );
       }
       if (state.draining) return new Refusal("ECLOSED", "The server is shutting down");
-      state.admitted++;
-      return undefined;
+      const refused = credentials.admit(user);
+      if (refused === undefined) state.admitted++;
+      return refused;
     },
   };
   const context: SessionContext<V> = {
@@ -215,13 +241,42 @@ export async function serveSessions<V extends { type: number }>(
     heartbeats: new Heartbeats(),
     handshaking: new Set(),
     maxHandshakes,
+    sessions,
+    credentials,
   };
+  // A TLS client whose certificate is refused is answered as a session: its HELLO is read, and
+  // the REFUSE says why.
+  const listener = await listenRefusing(
+    address,
+    listenOptions,
+    (conn, err) => startSession(conn, context, err),
+  );
   return new Served(listener, sessions, state, context, options.signal);
+}
+
+/** Serves a new connection as a session; `refused` (a client certificate's fault) ends it so. */
+function startSession<V extends { type: number }>(
+  conn: Conn,
+  context: SessionContext<V>,
+  refused?: IpcError,
+): void {
+  const { handshaking, maxHandshakes, sessions } = context;
+  const session = new Session(conn, context, refused);
+  if (handshaking.size >= maxHandshakes) {
+    // The oldest of those yet to say HELLO makes room: a flood of silent connections then
+    // costs each real client at most a retry, never the server.
+    const oldest = handshaking.values().next().value!;
+    handshaking.delete(oldest);
+    oldest.abort();
+  }
+  handshaking.add(session);
+  sessions.add(session);
+  void session.run().finally(() => sessions.delete(session));
 }
 
 interface SessionContext<V extends { type: number }> {
   readonly protocol: ServedProtocol<V>;
-  readonly rules: HandshakeRules;
+  readonly rules: HandshakeRules<ServedUser>;
   readonly frameLimit: number;
   readonly idleTimeout: number;
   readonly state: ServerState;
@@ -229,6 +284,9 @@ interface SessionContext<V extends { type: number }> {
   /** Sessions still in their handshake, oldest first. */
   readonly handshaking: Set<Session<V>>;
   readonly maxHandshakes: number;
+  /** Every session open now. */
+  readonly sessions: Set<Session<V>>;
+  readonly credentials: Credentials;
 }
 
 interface ServerState {
@@ -243,6 +301,7 @@ class Served<V extends { type: number }> implements Server {
   readonly #listener: Listener;
   readonly #sessions: Set<Session<V>>;
   readonly #state: { draining: boolean };
+  readonly #credentials: Credentials;
   readonly #accepting: Promise<void>;
   #closing: Promise<void> | undefined;
 
@@ -257,27 +316,20 @@ class Served<V extends { type: number }> implements Server {
     this.#listener = listener;
     this.#sessions = sessions;
     this.#state = state;
+    this.#credentials = context.credentials;
     this.#accepting = (async () => {
-      const { handshaking, maxHandshakes } = context;
-      for await (const conn of listener) {
-        const session = new Session(conn, context);
-        if (handshaking.size >= maxHandshakes) {
-          // The oldest of those yet to say HELLO makes room: a flood of silent connections
-          // then costs each real client at most a retry, never the server.
-          const oldest = handshaking.values().next().value!;
-          handshaking.delete(oldest);
-          oldest.abort();
-        }
-        handshaking.add(session);
-        sessions.add(session);
-        void session.run().finally(() => sessions.delete(session));
-      }
+      for await (const conn of listener) startSession(conn, context);
     })();
     signal?.addEventListener("abort", () => this.abort(), { once: true });
   }
 
   get connections(): number {
     return this.#sessions.size;
+  }
+
+  async setUsers(users: readonly User[]): Promise<void> {
+    this.#credentials.set(await loadUsers(users));
+    for (const session of this.#sessions) session.reauthenticate();
   }
 
   async shutdown(options: { signal?: AbortSignal } = {}): Promise<void> {
@@ -340,10 +392,16 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
   #beating: Promise<void> | undefined;
   /** Past its handshake: it counts toward `maxConnections`. */
   #admitted = false;
+  /** Why the transport refused it (its client certificate), told once its HELLO is read. */
+  readonly #refused: IpcError | undefined;
+  /** Who the client is, and the token it proved it with (checked again on `setUsers()`). */
+  #user: ServedUser | undefined;
+  #token: Uint8Array | undefined;
 
-  constructor(conn: Conn, context: SessionContext<V>) {
+  constructor(conn: Conn, context: SessionContext<V>, refused?: IpcError) {
     this.conn = conn;
     this.#context = context;
+    this.#refused = refused;
     const limit = context.frameLimit;
     this.channel = new Channel(
       conn,
@@ -369,10 +427,18 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
 
   async #run(): Promise<void> {
     try {
-      let batch: (SessionMessage<V> | Invalid)[] | undefined = await readHello(
-        this.channel,
-        this.#context.rules,
-      );
+      const refused = this.#refused;
+      // A refused certificate is the answer, whatever else the HELLO says.
+      const rules = refused === undefined ? this.#context.rules : {
+        ...this.#context.rules,
+        authenticate: (): never => {
+          throw new Refusal(refused.code, refused.message);
+        },
+      };
+      const hello = await readHello(this.channel, rules, this.conn.tls?.peerCertificate);
+      let batch: (SessionMessage<V> | Invalid)[] | undefined = hello.rest;
+      this.#user = hello.user;
+      this.#token = hello.token;
       this.#admitted = true;
       this.#context.handshaking.delete(this);
       await this.send({
@@ -403,8 +469,36 @@ class Session<V extends { type: number }> implements ServedConn<V>, Beating {
     } finally {
       this.abort();
       this.#context.handshaking.delete(this);
-      if (this.#admitted) this.#context.state.admitted--;
+      if (this.#admitted) {
+        this.#context.state.admitted--;
+        this.#context.credentials.leave(this.#user);
+      }
     }
+  }
+
+  get user(): User | undefined {
+    return this.#user?.user;
+  }
+
+  /** The users changed: who is this client now? One that is no one is refused. */
+  reauthenticate(): void {
+    if (!this.#admitted || this.#token === undefined) return;
+    const { credentials } = this.#context;
+    let user: ServedUser | undefined;
+    try {
+      user = credentials.authenticate(this.#token, this.conn.tls?.peerCertificate);
+    } catch {
+      void this.refuse(
+        new Refusal(
+          "EAUTH",
+          "The server's users changed, and the client's credentials are no longer accepted",
+        ),
+      );
+      return;
+    }
+    credentials.move(this.#user, user);
+    this.#user = user;
+    this.#dispatcher?.reauthorize?.();
   }
 
   /** Waits for `work` with the heartbeat on, unless the connection is aborted first. */

@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import { Wal } from "../../src/wal/mod.ts";
 import { serve, serveLines } from "../../src/rpc/mod.ts";
 import { rt, RUNTIMES, skipWithout, tempDir, until } from "../_helpers.ts";
-import { CLI, jsonLines, runCli, startCli } from "./_cli.ts";
+import { CLI, type CliRun, jsonLines, runCli, startCli } from "./_cli.ts";
+import { testCerts } from "../../scripts/_certs.ts";
+import { writeFileSync } from "node:fs";
 import { command } from "../../scripts/_runtimes.ts";
 
 const T = { timeout: 120_000 };
@@ -525,4 +527,59 @@ describe(`dockipc on ${rt.name} on a terminal`, () => {
     assert.match(watch.out, /TOPIC +PUBLISHED/);
     assert.match(watch.out, new RegExp(`${ESC}\\[\\d+A`), "the cursor goes back up to redraw");
   });
+});
+
+describe(`dockipc over mutual TLS with users on ${rt.name}`, () => {
+  test(
+    `hub serve with --users on ${rt.name}; pub from ${OTHER}; SIGHUP reloads the users`,
+    T,
+    async () => {
+      const certs = testCerts();
+      await using dir = await tempDir();
+      const users = `${dir.path}/users.json`;
+      const write = (allow: string[]): void =>
+        writeFileSync(
+          users,
+          JSON.stringify([{ name: "alice", cert: { commonName: "alice" }, publish: { allow } }]),
+        );
+      write(["orders.*"]);
+      const tlsArgs = ["--tls-ca", `${certs.dir}/ca.pem`];
+      await using server = startCli(rt.name, [
+        "hub",
+        "serve",
+        "tls://127.0.0.1:0",
+        "--tls-cert",
+        `${certs.dir}/server.pem`,
+        "--tls-key",
+        `${certs.dir}/server.key`,
+        ...tlsArgs,
+        "--require-client-cert",
+        "--users",
+        users,
+        "--json",
+      ]);
+      const { addr } = JSON.parse(await server.line()) as { addr: string };
+      const url = addr.replace("127.0.0.1", "localhost");
+      const alice = [
+        ...tlsArgs,
+        "--tls-cert",
+        `${certs.dir}/alice.pem`,
+        "--tls-key",
+        `${certs.dir}/alice.key`,
+      ];
+      const pub = (topic: string, args = alice): Promise<CliRun> =>
+        runCli(OTHER, ["pub", topic, "x", ...args], { env: { DOCKIPC_HUB: url } });
+      assert.equal((await pub("orders.new")).code, 0);
+      const denied = await pub("billing.x");
+      assert.equal(denied.code, 1, denied.stderr);
+      assert.match(denied.stderr, /EPERM.*User "alice" may not publish to "billing\.x"/);
+      const noCert = await pub("orders.new", tlsArgs);
+      assert.equal(noCert.code, 1);
+      assert.match(noCert.stderr, /ECERTREQUIRED/);
+      write(["billing.*"]);
+      server.process.kill("SIGHUP");
+      await until(async () => (await pub("billing.x")).code === 0, 20_000, "the reloaded users");
+      assert.match((await pub("orders.new")).stderr, /EPERM/);
+    },
+  );
 });
