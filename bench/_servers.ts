@@ -34,15 +34,26 @@ async function stopped(child: ChildProcess): Promise<void> {
 
 /**
  * `nats-server` on 127.0.0.1 and a port of its choosing; `where` is the port. With `jetstream`,
- * JetStream is on, its file storage under `dir`.
+ * JetStream is on, its file storage under `dir`; with `tls`, clients must speak TLS (the PEM
+ * files of its certificate and key).
  */
 export async function startNats(
   dir: string,
-  { jetstream = false }: { jetstream?: boolean } = {},
+  { jetstream = false, tls }: { jetstream?: boolean; tls?: { cert: string; key: string } } = {},
 ): Promise<Started> {
   const log = `${dir}/nats.log`;
   const js = jetstream ? ["-js", "-sd", `${dir}/jetstream`] : [];
-  const child = spawnChild("nats-server", ["-a", "127.0.0.1", "-p", "-1", "-l", log, ...js], {
+  const secure = tls === undefined ? [] : ["--tls", "--tlscert", tls.cert, "--tlskey", tls.key];
+  const child = spawnChild("nats-server", [
+    "-a",
+    "127.0.0.1",
+    "-p",
+    "-1",
+    "-l",
+    log,
+    ...js,
+    ...secure,
+  ], {
     stdout: "null",
     stderr: "null",
   });
@@ -102,10 +113,13 @@ export interface NatsLike {
   drain(): Promise<void>;
 }
 
-/** Connects the official `nats` client to a started nats-server. */
-export async function natsConnect(port: string): Promise<NatsLike> {
+/** Connects the official `nats` client to a started nats-server; over TLS trusting `tls.ca`. */
+export async function natsConnect(port: string, tls?: { ca: string }): Promise<NatsLike> {
   const nats = await import("nats") as unknown as {
-    connect(o: { servers: string }): Promise<NatsLike>;
+    connect(o: { servers: string; tls?: { ca: string } }): Promise<NatsLike>;
   };
-  return await nats.connect({ servers: `127.0.0.1:${port}` });
+  return await nats.connect({
+    servers: `${tls === undefined ? "127.0.0.1" : "localhost"}:${port}`,
+    ...(tls === undefined ? {} : { tls }),
+  });
 }

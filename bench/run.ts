@@ -28,6 +28,7 @@ const benches = [
   "bench/wal.ts",
   "bench/stream.ts",
   "bench/flow.ts",
+  "bench/tls.ts",
 ];
 // The RPC benchmark compares against NATS: nats-server comes from Debian.
 ensureCommands(BENCH_COMMANDS);
