@@ -52,7 +52,10 @@ const payload = new Uint8Array(64);
 const TOPIC = "bench.x";
 
 /** 100 publish rules; the benchmark's topic matches the last. */
-const RULES = [...Array.from({ length: 99 }, (_, i) => `team${i}.*.events`), "bench.*"];
+const RULES = [
+  ...Array.from({ length: 99 }, (_, i) => `team${i}.*.events`),
+  "bench.*",
+];
 const USERS: User[] = [
   { name: "plain", token: "plain-token" },
   { name: "ruled", token: "ruled-token", publish: { allow: RULES } },
@@ -70,7 +73,11 @@ interface Addresses {
 /** The PEM files of the run, from the directory `scripts/_certs.ts` made them in. */
 function pems(dir: string): { ca: string; cert: string; key: string } {
   const read = (name: string): string => readFileSync(`${dir}/${name}`, "utf8");
-  return { ca: read("ca.pem"), cert: read("server.pem"), key: read("server.key") };
+  return {
+    ca: read("ca.pem"),
+    cert: read("server.pem"),
+    key: read("server.key"),
+  };
 }
 
 /** The servers' child: RPC and the hub, each on TCP and TLS, until killed. */
@@ -81,7 +88,10 @@ async function servers(certDir: string, unixPath: string): Promise<void> {
   const rpcTls = await serve("tls://127.0.0.1:0", echo, { tls });
   const hub = new Hub();
   const hubTcp = await serveHub(hub, "tcp://127.0.0.1:0", { users: USERS });
-  const hubTls = await serveHub(hub, "tls://127.0.0.1:0", { users: USERS, tls });
+  const hubTls = await serveHub(hub, "tls://127.0.0.1:0", {
+    users: USERS,
+    tls,
+  });
   const hubUnix = await serveHub(hub, unixPath, { users: USERS });
   const at = (s: { addr: Parameters<typeof formatAddress>[0] }): string =>
     formatAddress(s.addr).replace("127.0.0.1", "localhost");
@@ -97,14 +107,19 @@ async function servers(certDir: string, unixPath: string): Promise<void> {
 
 /** An RPC client at `where` (TLS trusting the run's CA): one call, one round trip. */
 async function rpcCaller(where: string, ca: string): Promise<Caller> {
-  const client = await dial(where, where.startsWith("tls:") ? { tls: { ca } } : {});
+  const client = await dial(
+    where,
+    where.startsWith("tls:") ? { tls: { ca } } : {},
+  );
   return { call: () => client.request(payload), close: () => client.close() };
 }
 
 /** A NATS responder and requester over TLS: one call, one round trip. */
 async function natsCaller(port: string, ca: string): Promise<Caller> {
   const responder = await natsConnect(port, { ca });
-  responder.subscribe("bench.echo", { callback: (_, m) => void m.respond(m.data) });
+  responder.subscribe("bench.echo", {
+    callback: (_, m) => void m.respond(m.data),
+  });
   await responder.flush();
   const requester = await natsConnect(port, { ca });
   return {
@@ -123,7 +138,10 @@ interface PubSubPair {
 
 /** A publisher and a subscriber of the served hub at `where`, each its own connection. */
 async function hubPair(where: string, ca: string): Promise<PubSubPair> {
-  const options = { token: "plain-token", ...(where.startsWith("tls:") ? { tls: { ca } } : {}) };
+  const options = {
+    token: "plain-token",
+    ...(where.startsWith("tls:") ? { tls: { ca } } : {}),
+  };
   const sub = await connectHub(where, options);
   const pub = await connectHub(where, options);
   const subscription = sub.subscribe(TOPIC, { buffer: 4096 });
@@ -165,14 +183,20 @@ async function pubSub(pair: PubSubPair): Promise<number> {
       if (sent % 1000 === 999) await pair.flush();
     }
     await pair.flush();
-    for (const end = Date.now() + 60_000; pair.received < sent && Date.now() < end;) {
+    for (
+      const end = Date.now() + 60_000;
+      pair.received < sent && Date.now() < end;
+    ) {
       await delay(1);
     }
   };
   const warmStart = performance.now();
   while (performance.now() - warmStart < WARM_MS) await burst(1000);
   // About 1.5 s at the warm-up's rate.
-  const timed = Math.max(20_000, Math.round((sent / (performance.now() - warmStart)) * 1500));
+  const timed = Math.max(
+    20_000,
+    Math.round((sent / (performance.now() - warmStart)) * 1500),
+  );
   const start = performance.now();
   await burst(timed);
   const rate = timed / ((performance.now() - start) / 1000);
@@ -207,7 +231,13 @@ async function permissions(where: string): Promise<number[]> {
 if (args[0] === "servers") {
   await servers(args[1]!, args[2]!);
 } else if (args[0] === "client") {
-  const [, kind, where, certDir, natsPort] = args as [string, string, string, string, string?];
+  const [, kind, where, certDir, natsPort] = args as [
+    string,
+    string,
+    string,
+    string,
+    string?,
+  ];
   const { ca } = pems(certDir);
   let out: unknown;
   if (kind === "rpc") {
@@ -240,13 +270,16 @@ if (args[0] === "servers") {
   const rows: Row[] = [];
   const paired: Paired[] = [];
   try {
-    const lines = server.stdout!.pipeThrough(new TextDecoderStream()).getReader();
+    const lines = server.stdout!.pipeThrough(new TextDecoderStream())
+      .getReader();
     const at = JSON.parse((await lines.read()).value!) as Addresses;
     const nats = await startNats(dir, {
       tls: { cert: `${certs.dir}/server.pem`, key: `${certs.dir}/server.key` },
     });
     started.push(nats);
-    const client = async (...rest: string[]): Promise<Record<string, unknown>> =>
+    const client = async (
+      ...rest: string[]
+    ): Promise<Record<string, unknown>> =>
       await runSelf(SCRIPT, ["client", ...rest]) as Record<string, unknown>;
     const pubSubAt: Record<string, string[]> = {
       "dockipc hub, TCP": ["pubsub", at.hubTcp],
@@ -264,28 +297,35 @@ if (args[0] === "servers") {
         },
       ),
     );
-    paired.push(
-      ...await pairedRuns(
-        ["RPC over TLS ÷ over TCP"],
-        repeats,
-        async () => (await client("rpc", at.rpcTcp, certs.dir, at.rpcTls)).ratios as number[],
-      ),
-      ...await pairedRuns(
-        ["hub request/reply over TLS ÷ NATS's over TLS"],
-        repeats,
-        async () => (await client("hub-nats", at.hubTls, certs.dir, nats.where)).ratios as number[],
-      ),
-      ...await pairedRuns(
-        ["RPC over TLS ÷ NATS request/reply over TLS"],
-        repeats,
-        async () => (await client("rpc-nats", at.rpcTls, certs.dir, nats.where)).ratios as number[],
-      ),
-      ...await pairedRuns(
-        ["publish with 100 rules ÷ with none"],
-        repeats,
-        async () => (await client("permissions", at.hubUnix, certs.dir)).ratios as number[],
-      ),
-    );
+    const pairs: [string, string[]][] = [
+      ["RPC over TLS ÷ over TCP", ["rpc", at.rpcTcp, certs.dir, at.rpcTls]],
+      ["hub request/reply over TLS ÷ NATS's over TLS", [
+        "hub-nats",
+        at.hubTls,
+        certs.dir,
+        nats.where,
+      ]],
+      ["RPC over TLS ÷ NATS request/reply over TLS", [
+        "rpc-nats",
+        at.rpcTls,
+        certs.dir,
+        nats.where,
+      ]],
+      ["publish with 100 rules ÷ with none", [
+        "permissions",
+        at.hubUnix,
+        certs.dir,
+      ]],
+    ];
+    for (const [title, clientArgs] of pairs) {
+      paired.push(
+        ...await pairedRuns(
+          [title],
+          repeats,
+          async () => (await client(...clientArgs)).ratios as number[],
+        ),
+      );
+    }
   } finally {
     server.kill("SIGTERM");
     await server.status;

@@ -34,30 +34,19 @@ export interface TestCerts {
   dir: string;
 }
 
-const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+const EC = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
 const LOCAL = "subjectAltName=DNS:localhost,IP:127.0.0.1";
 
 /** Makes a new set of certificates. */
 export function makeCerts(): TestCerts {
   const dir = mkdtempSync(`${tmpdir()}/dk-certs-`);
-  const openssl = (...args: string[]): void => {
-    execFileSync("openssl", args, { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
+  // Each command line is written as one string: no argument of these holds a space.
+  const openssl = (line: string): void => {
+    execFileSync("openssl", line.split(/\s+/), { cwd: dir, stdio: ["ignore", "ignore", "pipe"] });
   };
   const read = (name: string): string => readFileSync(`${dir}/${name}`, "utf8");
   for (const ca of ["ca", "ca2"]) {
-    openssl(
-      "req",
-      "-x509",
-      ...EC,
-      "-keyout",
-      `${ca}.key`,
-      "-out",
-      `${ca}.pem`,
-      "-days",
-      "30",
-      "-subj",
-      `/CN=Test ${ca}`,
-    );
+    openssl(`req -x509 ${EC} -keyout ${ca}.key -out ${ca}.pem -days 30 -subj /CN=test-${ca}`);
   }
   // `openssl ca` sets any validity window (x509 -req cannot start one in the past).
   writeFileSync(`${dir}/index.txt`, "");
@@ -67,50 +56,28 @@ export function makeCerts(): TestCerts {
     "[ca]\ndefault_ca=d\n[d]\ndatabase=index.txt\nnew_certs_dir=.\nserial=serial\n" +
       "default_md=sha256\npolicy=p\ncopy_extensions=copy\nunique_subject=no\n[p]\ncommonName=supplied\n",
   );
-  const sign = (name: string, cn: string, san: string, ca: string, dates: string[]): KeyPair => {
+  const sign = (name: string, cn: string, san: string, ca: string, dates: string): KeyPair => {
+    openssl(`req ${EC} -keyout ${name}.key -out ${name}.csr -subj /CN=${cn} -addext ${san}`);
     openssl(
-      "req",
-      ...EC,
-      "-keyout",
-      `${name}.key`,
-      "-out",
-      `${name}.csr`,
-      "-subj",
-      `/CN=${cn}`,
-      "-addext",
-      san,
-    );
-    openssl(
-      "ca",
-      "-batch",
-      "-notext",
-      "-config",
-      "ca.cnf",
-      "-cert",
-      `${ca}.pem`,
-      "-keyfile",
-      `${ca}.key`,
-      "-in",
-      `${name}.csr`,
-      "-out",
-      `${name}.pem`,
-      ...dates,
+      `ca -batch -notext -config ca.cnf -cert ${ca}.pem -keyfile ${ca}.key ` +
+        `-in ${name}.csr -out ${name}.pem ${dates}`,
     );
     return { cert: read(`${name}.pem`), key: read(`${name}.key`) };
   };
-  const current = ["-days", "30"];
+  const current = "-days 30";
   const certs: TestCerts = {
     ca: read("ca.pem"),
     otherCa: read("ca2.pem"),
     server: sign("server", "localhost", LOCAL, "ca", current),
     alice: sign("alice", "alice", "subjectAltName=email:alice@example.com", "ca", current),
     bob: sign("bob", "bob", "subjectAltName=DNS:bob.example", "ca", current),
-    expired: sign("expired", "expired", LOCAL, "ca", [
-      "-startdate",
-      "20200101000000Z",
-      "-enddate",
-      "20200102000000Z",
-    ]),
+    expired: sign(
+      "expired",
+      "expired",
+      LOCAL,
+      "ca",
+      "-startdate 20200101000000Z -enddate 20200102000000Z",
+    ),
     stranger: sign("stranger", "stranger", LOCAL, "ca2", current),
     dir,
   };

@@ -92,7 +92,9 @@ const steps: Step[] = [
     name: "tests on Node 24",
     group: "node",
     cmd: binary("node"),
-    args: ["--test", "--test-timeout=120000", "tests/**/*_test.ts"],
+    // Two test files at once: most of a file's time is its children and its waits, so two
+    // share the machine's two CPUs well and the step takes about a third less.
+    args: ["--test", "--test-concurrency=2", "--test-timeout=120000", "tests/**/*_test.ts"],
     count: (out) => {
       const pass = /^ℹ pass (\d+)$/m.exec(out);
       const fail = /^ℹ fail (\d+)$/m.exec(out);

@@ -496,17 +496,16 @@ class HubDispatcher implements Dispatcher<HubMessage> {
         remote.wake?.();
         return;
       }
-      case Op.REQ:
-        {
-          const denied = this.#access?.publish(m.env.topic);
-          if (denied !== undefined) return this.#deny(m.id, denied);
-        }
+      case Op.REQ: {
+        const denied = this.#access?.publish(m.env.topic);
+        if (denied !== undefined) return this.#deny(m.id, denied);
         // At maxInflight the connection is read no further until a request ends.
         if (this.#requests.size >= this.#context.maxInflight) {
           return this.#requestWhenRoom(m.id, m.timeout, m.env);
         }
         this.#startRequest(m.id, m.timeout, m.env);
         return;
+      }
       default:
         throw new Refusal("EPROTOCOL", `A client may not send message type ${m.type}`);
     }
@@ -592,11 +591,16 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     return n;
   }
 
-  /** Refuses operation `id` for want of permission: ERR with `denied`, counted. */
-  #deny(id: number, denied: IpcError): undefined {
+  /** Counts an operation refused (or ended) for want of permission; returns why. */
+  #refused(denied: IpcError): IpcError {
     this.#denied++;
     this.#context.denied++;
-    this.#sendQuietly(errOf(id, denied));
+    return denied;
+  }
+
+  /** Refuses operation `id` for want of permission: ERR with `denied`, counted. */
+  #deny(id: number, denied: IpcError): undefined {
+    this.#sendQuietly(errOf(id, this.#refused(denied)));
     return undefined;
   }
 
@@ -619,7 +623,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     if (consume !== undefined) {
       for (const reader of [...this.readers.values()]) {
         this.#leave(reader);
-        reader.end(consume);
+        reader.end(this.#refused(consume));
       }
     }
   }
@@ -870,11 +874,7 @@ class HubDispatcher implements Dispatcher<HubMessage> {
     }
     if (this.#access !== undefined && STREAM_OPERATIONS.includes(method as StreamOperation)) {
       const denied = this.#access.stream(method as StreamOperation);
-      if (denied !== undefined) {
-        this.#denied++;
-        this.#context.denied++;
-        throw denied;
-      }
+      if (denied !== undefined) throw this.#refused(denied);
     }
     const args = parseBody(body, "arguments");
     if (!Array.isArray(args)) {

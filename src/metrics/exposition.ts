@@ -30,6 +30,8 @@ export interface MetricsSources {
 export interface MetricsSnapshot extends HubStats {
   /** The hub server's connections (none without `hubServer`). */
   readonly connections: readonly ConnectionStats[];
+  /** Operations the hub server refused for want of permission (0 without `hubServer`). */
+  readonly denied: number;
   /** Each RPC server's counters. */
   readonly rpc: readonly RpcServerStats[];
   /** Each log's state. */
@@ -55,6 +57,7 @@ export function snapshot(sources: MetricsSources): MetricsSnapshot {
   return {
     ...hub,
     connections: sources.hubServer?.connectionStats() ?? [],
+    denied: sources.hubServer?.denied ?? 0,
     rpc: (sources.rpc ?? []).map((s) => s.stats()),
     wal: (sources.wal ?? []).map((w) => w.stats()),
     time: Date.now(),
@@ -68,10 +71,17 @@ export function exposition(s: MetricsSnapshot, sources: MetricsSources): string 
     hubFamilies(text, s, s.connections.flatMap((c) => c.limit === undefined ? [] : [c.limit]));
   }
   if (sources.hubServer !== undefined) {
-    text.family("dockipc_hub_connections", "Client connections of the hub server.", "gauge", [[
-      {},
-      s.connections.length,
-    ]]);
+    text
+      .family("dockipc_hub_connections", "Client connections of the hub server.", "gauge", [[
+        {},
+        s.connections.length,
+      ]])
+      .family(
+        "dockipc_hub_denied_total",
+        "Operations the hub server refused for want of permission (EPERM).",
+        "counter",
+        [[{}, s.denied]],
+      );
   }
   if (s.rpc.length > 0) {
     const rows = <K extends keyof RpcServerStats>(key: K) =>
@@ -94,6 +104,12 @@ export function exposition(s: MetricsSnapshot, sources: MetricsSources): string 
         "Requests whose handler threw.",
         "counter",
         rows("failed"),
+      )
+      .family(
+        "dockipc_rpc_denied_total",
+        "Requests refused for want of permission (EPERM).",
+        "counter",
+        rows("denied"),
       )
       .family("dockipc_rpc_in_flight", "Requests running now.", "gauge", rows("inFlight"))
       .histogram(

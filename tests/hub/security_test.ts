@@ -9,7 +9,9 @@ import { chmodSync, writeFileSync } from "node:fs";
 import { describe, test } from "node:test";
 import { connectHub, Hub, type HubServer, serveHub, type User } from "../../src/hub/mod.ts";
 import { Permissions } from "../../src/hub/permissions.ts";
+import { exposition, snapshot } from "../../src/metrics/exposition.ts";
 import { rejectsWith, rt, RUNTIMES, spawnFixture, tempDir, until } from "../_helpers.ts";
+import type { IpcError } from "../../mod.ts";
 import { testCerts } from "../../scripts/_certs.ts";
 import { served } from "./_served.ts";
 
@@ -124,6 +126,8 @@ describe(`users of a served hub on ${rt.name}`, () => {
       assert.equal(text.decode((await mine.next()).value!.data), "yes");
       assert.equal((await watcher.next()).value!.topic, "orders.created"); // nothing denied got in
       assert.equal(s.server.denied, 3);
+      const sources = { hub: s.hub, hubServer: s.server };
+      assert.match(exposition(snapshot(sources), sources), /^dockipc_hub_denied_total 3$/m);
       const [stats] = s.server.connectionStats();
       assert.equal(stats!.user, "orders-app");
       assert.equal(stats!.denied, 3);
@@ -171,6 +175,20 @@ describe(`users of a served hub on ${rt.name}`, () => {
     await rejectsWith(viewer.addStream({ name: "X", subjects: ["x.>"] }), "EPERM");
     await rejectsWith(viewer.consume("ORDERS"), "EPERM", /"consume"/);
     assert.equal(s.server.denied, 3);
+    // A reload that takes "consume" away ends the readers the user has.
+    const reader = await admin.consume("ORDERS", { durable: "w" });
+    await admin.publish("orders.1", "one");
+    assert.equal(text.decode((await reader.next()).value!.data), "one");
+    await s.server.setUsers([
+      { name: "admin", token: "a", streams: ["streams"] },
+      { name: "viewer", token: "v", streams: ["streams", "streamInfo"] },
+    ]);
+    await rejectsWith(
+      reader.next(),
+      "EPERM",
+      /User "admin" may not use the stream operation "consume"/,
+    );
+    assert.equal(s.server.denied, 4);
   });
 
   test(
@@ -333,6 +351,18 @@ describe(`users by client certificate on ${rt.name}`, () => {
       }
     },
   );
+
+  test("a plaintext client of a TLS server fails cleanly, told to use tls://", T, async () => {
+    await using s = await servedTls([{ name: "t", token: "t" }]);
+    // Node's TLS server closes on the plaintext, Deno's and Bun's answer with an alert.
+    const err = await connectHub(s.url.replace("tls://localhost", "tcp://127.0.0.1"), {
+      token: "t",
+      reconnect: false,
+    }).then(() => assert.fail("connected"), (e: IpcError) => e);
+    assert.ok(["ECONNRESET", "EPROTOCOL"].includes(err.code), err.message);
+    assert.match(err.message, /if it is a TLS server, connect with tls:\/\//);
+    assert.equal(s.server.connectionStats().length, 0);
+  });
 
   test(`clients in ${RUNTIMES.join(", ")} children authenticate by certificate`, T, async () => {
     await using s = await servedTls([

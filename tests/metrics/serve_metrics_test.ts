@@ -63,6 +63,7 @@ describe(`serveMetrics() on ${rt.name}`, () => {
     assert.equal(sample(text, 'dockipc_hub_published_total{topic="orders.new"}'), 130);
     assert.equal(sample(text, 'dockipc_hub_published_bytes_total{topic="orders.new"}'), 650);
     assert.equal(sample(text, "dockipc_hub_connections"), 1);
+    assert.equal(sample(text, "dockipc_hub_denied_total"), 0); // no users: nothing is denied
     // One message in 64 is timed, one at a time: of 130, the 64th, and the 128th unless the
     // 64th was still on its way.
     const timed = sample(text, "dockipc_hub_delivery_seconds_count");
@@ -72,6 +73,7 @@ describe(`serveMetrics() on ${rt.name}`, () => {
     const server = `server="unix:${dir.path}/rpc.sock"`;
     assert.equal(sample(text, `dockipc_rpc_requests_total{${server}}`), 4);
     assert.equal(sample(text, `dockipc_rpc_failed_total{${server}}`), 0);
+    assert.equal(sample(text, `dockipc_rpc_denied_total{${server}}`), 0);
     assert.equal(sample(text, `dockipc_rpc_request_seconds_count{${server}}`), 4);
     const log = `dir="${dir.path}/wal"`;
     assert.equal(sample(text, `dockipc_wal_last_seq{${log}}`), 5);
@@ -118,6 +120,7 @@ describe(`serveMetrics() on ${rt.name}`, () => {
     assert.deepEqual(Object.keys(all).sort(), [
       "connections",
       "consumers",
+      "denied",
       "latency",
       "limits",
       "requests",
