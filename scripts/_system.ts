@@ -21,6 +21,7 @@ export const TEST_COMMANDS: readonly SystemCommand[] = [
   { command: "promtool", debian: "prometheus" },
   { command: "chromium", debian: "chromium" },
   { command: "openssl", debian: "openssl" },
+  { command: "nats-server", debian: "nats-server" },
 ];
 
 /** What the benchmarks run: the peers they compare against. */
