@@ -11,6 +11,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import process from "node:process";
+import { onPath } from "./_system.ts";
 
 /** A certificate and its key, PEM. */
 export interface KeyPair {
@@ -86,6 +87,22 @@ export function makeCerts(): TestCerts {
 }
 
 let made: TestCerts | undefined;
+
+/**
+ * Why the tests that need certificates are skipped here (openssl is missing: `npm test` installs
+ * nothing, `.ci/run` does), or false; for the `skip` option of `test()`.
+ */
+export const noOpenssl: string | false = onPath("openssl")
+  ? false
+  : "openssl is not installed (.ci/run installs it)";
+
+/**
+ * The test certificates, made on first use; where openssl is missing, an empty stand-in, for a
+ * test module's top level: the tests that read it are skipped there (`noOpenssl`).
+ */
+export function availableCerts(): TestCerts {
+  return noOpenssl ? ({} as TestCerts) : testCerts();
+}
 
 /** The test certificates of this process, made on first use. */
 export function testCerts(): TestCerts {

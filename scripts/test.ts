@@ -5,7 +5,8 @@
  * it under the pinned Node 24, named by its path (`node22` claims the `node` bin name too);
  * `.ci/run` calls `npm test`. Exits non-zero if any step fails, and ends with
  * one line that counts the tests of all three runtimes. Installs nothing: the few tests that run
- * socat or nc are skipped, and say so, where those are missing (`.ci/run` installs them).
+ * a command of `TEST_COMMANDS` (socat, nc, promtool, chromium, openssl, nats-server) are skipped,
+ * and say so, where it is missing (`.ci/run` installs them).
  *
  * Usage: `npm test [-- --only deno|bun|node|package|checks]`
  *

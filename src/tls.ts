@@ -170,12 +170,9 @@ export function clientTlsConfig(
   tls: ConnectTlsOptions | undefined,
 ): TlsClientConfig | undefined {
   const op = "connect to";
-  if (address.transport !== "tls") {
-    matches(op, address, tls, false);
-    return undefined;
-  }
-  const t: ConnectTlsOptions = tls ?? {};
-  matches(op, address, t, false);
+  const given = matches(op, address, tls, false);
+  if (address.transport !== "tls") return undefined;
+  const t: ConnectTlsOptions = given ? tls! : {};
   if ((t.cert === undefined) !== (t.key === undefined)) {
     throw invalid(op, address, "tls.cert and tls.key go together: pass both or neither");
   }

@@ -13,10 +13,10 @@ import {
   seeded,
   until,
 } from "./_helpers.ts";
-import { testCerts } from "../scripts/_certs.ts";
+import { availableCerts, noOpenssl } from "../scripts/_certs.ts";
 
-const T = { timeout: 60_000 };
-const certs = testCerts();
+const T = { timeout: 60_000, skip: noOpenssl };
+const certs = availableCerts();
 const server = (extra: Partial<ListenTlsOptions> = {}): ListenTlsOptions => ({
   cert: certs.server.cert,
   key: certs.server.key,

@@ -183,8 +183,9 @@ export interface RemoteHub extends PubSub, StoredStreams, AsyncDisposable {
   /**
    * Resolves once the server has processed everything this client sent before (FLUSH, then
    * FLUSHED): subscriptions made before are in place, publishes made before were delivered.
-   * Rejects with `ECONNRESET` if the connection drops first, or with the `ERATELIMIT` of a
-   * publish the server refused (a `"reject"` rate limit), once.
+   * Rejects with `ECONNRESET` if the connection drops first, or with the error of a publish the
+   * server refused after taking it (`ERATELIMIT` from a `"reject"` rate limit, `EPERM` from the
+   * user's permissions), once.
    */
   flush(): Promise<void>;
   /**
@@ -459,8 +460,9 @@ class HubClient implements RemoteHub {
    * {@linkcode PublishAck}; if the connection drops first it rejects with `ECONNRESET`, and
    * publishing again with the same `id` stores it once. A delayed one (`delay`, `notBefore`)
    * resolves once it waits in the server's hub, or rejects with `ELIMIT` past the connection's
-   * bound. When the server refused an earlier publish after taking it (a `"reject"` rate limit),
-   * this one rejects with that `ERATELIMIT` (once), and is not sent.
+   * bound. When the server refused an earlier publish after taking it (`ERATELIMIT` from a
+   * `"reject"` rate limit, `EPERM` from the user's permissions), this one rejects with that error
+   * (once), and is not sent.
    */
   publish(
     topic: string,

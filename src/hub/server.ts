@@ -356,6 +356,8 @@ class HubDispatcher implements Dispatcher<HubMessage> {
   readonly #publisher: Publisher;
   /** Its rate limit: its user's, or its own when the server has one for connections. */
   #limiter: Limiter | undefined;
+  /** Its own bucket under the server's limit for connections, kept with its counters. */
+  #own: Limiter | undefined;
   /** What its user may do; undefined for a client with every right. */
   #access: Permissions | undefined;
   /** Its operations refused for want of permission. */
@@ -563,23 +565,23 @@ class HubDispatcher implements Dispatcher<HubMessage> {
    * connections), else the server's for connections, else none.
    */
   limit(): void {
+    const limit = this.#context.connectionLimit;
+    if (limit === undefined) this.#own = undefined;
+    else if (this.#own === undefined) this.#own = new Limiter(`connection ${this.#id}`, limit);
+    else this.#own.set(limit);
     const rate = this.#access?.rate;
-    if (rate !== undefined) {
-      const { userLimiters } = this.#context;
-      const name = this.#access!.user;
-      let shared = userLimiters.get(name);
-      if (shared === undefined) {
-        shared = new Limiter(`user "${name}"`, rate);
-        userLimiters.set(name, shared);
-      }
-      this.#limiter = shared;
+    if (rate === undefined) {
+      this.#limiter = this.#own;
       return;
     }
-    const limit = this.#context.connectionLimit;
-    if (limit === undefined) this.#limiter = undefined;
-    else if (this.#limiter === undefined || this.#limiter.name !== `connection ${this.#id}`) {
-      this.#limiter = new Limiter(`connection ${this.#id}`, limit);
-    } else this.#limiter.set(limit);
+    const { userLimiters } = this.#context;
+    const name = this.#access!.user;
+    let shared = userLimiters.get(name);
+    if (shared === undefined) {
+      shared = new Limiter(`user "${name}"`, rate);
+      userLimiters.set(name, shared);
+    }
+    this.#limiter = shared;
   }
 
   /** The subscriptions and readers of every connection of user `name`'s. */

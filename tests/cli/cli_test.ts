@@ -4,7 +4,7 @@ import { Wal } from "../../src/wal/mod.ts";
 import { serve, serveLines } from "../../src/rpc/mod.ts";
 import { rt, RUNTIMES, skipWithout, tempDir, until } from "../_helpers.ts";
 import { CLI, type CliRun, jsonLines, runCli, startCli } from "./_cli.ts";
-import { testCerts } from "../../scripts/_certs.ts";
+import { noOpenssl, testCerts } from "../../scripts/_certs.ts";
 import { writeFileSync } from "node:fs";
 import { command } from "../../scripts/_runtimes.ts";
 
@@ -532,7 +532,7 @@ describe(`dockipc on ${rt.name} on a terminal`, () => {
 describe(`dockipc over mutual TLS with users on ${rt.name}`, () => {
   test(
     `hub serve with --users on ${rt.name}; pub from ${OTHER}; SIGHUP reloads the users`,
-    T,
+    { ...T, skip: noOpenssl },
     async () => {
       const certs = testCerts();
       await using dir = await tempDir();

@@ -12,12 +12,14 @@ import { Permissions } from "../../src/hub/permissions.ts";
 import { exposition, snapshot } from "../../src/metrics/exposition.ts";
 import { rejectsWith, rt, RUNTIMES, spawnFixture, tempDir, until } from "../_helpers.ts";
 import type { IpcError } from "../../mod.ts";
-import { testCerts } from "../../scripts/_certs.ts";
+import { availableCerts, noOpenssl } from "../../scripts/_certs.ts";
 import { served } from "./_served.ts";
 
 const T = { timeout: 60_000 };
+/** The tests over TLS: skipped where openssl cannot make their certificates. */
+const TLS = { ...T, skip: noOpenssl };
 const text = new TextDecoder();
-const certs = testCerts();
+const certs = availableCerts();
 
 const ORDERS: User = {
   name: "orders-app",
@@ -314,7 +316,7 @@ describe(`users of a served hub on ${rt.name}`, () => {
 describe(`users by client certificate on ${rt.name}`, () => {
   test(
     "a certificate identifies its user; refusals say what is wrong with distinct codes",
-    T,
+    TLS,
     async () => {
       await using s = await servedTls([
         {
@@ -352,7 +354,7 @@ describe(`users by client certificate on ${rt.name}`, () => {
     },
   );
 
-  test("a plaintext client of a TLS server fails cleanly, told to use tls://", T, async () => {
+  test("a plaintext client of a TLS server fails cleanly, told to use tls://", TLS, async () => {
     await using s = await servedTls([{ name: "t", token: "t" }]);
     // Node's TLS server closes on the plaintext, Deno's and Bun's answer with an alert.
     const err = await connectHub(s.url.replace("tls://localhost", "tcp://127.0.0.1"), {
@@ -364,7 +366,7 @@ describe(`users by client certificate on ${rt.name}`, () => {
     assert.equal(s.server.connectionStats().length, 0);
   });
 
-  test(`clients in ${RUNTIMES.join(", ")} children authenticate by certificate`, T, async () => {
+  test(`clients in ${RUNTIMES.join(", ")} children authenticate by certificate`, TLS, async () => {
     await using s = await servedTls([
       { name: "alice", cert: { commonName: "alice" }, publish: { allow: ["orders.*"] } },
     ], true);
